@@ -1,0 +1,1 @@
+"""Health checks: pure per-check state, probes, pool."""

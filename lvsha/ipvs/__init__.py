@@ -1,0 +1,1 @@
+"""IPVS: desired-table model, pure plan, kernel and in-memory ports."""
