@@ -1,0 +1,88 @@
+"""The whole configuration of one director: the root of the model."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BeforeValidator, Field
+
+from lvsha.config.base import InterfaceName, Model, Name, Seconds
+from lvsha.config.checks import CheckTiming
+from lvsha.config.lvs import VirtualServer
+from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript
+
+
+def _email(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        raise ValueError(f"'{value}' is not an email address")
+    return value
+
+
+def _webhook(value: object) -> object:
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"'{value}' is not an http:// or https:// URL")
+    return value
+
+
+class Notification(Model):
+    """Where state changes are reported besides the logs and the event stream."""
+
+    email: list[Annotated[str, BeforeValidator(_email)]] = Field(
+        default_factory=list, description="Recipients (notification_email)."
+    )
+    email_from: Annotated[str, BeforeValidator(_email)] | None = Field(
+        None, description="Sender (notification_email_from)."
+    )
+    smtp_server: str | None = Field(None, description="SMTP relay host name or address.")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_timeout: Seconds = Field(30.0, gt=0, le=600, description="smtp_connect_timeout.")
+    webhook_url: Annotated[str, BeforeValidator(_webhook)] | None = Field(
+        None, description="Each state change is POSTed here as JSON."
+    )
+
+
+class VrrpDefaults(Model):
+    """Defaults for every VRRP instance."""
+
+    version: Literal[2, 3] = Field(2, description="VRRP version of IPv4 instances (vrrp_version).")
+    garp: Garp = Field(default_factory=Garp)
+
+
+class LvsSyncDaemon(Model):
+    """The kernel's IPVS connection sync daemon, following one VRRP instance's role."""
+
+    interface: InterfaceName
+    vrrp_instance: Name = Field(description="Master on this instance's master, backup elsewhere.")
+    sync_id: int | None = Field(None, ge=0, le=255, description="Default: the instance's VRID.")
+
+
+class GlobalConfig(Model):
+    router_id: str | None = Field(
+        None, min_length=1, max_length=64, description="Name in notifications; default: host name."
+    )
+    notification: Notification = Field(default_factory=Notification)
+    script_user: str | None = Field(
+        None, description="Default user for scripts and hooks; default: root."
+    )
+    enable_script_security: bool = Field(
+        True, description="Refuse scripts that a non-root user could modify."
+    )
+    check_defaults: CheckTiming = Field(default_factory=CheckTiming)
+    vrrp: VrrpDefaults = Field(default_factory=VrrpDefaults)
+    lvs_sync_daemon: LvsSyncDaemon | None = None
+
+
+class LvshaConfig(Model):
+    """The configuration of one director."""
+
+    global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
+    vrrp_scripts: dict[Name, VrrpScript] = Field(
+        default_factory=dict, description="Named scripts that instances track."
+    )
+    vrrp_instances: dict[Name, VrrpInstance] = Field(default_factory=dict)
+    sync_groups: dict[Name, SyncGroup] = Field(default_factory=dict)
+    virtual_servers: list[VirtualServer] = Field(default_factory=list)

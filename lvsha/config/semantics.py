@@ -1,0 +1,423 @@
+"""Rules that span several keys: references, uniqueness and contradictions.
+
+They run on the normalized model, so inherited defaults count, and each finding names the one
+key to change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from lvsha.config.checks import DnsCheck, HttpCheck, HttpsCheck, PortCheck, UdpCheck
+from lvsha.config.lvs import RealServer, VirtualServer
+from lvsha.config.model import LvshaConfig
+from lvsha.config.source import Path, format_path
+from lvsha.config.vrrp import VrrpInstance, VrrpScript
+
+# Adverts must fit an Ethernet MTU: 20/40 bytes of IP header, 8 of VRRP, 4/16 per address.
+MAX_VIPS = {"ipv4": 255, "ipv6": 90}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    path: Path
+    message: str
+    at: Literal["key", "value"] = "value"
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+
+    def add(self, path: Path, message: str, at: Literal["key", "value"] = "value") -> None:
+        self.items.append(Finding(path, message, at))
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f": did you mean '{close[0]}'?" if close else ""
+
+
+def _advert_interval(out: _Findings, path: Path, inst: VrrpInstance) -> None:
+    seconds = inst.advert_interval
+    if inst.version == 2:
+        if seconds != int(seconds) or not 1 <= seconds <= 255:
+            out.add(
+                (*path, "advert_interval"),
+                f"VRRPv2 adverts carry whole seconds 1-255, got {seconds:g}: "
+                "round it, or use version: 3 for sub-second intervals",
+            )
+        return
+    centis = round(seconds * 100)
+    if abs(centis - seconds * 100) > 1e-6 or not 1 <= centis <= 4095:
+        out.add(
+            (*path, "advert_interval"),
+            f"VRRPv3 intervals are 0.01-40.95 s in steps of 10 ms, got {seconds:g}",
+        )
+
+
+def _vips(out: _Findings, path: Path, inst: VrrpInstance) -> None:
+    seen: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, Path] = {}
+    for key in ("virtual_ipaddresses", "virtual_ipaddresses_excluded"):
+        for i, vip in enumerate(getattr(inst, key)):
+            vpath = (*path, key, i)
+            family = f"ipv{vip.address.version}"
+            if key == "virtual_ipaddresses" and family != inst.family:
+                out.add(
+                    vpath,
+                    f"{vip.address} is {family} but the instance is {inst.family}: one instance "
+                    "carries one family; put it in virtual_ipaddresses_excluded or in another "
+                    "instance",
+                )
+            if vip.address.ip in seen:
+                out.add(
+                    vpath,
+                    f"{vip.address.ip} is listed twice (also {format_path(seen[vip.address.ip])})",
+                )
+            seen[vip.address.ip] = vpath
+            device = vip.device or inst.interface
+            if vip.label is not None and not vip.label.startswith(f"{device}:"):
+                out.add(
+                    (*vpath, "label"),
+                    f"label '{vip.label}' must start with the device name: '{device}:...'",
+                )
+    limit = MAX_VIPS[inst.family]
+    if len(inst.virtual_ipaddresses) > limit:
+        out.add(
+            (*path, "virtual_ipaddresses"),
+            f"{len(inst.virtual_ipaddresses)} {inst.family} VIPs do not fit one advert (at most "
+            f"{limit}): move the rest to virtual_ipaddresses_excluded",
+        )
+
+
+def _election(out: _Findings, path: Path, inst: VrrpInstance) -> None:
+    if inst.family == "ipv6" and inst.version == 2:
+        out.add(
+            (*path, "version"),
+            "VRRPv2 has no IPv6 (RFC 3768): use version: 3 for IPv6 VIPs",
+        )
+    if inst.priority == 255:
+        own = inst.unicast_src_ip or inst.mcast_src_ip
+        vips = {vip.address.ip for vip in inst.virtual_ipaddresses}
+        if own is None or own not in vips:
+            out.add(
+                (*path, "priority"),
+                "priority 255 is reserved for the owner of the VIPs (RFC 5798 5.2.4): use "
+                "1-254, or set unicast_src_ip / mcast_src_ip to the VIP this router owns",
+            )
+    if not inst.preempt and inst.state == "MASTER":
+        out.add(
+            (*path, "preempt"),
+            "preempt: false with state: MASTER is contradictory (keepalived silently drops "
+            "nopreempt here): use state: BACKUP with preempt: false, or remove preempt: false",
+        )
+    if not inst.preempt and inst.preempt_delay > 0:
+        out.add(
+            (*path, "preempt_delay"),
+            "preempt_delay does nothing with preempt: false: remove one of them",
+        )
+    if inst.authentication is not None and inst.version == 3:
+        out.add(
+            (*path, "authentication"),
+            "VRRPv3 has no authentication (RFC 5798 removed it): remove it or use version: 2",
+        )
+
+
+def _addresses(out: _Findings, path: Path, inst: VrrpInstance) -> None:
+    version = 6 if inst.family == "ipv6" else 4
+    for key in ("mcast_src_ip", "unicast_src_ip"):
+        addr = getattr(inst, key)
+        if addr is not None and addr.version != version:
+            out.add((*path, key), f"{addr} is not {inst.family} like the instance")
+    if inst.unicast_peers and inst.mcast_src_ip is not None:
+        out.add(
+            (*path, "mcast_src_ip"),
+            "mcast_src_ip is for multicast, but unicast_peers are set: use unicast_src_ip",
+        )
+    if inst.unicast_src_ip is not None and not inst.unicast_peers:
+        out.add(
+            (*path, "unicast_src_ip"),
+            "unicast_src_ip without unicast_peers: add the peers, or remove it",
+        )
+    seen: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for i, peer in enumerate(inst.unicast_peers):
+        ppath = (*path, "unicast_peers", i)
+        if peer.version != version:
+            out.add(ppath, f"peer {peer} is not {inst.family} like the instance")
+        if peer in seen:
+            out.add(ppath, f"peer {peer} is listed twice")
+        if peer == inst.unicast_src_ip:
+            out.add(ppath, f"peer {peer} is this router's own unicast_src_ip")
+        seen.add(peer)
+
+
+def _tracking(
+    out: _Findings, path: Path, inst: VrrpInstance, scripts: dict[str, VrrpScript]
+) -> None:
+    names: set[str] = set()
+    for i, track in enumerate(inst.track_scripts):
+        tpath = (*path, "track_scripts", i)
+        if track.script not in scripts:
+            out.add(
+                tpath,
+                f"no vrrp_scripts entry named '{track.script}'{_suggest(track.script, scripts)}",
+            )
+        if track.script in names:
+            out.add(tpath, f"script '{track.script}' is tracked twice")
+        names.add(track.script)
+    interfaces: set[str] = set()
+    for i, iface in enumerate(inst.track_interfaces):
+        if iface.interface in interfaces:
+            out.add(
+                (*path, "track_interfaces", i), f"interface '{iface.interface}' is tracked twice"
+            )
+        interfaces.add(iface.interface)
+
+
+def _vrrp(out: _Findings, config: LvshaConfig) -> None:
+    routers: dict[tuple[str, int, str], str] = {}
+    for name, inst in config.vrrp_instances.items():
+        path: Path = ("vrrp_instances", name)
+        _advert_interval(out, path, inst)
+        _vips(out, path, inst)
+        _election(out, path, inst)
+        _addresses(out, path, inst)
+        _tracking(out, path, inst, config.vrrp_scripts)
+        router = (inst.interface, inst.virtual_router_id, inst.family)
+        if router in routers:
+            out.add(
+                (*path, "virtual_router_id"),
+                f"virtual router {inst.virtual_router_id} on {inst.interface} ({inst.family}) is "
+                f"already vrrp_instances.{routers[router]}: each instance needs its own "
+                "virtual_router_id on an interface",
+            )
+        else:
+            routers[router] = name
+    for name, script in config.vrrp_scripts.items():
+        if script.timeout > script.interval:
+            out.add(
+                ("vrrp_scripts", name, "timeout"),
+                f"timeout {script.timeout:g} s is longer than interval {script.interval:g} s: "
+                "runs would overlap; shorten the timeout or lengthen the interval",
+            )
+    member_of: dict[str, str] = {}
+    for group, sync in config.sync_groups.items():
+        listed: set[str] = set()
+        for i, member in enumerate(sync.instances):
+            mpath: Path = ("sync_groups", group, "instances", i)
+            if member not in config.vrrp_instances:
+                known = config.vrrp_instances
+                out.add(mpath, f"no vrrp_instances entry named '{member}'{_suggest(member, known)}")
+            elif member in listed:
+                out.add(mpath, f"'{member}' is listed twice")
+            elif member in member_of:
+                out.add(
+                    mpath,
+                    f"'{member}' is already in sync group '{member_of[member]}': an instance "
+                    "belongs to one group",
+                )
+            listed.add(member)
+            member_of.setdefault(member, group)
+    sync_daemon = config.global_.lvs_sync_daemon
+    if sync_daemon is not None and sync_daemon.vrrp_instance not in config.vrrp_instances:
+        name = sync_daemon.vrrp_instance
+        out.add(
+            ("global", "lvs_sync_daemon", "vrrp_instance"),
+            f"no vrrp_instances entry named '{name}'{_suggest(name, config.vrrp_instances)}",
+        )
+
+
+def _service_key(out: _Findings, path: Path, vs: VirtualServer, explicit_family: bool) -> None:
+    if vs.fwmark is not None:
+        for key in ("address", "port", "protocol"):
+            if getattr(vs, key) is not None:
+                out.add(
+                    (*path, key),
+                    f"a fwmark service has no {key}: remove it, or remove fwmark",
+                )
+        return
+    if vs.address is None:
+        out.add(path, "missing key 'address' (with port and protocol), or 'fwmark'")
+        return
+    if vs.protocol is None:
+        out.add(
+            path,
+            "missing required key 'protocol' (TCP, UDP or SCTP): keepalived silently "
+            "assumes UDP here; say which one",
+        )
+    if vs.port is None:
+        out.add(path, "missing required key 'port' (0 means all ports, with persistence)")
+    elif vs.port == 0 and not vs.persistence_timeout:
+        out.add(
+            (*path, "port"),
+            "port 0 (all ports) needs persistence_timeout: IPVS accepts it only for "
+            "persistent services",
+        )
+    if explicit_family and f"ipv{vs.address.version}" != vs.family:
+        out.add((*path, "family"), f"family {vs.family} does not match address {vs.address}")
+
+
+def _service_options(out: _Findings, path: Path, vs: VirtualServer) -> None:
+    for i, flag in enumerate(vs.scheduler_flags):
+        owner = flag.split("-")[0]
+        if owner != vs.scheduler:
+            out.add(
+                (*path, "scheduler_flags", i),
+                f"{flag} is a flag of the {owner} scheduler, not of {vs.scheduler}",
+            )
+    if vs.ops and vs.protocol != "UDP":
+        out.add((*path, "ops"), "one-packet scheduling (ops) is for UDP services only")
+    if vs.persistence_granularity is not None:
+        limit = 128 if vs.family == "ipv6" else 32
+        if not vs.persistence_timeout:
+            out.add(
+                (*path, "persistence_granularity"),
+                "persistence_granularity needs persistence_timeout",
+            )
+        elif vs.persistence_granularity > limit:
+            out.add(
+                (*path, "persistence_granularity"),
+                f"an {vs.family} prefix length is 0-{limit}, got {vs.persistence_granularity}",
+            )
+    if vs.hysteresis >= vs.quorum:
+        out.add(
+            (*path, "hysteresis"),
+            f"hysteresis {vs.hysteresis} must be less than quorum {vs.quorum}, or the sorry "
+            "server could never go in",
+        )
+    sorry = vs.sorry_server
+    if (
+        sorry is not None
+        and f"ipv{sorry.address.version}" != vs.family
+        and sorry.forwarding != "TUN"
+    ):
+        out.add(
+            (*path, "sorry_server", "address"),
+            f"{sorry.address} is not {vs.family} like the service (mixed families need TUN)",
+        )
+
+
+def _port_rule(out: _Findings, path: Path, vs: VirtualServer, rs: RealServer) -> None:
+    if rs.forwarding in ("DR", "TUN") and vs.port and rs.port and rs.port != vs.port:
+        out.add(
+            (*path, "port"),
+            f"with {rs.forwarding} the real server port must equal the virtual server port "
+            f"{vs.port} (only NAT can map ports): remove port or use NAT",
+        )
+
+
+def _checks(out: _Findings, path: Path, rs: RealServer) -> None:
+    for i, check in enumerate(rs.checks):
+        cpath = (*path, "checks", i)
+        if isinstance(check, PortCheck) and check.port is None and not rs.port:
+            out.add(
+                cpath,
+                f"a {check.type} check needs a port: set port on the check or on the real server",
+            )
+        if isinstance(check, HttpCheck):
+            if check.digest is not None and check.method == "HEAD":
+                out.add((*cpath, "digest"), "a HEAD response has no body to digest: use GET")
+            if check.regex is not None and check.method == "HEAD":
+                out.add((*cpath, "regex"), "a HEAD response has no body to match: use GET")
+            if check.regex_negate and check.regex is None:
+                out.add((*cpath, "regex_negate"), "regex_negate needs a regex")
+        if isinstance(check, HttpsCheck):
+            if (check.client_cert is None) != (check.client_key is None):
+                which = "client_key" if check.client_key is None else "client_cert"
+                out.add(cpath, f"client_cert and client_key go together: add {which}")
+            if check.ca_file is not None and not check.tls_verify:
+                out.add((*cpath, "ca_file"), "ca_file is only used with tls_verify: true")
+        if isinstance(check, UdpCheck):
+            _udp(out, cpath, check)
+        if isinstance(check, DnsCheck) and check.name != "." and ".." in check.name:
+            out.add((*cpath, "name"), f"'{check.name}' is not a valid DNS name")
+
+
+def _udp(out: _Findings, path: Path, check: UdpCheck) -> None:
+    if check.payload is not None and check.payload_hex is not None:
+        out.add((*path, "payload_hex"), "set payload or payload_hex, not both")
+    expects = [k for k in ("expect", "expect_hex", "expect_regex") if getattr(check, k)]
+    if len(expects) > 1:
+        out.add((*path, expects[1]), f"set one of expect, expect_hex, expect_regex, not {expects}")
+    if expects and not check.require_reply:
+        out.add(
+            (*path, expects[0]),
+            f"{expects[0]} needs a reply, but require_reply is false: remove one of them",
+        )
+    for key in ("payload_hex", "expect_hex"):
+        text = getattr(check, key)
+        if text is not None:
+            try:
+                bytes.fromhex(text)
+            except ValueError:
+                out.add((*path, key), f"'{text}' is not hex bytes (e.g. '0a1b ff')")
+
+
+def _virtual_servers(out: _Findings, config: LvshaConfig, explicit: list[bool]) -> None:
+    services: dict[tuple[object, ...], int] = {}
+    for n, vs in enumerate(config.virtual_servers):
+        path: Path = ("virtual_servers", n)
+        _service_key(out, path, vs, explicit[n])
+        _service_options(out, path, vs)
+        key = (
+            ("fwmark", vs.fwmark, vs.family)
+            if vs.fwmark is not None
+            else (vs.protocol, vs.address, vs.port)
+        )
+        if key in services:
+            out.add(
+                path,
+                f"the same service as virtual_servers[{services[key]}]: each address, port and "
+                "protocol (or fwmark and family) is one virtual server",
+            )
+        else:
+            services[key] = n
+        seen: dict[tuple[object, ...], int] = {}
+        for m, rs in enumerate(vs.real_servers):
+            rpath = (*path, "real_servers", m)
+            rs_key = (rs.address, rs.port)
+            if rs_key in seen:
+                out.add(
+                    rpath,
+                    f"real server {rs.address} port {rs.port} is listed twice (also real_servers"
+                    f"[{seen[rs_key]}]): merge them",
+                )
+            seen.setdefault(rs_key, m)
+            if f"ipv{rs.address.version}" != vs.family and rs.forwarding != "TUN":
+                out.add(
+                    (*rpath, "address"),
+                    f"{rs.address} is not {vs.family} like the service (IPVS mixes families "
+                    "only with TUN)",
+                )
+            if rs.upper_threshold and rs.lower_threshold > rs.upper_threshold:
+                out.add(
+                    (*rpath, "lower_threshold"),
+                    f"lower_threshold {rs.lower_threshold} is above upper_threshold "
+                    f"{rs.upper_threshold}",
+                )
+            _port_rule(out, rpath, vs, rs)
+            _checks(out, rpath, rs)
+
+
+def _global(out: _Findings, config: LvshaConfig) -> None:
+    note = config.global_.notification
+    if note.email and note.smtp_server is None:
+        out.add(
+            ("global", "notification", "email"),
+            "email recipients need smtp_server: add it, or remove email",
+        )
+    if not config.vrrp_instances and not config.virtual_servers:
+        out.add((), "nothing to do: define vrrp_instances or virtual_servers")
+
+
+def check_semantics(config: LvshaConfig, explicit_vs_family: list[bool]) -> list[Finding]:
+    """`explicit_vs_family[n]`: whether virtual server n wrote `family` itself."""
+    out = _Findings()
+    _global(out, config)
+    _vrrp(out, config)
+    _virtual_servers(out, config, explicit_vs_family)
+    return out.items
