@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+import types
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -49,30 +50,50 @@ KEEPALIVED_SPELLINGS = {
 }
 
 
-def _field_names(model: type[BaseModel], seen: set[type[BaseModel]]) -> Iterator[str]:
-    if model in seen:
-        return
-    seen.add(model)
-    for name, info in model.model_fields.items():
-        yield info.alias or name
-        for sub in _models_in(info.annotation):
-            yield from _field_names(sub, seen)
+def _model_at(path: Path, data: object) -> type[BaseModel] | None:
+    """The model class that validates the mapping at `path`, following the data for unions."""
+    annotation: Any = LvshaConfig
+    node = data
+    for part in path:
+        model = _unwrap(annotation, node)
+        if model is None:
+            return None
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+            if field is None:
+                return None
+            annotation = field.annotation
+        else:
+            origin, args = typing.get_origin(model), typing.get_args(model)
+            annotation = args[-1] if origin in (list, dict, tuple) and args else None
+        node = (
+            node.get(part)
+            if isinstance(node, dict)
+            else (node[part] if isinstance(node, list) and isinstance(part, int) else None)
+        )
+    model = _unwrap(annotation, node)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        yield from _models_in(arg)
-    origin = getattr(annotation, "__origin__", None)
-    if origin is not None and getattr(annotation, "__metadata__", None) is not None:
-        yield from _models_in(origin)
+def _unwrap(annotation: Any, node: object) -> Any:
+    """Strip Annotated and Optional; pick a check type by the data's `type`."""
+    while True:
+        if getattr(annotation, "__metadata__", None) is not None:
+            annotation = annotation.__origin__
+            continue
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            tag = node.get("type") if isinstance(node, dict) else None
+            if len(members) > 1 and isinstance(tag, str) and tag in CHECK_TYPES:
+                return CHECK_TYPES[tag]
+            if len(members) != 1:
+                return None
+            annotation = members[0]
+            continue
+        return annotation
 
 
-KNOWN_KEYS = sorted(set(_field_names(LvshaConfig, set())))
-
-
-def _unknown_key_message(key: str, data_at_parent: object) -> str:
+def _unknown_key_message(key: str, path: Path, data: object, data_at_parent: object) -> str:
     message = f"unknown key '{key}'"
     check_type = data_at_parent.get("type") if isinstance(data_at_parent, dict) else None
     if isinstance(check_type, str) and check_type in CHECK_TYPES:
@@ -84,7 +105,9 @@ def _unknown_key_message(key: str, data_at_parent: object) -> str:
             )
     if key in KEEPALIVED_SPELLINGS:
         return f"{message}: {KEEPALIVED_SPELLINGS[key]}"
-    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
+    model = _model_at(path[:-1], data)
+    known = [f.alias or n for n, f in model.model_fields.items()] if model else []
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     if close:
         return f"{message}: did you mean '{close[0]}'?"
     return f"{message}: remove it, or see conf/REFERENCE.md for the keys this section takes"
@@ -133,12 +156,13 @@ def _describe(value: object) -> str:
     return f"{value!r}"
 
 
-def _message(error: ErrorDetails, key: str | int | None, parent: object) -> str:
+def _message(error: ErrorDetails, path: Path, data: object, parent: object) -> str:
+    key = path[-1] if path else None
     kind = error["type"]
     value = error.get("input")
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return _unknown_key_message(str(key), parent)
+        return _unknown_key_message(str(key), path, data, parent)
     if kind == "missing":
         return f"missing required key '{key}'"
     if kind == "bool_type":
@@ -184,14 +208,13 @@ def problems_from_validation(
     problems = []
     for detail in error.errors(include_url=False):
         path, parent, about_key = _clean_path(detail["loc"], data)
-        key = path[-1] if path else None
         if detail["type"] == "missing":
             location = source.value(path[:-1])
         elif detail["type"] == "extra_forbidden" or about_key:
             location = source.key(path)
         else:
             location = source.value(path)
-        message = _message(detail, key, parent)
+        message = _message(detail, path, data, parent)
         if about_key:
             message = f"bad name: {message}"
         problems.append(Problem(location, path, message))

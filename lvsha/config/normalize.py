@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from lvsha.config.checks import CheckTiming, HttpCheck, HttpsCheck
 from lvsha.config.lvs import RealServer, VirtualServer
 from lvsha.config.model import GlobalConfig, LvshaConfig
-from lvsha.config.vrrp import VrrpInstance, VrrpScript
+from lvsha.config.vrrp import Garp, VrrpInstance, VrrpScript
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -48,7 +48,7 @@ def _instance(instance: VrrpInstance, glob: GlobalConfig) -> VrrpInstance:
     family = update.get("family", instance.family)
     if "version" not in instance.model_fields_set:
         update["version"] = 3 if family == "ipv6" else glob.vrrp.version
-    update["garp"] = inherit(instance.garp, list(instance.garp.model_fields), glob.vrrp.garp)
+    update["garp"] = inherit(instance.garp, list(Garp.model_fields), glob.vrrp.garp)
     return instance.model_copy(update=update)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -93,9 +94,22 @@ _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 
+class _Loader(yaml.SafeLoader):
+    """Composes nodes only: every plain scalar is left for `_scalar` to read, and a scalar
+    with an explicit tag (`!!str 5`) is marked so it stays as written."""
+
+    yaml_implicit_resolvers = {}  # noqa: RUF012 (PyYAML's own class-level table)
+
+    def compose_scalar_node(self, anchor: Any) -> yaml.ScalarNode:
+        explicit = self.peek_event().tag not in (None, "!")  # type: ignore[no-untyped-call]
+        node = super().compose_scalar_node(anchor)
+        node.explicit_tag = explicit  # type: ignore[attr-defined]
+        return node
+
+
 def _scalar(node: yaml.ScalarNode) -> object:
     text: str = node.value
-    if node.style is not None or node.tag == "tag:yaml.org,2002:str":
+    if node.style is not None or getattr(node, "explicit_tag", False):
         return text  # quoted, block or explicitly tagged: always a string
     if _NULL.match(text):
         return None
@@ -134,7 +148,11 @@ class _Walker:
     def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, object]:
         out: dict[str, object] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if (
+                isinstance(key_node, yaml.ScalarNode)
+                and key_node.value == "<<"
+                and not key_node.style
+            ):
                 self.problems.append(
                     Problem(
                         self.loc(key_node),
@@ -173,7 +191,7 @@ def load_yaml(text: str, file: str) -> tuple[object, SourceMap, list[Problem]]:
     beside the data (which keeps the first value), so they are reported with everything else.
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
