@@ -1,0 +1,204 @@
+"""The in-memory IPVS table refuses what the kernel refuses, with the kernel's errno."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Awaitable, Callable
+from ipaddress import ip_address
+
+import pytest
+
+from lvsha.ipvs.memory import MemoryIpvsTable
+from lvsha.ipvs.model import (
+    AddressKey,
+    Destination,
+    Family,
+    Forwarding,
+    FwmarkKey,
+    Persistence,
+    Service,
+    ServiceOptions,
+    TransportProtocol,
+    TunnelType,
+)
+from lvsha.ipvs.port import (
+    DestinationExistsError,
+    InvalidRequestError,
+    IpvsTablePort,
+    NoSuchDestinationError,
+    NoSuchServiceError,
+    ServiceExistsError,
+    UnknownModuleError,
+)
+
+WEB = AddressKey(TransportProtocol.TCP, ip_address("192.0.2.10"), 80)
+WEB6 = AddressKey(TransportProtocol.TCP, ip_address("2001:db8::10"), 80)
+REAL = Destination(ip_address("10.0.0.1"), 80, weight=2)
+
+
+def port_with_web() -> MemoryIpvsTable:
+    return MemoryIpvsTable([Service(WEB, ServiceOptions(), (REAL,))])
+
+
+def test_it_is_an_ipvs_table_port() -> None:
+    port: IpvsTablePort = MemoryIpvsTable()
+    assert port is not None
+
+
+async def test_list_services_returns_services_with_destinations() -> None:
+    port = port_with_web()
+
+    assert await port.list_services() == {WEB: Service(WEB, ServiceOptions(), (REAL,))}
+
+
+async def test_a_snapshot_does_not_change_with_the_table() -> None:
+    port = port_with_web()
+    before = port.snapshot()
+
+    await port.delete_destination(WEB, REAL.key)
+
+    assert before[WEB].destinations == (REAL,)
+    assert port.snapshot()[WEB].destinations == ()
+
+
+async def test_adding_an_existing_service_is_eexist() -> None:
+    port = port_with_web()
+
+    with pytest.raises(ServiceExistsError) as raised:
+        await port.add_service(WEB, ServiceOptions(scheduler="rr"))
+    assert raised.value.errno == errno.EEXIST
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: p.edit_service(WEB6, ServiceOptions()),
+        lambda p: p.delete_service(WEB6),
+        lambda p: p.add_destination(WEB6, Destination(ip_address("2001:db8:1::1"), 80)),
+        lambda p: p.edit_destination(WEB6, Destination(ip_address("2001:db8:1::1"), 80)),
+        lambda p: p.delete_destination(WEB6, Destination(ip_address("2001:db8:1::1"), 80).key),
+    ],
+    ids=["edit service", "delete service", "add dest", "edit dest", "delete dest"],
+)
+async def test_anything_on_a_missing_service_is_esrch(
+    call: Callable[[MemoryIpvsTable], Awaitable[None]],
+) -> None:
+    port = port_with_web()
+
+    with pytest.raises(NoSuchServiceError) as raised:
+        await call(port)
+    assert raised.value.errno == errno.ESRCH
+
+
+async def test_adding_an_existing_destination_is_eexist() -> None:
+    port = port_with_web()
+
+    with pytest.raises(DestinationExistsError):
+        await port.add_destination(WEB, Destination(REAL.address, REAL.port, weight=5))
+    assert port.snapshot()[WEB].destinations == (REAL,)
+
+
+async def test_editing_or_deleting_a_missing_destination_is_enoent() -> None:
+    port = port_with_web()
+    other = Destination(ip_address("10.0.0.1"), 8080)
+
+    with pytest.raises(NoSuchDestinationError) as raised:
+        await port.edit_destination(WEB, other)
+    assert raised.value.errno == errno.ENOENT
+    with pytest.raises(NoSuchDestinationError):
+        await port.delete_destination(WEB, other.key)
+
+
+async def test_deleting_a_service_takes_its_destinations_with_it() -> None:
+    port = port_with_web()
+
+    await port.delete_service(WEB)
+    await port.add_service(WEB, ServiceOptions())
+
+    assert port.snapshot()[WEB].destinations == ()
+
+
+async def test_unknown_scheduler_or_persistence_engine_is_refused() -> None:
+    port = MemoryIpvsTable()
+
+    with pytest.raises(UnknownModuleError, match="ip_vs_fancy"):
+        await port.add_service(WEB, ServiceOptions(scheduler="fancy"))
+    with pytest.raises(UnknownModuleError, match="ip_vs_ftp"):
+        await port.add_service(WEB, ServiceOptions(persistence_engine="ftp"))
+    assert port.snapshot() == {}
+
+    await port.add_service(WEB, ServiceOptions(scheduler="none"))
+    with pytest.raises(UnknownModuleError):
+        await port.edit_service(WEB, ServiceOptions(scheduler="fancy"))
+    assert port.snapshot()[WEB].options.scheduler == "none"
+
+
+async def test_ipv6_persistence_needs_a_prefix_of_at_least_one_bit() -> None:
+    port = MemoryIpvsTable()
+
+    with pytest.raises(InvalidRequestError):
+        await port.add_service(WEB6, ServiceOptions(persistence=Persistence(300, 0)))
+    await port.add_service(WEB, ServiceOptions(persistence=Persistence(300, 0)))
+
+
+async def test_a_destination_of_another_family_needs_tunnel_forwarding() -> None:
+    port = MemoryIpvsTable([Service(WEB6, ServiceOptions())])
+    nat = Destination(ip_address("10.0.0.1"), 80, forwarding=Forwarding.MASQUERADE)
+
+    with pytest.raises(InvalidRequestError, match="tunnel"):
+        await port.add_destination(WEB6, nat)
+    tunnelled = Destination(ip_address("10.0.0.1"), 80, forwarding=Forwarding.TUNNEL)
+    await port.add_destination(WEB6, tunnelled)
+    with pytest.raises(InvalidRequestError, match="tunnel"):
+        await port.edit_destination(WEB6, nat)
+
+
+async def test_a_fwmark_service_takes_destinations_of_its_own_family() -> None:
+    marked = FwmarkKey(3, Family.INET6)
+    port = MemoryIpvsTable([Service(marked, ServiceOptions())])
+
+    await port.add_destination(marked, Destination(ip_address("2001:db8:1::1"), 0))
+    with pytest.raises(InvalidRequestError):
+        await port.add_destination(marked, Destination(ip_address("10.0.0.1"), 0))
+
+
+async def test_lower_threshold_above_upper_is_erange() -> None:
+    port = port_with_web()
+
+    with pytest.raises(InvalidRequestError) as raised:
+        await port.edit_destination(
+            WEB, Destination(REAL.address, REAL.port, upper_threshold=10, lower_threshold=20)
+        )
+    assert raised.value.errno == errno.ERANGE
+    assert port.snapshot()[WEB].destinations == (REAL,)
+
+
+async def test_gue_tunnel_needs_a_port() -> None:
+    port = port_with_web()
+    gue = Destination(
+        ip_address("10.0.0.2"), 80, forwarding=Forwarding.TUNNEL, tunnel_type=TunnelType.GUE
+    )
+
+    with pytest.raises(InvalidRequestError, match="GUE"):
+        await port.add_destination(WEB, gue)
+
+
+@pytest.mark.parametrize("address", ["224.0.0.5", "0.0.0.0", "255.255.255.255"])
+async def test_a_destination_must_be_unicast(address: str) -> None:
+    port = port_with_web()
+
+    with pytest.raises(InvalidRequestError, match="unicast"):
+        await port.add_destination(WEB, Destination(ip_address(address), 80))
+
+
+@pytest.mark.parametrize("address", ["ff02::1", "::", "fe80::1"])
+async def test_an_ipv6_destination_must_be_global_unicast(address: str) -> None:
+    port = MemoryIpvsTable([Service(WEB6, ServiceOptions())])
+
+    with pytest.raises(InvalidRequestError, match="unicast"):
+        await port.add_destination(WEB6, Destination(ip_address(address), 80))
+
+
+def test_an_initial_table_is_checked_like_any_other() -> None:
+    with pytest.raises(UnknownModuleError):
+        MemoryIpvsTable([Service(WEB, ServiceOptions(scheduler="fancy"))])
