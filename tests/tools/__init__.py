@@ -1,0 +1,1 @@
+"""Developer tools that produce test inputs (run by hand, not by pytest)."""
