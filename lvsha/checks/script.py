@@ -1,0 +1,266 @@
+"""Script probe: run an operator's program against a real server and judge its exit status.
+
+The program runs in its own session and process group, with stdin on /dev/null, a small fixed
+environment, cwd "/", optionally as an unprivileged user. When it exits, or when the timeout
+expires, the whole group gets SIGKILL, so a check leaves no process behind (a descendant that
+starts its own session escapes this). Output (stdout and stderr together) is read to the end but
+only the last `output_limit` bytes are kept, for the failure reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from lvsha.checks.result import ProbeResult
+
+SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""PATH given to scripts, and searched for a bare command name."""
+
+_REAP_GRACE = 5.0
+"""Seconds to wait for a SIGKILLed script to be reaped (longer only in uninterruptible sleep)."""
+_OUTPUT_GRACE = 1.0
+"""Seconds to wait for the output pipe to close once the group is dead."""
+_REASON_OUTPUT_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCommand:
+    argv: tuple[str, ...]
+    """Program and arguments; a program without "/" is looked up in SCRIPT_PATH."""
+    user: str | None = None
+    """Run as this user, with its primary group and supplementary groups; None keeps ours."""
+    group: str | None = None
+    """Run with this primary group instead of the user's."""
+    dynamic_weight: bool = False
+    """keepalived's misc_dynamic: exit 2-255 is healthy with weight = status - 2."""
+    script_security: bool = True
+    """keepalived's enable_script_security: refuse a program anyone but root could replace."""
+    output_limit: int = 4096
+
+    def __post_init__(self) -> None:
+        if not self.argv or not self.argv[0]:
+            raise ValueError("script argv must name a program")
+        if self.group is not None and self.user is None:
+            raise ValueError("script group needs a user")
+        if self.output_limit < 1:
+            raise ValueError(f"output_limit must be >= 1, got {self.output_limit}")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptTarget:
+    """What the script learns about its real server, through its environment."""
+
+    real_server_address: str
+    real_server_port: int
+    virtual_service: str
+    """As the operator knows it, e.g. "192.0.2.10:80/tcp" or "fwmark 7"."""
+    check_name: str
+
+    def environment(self, timeout: float) -> dict[str, str]:
+        return {
+            "PATH": SCRIPT_PATH,
+            "LVSHA_RS_ADDRESS": self.real_server_address,
+            "LVSHA_RS_PORT": str(self.real_server_port),
+            "LVSHA_VS": self.virtual_service,
+            "LVSHA_CHECK": self.check_name,
+            "LVSHA_TIMEOUT": str(float(timeout)),
+        }
+
+
+def resolve_program(program: str) -> str | None:
+    """The absolute path that would run for `program`, or None if there is none."""
+    if "/" not in program:
+        return shutil.which(program, path=SCRIPT_PATH)
+    if os.path.isabs(program) and os.path.isfile(program) and os.access(program, os.X_OK):
+        return program
+    return None
+
+
+def insecure_path_reason(executable: str) -> str | None:
+    """Why `executable` could be replaced by someone other than root, or None when it cannot.
+
+    Checks every directory from "/" down and then the file, both as written and after resolving
+    symlinks.
+    """
+    real = os.path.realpath(executable)
+    for path in dict.fromkeys([*_root_down_to(executable), *_root_down_to(real)]):
+        try:
+            status = os.stat(path)
+        except OSError as error:
+            return f"script security: cannot stat {path}: {error.strerror or error}"
+        if status.st_uid != 0:
+            return f"script security: {path} is owned by uid {status.st_uid}, not root"
+        if status.st_mode & stat.S_IWOTH:
+            return f"script security: {path} is world-writable"
+        if status.st_mode & stat.S_IWGRP:
+            return f"script security: {path} is group-writable"
+    return None
+
+
+def _root_down_to(path: str) -> list[str]:
+    paths = [path]
+    while (parent := os.path.dirname(path)) != path:
+        paths.append(parent)
+        path = parent
+    return paths[::-1]
+
+
+class _UnknownIdentityError(Exception):
+    pass
+
+
+def _identity(command: ScriptCommand) -> dict[str, Any]:
+    """Popen arguments that switch to the configured user in the child, before exec.
+
+    Popen does this in C between fork and exec, without preexec_fn (unsafe with threads).
+    extra_groups is always given, else the child would keep our supplementary groups.
+    """
+    if command.user is None:
+        return {}
+    try:
+        account = pwd.getpwnam(command.user)
+    except KeyError:
+        raise _UnknownIdentityError(f"script user {command.user!r} does not exist") from None
+    gid = account.pw_gid
+    if command.group is not None:
+        try:
+            gid = grp.getgrnam(command.group).gr_gid
+        except KeyError:
+            raise _UnknownIdentityError(f"script group {command.group!r} does not exist") from None
+    return {
+        "user": account.pw_uid,
+        "group": gid,
+        "extra_groups": os.getgrouplist(account.pw_name, gid),
+    }
+
+
+class _ScriptProtocol(asyncio.SubprocessProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, output_limit: int):
+        self.output = bytearray()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.output_closed: asyncio.Future[None] = loop.create_future()
+        self._output_limit = output_limit
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.output += data
+        if len(self.output) > self._output_limit:
+            del self.output[: -self._output_limit]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.output_closed.done():
+            self.output_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+def _kill_group(pgid: int) -> None:
+    # The leader's pid stays reserved while any member of its group lives, so even after the
+    # leader is reaped this reaches only the script's own descendants.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _last_line(output: bytes) -> str:
+    lines = output.decode("utf-8", errors="replace").strip().splitlines()
+    if not lines:
+        return ""
+    line = lines[-1].strip()
+    if len(line) > _REASON_OUTPUT_CHARS:
+        line = line[:_REASON_OUTPUT_CHARS] + "..."
+    return line
+
+
+def judge_exit(returncode: int, dynamic_weight: bool) -> tuple[bool, str, int | None]:
+    """(ok, reason, weight) for a script's wait status as asyncio reports it."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return False, f"script killed by {name}", None
+    if returncode == 0:
+        return True, "script exit status 0", None
+    if returncode >= 2 and dynamic_weight:
+        weight = returncode - 2
+        return True, f"script exit status {returncode}, weight {weight}", weight
+    return False, f"script exit status {returncode}", None
+
+
+async def probe_script(command: ScriptCommand, target: ScriptTarget, timeout: float) -> ProbeResult:
+    """Run `command` for `target`; exit 0 passes, 1 fails, 2-255 per `dynamic_weight`."""
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+
+    def verdict(ok: bool, reason: str, weight: int | None = None) -> ProbeResult:
+        return ProbeResult(ok, reason, loop.time() - started_at, weight)
+
+    program = command.argv[0]
+    executable = resolve_program(program)
+    if executable is None:
+        if "/" not in program:
+            return verdict(False, f"script not found in {SCRIPT_PATH}: {program}")
+        if not os.path.isabs(program):
+            return verdict(False, f"script path is not absolute: {program}")
+        return verdict(False, f"script is not an executable file: {program}")
+    if command.script_security:
+        insecure = insecure_path_reason(executable)
+        if insecure is not None:
+            return verdict(False, insecure)
+    try:
+        identity = _identity(command)
+    except _UnknownIdentityError as error:
+        return verdict(False, str(error))
+
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ScriptProtocol(loop, command.output_limit),
+            executable,
+            *command.argv[1:],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=target.environment(timeout),
+            cwd="/",
+            start_new_session=True,
+            **identity,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+        return verdict(False, f"script cannot run {executable}: {detail}")
+
+    group_killed = False
+    try:
+        process_group = transport.get_pid()
+        remaining = started_at + timeout - loop.time()
+        done, _ = await asyncio.wait([protocol.exited], timeout=max(remaining, 0.0))
+        timed_out = not done
+        _kill_group(process_group)
+        group_killed = True
+        if timed_out:
+            await asyncio.wait([protocol.exited], timeout=_REAP_GRACE)
+        await asyncio.wait([protocol.output_closed], timeout=_OUTPUT_GRACE)
+        if timed_out:
+            return verdict(False, f"script timeout after {float(timeout)} s")
+        returncode = transport.get_returncode()
+        assert returncode is not None
+        ok, reason, weight = judge_exit(returncode, command.dynamic_weight)
+        if not ok and (output := _last_line(bytes(protocol.output))):
+            reason = f"{reason}: {output}"
+        return verdict(ok, reason, weight)
+    finally:
+        if not group_killed:
+            # Cancelled while waiting: nothing of the script may outlive the probe.
+            _kill_group(transport.get_pid())
+        transport.close()

@@ -1,0 +1,289 @@
+"""Health state of one check of one real server: rounds, retries, rise/fall, maintenance.
+
+Pure and synchronous: results and operator commands come in with an explicit `now`, transitions
+go out as events, and `next_probe_at` says when the pool should probe next.
+
+Vocabulary: an *attempt* is one probe. A *round* is one attempt plus up to `retries` more, each
+`delay_before_retry` after the previous failure; it passes on the first passing attempt and fails
+when every attempt failed. `rise` consecutive passing rounds bring a Down check Up, `fall`
+consecutive failing rounds take an Up check Down.
+
+Start-up: with `alpha` a check starts Down and must pass `rise` rounds. Without it the check starts
+Unknown, meaning "no round completed yet", and Unknown counts as in service, as keepalived puts
+real servers in service at start; its first round settles it either way, with no rise or fall
+grace, since nothing has been proven yet.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from lvsha.checks.result import ProbeResult
+
+
+class CheckStatus(enum.Enum):
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+    DISABLED = "disabled"
+    """Drained by an operator: reported whatever the probes say; they keep running underneath."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckParams:
+    """Timing and thresholds of one check. Defaults are keepalived's (delay_loop 60 s,
+    connect_timeout 5 s, retry 1, delay_before_retry 1 s); rise and fall of 1 behave as keepalived,
+    which has neither."""
+
+    interval: float = 60.0
+    """Seconds from the start of the attempt that ended a round to the start of the next round."""
+    timeout: float = 5.0
+    retries: int = 1
+    """Extra attempts after a failed one, within a round, while the check is not Down."""
+    delay_before_retry: float = 1.0
+    rise: int = 1
+    fall: int = 1
+    alpha: bool = False
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError(f"interval must be > 0, got {self.interval}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {self.timeout}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.delay_before_retry < 0:
+            raise ValueError(f"delay_before_retry must be >= 0, got {self.delay_before_retry}")
+        if self.rise < 1:
+            raise ValueError(f"rise must be >= 1, got {self.rise}")
+        if self.fall < 1:
+            raise ValueError(f"fall must be >= 1, got {self.fall}")
+
+
+# Inputs.
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCompleted:
+    result: ProbeResult
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Disable:
+    reason: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Enable:
+    reason: str
+    now: float
+
+
+CheckInput = ProbeCompleted | Disable | Enable
+
+
+# Outputs: one per change of the reported status or of the dynamic weight.
+
+
+@dataclass(frozen=True, slots=True)
+class Up:
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Down:
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WeightChanged:
+    weight: int
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Disabled:
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Enabled:
+    """Maintenance is over; `status` and `weight` are what the probes said meanwhile."""
+
+    status: CheckStatus
+    weight: int | None
+    reason: str
+    at: float
+
+
+CheckEvent = Up | Down | WeightChanged | Disabled | Enabled
+
+
+class CheckTransitionError(Exception):
+    """An input the current status cannot take (enabling a check that is not disabled, ...)."""
+
+
+class CheckState:
+    """One (real server, check) pair."""
+
+    def __init__(self, params: CheckParams, now: float, first_probe_at: float | None = None):
+        self.params = params
+        self._now = now
+        self._health = CheckStatus.DOWN if params.alpha else CheckStatus.UNKNOWN
+        self._disabled = False
+        self._weight: int | None = None
+        self._failed_attempts = 0
+        self._consecutive_passes = 0
+        self._consecutive_failures = 0
+        self._next_probe_at = now if first_probe_at is None else first_probe_at
+        self._reason = "alpha: not yet proven healthy" if params.alpha else "no probe yet"
+
+    @property
+    def status(self) -> CheckStatus:
+        return CheckStatus.DISABLED if self._disabled else self._health
+
+    @property
+    def health(self) -> CheckStatus:
+        """What the probes say, maintenance aside: Unknown, Up or Down."""
+        return self._health
+
+    @property
+    def weight(self) -> int | None:
+        """The last dynamic weight reported by a passing probe; None keeps the configured one."""
+        return self._weight
+
+    @property
+    def next_probe_at(self) -> float:
+        return self._next_probe_at
+
+    @property
+    def failed_attempts(self) -> int:
+        """Failed attempts so far in the current round."""
+        return self._failed_attempts
+
+    @property
+    def consecutive_passes(self) -> int:
+        return self._consecutive_passes
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._consecutive_failures
+
+    @property
+    def reason(self) -> str:
+        """The reason of the last probe result or operator command."""
+        return self._reason
+
+    def handle(self, event: CheckInput) -> list[CheckEvent]:
+        if event.now < self._now:
+            raise ValueError(f"time went backwards: {event.now} < {self._now}")
+        handler = _TRANSITIONS.get((self.status, type(event)))
+        if handler is None:
+            raise CheckTransitionError(f"{type(event).__name__} in status {self.status.name}")
+        self._now = event.now
+        return handler(self, event)
+
+    def probe_completed(self, result: ProbeResult, now: float) -> list[CheckEvent]:
+        return self.handle(ProbeCompleted(result, now))
+
+    def disable(self, reason: str, now: float) -> list[CheckEvent]:
+        return self.handle(Disable(reason, now))
+
+    def enable(self, reason: str, now: float) -> list[CheckEvent]:
+        return self.handle(Enable(reason, now))
+
+    def _on_probe_completed(self, event: CheckInput) -> list[CheckEvent]:
+        assert isinstance(event, ProbeCompleted)
+        result, now = event.result, event.now
+        self._reason = result.reason
+        # Cadence is start to start (keepalived's misc check does the same), never in the past.
+        started_at = now - result.latency
+        events: list[CheckEvent] = []
+        round_passed: bool | None
+        if result.ok:
+            if result.weight is not None and result.weight != self._weight:
+                self._weight = result.weight
+                events.append(WeightChanged(result.weight, result.reason, now))
+            round_passed = True
+            self._next_probe_at = max(now, started_at + self.params.interval)
+        elif self._health is not CheckStatus.DOWN and self._failed_attempts < self.params.retries:
+            # keepalived retries only a server it believes alive; a Down one fails the round.
+            round_passed = None
+            self._failed_attempts += 1
+            self._next_probe_at = max(now, started_at + self.params.delay_before_retry)
+        else:
+            round_passed = False
+            self._next_probe_at = max(now, started_at + self.params.interval)
+        if round_passed is not None:
+            previous = self._health
+            self._end_round(round_passed)
+            if self._health is not previous:
+                events.append(Up(result.reason, now) if round_passed else Down(result.reason, now))
+        # While drained nothing but the status matters; Enabled carries the news.
+        return [] if self._disabled else events
+
+    def _end_round(self, passed: bool) -> None:
+        self._failed_attempts = 0
+        if passed:
+            self._consecutive_passes += 1
+            self._consecutive_failures = 0
+        else:
+            self._consecutive_failures += 1
+            self._consecutive_passes = 0
+        if self._health is CheckStatus.UNKNOWN:
+            self._health = CheckStatus.UP if passed else CheckStatus.DOWN
+        elif self._health is CheckStatus.UP and self._consecutive_failures >= self.params.fall:
+            self._health = CheckStatus.DOWN
+        elif self._health is CheckStatus.DOWN and self._consecutive_passes >= self.params.rise:
+            self._health = CheckStatus.UP
+
+    def _on_disable(self, event: CheckInput) -> list[CheckEvent]:
+        assert isinstance(event, Disable)
+        self._disabled = True
+        self._reason = event.reason
+        return [Disabled(event.reason, event.now)]
+
+    def _on_enable(self, event: CheckInput) -> list[CheckEvent]:
+        assert isinstance(event, Enable)
+        self._disabled = False
+        self._reason = event.reason
+        return [Enabled(self._health, self._weight, event.reason, event.now)]
+
+
+_Handler = Callable[[CheckState, CheckInput], list[CheckEvent]]
+
+_TRANSITIONS: dict[tuple[CheckStatus, type[CheckInput]], _Handler] = {
+    (CheckStatus.UNKNOWN, ProbeCompleted): CheckState._on_probe_completed,
+    (CheckStatus.UP, ProbeCompleted): CheckState._on_probe_completed,
+    (CheckStatus.DOWN, ProbeCompleted): CheckState._on_probe_completed,
+    (CheckStatus.DISABLED, ProbeCompleted): CheckState._on_probe_completed,
+    (CheckStatus.UNKNOWN, Disable): CheckState._on_disable,
+    (CheckStatus.UP, Disable): CheckState._on_disable,
+    (CheckStatus.DOWN, Disable): CheckState._on_disable,
+    (CheckStatus.DISABLED, Enable): CheckState._on_enable,
+}
+
+
+def real_server_status(check_statuses: Iterable[CheckStatus]) -> CheckStatus:
+    """Combine a real server's checks: Disabled wins (an operator drained it), then Down (any
+    failing check fails the server), then Unknown, else Up. A server without checks is Up, as in
+    keepalived."""
+    statuses = set(check_statuses)
+    for status in (CheckStatus.DISABLED, CheckStatus.DOWN, CheckStatus.UNKNOWN):
+        if status in statuses:
+            return status
+    return CheckStatus.UP
+
+
+def in_service(status: CheckStatus) -> bool:
+    """Whether traffic should reach a real server with this (combined) status. Unknown does: it
+    only occurs without alpha, where keepalived also starts servers in service."""
+    return status in (CheckStatus.UP, CheckStatus.UNKNOWN)
