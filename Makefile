@@ -1,6 +1,7 @@
 # lvsha: set-up and checks for a Debian 12 machine, run as root.
 #   make drill   install what is needed, validate the shipped configurations
-#   make test    install what is needed, run ruff, mypy --strict and the whole test suite
+#   make test    install what is needed, run ruff, mypy --strict and the whole test suite,
+#                then the real-IPVS tests inside a VM running Debian's kernel
 # Every step is idempotent: apt runs only for missing packages, pip only when
 # pyproject.toml changed.
 
@@ -11,8 +12,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 # Debian packages the code and the tests use: Python and venv; iproute2 for network
-# namespaces; systemd for `systemd-analyze verify`; openssl for test certificates.
-APT_PACKAGES := python3 python3-venv python3-pip iproute2 systemd openssl ca-certificates
+# namespaces and iputils-ping to probe them; systemd for `systemd-analyze verify`; openssl
+# for test certificates.
+APT_PACKAGES := python3 python3-venv python3-pip iproute2 iputils-ping systemd openssl \
+  ca-certificates
+# The real-IPVS tests boot Debian's kernel (which has ip_vs) under qemu with virtme-ng:
+# qemu, busybox and udev for the guest, ipvsadm as the independent reader of the table.
+# tiny-initramfs satisfies the kernel's initramfs dependency without initramfs-tools.
+APT_PACKAGES += qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm
 
 .PHONY: apt venv lint typecheck test drill reference clean
 
@@ -45,6 +52,7 @@ typecheck: venv
 
 test: lint typecheck
 	$(BIN)/pytest
+	$(BIN)/python tests/vm/run_in_vm.py
 
 drill: venv
 	$(BIN)/lvsha check-config conf/*.yaml conf/lab/*.yaml

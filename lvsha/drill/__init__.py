@@ -1,0 +1,1 @@
+"""The failover drill: namespace labs, traffic probes, scenarios and their report."""
