@@ -109,11 +109,23 @@ def _election(out: _Findings, path: Path, inst: VrrpInstance) -> None:
                 "priority 255 is reserved for the owner of the VIPs (RFC 5798 5.2.4): use "
                 "1-254, or set unicast_src_ip / mcast_src_ip to the VIP this router owns",
             )
+    if not inst.preempt and inst.priority == 255:
+        out.add(
+            (*path, "preempt"),
+            "the address owner (priority 255) always preempts (RFC 5798 6.4.1): remove "
+            "preempt: false, or use a priority of 1-254",
+        )
     if not inst.preempt and inst.state == "MASTER":
         out.add(
             (*path, "preempt"),
             "preempt: false with state: MASTER is contradictory (keepalived silently drops "
             "nopreempt here): use state: BACKUP with preempt: false, or remove preempt: false",
+        )
+    if inst.preempt and inst.preempt_delay > 0 and inst.state == "MASTER":
+        out.add(
+            (*path, "preempt_delay"),
+            "preempt_delay holds back a backup's takeover; with state: MASTER it is "
+            "contradictory: use state: BACKUP, or remove preempt_delay",
         )
     if not inst.preempt and inst.preempt_delay > 0:
         out.add(

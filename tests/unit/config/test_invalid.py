@@ -308,6 +308,21 @@ CASES = [
         "keepalived silently drops nopreempt here",
     ),
     Case(
+        "owner-without-preempt",
+        INSTANCE.replace("[192.0.2.10/24]", "[192.0.2.10/24]\n    mcast_src_ip: 192.0.2.10")
+        + "    priority: 255\n    preempt: false\n",
+        "preempt: ^false",
+        "vrrp_instances.VI_1.preempt",
+        "the address owner (priority 255) always preempts",
+    ),
+    Case(
+        "preempt-delay-with-master",
+        INSTANCE + "    state: MASTER\n    preempt_delay: 10\n",
+        "preempt_delay: ^10",
+        "vrrp_instances.VI_1.preempt_delay",
+        "with state: MASTER it is contradictory",
+    ),
+    Case(
         "preempt-delay-without-preempt",
         INSTANCE + "    preempt: false\n    preempt_delay: 10\n",
         "preempt_delay: ^10",
