@@ -83,6 +83,9 @@ class DropReason(enum.Enum):
     AUTH_PASSWORD_MISMATCH = "auth_password_mismatch"
     ADDRESS_LIST_MISMATCH = "address_list_mismatch"
     ADVERT_INTERVAL_MISMATCH = "advert_interval_mismatch"
+    # the receive path of an instance (lvsha.vrrp.receive)
+    OWN_ADVERT = "own_advert"
+    FAMILY_MISMATCH = "family_mismatch"
 
 
 class AdvertDropError(Exception):
