@@ -1,0 +1,476 @@
+"""The health-check pool: runs every distinct check on its own schedule, publishes verdicts.
+
+One `ProbeScheduler` (pure: a heap of due times and a limit on probes in flight) decides what
+starts when; `CheckPool` drives it with a single `loop.call_at` timer, runs each probe as a task,
+feeds the result to the check's `CheckState` and turns the state's events into one verdict per
+real server (`RealServerVerdict`), which subscribers (the IPVS side) receive when it changes.
+
+A check that several real servers share (same probe, parameters and timing: `CheckKey`) runs
+once; its result counts for each of them. Operators drain a real server (`disable`), not a
+check: a drained real server is Disabled whatever its checks say, which a shared check could not
+express per real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Generic, TypeVar
+
+from lvsha.checks.result import ProbeResult
+from lvsha.checks.state import (
+    CheckEvent,
+    CheckState,
+    CheckStatus,
+    CheckTransitionError,
+    in_service,
+    real_server_status,
+)
+from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools, RealServerId
+from lvsha.ipvs.desired import Health, Verdict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT = 1000
+DEFAULT_HANG_MARGIN = 1.0
+"""Seconds past a check's timeout after which the pool gives up on a probe that did not."""
+DEFAULT_LATENESS_WINDOW = 10_000
+
+K = TypeVar("K")
+
+
+class LatenessStats:
+    """How late probes started (start time - due time), over the last `window` starts."""
+
+    def __init__(self, window: int = DEFAULT_LATENESS_WINDOW):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self._recent: deque[float] = deque(maxlen=window)
+        self.starts = 0
+        """Probe starts since the pool started."""
+        self.throttled = 0
+        """Starts that waited for a free slot under the limit on probes in flight."""
+        self.max = 0.0
+
+    def record(self, lateness: float, throttled: bool) -> None:
+        self._recent.append(lateness)
+        self.starts += 1
+        self.throttled += throttled
+        self.max = max(self.max, lateness)
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile (nearest rank) of the recent lateness values; 0.0 before any start."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        if not self._recent:
+            return 0.0
+        ordered = sorted(self._recent)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    @property
+    def p50(self) -> float:
+        return self.quantile(0.5)
+
+    @property
+    def p99(self) -> float:
+        return self.quantile(0.99)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStart(Generic[K]):
+    key: K
+    due: float
+    started_at: float
+    throttled: bool
+    """It was due while every slot was taken."""
+
+
+class ProbeScheduler(Generic[K]):
+    """Which probes start when. Pure: time comes in as `now`; nothing here reads a clock.
+
+    Each key is either waiting for its due time, in flight, or (once `finished` gives no next
+    due time) idle. Due probes start in due-time order while fewer than `max_in_flight` are in
+    flight; the rest start as slots free up.
+    """
+
+    def __init__(
+        self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, lateness: LatenessStats | None = None
+    ):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self.lateness = lateness if lateness is not None else LatenessStats()
+        self._due: list[tuple[float, int, K]] = []
+        self._scheduled: set[K] = set()
+        self._in_flight: set[K] = set()
+        self._sequence = 0
+        self._held_until = -math.inf
+        """The last time due probes found no free slot: those due by then were throttled."""
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._due)
+
+    def schedule(self, key: K, due: float) -> None:
+        if key in self._scheduled or key in self._in_flight:
+            raise ValueError(f"{key!r} is already scheduled or in flight")
+        self._scheduled.add(key)
+        # The sequence number keeps equal due times in scheduling order and keys uncompared.
+        heapq.heappush(self._due, (due, self._sequence, key))
+        self._sequence += 1
+
+    def next_wakeup(self) -> float | None:
+        """When `start_due` next has something to start; None: nothing until a probe finishes."""
+        if not self._due or len(self._in_flight) >= self.max_in_flight:
+            return None
+        return self._due[0][0]
+
+    def start_due(self, now: float) -> list[ProbeStart[K]]:
+        """The probes to start now; they count as in flight until `finished`."""
+        starts: list[ProbeStart[K]] = []
+        while self._due and self._due[0][0] <= now:
+            if len(self._in_flight) >= self.max_in_flight:
+                self._held_until = now
+                break
+            due, _, key = heapq.heappop(self._due)
+            self._scheduled.remove(key)
+            self._in_flight.add(key)
+            throttled = due <= self._held_until
+            self.lateness.record(now - due, throttled)
+            starts.append(ProbeStart(key, due, now, throttled))
+        return starts
+
+    def finished(self, key: K, now: float, next_due: float | None) -> list[ProbeStart[K]]:
+        """`key`'s probe is over; schedule its next one, and start what its slot lets start."""
+        self._in_flight.remove(key)
+        if next_due is not None:
+            self.schedule(key, next_due)
+        return self.start_due(now)
+
+
+@dataclass(frozen=True, slots=True)
+class RealServerVerdict:
+    """What the checks (or an operator) say about one real server, published when it changes."""
+
+    real_server: RealServerId
+    health: Health
+    weight: int | None
+    """A dynamic weight from a script check; None keeps the configured weight."""
+    reason: str
+    check: str | None
+    """The check whose result changed the verdict, e.g. "tcp 192.0.2.21:80"; None otherwise."""
+    at: float
+    """Event loop time of the change."""
+
+    @property
+    def verdict(self) -> Verdict:
+        """As `lvsha.ipvs.desired` takes it."""
+        return Verdict(self.health, self.weight)
+
+
+VerdictListener = Callable[[RealServerVerdict], None]
+
+
+class _Check:
+    """One distinct check: its probe, its state, and the real servers that use it."""
+
+    __slots__ = ("description", "index", "key", "misbehaving", "origins", "real_servers", "state")
+
+    def __init__(self, index: int, target: CheckTarget):
+        self.index = index
+        self.key = target.key
+        self.description = target.probe.describe()
+        self.origins: list[str] = []
+        self.real_servers: list[RealServerId] = []
+        self.state: CheckState | None = None
+        self.misbehaving = False
+        """The probe raised or hung last time; logged once until it behaves again."""
+
+
+class CheckPool:
+    """Runs a `CheckPlan`: construct, `start()` inside the running loop, `close()` at the end."""
+
+    def __init__(
+        self,
+        plan: CheckPlan,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        hang_margin: float = DEFAULT_HANG_MARGIN,
+        rng: random.Random | None = None,
+        tools: ProbeTools | None = None,
+        lateness_window: int = DEFAULT_LATENESS_WINDOW,
+    ):
+        if hang_margin < 0:
+            raise ValueError(f"hang_margin must be >= 0, got {hang_margin}")
+        self._plan = plan
+        self._hang_margin = hang_margin
+        self._rng = rng if rng is not None else random.Random()
+        self._tools = tools if tools is not None else ProbeTools()
+        self.lateness = LatenessStats(lateness_window)
+        self._scheduler: ProbeScheduler[int] = ProbeScheduler(max_in_flight, self.lateness)
+        self._checks: list[_Check] = []
+        self._targets: dict[int, CheckTarget] = {}
+        self._checks_of: dict[RealServerId, list[_Check]] = {rs: [] for rs in plan.real_servers}
+        by_key: dict[CheckKey, _Check] = {}
+        for target in plan.targets:
+            check = by_key.get(target.key)
+            if check is None:
+                check = by_key[target.key] = _Check(len(self._checks), target)
+                self._checks.append(check)
+                self._targets[check.index] = target
+            check.origins.append(target.origin)
+            if target.real_server not in check.real_servers:
+                check.real_servers.append(target.real_server)
+            checks_of_server = self._checks_of.setdefault(target.real_server, [])
+            if check not in checks_of_server:
+                checks_of_server.append(check)
+        self._drained: dict[RealServerId, str] = {}
+        self._verdicts: dict[RealServerId, RealServerVerdict] = {}
+        self._listeners: list[VerdictListener] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+
+    # Queries.
+
+    @property
+    def real_servers(self) -> tuple[RealServerId, ...]:
+        return tuple(self._checks_of)
+
+    @property
+    def distinct_checks(self) -> int:
+        return len(self._checks)
+
+    @property
+    def in_flight(self) -> int:
+        return self._scheduler.in_flight
+
+    def verdicts(self) -> Mapping[RealServerId, RealServerVerdict]:
+        """The current verdict of every real server (empty before `start`)."""
+        return MappingProxyType(self._verdicts)
+
+    def check_states(self) -> dict[CheckKey, CheckState]:
+        """Each distinct check's state, read-only by convention (empty before `start`)."""
+        return {check.key: check.state for check in self._checks if check.state is not None}
+
+    def is_drained(self, real_server: RealServerId) -> bool:
+        return real_server in self._drained
+
+    # Subscriptions.
+
+    def subscribe(self, listener: VerdictListener) -> Callable[[], None]:
+        """Call `listener` with every verdict change from now on; returns the unsubscriber."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def verdict_queue(self) -> asyncio.Queue[RealServerVerdict]:
+        """A queue that first holds every current verdict, then receives each change."""
+        queue: asyncio.Queue[RealServerVerdict] = asyncio.Queue()
+        for verdict in self._verdicts.values():
+            queue.put_nowait(verdict)
+        self.subscribe(queue.put_nowait)
+        return queue
+
+    # Life cycle.
+
+    def start(self) -> None:
+        """Schedule every check's first round at a random point within its warm-up."""
+        if self._loop is not None:
+            raise RuntimeError("the check pool is already started")
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
+        for check in self._checks:
+            target = self._targets[check.index]
+            first_probe_at = now + self._rng.uniform(0.0, target.warmup)
+            check.state = CheckState(target.params, now, first_probe_at)
+            self._scheduler.schedule(check.index, first_probe_at)
+        for real_server in self._checks_of:
+            self._publish(self._judge(real_server, "no probe yet", None, now))
+        log.info(
+            "check pool started: %d checks (%d distinct) for %d real servers",
+            len(self._plan.targets),
+            len(self._checks),
+            len(self._checks_of),
+        )
+        self._arm()
+
+    async def close(self) -> None:
+        """Stop scheduling, cancel the probes in flight, close the shared probe resources."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self._tools.close()
+
+    # Operator commands.
+
+    def disable(self, real_server: RealServerId, reason: str) -> None:
+        """Drain `real_server`: Disabled until `enable`, its checks running on underneath."""
+        self._known(real_server)
+        if real_server in self._drained:
+            raise CheckTransitionError(f"{real_server} is already disabled")
+        self._drained[real_server] = reason
+        log.info("%s disabled: %s", real_server, reason)
+        self._rejudge(real_server, reason, None)
+
+    def enable(self, real_server: RealServerId, reason: str) -> None:
+        self._known(real_server)
+        if real_server not in self._drained:
+            raise CheckTransitionError(f"{real_server} is not disabled")
+        del self._drained[real_server]
+        log.info("%s enabled: %s", real_server, reason)
+        self._rejudge(real_server, reason, None)
+
+    def _known(self, real_server: RealServerId) -> None:
+        if real_server not in self._checks_of:
+            raise KeyError(f"no real server {real_server} in the check plan")
+
+    # Scheduling.
+
+    def _arm(self) -> None:
+        if self._closed or self._loop is None:
+            return
+        wakeup = self._scheduler.next_wakeup()
+        if wakeup == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = wakeup
+        self._timer = None if wakeup is None else self._loop.call_at(wakeup, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        if self._closed:
+            return
+        self._launch(self._scheduler.start_due(self._loop.time()))
+        self._arm()
+
+    def _launch(self, starts: Iterable[ProbeStart[int]]) -> None:
+        assert self._loop is not None
+        for start in starts:
+            check = self._checks[start.key]
+            task = self._loop.create_task(self._run(check), name=f"check {check.description}")
+            task.add_done_callback(self._on_task_done)
+            self._tasks[check.index] = task
+
+    @staticmethod
+    def _on_task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("check task %s failed", task.get_name(), exc_info=error)
+
+    async def _run(self, check: _Check) -> None:
+        assert self._loop is not None and check.state is not None
+        result = await self._probe(check)
+        del self._tasks[check.index]
+        now = self._loop.time()
+        events = check.state.probe_completed(result, now)
+        self._launch(self._scheduler.finished(check.index, now, check.state.next_probe_at))
+        self._arm()
+        self._fan_out(check, events, now)
+
+    async def _probe(self, check: _Check) -> ProbeResult:
+        """The probe's result; a probe that raises or hangs fails instead of stalling the check."""
+        assert self._loop is not None and check.state is not None
+        started_at = self._loop.time()
+        limit = check.state.params.timeout + self._hang_margin
+        guard = asyncio.timeout(limit)
+        try:
+            async with guard:
+                result = await self._targets[check.index].probe.run(self._tools)
+        except Exception as error:
+            latency = self._loop.time() - started_at
+            if isinstance(error, TimeoutError) and guard.expired():
+                reason = f"probe hung: no verdict after {limit:g} s"
+                if not check.misbehaving:
+                    log.warning("check %s (%s): %s", check.description, check.origins[0], reason)
+            else:
+                reason = f"probe error: {type(error).__name__}: {error}"
+                if not check.misbehaving:
+                    log.error(
+                        "check %s (%s) raised; counted as a failed probe",
+                        check.description,
+                        check.origins[0],
+                        exc_info=error,
+                    )
+            check.misbehaving = True
+            return ProbeResult(False, reason, latency)
+        check.misbehaving = False
+        return result
+
+    # Verdicts.
+
+    def _fan_out(self, check: _Check, events: list[CheckEvent], now: float) -> None:
+        if not events:
+            return
+        for event in events:
+            log.debug("check %s: %s", check.description, event)
+        reason = events[-1].reason
+        for real_server in check.real_servers:
+            self._publish(self._judge(real_server, reason, check.description, now))
+
+    def _rejudge(self, real_server: RealServerId, reason: str, check: str | None) -> None:
+        if self._loop is None:
+            return  # start() judges every real server
+        self._publish(self._judge(real_server, reason, check, self._loop.time()))
+
+    def _judge(
+        self, real_server: RealServerId, reason: str, check: str | None, now: float
+    ) -> RealServerVerdict:
+        states = [c.state for c in self._checks_of[real_server] if c.state is not None]
+        statuses = [state.status for state in states]
+        if real_server in self._drained:
+            statuses.append(CheckStatus.DISABLED)
+        status = real_server_status(statuses)
+        if status is CheckStatus.DISABLED:
+            health = Health.DISABLED
+        elif in_service(status):
+            health = Health.HEALTHY
+        else:
+            health = Health.UNHEALTHY
+        # Several dynamic weights: the lowest, the most cautious reading of them.
+        weights = [state.weight for state in states if state.weight is not None]
+        weight = min(weights) if weights else None
+        return RealServerVerdict(real_server, health, weight, reason, check, now)
+
+    def _publish(self, verdict: RealServerVerdict) -> None:
+        previous = self._verdicts.get(verdict.real_server)
+        if previous is not None and previous.verdict == verdict.verdict:
+            return
+        self._verdicts[verdict.real_server] = verdict
+        if previous is not None:
+            log.info(
+                "%s: %s -> %s%s (%s%s)",
+                verdict.real_server,
+                previous.health.value,
+                verdict.health.value,
+                "" if verdict.weight is None else f" weight {verdict.weight}",
+                "" if verdict.check is None else f"{verdict.check}: ",
+                verdict.reason,
+            )
+        for listener in list(self._listeners):
+            try:
+                listener(verdict)
+            except Exception:
+                log.exception("verdict listener %r failed", listener)
