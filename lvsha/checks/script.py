@@ -1,10 +1,11 @@
-"""Script probe: run an operator's program against a real server and judge its exit status.
+"""Running an operator's program safely, and the script probe that judges its exit status.
 
-The program runs in its own session and process group, with stdin on /dev/null, a small fixed
-environment, cwd "/", optionally as an unprivileged user. When it exits, or when the timeout
-expires, the whole group gets SIGKILL, so a check leaves no process behind (a descendant that
-starts its own session escapes this). Output (stdout and stderr together) is read to the end but
-only the last `output_limit` bytes are kept, for the failure reason.
+`run_script` is shared by the script probe, VRRP track scripts and notify hooks. The program runs
+in its own session and process group, with stdin on /dev/null, the environment it is given, cwd
+"/", optionally as an unprivileged user. When it exits, or when the timeout expires, the whole
+group gets SIGKILL, so a script leaves no process behind (a descendant that starts its own session
+escapes this). Output (stdout and stderr together) is read to the end but only the last
+`output_limit` bytes are kept, for the failure reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import signal
 import stat
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,30 +200,61 @@ def judge_exit(returncode: int, dynamic_weight: bool) -> tuple[bool, str, int | 
     return False, f"script exit status {returncode}", None
 
 
-async def probe_script(command: ScriptCommand, target: ScriptTarget, timeout: float) -> ProbeResult:
-    """Run `command` for `target`; exit 0 passes, 1 fails, 2-255 per `dynamic_weight`."""
-    loop = asyncio.get_running_loop()
-    started_at = loop.time()
+class ScriptRefusedError(Exception):
+    """The script was not started: not found, insecure, unknown user or group, or exec failed.
 
-    def verdict(ok: bool, reason: str, weight: int | None = None) -> ProbeResult:
-        return ProbeResult(ok, reason, loop.time() - started_at, weight)
+    str() is the reason, worded for logs and events.
+    """
 
+
+@dataclass(frozen=True, slots=True)
+class ScriptRun:
+    """How one run of a script ended."""
+
+    returncode: int | None
+    """Wait status as asyncio reports it (negative: killed by that signal); None on timeout."""
+    output: bytes
+    """The last `output_limit` bytes of stdout and stderr together."""
+    timeout: float
+    duration: float
+    """Seconds from the call of run_script to the end of the run."""
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+
+def locate_script(command: ScriptCommand) -> str:
+    """The executable `command` would run, after script security; raises ScriptRefusedError."""
     program = command.argv[0]
     executable = resolve_program(program)
     if executable is None:
         if "/" not in program:
-            return verdict(False, f"script not found in {SCRIPT_PATH}: {program}")
+            raise ScriptRefusedError(f"script not found in {SCRIPT_PATH}: {program}")
         if not os.path.isabs(program):
-            return verdict(False, f"script path is not absolute: {program}")
-        return verdict(False, f"script is not an executable file: {program}")
+            raise ScriptRefusedError(f"script path is not absolute: {program}")
+        raise ScriptRefusedError(f"script is not an executable file: {program}")
     if command.script_security:
         insecure = insecure_path_reason(executable)
         if insecure is not None:
-            return verdict(False, insecure)
+            raise ScriptRefusedError(insecure)
+    return executable
+
+
+async def run_script(
+    command: ScriptCommand, environment: Mapping[str, str], timeout: float
+) -> ScriptRun:
+    """Run `command` to its end or its timeout; nothing of it outlives the call, even cancelled.
+
+    Raises ScriptRefusedError when it cannot start (see locate_script, plus user and exec errors).
+    """
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+    executable = locate_script(command)
     try:
         identity = _identity(command)
     except _UnknownIdentityError as error:
-        return verdict(False, str(error))
+        raise ScriptRefusedError(str(error)) from None
 
     try:
         transport, protocol = await loop.subprocess_exec(
@@ -231,14 +264,14 @@ async def probe_script(command: ScriptCommand, target: ScriptTarget, timeout: fl
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=target.environment(timeout),
+            env=dict(environment),
             cwd="/",
             start_new_session=True,
             **identity,
         )
     except (OSError, subprocess.SubprocessError) as error:
         detail = error.strerror if isinstance(error, OSError) and error.strerror else error
-        return verdict(False, f"script cannot run {executable}: {detail}")
+        raise ScriptRefusedError(f"script cannot run {executable}: {detail}") from None
 
     group_killed = False
     try:
@@ -251,16 +284,33 @@ async def probe_script(command: ScriptCommand, target: ScriptTarget, timeout: fl
         if timed_out:
             await asyncio.wait([protocol.exited], timeout=_REAP_GRACE)
         await asyncio.wait([protocol.output_closed], timeout=_OUTPUT_GRACE)
-        if timed_out:
-            return verdict(False, f"script timeout after {float(timeout)} s")
-        returncode = transport.get_returncode()
-        assert returncode is not None
-        ok, reason, weight = judge_exit(returncode, command.dynamic_weight)
-        if not ok and (output := _last_line(bytes(protocol.output))):
-            reason = f"{reason}: {output}"
-        return verdict(ok, reason, weight)
+        returncode = None if timed_out else transport.get_returncode()
+        assert timed_out or returncode is not None
+        return ScriptRun(returncode, bytes(protocol.output), timeout, loop.time() - started_at)
     finally:
         if not group_killed:
-            # Cancelled while waiting: nothing of the script may outlive the probe.
+            # Cancelled while waiting: nothing of the script may outlive the run.
             _kill_group(transport.get_pid())
         transport.close()
+
+
+def judge_run(run: ScriptRun, dynamic_weight: bool = False) -> tuple[bool, str, int | None]:
+    """(ok, reason, weight) of a finished run; a failure's reason ends with its last output line."""
+    if run.returncode is None:  # timed out
+        return False, f"script timeout after {float(run.timeout)} s", None
+    ok, reason, weight = judge_exit(run.returncode, dynamic_weight)
+    if not ok and (output := _last_line(run.output)):
+        reason = f"{reason}: {output}"
+    return ok, reason, weight
+
+
+async def probe_script(command: ScriptCommand, target: ScriptTarget, timeout: float) -> ProbeResult:
+    """Run `command` for `target`; exit 0 passes, 1 fails, 2-255 per `dynamic_weight`."""
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+    try:
+        run = await run_script(command, target.environment(timeout), timeout)
+    except ScriptRefusedError as refusal:
+        return ProbeResult(False, str(refusal), loop.time() - started_at)
+    ok, reason, weight = judge_run(run, command.dynamic_weight)
+    return ProbeResult(ok, reason, loop.time() - started_at, weight)
