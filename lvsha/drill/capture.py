@@ -1,0 +1,214 @@
+"""What the client hears of the election: VRRP adverts and gratuitous ARPs, with receipt times.
+
+An AF_PACKET socket on the client's interface sees every frame the switch floods to it, so the
+drill observes the directors from outside, as a router or client on the segment would. Adverts
+are decoded and checked with the daemon's own codec; each record carries the drill's monotonic
+receipt time.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from lvsha.drill.lab import Host
+from lvsha.drill.probe import format_mac
+from lvsha.vrrp.wire import (
+    IPPROTO_VRRP,
+    AdvertDropError,
+    VrrpVersion,
+    decode_advert,
+    split_ipv4_packet,
+)
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+_ETHERNET = struct.Struct("!6s6sH")
+_ARP_IPV4 = struct.Struct("!HHBBH6s4s6s4s")
+_PACKET_OUTGOING = 4
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertSeen:
+    at: float
+    source: IPv4Address
+    source_mac: str
+    vrid: int
+    priority: int
+    version: VrrpVersion
+    advert_interval: float
+    """Seconds, whatever the version's wire unit."""
+
+
+@dataclass(frozen=True, slots=True)
+class GarpSeen:
+    """A gratuitous ARP: sender and target protocol address are both `address`."""
+
+    at: float
+    address: IPv4Address
+    sender_mac: str
+    operation: int
+    """1 request, 2 reply; both are used for announcements."""
+
+
+def parse_frame(frame: bytes, at: float) -> AdvertSeen | GarpSeen | None:
+    """A valid VRRP advert or a gratuitous ARP in `frame`, else None."""
+    if len(frame) < _ETHERNET.size:
+        return None
+    _destination, source_mac, ethertype = _ETHERNET.unpack_from(frame)
+    body = frame[_ETHERNET.size :]
+    if ethertype == ETH_P_IP:
+        if len(body) < 20 or body[9] != IPPROTO_VRRP:
+            return None
+        # Ethernet pads short frames: cut the packet to its IPv4 total length.
+        total_length = int.from_bytes(body[2:4], "big")
+        try:
+            received = decode_advert(split_ipv4_packet(body[:total_length]))
+        except AdvertDropError:
+            return None
+        if not isinstance(received.source, IPv4Address):
+            return None
+        advert = received.advert
+        return AdvertSeen(
+            at,
+            received.source,
+            format_mac(source_mac),
+            advert.vrid,
+            advert.priority,
+            advert.version,
+            advert.advert_interval_seconds,
+        )
+    if ethertype == ETH_P_ARP and len(body) >= _ARP_IPV4.size:
+        (hardware, protocol, hardware_length, protocol_length, operation, sender_mac, sender, _,
+         target) = _ARP_IPV4.unpack_from(body)  # fmt: skip
+        if (hardware, protocol, hardware_length, protocol_length) != (1, ETH_P_IP, 6, 4):
+            return None
+        if sender != target or operation not in (1, 2):
+            return None
+        return GarpSeen(at, IPv4Address(sender), format_mac(sender_mac), operation)
+    return None
+
+
+def first_advert(
+    adverts: Iterable[AdvertSeen], source: IPv4Address, vrid: int, after: float
+) -> AdvertSeen | None:
+    """The first advert from `source` at or after `after` with a priority above 0."""
+    for advert in adverts:
+        if (
+            advert.at >= after
+            and advert.priority > 0
+            and (advert.source, advert.vrid)
+            == (
+                source,
+                vrid,
+            )
+        ):
+            return advert
+    return None
+
+
+def last_advert(
+    adverts: Sequence[AdvertSeen], source: IPv4Address, vrid: int, before: float
+) -> AdvertSeen | None:
+    """The last advert from `source` at or before `before`, priority 0 (stepping down) included."""
+    for advert in reversed(adverts):
+        if advert.at <= before and advert.source == source and advert.vrid == vrid:
+            return advert
+    return None
+
+
+def first_garp(
+    garps: Iterable[GarpSeen], address: IPv4Address, sender_mac: str, after: float
+) -> GarpSeen | None:
+    for garp in garps:
+        if garp.at >= after and garp.address == address and garp.sender_mac == sender_mac:
+            return garp
+    return None
+
+
+def _open_sniffer(interface: str) -> socket.socket:
+    sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        sniffer.bind((interface, ETH_P_ALL))
+    except BaseException:
+        sniffer.close()
+        raise
+    return sniffer
+
+
+class Capture:
+    """Adverts and gratuitous ARPs heard on `host`'s `interface`, recorded by a thread."""
+
+    def __init__(self, host: Host, interface: str = "eth0") -> None:
+        self._sniffer = host.call(lambda: _open_sniffer(interface))
+        self._adverts: list[AdvertSeen] = []
+        self._garps: list[GarpSeen] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run_logged, name="capture", daemon=True)
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._sniffer.close()
+
+    def __enter__(self) -> Capture:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def adverts_since(self, since: float) -> list[AdvertSeen]:
+        self._raise_if_failed()
+        with self._lock:
+            return self._adverts[bisect_left(self._adverts, since, key=_at) :]
+
+    def garps_since(self, since: float) -> list[GarpSeen]:
+        self._raise_if_failed()
+        with self._lock:
+            return self._garps[bisect_left(self._garps, since, key=_at) :]
+
+    def _raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise RuntimeError(f"the capture stopped: {self.failure!r}") from self.failure
+
+    def _run_logged(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:
+            self.failure = exc
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([self._sniffer], [], [], 0.05)
+            if not readable:
+                continue
+            frame, address = self._sniffer.recvfrom(65535)
+            received_at = time.monotonic()
+            if address[2] == _PACKET_OUTGOING:
+                continue
+            seen = parse_frame(frame, received_at)
+            if isinstance(seen, AdvertSeen):
+                with self._lock:
+                    self._adverts.append(seen)
+            elif isinstance(seen, GarpSeen):
+                with self._lock:
+                    self._garps.append(seen)
+
+
+def _at(record: AdvertSeen | GarpSeen) -> float:
+    return record.at

@@ -1,0 +1,491 @@
+"""`lvsha drill`: build the failover lab, run the scenarios against two directors, report.
+
+The lab (a client and two directors on one switch) exists only while the drill runs: it is
+removed on success, on error and on Ctrl-C, and a second Ctrl-C while it is being removed
+does not cut that short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from lvsha.config import ConfigError, load_file
+from lvsha.drill.capture import Capture
+from lvsha.drill.lab import Host, Lab
+from lvsha.drill.probe import VipProber
+from lvsha.drill.report import format_table, report_json
+from lvsha.drill.scenarios import (
+    Director,
+    Drill,
+    Election,
+    Scenario,
+    ScenarioResult,
+    Timing,
+)
+
+_LAB_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "lab"
+DEFAULT_CONFIGS = (_LAB_CONFIGS / "director-a.yaml", _LAB_CONFIGS / "director-b.yaml")
+DEFAULT_DIRECTOR_COMMAND = (
+    sys.executable, "-m", "lvsha", "run", "{config}", "--run-dir", "{run_dir}",
+)  # fmt: skip
+LAB_INTERFACE = "eth0"
+LAB_CLIENT = IPv4Address("192.0.2.1")
+LAB_DIRECTORS = (IPv4Address("192.0.2.11"), IPv4Address("192.0.2.12"))
+EXIT_SCENARIO_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, slots=True)
+class DrillOptions:
+    configs: tuple[Path, Path] = DEFAULT_CONFIGS
+    advert_interval: float | None = None
+    """Seconds; when set, the drill runs adapted copies of the configs."""
+    vrrp_version: int | None = None
+    repetitions: int = 1
+    scenarios: tuple[Scenario, ...] = tuple(Scenario)
+    director_command: tuple[str, ...] = DEFAULT_DIRECTOR_COMMAND
+    """argv of one director; `{config}` and `{run_dir}` are replaced in each argument."""
+    json: bool = False
+    client_address: IPv4Address = LAB_CLIENT
+    director_addresses: tuple[IPv4Address, IPv4Address] = LAB_DIRECTORS
+    """Used where a config sets no mcast_src_ip; the lab configs document these."""
+    lab_prefix: str | None = None
+    start_timeout: float = 15.0
+    probe_interval: float = 0.01
+    reply_timeout: float = 0.5
+    keep_logs: bool = False
+
+
+class SetupError(Exception):
+    """The options or configs cannot make a lab; the message says what to change."""
+
+
+def _say(message: str) -> None:
+    print(f"drill: {message}", file=sys.stderr, flush=True)
+
+
+def _say_at_once(message: str) -> None:
+    # From a signal handler: sys.stderr may be mid-write, and its buffer is not reentrant.
+    os.write(sys.stderr.fileno(), f"drill: {message}\n".encode())
+
+
+class InterruptGuard:
+    """Turns the first SIGINT or SIGTERM into KeyboardInterrupt and ignores the rest.
+
+    The interrupt waits while the lab is being built, so that every namespace is known to the
+    lab when it is raised; once raised, or once the lab is being removed, further signals are
+    only acknowledged, so a second Ctrl-C cannot cut the removal short.
+    """
+
+    def __init__(self) -> None:
+        self._shield_depth = 0
+        self._pending = False
+        self._interrupted = False
+        self._closing = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        # Python runs signal handlers in the main thread only; elsewhere the caller's stay.
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self._closing or self._interrupted:
+            _say_at_once("still removing the lab; it will be gone in a moment")
+            return
+        if self._shield_depth:
+            self._pending = True
+            return
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        self._interrupted = True
+        _say_at_once("interrupted: stopping the directors and removing the lab")
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        self._shield_depth += 1
+        try:
+            yield
+        finally:
+            self._shield_depth -= 1
+            if not self._shield_depth and self._pending and not self._closing:
+                self._pending = False
+                self._interrupt()
+
+    @contextmanager
+    def closing(self) -> Iterator[None]:
+        self._closing = True
+        yield
+
+
+@dataclass
+class CommandLauncher:
+    """Starts a director from an argv template, its output in a log file per start."""
+
+    command: Sequence[str]
+    work_dir: Path
+    guard: InterruptGuard
+    starts: Counter[str] = field(default_factory=Counter)
+
+    def __call__(self, host: Host, config: Path) -> subprocess.Popen[bytes]:
+        run_dir = self.work_dir / f"run-{host.name}"
+        run_dir.mkdir(exist_ok=True)
+        self.starts[host.name] += 1
+        log_path = self.work_dir / f"{host.name}-{self.starts[host.name]}.log"
+        argv = [
+            part.replace("{config}", str(config)).replace("{run_dir}", str(run_dir))
+            for part in self.command
+        ]
+        # Own session: a Ctrl-C at the terminal reaches the drill, which stops the directors.
+        with log_path.open("wb") as log, self.guard.shielded():
+            return host.popen(
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorSetup:
+    name: str
+    config: Path
+    address: IPv4Interface
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class LabSetup:
+    election: Election
+    version: int
+    client: IPv4Interface
+    directors: tuple[DirectorSetup, DirectorSetup]
+
+
+def adapt_config(
+    source: Path, target: Path, advert_interval: float | None, version: int | None
+) -> None:
+    """Copy `source` to `target` with every VRRP instance's interval and version overridden."""
+    document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    instances = document.get("vrrp_instances") if isinstance(document, dict) else None
+    if not isinstance(instances, dict):
+        raise SetupError(f"{source}: no vrrp_instances mapping to adapt")
+    for instance in instances.values():
+        if advert_interval is not None:
+            instance["advert_interval"] = advert_interval
+        if version is not None:
+            instance["version"] = version
+    target.write_text(
+        f"# {source} adapted by lvsha drill\n" + yaml.safe_dump(document, sort_keys=False),
+        encoding="utf-8",
+    )
+
+
+def prepare(options: DrillOptions, work_dir: Path) -> LabSetup:
+    """Load (and adapt) both configs and check that they describe one election the lab can hold."""
+    directors = []
+    elections = []
+    versions = set()
+    for index, (name, source) in enumerate(zip(("a", "b"), options.configs, strict=True)):
+        path = source
+        if options.advert_interval is not None or options.vrrp_version is not None:
+            path = work_dir / f"director-{name}.yaml"
+            adapt_config(source, path, options.advert_interval, options.vrrp_version)
+        config = load_file(path)
+        if len(config.vrrp_instances) != 1:
+            raise SetupError(f"{source}: the drill needs exactly one VRRP instance")
+        ((instance_name, instance),) = config.vrrp_instances.items()
+        where = f"{source}: vrrp_instances.{instance_name}"
+        if instance.interface != LAB_INTERFACE:
+            raise SetupError(f"{where}.interface: lab hosts have only {LAB_INTERFACE}")
+        if instance.unicast_peers:
+            raise SetupError(f"{where}.unicast_peers: the drill watches multicast adverts")
+        vip = instance.virtual_ipaddresses[0].address
+        if not isinstance(vip, IPv4Interface):
+            raise SetupError(f"{where}.virtual_ipaddresses: the drill probes an IPv4 VIP")
+        address = instance.mcast_src_ip or options.director_addresses[index]
+        if not isinstance(address, IPv4Address):
+            raise SetupError(f"{where}.mcast_src_ip: the lab is IPv4")
+        elections.append(
+            Election(instance.virtual_router_id, vip, instance.interface, instance.advert_interval)
+        )
+        versions.add(instance.version)
+        directors.append(
+            DirectorSetup(
+                name, path, IPv4Interface(f"{address}/{vip.network.prefixlen}"), instance.priority
+            )
+        )
+    if elections[0] != elections[1] or len(versions) != 1:
+        raise SetupError(
+            "the two configs must agree on VRID, first VIP, interface, interval and version"
+        )
+    if directors[0].priority == directors[1].priority:
+        raise SetupError("the two directors need different priorities to know who should win")
+    first, second = directors
+    client = IPv4Interface(f"{options.client_address}/{elections[0].vip.network.prefixlen}")
+    return LabSetup(elections[0], versions.pop(), client, (first, second))
+
+
+def _host_mac(host: Host) -> str:
+    links = json.loads(host.ip("-j", "link", "show", "dev", LAB_INTERFACE))
+    mac: str = links[0]["address"]
+    return mac
+
+
+def _remove_leftover_namespaces(prefix: str) -> None:
+    """Namespaces of this lab that a cut-short build never recorded."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    for line in listed.stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith(f"{prefix}-"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def _describe(result: ScenarioResult) -> str:
+    head = f"{result.scenario.value} run {result.repetition}"
+    if result.measures is None:
+        return f"{head}: FAILED: {result.error}"
+    measures = result.measures
+    advert = (
+        "no advert" if measures.fault_to_advert is None
+        else f"advert after {measures.fault_to_advert * 1000:.1f} ms"
+    )  # fmt: skip
+    return (
+        f"{head}: {result.new_master} took over from {result.old_master}, {advert}, "
+        f"outage {measures.outage * 1000:.1f} ms, {measures.lost_probes} probes lost"
+    )
+
+
+def _drill_in_lab(
+    options: DrillOptions, setup: LabSetup, prefix: str, work_dir: Path, guard: InterruptGuard
+) -> list[ScenarioResult]:
+    lab: Lab | None = None
+    prober: VipProber | None = None
+    capture: Capture | None = None
+    try:
+        with guard.shielded():
+            lab = Lab(prefix)
+            client = lab.add_host("client", str(setup.client))
+            hosts = [lab.add_host(d.name, str(d.address)) for d in setup.directors]
+        directors = [
+            Director(d.name, host, d.config, d.address.ip, _host_mac(host), d.priority)
+            for d, host in zip(setup.directors, hosts, strict=True)
+        ]
+        master, backup = sorted(directors, key=lambda d: d.priority, reverse=True)
+        _say(
+            f"lab {prefix}: client {setup.client.ip}, "
+            + ", ".join(f"{d.name} {d.address} {d.mac} priority {d.priority}" for d in directors)
+            + f", VIP {setup.election.vip}, advert interval {setup.election.advert_interval} s"
+            f" (VRRPv{setup.version})"
+        )
+        prober = VipProber(client, setup.election.vip.ip, options.probe_interval, LAB_INTERFACE)
+        prober.start()
+        capture = Capture(client, LAB_INTERFACE)
+        capture.start()
+        drill = Drill(
+            setup.election,
+            master=master,
+            backup=backup,
+            prober=prober,
+            capture=capture,
+            launcher=CommandLauncher(options.director_command, work_dir, guard),
+            timing=Timing(options.start_timeout, options.reply_timeout),
+            log=_say,
+        )
+        results = []
+        for repetition in range(1, options.repetitions + 1):
+            for scenario in options.scenarios:
+                _say(f"{scenario.value} run {repetition}/{options.repetitions}")
+                result = drill.run(scenario, repetition)
+                _say(_describe(result))
+                results.append(result)
+        if prober.send_errors:
+            refused = ", ".join(f"{count} x {error}" for error, count in prober.send_errors.items())
+            _say(f"probes the kernel would not send (counted as lost): {refused}")
+        return results
+    finally:
+        with guard.closing():
+            for watcher in (prober, capture):
+                if watcher is not None:
+                    watcher.stop()
+            try:
+                if lab is not None:
+                    lab.close()
+            finally:
+                _remove_leftover_namespaces(prefix)
+
+
+def run_drill(options: DrillOptions) -> int:
+    """Run the drill: 0 when every scenario converged, 1 if one did not, 2 on bad options,
+    130 when interrupted. The lab is gone when this returns, whichever way it returns."""
+    if options.repetitions < 1:
+        _say("repetitions must be at least 1")
+        return EXIT_USAGE
+    if not options.scenarios:
+        _say("no scenario to run")
+        return EXIT_USAGE
+    if not any("{config}" in part for part in options.director_command):
+        _say("the director command must contain {config}, where the config path goes")
+        return EXIT_USAGE
+    prefix = options.lab_prefix or f"lv{secrets.token_hex(3)}"
+    guard = InterruptGuard()
+    guard.install()
+    work_dir = Path(tempfile.mkdtemp(prefix=f"lvsha-drill-{prefix}-"))
+    results: list[ScenarioResult] | None = None
+    try:
+        try:
+            setup = prepare(options, work_dir)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return EXIT_USAGE
+        except (SetupError, OSError, yaml.YAMLError) as exc:
+            _say(str(exc))
+            return EXIT_USAGE
+        started = time.monotonic()
+        results = _drill_in_lab(options, setup, prefix, work_dir, guard)
+    except KeyboardInterrupt:
+        _say("interrupted; the lab has been removed")
+        return EXIT_INTERRUPTED
+    finally:
+        guard.restore()
+        failed = results is not None and any(result.error for result in results)
+        if options.keep_logs or failed:
+            _say(f"director logs are in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    settings = {
+        "advert_interval": setup.election.advert_interval,
+        "vrrp_version": setup.version,
+        "repetitions": options.repetitions,
+        "scenarios": [scenario.value for scenario in options.scenarios],
+        "director_command": list(options.director_command),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    if options.json:
+        print(json.dumps(report_json(results, settings), indent=2))
+    else:
+        title = (
+            f"failover drill: VRRPv{setup.version}, advert interval "
+            f"{setup.election.advert_interval} s, {options.repetitions} run(s) per scenario"
+        )
+        print(format_table(results, title))
+    return EXIT_SCENARIO_FAILED if failed else 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The drill's options, for `lvsha drill` and for `python -m lvsha.drill.main`."""
+    parser.add_argument(
+        "--config",
+        nargs=2,
+        type=Path,
+        metavar=("A", "B"),
+        default=list(DEFAULT_CONFIGS),
+        help="the two directors' configs, one VRRP instance each (default: conf/lab/)",
+    )
+    parser.add_argument(
+        "--advert-interval",
+        type=float,
+        metavar="SECONDS",
+        help="run adapted copies of the configs with this advert interval",
+    )
+    parser.add_argument(
+        "--vrrp-version",
+        type=int,
+        choices=(2, 3),
+        help="run adapted copies of the configs with this VRRP version",
+    )
+    parser.add_argument("--repetitions", type=int, default=1, metavar="N", help="runs per scenario")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[scenario.value for scenario in Scenario],
+        help="run only this scenario; repeat for more (default: all, in order)",
+    )
+    parser.add_argument(
+        "--director-command",
+        metavar="COMMAND",
+        help="command line of one director, {config} and {run_dir} replaced "
+        "(default: lvsha run {config} --run-dir {run_dir})",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--lab-prefix", metavar="PREFIX", help="namespace name prefix (default: random)"
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="allowance for a director process to start, on top of the election timers",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the directors' logs even on success"
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> DrillOptions:
+    command: tuple[str, ...] = DEFAULT_DIRECTOR_COMMAND
+    if args.director_command:
+        command = tuple(shlex.split(args.director_command))
+    scenarios = tuple(Scenario)
+    if args.scenario:
+        scenarios = tuple(Scenario(name) for name in args.scenario)
+    first, second = args.config
+    return DrillOptions(
+        configs=(first, second),
+        advert_interval=args.advert_interval,
+        vrrp_version=args.vrrp_version,
+        repetitions=args.repetitions,
+        scenarios=scenarios,
+        director_command=command,
+        json=args.json,
+        lab_prefix=args.lab_prefix,
+        start_timeout=args.start_timeout,
+        keep_logs=args.keep_logs,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lvsha drill",
+        description="Rehearse failovers between two directors in network namespaces and "
+        "measure them from a client: adverts, gratuitous ARPs and VIP outage.",
+    )
+    add_arguments(parser)
+    return run_drill(options_from_args(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Failover scenarios: reset the lab, inject one fault, wait for the new master, measure.
+
+Each scenario starts from the same known state (the higher-priority director master and
+answering for the VIP, the other running as backup), injects its fault, waits with a deadline
+until the other director serves the VIP, and then measures from the probe and capture records.
+The directors are processes started by a launcher, so any daemon that speaks VRRP can be drilled.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+from lvsha.drill.capture import (
+    AdvertSeen,
+    Capture,
+    GarpSeen,
+    first_advert,
+    first_garp,
+    last_advert,
+)
+from lvsha.drill.lab import Host, LabError, wait_until
+from lvsha.drill.probe import Probe, VipProber, measure_outage
+
+DirectorLauncher = Callable[[Host, Path], "subprocess.Popen[bytes]"]
+"""Starts a director process in a host, given its configuration file."""
+
+STEADY_PROBES = 5
+"""Answered probes in a row, all from the master's MAC, that count as the VIP being served."""
+REPLY_GRACE = 0.05
+"""Probes younger than this are not yet expected to be answered when judging steadiness."""
+
+
+class Scenario(enum.Enum):
+    KILL = "kill"
+    LINK_CUT = "link-cut"
+    GRACEFUL_STOP = "graceful-stop"
+    MASTER_RETURNS = "master-returns"
+
+
+class DrillError(RuntimeError):
+    """The lab cannot reach the state a scenario needs; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Election:
+    """What the two directors' configurations agree on."""
+
+    vrid: int
+    vip: IPv4Interface
+    interface: str
+    advert_interval: float
+
+    def master_down_interval(self, priority: int) -> float:
+        # RFC 5798 6.1: 3 x Master_Adver_Interval + Skew_Time.
+        return 3 * self.advert_interval + (256 - priority) * self.advert_interval / 256
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    start_timeout: float = 15.0
+    """Allowance for a director process to start up, on top of the election's own timers."""
+    reply_timeout: float = 0.5
+    """A probe answered later than this counts as lost."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverMeasures:
+    """Seconds, or None when the event was not seen (no GARP, no advert from the old master)."""
+
+    fault_to_advert: float | None
+    last_advert_to_advert: float | None
+    fault_to_garp: float | None
+    outage: float
+    lost_probes: int
+    recovered: bool
+
+
+def measure_failover(
+    adverts: Sequence[AdvertSeen],
+    garps: Sequence[GarpSeen],
+    probes: Sequence[Probe],
+    *,
+    fault_at: float,
+    window_end: float,
+    vrid: int,
+    vip: IPv4Address,
+    old_master: IPv4Address,
+    new_master: IPv4Address,
+    new_master_mac: str,
+    reply_timeout: float,
+) -> FailoverMeasures:
+    """The measures of one failover from what the client recorded, all in send/receipt order."""
+    taking_over = first_advert(adverts, new_master, vrid, fault_at)
+    fault_to_advert = last_advert_to_advert = None
+    if taking_over is not None and taking_over.at <= window_end:
+        fault_to_advert = taking_over.at - fault_at
+        stepping_down = last_advert(adverts, old_master, vrid, taking_over.at)
+        if stepping_down is not None:
+            last_advert_to_advert = taking_over.at - stepping_down.at
+    announced = first_garp(garps, vip, new_master_mac, fault_at)
+    fault_to_garp = None
+    if announced is not None and announced.at <= window_end:
+        fault_to_garp = announced.at - fault_at
+    outage = measure_outage(probes, fault_at, window_end, reply_timeout)
+    return FailoverMeasures(
+        fault_to_advert,
+        last_advert_to_advert,
+        fault_to_garp,
+        outage.outage,
+        outage.lost,
+        outage.recovered,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    scenario: Scenario
+    repetition: int
+    old_master: str
+    new_master: str
+    measures: FailoverMeasures | None
+    error: str | None = None
+
+
+@dataclass
+class Director:
+    name: str
+    host: Host
+    config: Path
+    address: IPv4Address
+    mac: str
+    priority: int
+    process: subprocess.Popen[bytes] | None = None
+    cable_cut: bool = False
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Drill:
+    """Runs scenarios against two directors in a built lab, watched by one prober and capture."""
+
+    def __init__(
+        self,
+        election: Election,
+        *,
+        master: Director,
+        backup: Director,
+        prober: VipProber,
+        capture: Capture,
+        launcher: DirectorLauncher,
+        timing: Timing,
+        log: Callable[[str], None],
+    ) -> None:
+        self.election = election
+        self.master = master
+        self.backup = backup
+        self.prober = prober
+        self.capture = capture
+        self.launcher = launcher
+        self.timing = timing
+        self.log = log
+
+    @property
+    def convergence_timeout(self) -> float:
+        """Deadline for one election: a process start, then a backup's Master_Down_Interval."""
+        lowest = min(self.master.priority, self.backup.priority)
+        return self.timing.start_timeout + 2 * self.election.master_down_interval(lowest) + 1.0
+
+    def run(self, scenario: Scenario, repetition: int) -> ScenarioResult:
+        old, new = self.master, self.backup
+        if scenario is Scenario.MASTER_RETURNS:
+            old, new = new, old
+        try:
+            self.reset()
+            fault_at = self._inject(scenario)
+            window_end = self._await_new_master(scenario, old, new, fault_at)
+            measures = self._measure(old, new, fault_at, window_end)
+        except (TimeoutError, LabError, DrillError) as failure:
+            return ScenarioResult(scenario, repetition, old.name, new.name, None, str(failure))
+        return ScenarioResult(scenario, repetition, old.name, new.name, measures)
+
+    def reset(self) -> None:
+        """Bring the lab to: master serving the VIP, backup running, both cables in."""
+        settled = 3 * self.election.advert_interval + 0.5
+        if self._may_keep_running():
+            try:
+                since = time.monotonic() - settled
+                self._await_serving(self.master, since, settled, "master", self.backup)
+                return
+            except (TimeoutError, DrillError):
+                pass
+        self.log("reset: restarting both directors")
+        for director in (self.master, self.backup):
+            self._stop_hard(director)
+            if director.cable_cut:
+                director.host.link_up(True)
+                director.cable_cut = False
+        started_at = time.monotonic()
+        for director in (self.master, self.backup):
+            self._start(director)
+        self._await_serving(
+            self.master,
+            started_at,
+            self.convergence_timeout,
+            f"{self.master.name} master and answering for the VIP after a restart",
+            self.backup,
+        )
+
+    def _may_keep_running(self) -> bool:
+        directors = (self.master, self.backup)
+        return all(d.running() and not d.cable_cut for d in directors)
+
+    def _inject(self, scenario: Scenario) -> float:
+        master = self.master
+        if scenario is Scenario.KILL:
+            return self._kill(master)
+        if scenario is Scenario.LINK_CUT:
+            fault_at = time.monotonic()
+            master.host.link_up(False)
+            master.cable_cut = True
+            return fault_at
+        if scenario is Scenario.GRACEFUL_STOP:
+            fault_at = time.monotonic()
+            self._process(master).send_signal(signal.SIGTERM)
+            return fault_at
+        # MASTER_RETURNS: first a crash (not measured), then the master comes back.
+        crashed_at = self._kill(master)
+        self._await_serving(
+            self.backup,
+            crashed_at,
+            self.convergence_timeout,
+            f"{self.backup.name} serving the VIP after {master.name} was killed",
+        )
+        fault_at = time.monotonic()
+        self._start(master)
+        return fault_at
+
+    def _kill(self, director: Director) -> float:
+        process = self._process(director)
+        fault_at = time.monotonic()
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        # A crashed host's addresses vanish with it; a killed daemon's VIP stays on the
+        # interface and would go on answering, so the drill removes it as the crash would.
+        self._remove_vip(director)
+        return fault_at
+
+    def _await_new_master(
+        self, scenario: Scenario, old: Director, new: Director, fault_at: float
+    ) -> float:
+        def old_gone() -> bool:
+            if scenario is Scenario.GRACEFUL_STOP:
+                return not old.running()
+            return True
+
+        what = f"{new.name} serving the VIP after {scenario.value} of {old.name}"
+        if scenario is Scenario.GRACEFUL_STOP:
+            what += f", and {old.name} exited"
+        wait_until(
+            lambda: self._serves(new, fault_at) and old_gone(),
+            self.convergence_timeout,
+            what=what,
+        )
+        return time.monotonic()
+
+    def _measure(
+        self, old: Director, new: Director, fault_at: float, window_end: float
+    ) -> FailoverMeasures:
+        # Let the last probes of the window come back or time out before they are judged.
+        remaining = window_end + self.timing.reply_timeout - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        # Reach back far enough for the old master's last advert and the last answered probe.
+        lookback = fault_at - 3 * self.election.advert_interval - 1.0
+        return measure_failover(
+            self.capture.adverts_since(lookback),
+            self.capture.garps_since(fault_at),
+            self.prober.probes_since(lookback),
+            fault_at=fault_at,
+            window_end=window_end,
+            vrid=self.election.vrid,
+            vip=self.election.vip.ip,
+            old_master=old.address,
+            new_master=new.address,
+            new_master_mac=new.mac,
+            reply_timeout=self.timing.reply_timeout,
+        )
+
+    def _await_serving(
+        self, director: Director, since: float, timeout: float, what: str, *alive: Director
+    ) -> None:
+        wait_until(lambda: self._serves(director, since, *alive), timeout, what=what)
+
+    def _serves(self, director: Director, since: float, *alive: Director) -> bool:
+        """`director` advertised since `since`, answers the probes, and alone holds the VIP.
+
+        Raises DrillError at once if `director` or any of `alive` has exited: waiting for the
+        deadline would only hide the reason.
+        """
+        for expected in (director, *alive):
+            if expected.process is None or expected.process.poll() is not None:
+                status = None if expected.process is None else expected.process.returncode
+                raise DrillError(f"director {expected.name} is not running (exit status {status})")
+        adverts = self.capture.adverts_since(since)
+        if first_advert(adverts, director.address, self.election.vrid, since) is None:
+            return False
+        judged_until = time.monotonic() - REPLY_GRACE
+        answered_by = [
+            probe.answered_by
+            for probe in self.prober.probes_since(since)
+            if probe.sent_at <= judged_until
+        ][-STEADY_PROBES:]
+        if len(answered_by) < STEADY_PROBES or set(answered_by) != {director.mac}:
+            return False
+        if not self._holds_vip(director):
+            return False
+        others = [d for d in (self.master, self.backup) if d is not director]
+        return not any(self._holds_vip(other) for other in others if not other.cable_cut)
+
+    def _holds_vip(self, director: Director) -> bool:
+        shown = director.host.ip("-4", "-o", "addr", "show", "dev", self.election.interface)
+        return f" {self.election.vip.ip}/" in shown
+
+    def _remove_vip(self, director: Director) -> None:
+        if self._holds_vip(director):
+            director.host.ip("addr", "del", str(self.election.vip), "dev", self.election.interface)
+
+    def _start(self, director: Director) -> None:
+        director.process = self.launcher(director.host, director.config)
+
+    def _stop_hard(self, director: Director) -> None:
+        if director.running():
+            process = self._process(director)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        director.process = None
+        self._remove_vip(director)
+
+    def _process(self, director: Director) -> subprocess.Popen[bytes]:
+        if director.process is None or director.process.poll() is not None:
+            raise DrillError(f"director {director.name} is not running")
+        return director.process
