@@ -1,0 +1,271 @@
+"""The VRRP socket edge: one raw IP-protocol-112 socket per (interface, family) for asyncio.
+
+It sends encoded adverts to the VRRP group (or to each unicast peer) from a pinned source
+address with TTL/hop limit 255, and hands every advert that decodes to a callback. Decoding
+and the checks that need only the packet are the wire module's; the checks that need an
+instance's configuration are the caller's (`check_advert_for_instance`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from lvsha.vrrp.wire import (
+    ANCILLARY_BUFFER_SIZE,
+    IPPROTO_VRRP,
+    VRRP_MULTICAST_IPV4,
+    VRRP_MULTICAST_IPV6,
+    VRRP_TTL,
+    Advert,
+    DropCounter,
+    IpAddress,
+    ReceivedAdvert,
+    encode_advert,
+    ipv6_datagram,
+    receive_advert,
+    receive_ipv4_packet,
+)
+
+AdvertHandler = Callable[[ReceivedAdvert], None]
+
+# Linux values the socket module of Python 3.11 does not export (linux/in.h, linux/in6.h).
+IP_PKTINFO = 8
+IP_MULTICAST_ALL = 49
+IPV6_MULTICAST_ALL = 29
+IPTOS_PREC_INTERNETCONTROL = 0xC0
+"""keepalived sends VRRP with this TOS (IPv4) and traffic class (IPv6): DSCP CS6."""
+
+IF_NAMESIZE = 16
+"""Linux interface names are at most 15 bytes plus the terminating zero."""
+RECEIVE_BUFFER_SIZE = 65535
+MAX_READS_PER_WAKEUP = 64
+"""Bounds one reader callback so a flood of packets cannot starve the event loop."""
+
+_IP_MREQN = struct.Struct("=4s4si")
+_IN_PKTINFO = struct.Struct("=i4s4s")
+_IPV6_MREQ = struct.Struct("=16si")
+_IN6_PKTINFO = struct.Struct("=16si")
+
+
+class SocketDropReason(enum.Enum):
+    """Why the socket edge ignored an advert that decoded cleanly."""
+
+    OWN_ADVERT = "own_advert"
+    NOT_A_UNICAST_PEER = "not_a_unicast_peer"
+    UNICAST_ON_MULTICAST_SOCKET = "unicast_on_multicast_socket"
+    MULTICAST_ON_UNICAST_SOCKET = "multicast_on_unicast_socket"
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpSocketSettings:
+    """Where and how one socket talks VRRP.
+
+    `source` is the interface's primary IPv4 address, or its IPv6 link-local address
+    (RFC 5798 5.1.2.1); it also picks the family. With `unicast_peers` the socket sends to
+    each peer instead of the group and accepts adverts only from them.
+    """
+
+    interface: str
+    source: IpAddress
+    unicast_peers: tuple[IpAddress, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.interface or len(self.interface.encode()) >= IF_NAMESIZE:
+            raise ValueError(f"interface name {self.interface!r} is not a valid Linux name")
+        if self.source.is_multicast or self.source.is_unspecified:
+            raise ValueError(f"source {self.source} is not a unicast address")
+        if isinstance(self.source, IPv6Address) and not self.source.is_link_local:
+            raise ValueError(f"IPv6 source {self.source} must be the link-local address")
+        if isinstance(self.source, IPv6Address) and self.source.scope_id:
+            raise ValueError(f"give the source {self.source} without a %scope")
+        for peer in self.unicast_peers:
+            if peer.version != self.source.version:
+                raise ValueError(f"unicast peer {peer} is not IPv{self.source.version}")
+            if peer.is_multicast:
+                raise ValueError(f"unicast peer {peer} is a multicast address")
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET if self.source.version == 4 else socket.AF_INET6
+
+    @property
+    def group(self) -> IpAddress:
+        return VRRP_MULTICAST_IPV4 if self.source.version == 4 else VRRP_MULTICAST_IPV6
+
+    @property
+    def destinations(self) -> tuple[IpAddress, ...]:
+        return self.unicast_peers or (self.group,)
+
+
+class VrrpSocket:
+    """A configured raw VRRP socket; `open` it (in the right namespace), then `start` it.
+
+    `open` needs no event loop, so a test can open the socket inside another network
+    namespace's thread and use it from its own loop; `start` registers the reader on the
+    running loop.
+    """
+
+    def __init__(self, sock: socket.socket, settings: VrrpSocketSettings, ifindex: int) -> None:
+        self.settings = settings
+        self.ifindex = ifindex
+        self.drops = DropCounter()
+        """Packets the wire module rejected, by reason."""
+        self.ignored: Counter[SocketDropReason] = Counter()
+        """Valid adverts this socket does not deliver, by reason."""
+        self.adverts_not_sent = 0
+        """Adverts lost because the send buffer was full; VRRP tolerates a lost advert."""
+        self._sock = sock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_advert: AdvertHandler | None = None
+        self._unicast_peers = frozenset(settings.unicast_peers)
+
+    @classmethod
+    def open(cls, settings: VrrpSocketSettings) -> VrrpSocket:
+        """Create and configure the socket in the calling thread's network namespace."""
+        ifindex = socket.if_nametoindex(settings.interface)
+        sock = socket.socket(settings.family, socket.SOCK_RAW, IPPROTO_VRRP)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, settings.interface.encode())
+            if settings.family == socket.AF_INET:
+                _configure_ipv4(sock, settings, ifindex)
+            else:
+                _configure_ipv6(sock, settings, ifindex)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, settings, ifindex)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def start(self, on_advert: AdvertHandler) -> None:
+        """Deliver every accepted advert to `on_advert`, from the running event loop."""
+        if self._loop is not None:
+            raise RuntimeError("VrrpSocket already started")
+        self._loop = asyncio.get_running_loop()
+        self._on_advert = on_advert
+        self._loop.add_reader(self._sock.fileno(), self._read_pending)
+
+    def send(self, advert: Advert) -> None:
+        """Send `advert` to the group or to every unicast peer.
+
+        Other send errors (ENETDOWN, EADDRNOTAVAIL when the source went away) are raised for
+        the caller to act on; a full send buffer only counts in `adverts_not_sent`.
+        """
+        source = self.settings.source
+        for destination in self.settings.destinations:
+            payload = encode_advert(advert, source, destination)
+            if isinstance(source, IPv4Address):
+                address: tuple[object, ...] = (str(destination), 0)
+                pktinfo = (
+                    socket.IPPROTO_IP,
+                    IP_PKTINFO,
+                    _IN_PKTINFO.pack(self.ifindex, source.packed, bytes(4)),
+                )
+            else:
+                address = (str(destination), 0, 0, self.ifindex)
+                pktinfo = (
+                    socket.IPPROTO_IPV6,
+                    socket.IPV6_PKTINFO,
+                    _IN6_PKTINFO.pack(source.packed, self.ifindex),
+                )
+            try:
+                # An IPv4 raw socket bound to an address stops receiving the group's packets,
+                # so the source is pinned per packet instead (ipi_spec_dst / ipi6_addr).
+                self._sock.sendmsg([payload], [pktinfo], 0, address)
+            except BlockingIOError:
+                self.adverts_not_sent += 1
+
+    def ignored_snapshot(self) -> Mapping[SocketDropReason, int]:
+        """Every reason, zeros included, for a stable metric label set."""
+        return {reason: self.ignored[reason] for reason in SocketDropReason}
+
+    def close(self) -> None:
+        """Stop reading and close the socket; closing twice is harmless."""
+        if self._sock.fileno() == -1:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    def __enter__(self) -> VrrpSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_pending(self) -> None:
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                received = self._receive_one()
+            except (BlockingIOError, InterruptedError):
+                return
+            if received is not None and self._accepts(received):
+                assert self._on_advert is not None
+                self._on_advert(received)
+
+    def _receive_one(self) -> ReceivedAdvert | None:
+        if self.settings.family == socket.AF_INET:
+            packet = self._sock.recv(RECEIVE_BUFFER_SIZE)
+            return receive_ipv4_packet(packet, self.drops)
+        payload, ancillary, _flags, address = self._sock.recvmsg(
+            RECEIVE_BUFFER_SIZE, ANCILLARY_BUFFER_SIZE
+        )
+        datagram = ipv6_datagram(payload, IPv6Address(address[0]), ancillary)
+        return receive_advert(datagram, self.drops)
+
+    def _accepts(self, received: ReceivedAdvert) -> bool:
+        reason: SocketDropReason | None = None
+        if received.source == self.settings.source:
+            reason = SocketDropReason.OWN_ADVERT
+        elif self._unicast_peers:
+            if received.destination.is_multicast:
+                reason = SocketDropReason.MULTICAST_ON_UNICAST_SOCKET
+            elif received.source not in self._unicast_peers:
+                reason = SocketDropReason.NOT_A_UNICAST_PEER
+        elif received.destination != self.settings.group:
+            reason = SocketDropReason.UNICAST_ON_MULTICAST_SOCKET
+        if reason is None:
+            return True
+        self.ignored[reason] += 1
+        return False
+
+
+def _configure_ipv4(sock: socket.socket, settings: VrrpSocketSettings, ifindex: int) -> None:
+    # RFC 5798 5.1.1.3: TTL 255 always, so receivers can tell the packet crossed no router.
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, VRRP_TTL)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, VRRP_TTL)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_PREC_INTERNETCONTROL)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    # Otherwise a raw socket also receives groups that other sockets on the host joined.
+    sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    interface_request = _IP_MREQN.pack(bytes(4), bytes(4), ifindex)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface_request)
+    if not settings.unicast_peers:
+        membership = _IP_MREQN.pack(settings.group.packed, bytes(4), ifindex)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+
+
+def _configure_ipv6(sock: socket.socket, settings: VrrpSocketSettings, ifindex: int) -> None:
+    # RFC 5798 5.1.2.3: hop limit 255.
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, VRRP_TTL)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, VRRP_TTL)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, IPTOS_PREC_INTERNETCONTROL)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+    # The kernel strips the IPv6 header: the hop limit (7.1 check) and the destination (which
+    # the v3 checksum covers) come as ancillary data.
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    if not settings.unicast_peers:
+        membership = _IPV6_MREQ.pack(settings.group.packed, ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, membership)
