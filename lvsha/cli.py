@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from lvsha import __version__
 from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.daemon import run as daemon_run
+from lvsha.drill import main as drill_main
 
 
 def _plural(count: int, noun: str) -> str:
@@ -83,7 +85,43 @@ def build_parser() -> argparse.ArgumentParser:
         "can see what each omitted key means",
     )
     check.set_defaults(handler=_check_config)
+
+    run = commands.add_parser(
+        "run",
+        help="run the director daemon",
+        description="Run lvsha in the foreground: VRRP in a child process of its own, "
+        "supervised by this one. SIGTERM stops gracefully (a master sends priority 0 and "
+        "keeps its VIPs until a new master is heard); SIGHUP re-validates the file. Logs go "
+        "to stderr; under systemd (Type=notify) READY is reported once VRRP is up.",
+    )
+    run.add_argument("config", metavar="FILE", help="YAML configuration file")
+    run.add_argument(
+        "--run-dir",
+        default="/run/lvsha",
+        help="directory for the event socket events.sock (default: %(default)s)",
+    )
+    run.set_defaults(handler=_run)
+
+    drill = commands.add_parser(
+        "drill",
+        help="rehearse failovers in network namespaces",
+        description="Build a lab in network namespaces (a client and two directors on one "
+        "bridge, from conf/lab), run two real lvsha daemons, probe the VIP from the client "
+        "every 10 ms and run failover scenarios; print time to new master, time to first "
+        "GARP, probe outage and lost probes. Everything built is removed at the end, also "
+        "on Ctrl-C. Needs root.",
+    )
+    drill_main.add_arguments(drill)
+    drill.set_defaults(handler=_drill)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    return daemon_run.run(args.config, args.run_dir)
+
+
+def _drill(args: argparse.Namespace) -> int:
+    return drill_main.run_drill(drill_main.options_from_args(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

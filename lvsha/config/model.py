@@ -50,6 +50,13 @@ class VrrpDefaults(Model):
 
     version: Literal[2, 3] = Field(2, description="VRRP version of IPv4 instances (vrrp_version).")
     garp: Garp = Field(default_factory=Garp)
+    realtime_priority: int | None = Field(
+        None,
+        ge=1,
+        le=99,
+        description="Run the VRRP process with SCHED_FIFO at this priority, so adverts and "
+        "timers are not delayed by other load; none: normal scheduling.",
+    )
 
 
 class LvsSyncDaemon(Model):

@@ -9,6 +9,7 @@ The directors are processes started by a launcher, so any daemon that speaks VRR
 from __future__ import annotations
 
 import enum
+import os
 import signal
 import subprocess
 import time
@@ -246,7 +247,8 @@ class Drill:
     def _kill(self, director: Director) -> float:
         process = self._process(director)
         fault_at = time.monotonic()
-        process.send_signal(signal.SIGKILL)
+        # The whole director dies at once, VRRP child included, as when its host crashes.
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         # A crashed host's addresses vanish with it; a killed daemon's VIP stays on the
         # interface and would go on answering, so the drill removes it as the crash would.
@@ -339,7 +341,7 @@ class Drill:
     def _stop_hard(self, director: Director) -> None:
         if director.running():
             process = self._process(director)
-            process.send_signal(signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
         director.process = None
         self._remove_vip(director)

@@ -1,0 +1,159 @@
+"""The VRRP child process: its own event loop, nothing else running on it.
+
+Started by the parent (`lvsha run`) as `python -m lvsha.daemon.vrrp_process CONFIG`; reports
+"ready" and every state change to the parent on the channel in $LVSHA_CHANNEL_FD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.daemon.events import EventStream
+from lvsha.daemon.logs import setup_logging
+from lvsha.daemon.notify import Notifier
+from lvsha.daemon.supervisor import CHANNEL_FD_ENV, PARENT_PID_ENV
+from lvsha.net.addresses import NetlinkAddresses
+from lvsha.net.announce import PacketAnnouncer
+from lvsha.net.links import LinkMonitor
+from lvsha.vrrp.engine import StartupError, VrrpEngine
+
+log = logging.getLogger("lvsha.vrrp")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ParentChannel:
+    """JSON lines to the parent; without a parent (run by hand) messages are only logged."""
+
+    def __init__(self) -> None:
+        fd = os.environ.get(CHANNEL_FD_ENV)
+        self._sock = socket.socket(fileno=int(fd)) if fd else None
+        if self._sock is not None:
+            self._sock.setblocking(True)
+
+    def send(self, message: dict[str, object]) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError as exc:
+            log.error("cannot report to the parent process: %s", exc)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+
+def _watched_interfaces(config: LvshaConfig) -> set[str]:
+    found = set()
+    for inst in config.vrrp_instances.values():
+        found.add(inst.interface)
+        found.update(t.interface for t in inst.track_interfaces)
+    return found
+
+
+def _die_with_parent() -> None:
+    """Ask for SIGTERM when the parent dies, so an orphaned VRRP child releases its VIPs and
+    exits instead of competing with the one a restarted parent starts."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent is not None and os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before we asked
+
+
+def _set_realtime(priority: int | None) -> None:
+    if priority is None:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        log.warning("cannot use real-time scheduling (SCHED_FIFO %d): %s", priority, exc)
+    else:
+        log.info("VRRP process runs with real-time priority %d (SCHED_FIFO)", priority)
+
+
+async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    events = EventStream(str(run_dir / "events.sock"))
+    await events.start()
+    notifier = Notifier()
+    announcer = PacketAnnouncer()
+    links = LinkMonitor(_watched_interfaces(config))
+    async with NetlinkAddresses() as addresses:
+        engine = VrrpEngine(
+            config,
+            addresses=addresses,
+            announcer=announcer,
+            notifier=notifier,
+            events=events,
+            report=channel.send,
+        )
+        try:
+            states = await links.start()
+            await engine.start(dict(states))
+        except StartupError as exc:
+            log.error("%s", exc)
+            await engine.stop()
+            await events.close()
+            return 1
+
+        async def follow_links() -> None:
+            async for change in links:
+                engine.link_changed(change)
+
+        watcher = asyncio.create_task(follow_links(), name="link-monitor")
+        channel.send({"type": "ready"})
+        log.info("VRRP running: %s", ", ".join(config.vrrp_instances))
+        await stop.wait()
+        log.info("stopping: releasing mastership")
+        await engine.stop()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        links.close()
+        announcer.close()
+    await events.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lvsha-vrrp")
+    parser.add_argument("config")
+    parser.add_argument("--run-dir", default="/run/lvsha")
+    args = parser.parse_args(argv)
+    setup_logging("vrrp")
+    _die_with_parent()
+    try:
+        config = load_file(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        return 1
+    _set_realtime(config.global_.vrrp.realtime_priority)
+    channel = ParentChannel()
+    try:
+        return asyncio.run(serve(config, Path(args.run_dir), channel))
+    finally:
+        channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

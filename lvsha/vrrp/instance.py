@@ -1,0 +1,189 @@
+"""The asyncio adapter of one VRRP instance: one machine, one timer, its socket and addresses.
+
+It feeds the machine events stamped with the loop's monotonic clock and carries out the
+actions it returns. Adverts go out at once; address changes and announcements run in order
+on one task, so a gratuitous ARP never precedes the address it announces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from lvsha.net.addresses import AddressPort
+from lvsha.net.announce import Announcer
+from lvsha.net.garp import AnnouncementSchedule, GarpSettings
+from lvsha.vrrp.events import (
+    Action,
+    AddVips,
+    Announce,
+    Event,
+    RemoveVips,
+    SendAdvert,
+    TimerFired,
+    VirtualAddress,
+    VrrpState,
+)
+from lvsha.vrrp.machine import VrrpMachine
+from lvsha.vrrp.wire import Advert
+
+log = logging.getLogger("lvsha.vrrp")
+
+
+class AdvertSender(Protocol):
+    def send(self, advert: Advert) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAddress:
+    """A VIP the master holds: where it goes and with which label."""
+
+    address: VirtualAddress
+    interface: str
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _AnnounceRound:
+    """One announcement of every held VIP (one frame each)."""
+
+
+_Work = AddVips | RemoveVips | _AnnounceRound
+
+
+class InstanceRunner:
+    """Runs one VRRP instance's machine on the event loop."""
+
+    def __init__(
+        self,
+        machine: VrrpMachine,
+        *,
+        advert: Advert,
+        sender: AdvertSender,
+        addresses: AddressPort,
+        announcer: Announcer,
+        held: Sequence[HeldAddress],
+        garp: GarpSettings,
+        on_action: Callable[[InstanceRunner, Action], None],
+    ) -> None:
+        self.machine = machine
+        self.name = machine.params.name
+        self._advert = advert
+        self._sender = sender
+        self._addresses = addresses
+        self._announcer = announcer
+        self._held = tuple(held)
+        self._garp = garp
+        self._on_action = on_action
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._schedule: AnnouncementSchedule | None = None
+        self._work: asyncio.Queue[_Work | None] = asyncio.Queue()
+        self._worker = asyncio.create_task(self._do_work(), name=f"vrrp-{self.name}-vips")
+        self.send_errors = 0
+
+    @property
+    def state(self) -> VrrpState:
+        return self.machine.state
+
+    def feed(self, event: Event) -> None:
+        """Hand one event to the machine now and carry out what it asks."""
+        for action in self.machine.handle(event, self._loop.time()):
+            self._execute(action)
+        self._rearm()
+
+    def _execute(self, action: Action) -> None:
+        if isinstance(action, SendAdvert):
+            self._send(action.priority)
+        elif isinstance(action, AddVips):
+            self._work.put_nowait(action)
+        elif isinstance(action, RemoveVips):
+            self._schedule = None
+            self._work.put_nowait(action)
+        elif isinstance(action, Announce):
+            # A fresh spell of announcements: on becoming master, and when a master
+            # re-asserts itself after hearing a lower priority (repairs ARP caches).
+            self._schedule = AnnouncementSchedule(self._garp, self._loop.time())
+            self._announce_due()
+        self._on_action(self, action)
+
+    def _send(self, priority: int) -> None:
+        a = self._advert
+        try:
+            self._sender.send(
+                Advert(
+                    version=a.version,
+                    vrid=a.vrid,
+                    priority=priority,
+                    advert_interval=a.advert_interval,
+                    addresses=a.addresses,
+                    auth_type=a.auth_type,
+                    auth_data=a.auth_data,
+                )
+            )
+        except OSError as exc:
+            # A lost advert is tolerated by VRRP; a dead link shows up as a link event.
+            self.send_errors += 1
+            if self.send_errors == 1 or self.send_errors % 100 == 0:
+                log.warning("%s: advert not sent (%d so far): %s", self.name, self.send_errors, exc)
+
+    def _announce_due(self) -> None:
+        if self._schedule is None:
+            return
+        for _ in range(self._schedule.due(self._loop.time())):
+            self._work.put_nowait(_AnnounceRound())
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadlines = [
+            d
+            for d in (
+                self.machine.next_deadline(),
+                self._schedule.next_deadline() if self._schedule else None,
+            )
+            if d is not None
+        ]
+        if deadlines:
+            self._timer = self._loop.call_at(min(deadlines), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        due = self.machine.next_deadline()
+        if due is not None and due <= self._loop.time():
+            self.feed(TimerFired())  # feed() re-arms
+            return
+        self._announce_due()
+        self._rearm()
+
+    async def _do_work(self) -> None:
+        while (work := await self._work.get()) is not None:
+            try:
+                await self._apply(work)
+            except Exception:
+                log.exception("%s: %s failed", self.name, type(work).__name__.lstrip("_"))
+
+    async def _apply(self, work: _Work) -> None:
+        if isinstance(work, AddVips):
+            for held in self._held:
+                await self._addresses.add_vip(held.interface, held.address, held.label)
+        elif isinstance(work, RemoveVips):
+            for held in self._held:
+                await self._addresses.remove_vip(held.interface, held.address)
+        else:
+            for interface in dict.fromkeys(h.interface for h in self._held):
+                await self._announcer.announce(
+                    interface, [h.address for h in self._held if h.interface == interface]
+                )
+
+    async def close(self) -> None:
+        """Stop the timer and the work queue, after finishing what is queued."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._work.put_nowait(None)
+        await self._worker
