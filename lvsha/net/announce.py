@@ -1,0 +1,212 @@
+"""Announce VIPs to the segment: gratuitous ARP (IPv4) and unsolicited neighbour advertisements.
+
+Frames are built with scapy once per (interface, address) and kept as bytes, so an
+announcement costs one send() per address. The frames match keepalived 2.2's: an ARP request
+with sender and target IP both the VIP, broadcast at the Ethernet and ARP level; an NA from
+the VIP to ff02::1 with the override flag and a target link-layer address option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from typing import Protocol, TypeAlias
+
+Announced: TypeAlias = IPv4Address | IPv6Address | IPv4Interface | IPv6Interface
+"""What can be announced: a VIP with or without its prefix length."""
+
+_ARPHRD_ETHER = 1
+_GONE = (errno.ENODEV, errno.ENXIO)
+
+
+class AnnounceError(OSError):
+    """Announcing on an interface failed; the message names the interface and addresses."""
+
+
+class Announcer(Protocol):
+    def prepare(self, interface: str, addresses: Iterable[Announced]) -> None:
+        """Build the frames ahead of time, so the first announcement is as quick as the rest.
+        Raises AnnounceError."""
+        ...
+
+    async def announce(self, interface: str, addresses: Iterable[Announced]) -> None:
+        """Send one announcement frame per address on `interface`. Raises AnnounceError."""
+        ...
+
+
+def _plain(address: Announced) -> IPv4Address | IPv6Address:
+    if isinstance(address, IPv4Interface | IPv6Interface):
+        return address.ip
+    return address
+
+
+def _format_mac(raw: bytes) -> str:
+    return ":".join(f"{octet:02x}" for octet in raw)
+
+
+def gratuitous_arp(mac: str, address: IPv4Address) -> bytes:
+    """An ARP request for `address` from `address` at `mac`, to everyone (RFC 5227 3)."""
+    # scapy is imported here, not at the top: the engine only pays for it when it builds frames.
+    from scapy.layers.l2 import ARP, Ether  # noqa: PLC0415
+
+    broadcast = "ff:ff:ff:ff:ff:ff"
+    frame = Ether(dst=broadcast, src=mac) / ARP(
+        op="who-has", hwsrc=mac, psrc=str(address), hwdst=broadcast, pdst=str(address)
+    )
+    return bytes(frame)
+
+
+def unsolicited_na(mac: str, address: IPv6Address, router: bool) -> bytes:
+    """A neighbour advertisement of `address` at `mac` to all nodes (RFC 4861 7.2.6)."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6  # noqa: PLC0415
+    from scapy.layers.l2 import Ether  # noqa: PLC0415
+
+    # 33:33 + the group's low 32 bits (RFC 2464 7); hop limit 255 or receivers drop it
+    # (RFC 4861 7.1.2); S must be clear on a multicast NA, O set to replace cached entries.
+    frame = (
+        Ether(dst="33:33:00:00:00:01", src=mac)
+        / IPv6(src=str(address), dst="ff02::1", hlim=255)
+        / ICMPv6ND_NA(tgt=str(address), R=int(router), S=0, O=1)
+        / ICMPv6NDOptDstLLAddr(lladdr=mac)
+    )
+    return bytes(frame)
+
+
+def _ipv6_forwarding(interface: str) -> bool:
+    # keepalived sets the NA's router flag from the interface's forwarding setting: a router
+    # that announces R=0 would be dropped from hosts' default router lists (RFC 4861 7.2.5).
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{interface}/forwarding") as setting:
+            return setting.read().strip() == "1"
+    except OSError:
+        return False
+
+
+@dataclass
+class _Port:
+    """One AF_PACKET socket bound to an interface, and the frames built for it."""
+
+    sock: socket.socket
+    mac: bytes
+    frames: dict[IPv4Address | IPv6Address, bytes] = field(default_factory=dict)
+
+
+class PacketAnnouncer:
+    """Implements `Announcer` on one AF_PACKET socket per interface.
+
+    Sockets are opened on first use, in the network namespace of the calling thread. They use
+    protocol 0, so they receive nothing.
+    """
+
+    def __init__(self) -> None:
+        self._ports: dict[str, _Port] = {}
+
+    def _open(self, interface: str) -> _Port:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        try:
+            sock.bind((interface, 0))
+            _, _, _, hardware_type, mac = sock.getsockname()
+        except OSError as exc:
+            sock.close()
+            if exc.errno in _GONE:
+                raise AnnounceError(exc.errno, f"interface {interface!r} does not exist") from None
+            raise AnnounceError(exc.errno, f"cannot send on {interface}: {exc}") from None
+        if hardware_type != _ARPHRD_ETHER:
+            sock.close()
+            raise AnnounceError(
+                errno.EPROTONOSUPPORT,
+                f"{interface} is not Ethernet (hardware type {hardware_type}): "
+                "gratuitous ARP and neighbour advertisements need an Ethernet interface",
+            )
+        sock.setblocking(False)
+        return _Port(sock, mac)
+
+    def _port(self, interface: str) -> _Port:
+        port = self._ports.get(interface)
+        if port is None:
+            port = self._ports[interface] = self._open(interface)
+            return port
+        # The bound socket reports the device's current MAC: rebuild frames if it changed.
+        mac = port.sock.getsockname()[4]
+        if mac != port.mac:
+            port.mac = mac
+            port.frames.clear()
+        return port
+
+    def _frame(self, interface: str, port: _Port, address: IPv4Address | IPv6Address) -> bytes:
+        frame = port.frames.get(address)
+        if frame is None:
+            mac = _format_mac(port.mac)
+            if isinstance(address, IPv4Address):
+                frame = gratuitous_arp(mac, address)
+            else:
+                frame = unsolicited_na(mac, address, _ipv6_forwarding(interface))
+            port.frames[address] = frame
+        return frame
+
+    def prepare(self, interface: str, addresses: Iterable[Announced]) -> None:
+        port = self._port(interface)
+        for address in map(_plain, addresses):
+            self._frame(interface, port, address)
+
+    async def announce(self, interface: str, addresses: Iterable[Announced]) -> None:
+        port = self._port(interface)
+        failed: list[str] = []
+        code = 0
+        for address in map(_plain, addresses):
+            frame = self._frame(interface, port, address)
+            try:
+                try:
+                    port.sock.send(frame)
+                except BlockingIOError:
+                    await asyncio.get_running_loop().sock_sendall(port.sock, frame)
+            except OSError as exc:
+                failed.append(str(address))
+                code = exc.errno or errno.EIO
+                if exc.errno in _GONE:
+                    # The interface went away; a later call binds to whatever now has the name.
+                    self._forget(interface)
+                    port = self._port(interface)
+        if failed:
+            raise AnnounceError(
+                code, f"announcing {', '.join(failed)} on {interface}: {os.strerror(code)}"
+            )
+
+    def _forget(self, interface: str) -> None:
+        port = self._ports.pop(interface, None)
+        if port is not None:
+            port.sock.close()
+
+    def close(self) -> None:
+        for interface in list(self._ports):
+            self._forget(interface)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    at: float
+    interface: str
+    addresses: tuple[IPv4Address | IPv6Address, ...]
+
+
+class RecordingAnnouncer:
+    """Implements `Announcer` by remembering each call, for unit tests and dry runs."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.announcements: list[Announcement] = []
+        self.prepared: set[tuple[str, IPv4Address | IPv6Address]] = set()
+        self._clock = clock
+
+    def prepare(self, interface: str, addresses: Iterable[Announced]) -> None:
+        self.prepared.update((interface, address) for address in map(_plain, addresses))
+
+    async def announce(self, interface: str, addresses: Iterable[Announced]) -> None:
+        self.announcements.append(
+            Announcement(self._clock(), interface, tuple(map(_plain, addresses)))
+        )
