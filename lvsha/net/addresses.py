@@ -97,6 +97,10 @@ class AddressPort(Protocol):
         """Index and MAC address. Raises InterfaceNotFoundError."""
         ...
 
+    async def adopt(self, interface: str, vip: VirtualAddress) -> bool:
+        """Count `vip` as lvsha's if it is on `interface` now (left by an earlier run)."""
+        ...
+
     async def primary_address(self, interface: str, family: Family) -> Address | None:
         """The source address VRRP uses on `interface`.
 
@@ -131,6 +135,15 @@ class _TrackedAddresses(abc.ABC):
 
     def added_by_us(self, interface: str) -> frozenset[Address]:
         return frozenset(self._ours.get(interface, ()))
+
+    async def adopt(self, interface: str, vip: VirtualAddress) -> bool:
+        """Count `vip` as added by lvsha if it is on `interface` now: a VIP an earlier run
+        (killed, or a crashed child) left behind, which this run must be able to remove.
+        True when it was there."""
+        if await self._find(interface, vip) is None:
+            return False
+        self._ours.setdefault(interface, set()).add(vip.ip)
+        return True
 
     @abc.abstractmethod
     async def _assigned(self, interface: str) -> list[AssignedAddress]:

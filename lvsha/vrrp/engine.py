@@ -179,6 +179,27 @@ class VrrpEngine:
             HeldAddress(vip.address, vip.device or inst.interface, vip.label)
             for vip in [*inst.virtual_ipaddresses, *inst.virtual_ipaddresses_excluded]
         ]
+        for address in held:
+            # An owner's VIPs are the host's own addresses; anyone else's found on the
+            # interface were left by an earlier run of ours (a crash), and a backup must be
+            # able to take them off.
+            if inst.priority != 255 and await self._addresses.adopt(
+                address.interface, address.address
+            ):
+                log.warning(
+                    "%s: %s was already on %s (left by an earlier run?): lvsha manages it",
+                    name,
+                    address.address,
+                    address.interface,
+                )
+        try:
+            for interface in dict.fromkeys(h.interface for h in held):
+                # Build the frames now: the first one costs ~100 ms (scapy), not at failover.
+                self._announcer.prepare(
+                    interface, [h.address for h in held if h.interface == interface]
+                )
+        except OSError as exc:
+            log.warning("%s: cannot prepare announcements yet: %s", name, exc)
         garp = inst.garp
         runner = InstanceRunner(
             machine,

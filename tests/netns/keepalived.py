@@ -229,6 +229,15 @@ class Keepalived:
             self._reader.join(timeout=5)
         shutil.rmtree(self._workdir, ignore_errors=True)
 
+    def crash(self) -> None:
+        """Die at once, as a crashed host: SIGKILL the VRRP child and the parent, no priority 0
+        advert. The VIPs stay on the interface, as they would on a hung host."""
+        self._kill_vrrp_child()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
     def __enter__(self) -> Keepalived:
         self.start()
         return self

@@ -1,0 +1,98 @@
+"""`lvsha run` as a director in a lab host, for the daemon and interop tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lvsha.drill.lab import Host
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def vrrp_config(
+    *,
+    vrid: int,
+    priority: int,
+    vip: str,
+    version: int = 3,
+    interval: float = 0.1,
+    preempt: bool = True,
+    source: str | None = None,
+    password: str | None = None,
+) -> str:
+    lines = [
+        "vrrp_instances:",
+        "  VI:",
+        "    interface: eth0",
+        f"    virtual_router_id: {vrid}",
+        f"    priority: {priority}",
+        f"    version: {version}",
+        f"    advert_interval: {interval}",
+        f"    preempt: {'true' if preempt else 'false'}",
+        f"    virtual_ipaddresses: ['{vip}']",
+        "    garp: {delay: 0}",
+    ]
+    if source is not None:
+        lines.append(f"    mcast_src_ip: {source}")
+    if password is not None:
+        lines.append(f"    authentication: {{type: PASS, password: {password}}}")
+    return "\n".join(lines) + "\n"
+
+
+class Director:
+    """One `lvsha run` in `host`, its log in a temp file; stopped by PID (group) on close."""
+
+    def __init__(self, host: Host, config: str, vip: str) -> None:
+        self.host = host
+        self.vip = vip
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"lvsha-director-{host.name}-"))
+        self.config_path = self.workdir / "lvsha.yaml"
+        self.config_path.write_text(config)
+        self.log_path = self.workdir / "lvsha.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = self.host.popen(
+                sys.executable,
+                "-m",
+                "lvsha",
+                "run",
+                str(self.config_path),
+                "--run-dir",
+                str(self.workdir / "run"),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=REPO,
+            )
+
+    def holds_vip(self) -> bool:
+        ip = self.vip.split("/")[0]
+        return f" {ip}/" in self.host.ip("-o", "addr", "show", "dev", "eth0")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM (graceful release) and wait; returns the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+    def crash(self) -> None:
+        """The whole director dies at once; its VIP goes with the 'host'."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        if self.holds_vip():
+            self.host.ip("addr", "del", self.vip, "dev", "eth0")
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
