@@ -20,6 +20,8 @@ APT_PACKAGES := python3 python3-venv python3-pip iproute2 iputils-ping systemd o
 # qemu, busybox and udev for the guest, ipvsadm as the independent reader of the table.
 # tiny-initramfs satisfies the kernel's initramfs dependency without initramfs-tools.
 APT_PACKAGES += qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm
+# keepalived is the VRRP peer of the interop tests; nftables splits brains on purpose.
+APT_PACKAGES += keepalived nftables
 
 .PHONY: apt venv lint typecheck test drill reference clean
 
