@@ -1,5 +1,6 @@
 # lvsha: set-up and checks for a Debian 12 machine, run as root.
-#   make drill   install what is needed, validate the shipped configurations
+#   make drill   install what is needed, validate the shipped configurations and run the
+#                failover drill on the two-director lab in network namespaces
 #   make test    install what is needed, run ruff, mypy --strict and the whole test suite,
 #                then the real-IPVS tests inside a VM running Debian's kernel
 # Every step is idempotent: apt runs only for missing packages, pip only when
@@ -11,23 +12,24 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-# Debian packages the code and the tests use: Python and venv; iproute2 for network
-# namespaces and iputils-ping to probe them; systemd for `systemd-analyze verify`; openssl
-# for test certificates.
-APT_PACKAGES := python3 python3-venv python3-pip iproute2 iputils-ping systemd openssl \
-  ca-certificates
-# The real-IPVS tests boot Debian's kernel (which has ip_vs) under qemu with virtme-ng:
-# qemu, busybox and udev for the guest, ipvsadm as the independent reader of the table.
-# tiny-initramfs satisfies the kernel's initramfs dependency without initramfs-tools.
-APT_PACKAGES += qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm
-# keepalived is the VRRP peer of the interop tests; nftables splits brains on purpose.
-APT_PACKAGES += keepalived nftables
+# Debian packages lvsha itself needs: Python and venv, iproute2 (namespaces for the drill).
+APT_RUN := python3 python3-venv python3-pip iproute2 ca-certificates
+# ... and the tests: iputils-ping to probe namespaces, systemd for `systemd-analyze verify`,
+# openssl for test certificates, keepalived as the VRRP peer of the interop tests, nftables
+# to split brains on purpose. The real-IPVS tests boot Debian's kernel (which has ip_vs)
+# under qemu with virtme-ng: qemu, busybox and udev for the guest, ipvsadm as the
+# independent reader of the table; tiny-initramfs satisfies the kernel's initramfs
+# dependency without initramfs-tools.
+APT_TEST := $(APT_RUN) iputils-ping systemd openssl keepalived nftables \
+  qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm
 
-.PHONY: apt venv lint typecheck test drill reference clean
+.PHONY: apt apt-test venv lint typecheck test drill reference clean
 
-apt:
+# Install whichever of the packages in $(1) are missing; nothing (not even apt-get
+# update) when all are there.
+define apt_install
 	@missing=""; \
-	for pkg in $(APT_PACKAGES); do \
+	for pkg in $(1); do \
 	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed" \
 	    || missing="$$missing $$pkg"; \
 	done; \
@@ -36,6 +38,13 @@ apt:
 	  apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+apt:
+	$(call apt_install,$(APT_RUN))
+
+apt-test:
+	$(call apt_install,$(APT_TEST))
 
 venv: apt $(VENV)/.installed
 
@@ -52,12 +61,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: lint typecheck
+test: apt-test lint typecheck
 	$(BIN)/pytest
 	$(BIN)/python tests/vm/run_in_vm.py
 
 drill: venv
 	$(BIN)/lvsha check-config conf/*.yaml conf/lab/*.yaml
+	$(BIN)/lvsha drill
 
 # Regenerate conf/REFERENCE.md after changing the configuration model.
 reference: venv

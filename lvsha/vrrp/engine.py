@@ -257,6 +257,10 @@ class VrrpEngine:
     def _feed(self, name: str, event: Event) -> None:
         """Feed one event, then every sync-group order it caused, in order, never reentrantly."""
         self._pending.append((name, event))
+        self._drain()
+
+    def _drain(self) -> None:
+        # Orders also come from actions a runner's own timer caused, outside _feed.
         if self._dispatching:
             return
         self._dispatching = True
@@ -271,11 +275,15 @@ class VrrpEngine:
         instance = self.instances.get(runner.name)
         if instance is None:
             return
-        if instance.group is not None:
-            for order in self._groups[instance.group].on_action(runner.name, action):
-                self._pending.append((order.member, order.event))
         if isinstance(action, StateChanged):
             self._state_changed(runner.name, instance, action)
+        if instance.group is not None:
+            orders = self._groups[instance.group].on_action(runner.name, action)
+            self._pending.extend((order.member, order.event) for order in orders)
+            if orders:
+                # After the runner's current feed returns: SyncGroup orders go "before any
+                # other event", and call_soon runs before the next I/O callback.
+                asyncio.get_running_loop().call_soon(self._drain)
 
     def _state_changed(self, name: str, instance: _Instance, change: StateChanged) -> None:
         machine = instance.runner.machine
