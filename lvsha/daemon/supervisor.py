@@ -46,6 +46,7 @@ class _Child:
     restarts: int = 0
     ready: bool = False
     channel: socket.socket | None = None
+    writer: asyncio.StreamWriter | None = None
     reader_task: asyncio.Task[None] | None = None
     messages: list[dict[str, object]] = field(default_factory=list)
 
@@ -88,6 +89,15 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
         log.info("stopped")
         return 0
+
+    def send(self, child_name: str, message: dict[str, object]) -> bool:
+        """Write one JSON line to a running child's channel; False when it is not running."""
+        for child in self._children:
+            writer = child.writer
+            if child.spec.name == child_name and writer is not None and not writer.is_closing():
+                writer.write(json.dumps(message).encode() + b"\n")
+                return True
+        return False
 
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self._stopping.is_set():
@@ -142,6 +152,7 @@ class Supervisor:
 
     async def _read_channel(self, child: _Child, channel: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=channel)
+        child.writer = writer
         try:
             while line := await reader.readline():
                 try:
@@ -154,6 +165,7 @@ class Supervisor:
                     continue
                 self._handle(child, message)
         finally:
+            child.writer = None
             writer.close()
 
     def _handle(self, child: _Child, message: dict[str, object]) -> None:
