@@ -1,0 +1,159 @@
+"""From the normalized configuration to the virtual service specs the IPVS side works from.
+
+Each configured virtual server becomes a `ConfiguredService`: its `VirtualServiceSpec` (what
+`lvsha.ipvs.desired` turns into a kernel service given verdicts) and, for each real server, the
+`RealServerId` the check pool publishes verdicts under, so verdicts find their destination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lvsha.checks.targets import RealServerId, real_server_id
+from lvsha.config.lvs import RealServer, SorryServer, VirtualServer
+from lvsha.config.model import LvshaConfig
+from lvsha.ipvs.desired import RealServerSpec, SorryServerSpec, VirtualServiceSpec
+from lvsha.ipvs.model import (
+    AddressKey,
+    Destination,
+    DestinationKey,
+    Family,
+    Forwarding,
+    FwmarkKey,
+    Persistence,
+    ServiceFlags,
+    ServiceKey,
+    ServiceOptions,
+    TransportProtocol,
+)
+
+_FORWARDING = {
+    "NAT": Forwarding.MASQUERADE,
+    "DR": Forwarding.DIRECT_ROUTE,
+    "TUN": Forwarding.TUNNEL,
+}
+# include/uapi/linux/ip_vs.h: IP_VS_SVC_F_SCHED_{SH,MH}_{FALLBACK,PORT} share SCHED1 and SCHED2.
+_SCHEDULER_FLAGS = {
+    "sh-fallback": ServiceFlags.SCHED1,
+    "mh-fallback": ServiceFlags.SCHED1,
+    "sh-port": ServiceFlags.SCHED2,
+    "mh-port": ServiceFlags.SCHED2,
+}
+_FAMILIES = {"ipv4": Family.INET, "ipv6": Family.INET6}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredRealServer:
+    id: RealServerId
+    """The identity the check pool publishes this real server's verdicts under."""
+    destination: DestinationKey
+    settle_time: float
+    """Seconds after the checks start within which a healthy server is proven healthy: until
+    then a destination already in the kernel is left alone (see `lvsha.ipvs.syncer`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredService:
+    spec: VirtualServiceSpec
+    real_servers: tuple[ConfiguredRealServer, ...]
+    name: str | None = None
+
+    @property
+    def key(self) -> ServiceKey:
+        return self.spec.key
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key})" if self.name else str(self.key)
+
+
+def configured_services(config: LvshaConfig) -> tuple[ConfiguredService, ...]:
+    """Every virtual server of a configuration as `lvsha.config.load_file` returns it
+    (normalized: real server ports, forwarding and inhibit_on_failure already inherited)."""
+    return tuple(configured_service(index, vs) for index, vs in enumerate(config.virtual_servers))
+
+
+def configured_service(index: int, vs: VirtualServer) -> ConfiguredService:
+    key = service_key(vs)
+    real_servers = tuple(_real_server_spec(vs, rs) for rs in vs.real_servers)
+    spec = VirtualServiceSpec(
+        key=key,
+        options=service_options(vs),
+        real_servers=real_servers,
+        quorum=vs.quorum,
+        hysteresis=vs.hysteresis,
+        sorry_server=None if vs.sorry_server is None else _sorry_server_spec(vs, vs.sorry_server),
+        inhibit_on_failure=vs.inhibit_on_failure,
+    )
+    configured = tuple(
+        ConfiguredRealServer(real_server_id(index, vs, rs), real_server.key, settle_time(rs))
+        for rs, real_server in zip(vs.real_servers, real_servers, strict=True)
+    )
+    return ConfiguredService(spec, configured, vs.name)
+
+
+def service_key(vs: VirtualServer) -> ServiceKey:
+    if vs.fwmark is not None:
+        return FwmarkKey(vs.fwmark, _FAMILIES[vs.family])
+    if vs.address is None or vs.protocol is None or vs.port is None:
+        # The loader refuses such a virtual server; this is a model built around it.
+        raise ValueError("a virtual server needs fwmark, or address, protocol and port")
+    return AddressKey(TransportProtocol[vs.protocol], vs.address, vs.port)
+
+
+def service_options(vs: VirtualServer) -> ServiceOptions:
+    flags = ServiceFlags.NONE
+    for name in vs.scheduler_flags:
+        flags |= _SCHEDULER_FLAGS[name]
+    if vs.ops:
+        flags |= ServiceFlags.ONE_PACKET
+    persistence = None
+    if vs.persistence_timeout:
+        longest = 128 if vs.family == "ipv6" else 32
+        granularity = vs.persistence_granularity
+        persistence = Persistence(
+            vs.persistence_timeout, longest if granularity is None else granularity
+        )
+    return ServiceOptions(scheduler=vs.scheduler, flags=flags, persistence=persistence)
+
+
+def settle_time(rs: RealServer) -> float:
+    """An upper bound on how long a healthy real server's checks take to call it Up.
+
+    A check starts within its warm-up and needs `rise` passing rounds, `interval` apart, each
+    within `timeout`; one more interval absorbs a single unlucky round. Without checks a real
+    server is Up at once.
+    """
+    bounds = [
+        (check.warmup if check.warmup is not None else check.interval)
+        + check.rise * check.interval
+        + check.timeout
+        for check in rs.checks
+    ]
+    return max(bounds, default=0.0)
+
+
+def _real_server_spec(vs: VirtualServer, rs: RealServer) -> RealServerSpec:
+    destination = Destination(
+        address=rs.address,
+        port=_port(rs.port, vs),
+        weight=rs.weight,
+        forwarding=_FORWARDING[rs.forwarding or vs.forwarding],
+        upper_threshold=rs.upper_threshold,
+        lower_threshold=rs.lower_threshold,
+    )
+    return RealServerSpec(destination, rs.inhibit_on_failure)
+
+
+def _sorry_server_spec(vs: VirtualServer, sorry: SorryServer) -> SorryServerSpec:
+    destination = Destination(
+        address=sorry.address,
+        port=_port(sorry.port, vs),
+        weight=sorry.weight,
+        forwarding=_FORWARDING[sorry.forwarding or vs.forwarding],
+    )
+    return SorryServerSpec(destination)
+
+
+def _port(port: int | None, vs: VirtualServer) -> int:
+    # As RealServerId has it: the server's own port, else the virtual server's, else 0.
+    return port if port is not None else (vs.port or 0)

@@ -1,0 +1,660 @@
+"""The IPVS syncer: keeps the kernel's table equal to the desired one, from verdicts and config.
+
+The pure part computes the desired table from the configured services, the latest verdicts and
+the quorum states; `plan` diffs it against the table as last read (and updated by every
+operation acknowledged since). `IpvsSyncer` is the asyncio edge: one task that wakes when
+verdicts or configuration change (a burst of verdicts makes one pass), when the periodic
+re-read of the kernel table is due (differences from what lvsha last wrote are drift, logged
+and corrected), or when an adopted destination's grace ends.
+
+Adoption: a restart must not flap a healthy destination out and back in, which would drop its
+connections. Before their checks have spoken, real servers with `alpha` checks are Unhealthy;
+so a configured destination found in the kernel at start is held as it is (as healthy, at the
+weight it has) until a probe result changes its verdict or its `settle_time` has passed.
+
+Only services lvsha manages are touched: those of the current configuration, and those of the
+previous one until they are gone from the kernel. Never "everything in the kernel".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+from collections import Counter, deque
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+from lvsha.checks.pool import RealServerVerdict
+from lvsha.checks.targets import RealServerId
+from lvsha.ipvs.desired import Health, QuorumState, Verdict, desired_service
+from lvsha.ipvs.model import (
+    Destination,
+    DestinationKey,
+    IpvsTable,
+    Service,
+    ServiceKey,
+    ServiceOptions,
+    destination_sort_key,
+    service_sort_key,
+)
+from lvsha.ipvs.plan import (
+    AddDestination,
+    AddService,
+    DeleteDestination,
+    DeleteService,
+    EditDestination,
+    EditService,
+    Operation,
+    plan,
+)
+from lvsha.ipvs.port import IpvsError, IpvsTablePort, apply_operation
+from lvsha.ipvs.specs import ConfiguredService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESYNC_INTERVAL = 5.0
+DEFAULT_ERROR_RETRY_DELAY = 1.0
+DEFAULT_LATENCY_WINDOW = 10_000
+
+_UNHEALTHY = Verdict(Health.UNHEALTHY)
+
+
+class OnStop(enum.Enum):
+    """What a clean stop does to the services lvsha manages (proposed key:
+    `global.ipvs.on_stop`)."""
+
+    KEEP = "keep"
+    """Leave them: a restart adopts them and their connections survive."""
+    REMOVE = "remove"
+    """Delete them, as keepalived does at shutdown."""
+
+
+# The pure part.
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredTable:
+    services: dict[ServiceKey, Service]
+    quorum: dict[ServiceKey, QuorumState]
+    sorry_active: frozenset[ServiceKey]
+
+
+def desired_table(
+    services: Sequence[ConfiguredService],
+    verdicts: Mapping[RealServerId, Verdict],
+    *,
+    holds: Mapping[RealServerId, float],
+    observed: IpvsTable,
+    quorum: Mapping[ServiceKey, QuorumState],
+    now: float,
+) -> DesiredTable:
+    """The table the kernel should have now.
+
+    A real server without a verdict counts as unhealthy. One that is held (its hold ends after
+    `now`) and unhealthy, but present in `observed`, counts as healthy at its observed weight,
+    so it stays exactly as it is.
+    """
+    table: dict[ServiceKey, Service] = {}
+    quorum_now: dict[ServiceKey, QuorumState] = {}
+    sorry_active: set[ServiceKey] = set()
+    for service in services:
+        present = observed.get(service.key)
+        present_destinations = {} if present is None else present.destinations_by_key
+        effective: dict[DestinationKey, Verdict] = {}
+        for real_server in service.real_servers:
+            verdict = verdicts.get(real_server.id, _UNHEALTHY)
+            held_as = present_destinations.get(real_server.destination)
+            if (
+                verdict.health is Health.UNHEALTHY
+                and holds.get(real_server.id, -math.inf) > now
+                and held_as is not None
+            ):
+                verdict = Verdict(Health.HEALTHY, held_as.weight)
+            effective[real_server.destination] = verdict
+        result = desired_service(service.spec, effective, quorum.get(service.key))
+        table[service.key] = result.service
+        quorum_now[service.key] = result.quorum
+        if result.sorry_server_active:
+            sorry_active.add(service.key)
+    return DesiredTable(table, quorum_now, frozenset(sorry_active))
+
+
+def adoption_holds(
+    services: Iterable[ConfiguredService],
+    observed: IpvsTable,
+    now: float,
+    only: Container[RealServerId] | None = None,
+) -> dict[RealServerId, float]:
+    """Until when each configured real server already in `observed` is held (see the module
+    docstring); `only` limits this to some real servers (those new in a reload)."""
+    holds: dict[RealServerId, float] = {}
+    for service in services:
+        present = observed.get(service.key)
+        if present is None:
+            continue
+        keys = present.destinations_by_key
+        for real_server in service.real_servers:
+            if (
+                real_server.settle_time > 0
+                and real_server.destination in keys
+                and (only is None or real_server.id in only)
+            ):
+                holds[real_server.id] = now + real_server.settle_time
+    return holds
+
+
+def adopted_quorum(service: ConfiguredService, observed: Service | None) -> QuorumState | None:
+    """The quorum state a service in the kernel was left in, so a restart does not re-decide it
+    pessimistically (and swap in the sorry server) within the hysteresis band."""
+    sorry = service.spec.sorry_server
+    if sorry is None or observed is None:
+        return None
+    present = observed.destinations_by_key
+    sorry_key = sorry.destination.key
+    live_weight = sum(
+        present[rs.key].weight
+        for rs in service.spec.real_servers
+        if rs.key in present and rs.key != sorry_key
+    )
+    sorry_destination = present.get(sorry_key)
+    serving_sorry = sorry_destination is not None and sorry_destination.weight > 0
+    return QuorumState(up=not (serving_sorry and live_weight == 0), live_weight=live_weight)
+
+
+def describe_drift(
+    expected: IpvsTable, found: IpvsTable, managed: Container[ServiceKey]
+) -> list[str]:
+    """How the kernel table (`found`) differs from what lvsha last left in it (`expected`), for
+    the services it manages, one line per difference."""
+    lines: list[str] = []
+    keys = [key for key in expected.keys() | found.keys() if key in managed]
+    for key in sorted(keys, key=service_sort_key):
+        want, have = expected.get(key), found.get(key)
+        if have is None:
+            lines.append(f"service {key} missing")
+            continue
+        if want is None:
+            lines.append(f"service {key} added by someone else")
+            continue
+        lines.extend(
+            f"service {key} {change}" for change in _field_changes(have.options, want.options)
+        )
+        wanted, present = want.destinations_by_key, have.destinations_by_key
+        for dest_key in sorted(wanted.keys() | present.keys(), key=destination_sort_key):
+            wanted_dest, present_dest = wanted.get(dest_key), present.get(dest_key)
+            where = f"service {key} destination {dest_key}"
+            if present_dest is None:
+                lines.append(f"{where} missing")
+            elif wanted_dest is None:
+                lines.append(f"{where} added by someone else (weight {present_dest.weight})")
+            else:
+                lines.extend(
+                    f"{where} {change}" for change in _field_changes(present_dest, wanted_dest)
+                )
+    return lines
+
+
+def describe_operation(operation: Operation, before: IpvsTable) -> str:
+    """An operation as a log line; edits name only the fields they change."""
+    match operation:
+        case AddService(key, options):
+            return f"add service {key} ({_options_text(options)})"
+        case EditService(key, options):
+            old = before.get(key)
+            changes = _field_changes(old.options, options) if old is not None else []
+            return f"edit service {key}: {', '.join(changes) or _options_text(options)}"
+        case DeleteService(key):
+            return f"delete service {key}"
+        case AddDestination(service, destination):
+            return (
+                f"add destination {destination.key} to service {service} "
+                f"(weight {destination.weight}, {destination.forwarding.name.lower()})"
+            )
+        case EditDestination(service, destination):
+            old_service = before.get(service)
+            old_destination = (
+                None
+                if old_service is None
+                else old_service.destinations_by_key.get(destination.key)
+            )
+            changes = (
+                [] if old_destination is None else _field_changes(old_destination, destination)
+            )
+            text = ", ".join(changes) or f"weight {destination.weight}"
+            return f"edit destination {destination.key} of service {service}: {text}"
+        case DeleteDestination(service, destination_key):
+            return f"delete destination {destination_key} of service {service}"
+    raise AssertionError(f"unhandled operation {operation!r}")
+
+
+def table_after(table: IpvsTable, operation: Operation) -> dict[ServiceKey, Service]:
+    """`table` as the kernel has it once `operation` has been acknowledged."""
+    result = dict(table)
+    match operation:
+        case AddService(key, options):
+            result[key] = Service(key, options)
+        case EditService(key, options):
+            result[key] = Service(key, options, result[key].destinations)
+        case DeleteService(key):
+            del result[key]
+        case AddDestination(key, destination) | EditDestination(key, destination):
+            kept = tuple(d for d in result[key].destinations if d.key != destination.key)
+            result[key] = Service(key, result[key].options, (*kept, destination))
+        case DeleteDestination(key, destination_key):
+            kept = tuple(d for d in result[key].destinations if d.key != destination_key)
+            result[key] = Service(key, result[key].options, kept)
+    return result
+
+
+def operation_target(operation: Operation) -> tuple[ServiceKey, DestinationKey | None]:
+    """The service an operation acts on, and its destination if it acts on one."""
+    match operation:
+        case AddService(key) | EditService(key) | DeleteService(key):
+            return key, None
+        case AddDestination(key, destination) | EditDestination(key, destination):
+            return key, destination.key
+        case DeleteDestination(key, destination_key):
+            return key, destination_key
+    raise AssertionError(f"unhandled operation {operation!r}")
+
+
+def _field_changes(
+    have: Destination | ServiceOptions, want: Destination | ServiceOptions
+) -> list[str]:
+    changes = []
+    for field in fields(want):
+        old, new = getattr(have, field.name), getattr(want, field.name)
+        if old != new:
+            changes.append(f"{field.name.replace('_', ' ')} {_text(old)}, want {_text(new)}")
+    return changes
+
+
+def _text(value: object) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.name).lower()
+    return str(value)
+
+
+def _options_text(options: ServiceOptions) -> str:
+    text = f"scheduler {options.scheduler}"
+    if options.flags:
+        text += f", flags {_text(options.flags)}"
+    if options.persistence is not None:
+        persistence = options.persistence
+        text += f", persistent {persistence.timeout} s /{persistence.prefix_length}"
+    return text
+
+
+class LatencyStats:
+    """Seconds from a verdict's arrival to the kernel's acknowledgement of the operation it
+    caused, over the last `window` samples."""
+
+    def __init__(self, window: int = DEFAULT_LATENCY_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self._recent: deque[float] = deque(maxlen=window)
+        self.count = 0
+        self.max = 0.0
+
+    def record(self, seconds: float) -> None:
+        self._recent.append(seconds)
+        self.count += 1
+        self.max = max(self.max, seconds)
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile (nearest rank) of the recent samples; 0.0 before any."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        if not self._recent:
+            return 0.0
+        ordered = sorted(self._recent)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    @property
+    def p50(self) -> float:
+        return self.quantile(0.5)
+
+    @property
+    def p99(self) -> float:
+        return self.quantile(0.99)
+
+
+# The asyncio edge.
+
+
+class IpvsSyncer:
+    """Construct, `await start()` inside the running loop, feed `on_verdict`, `await stop()`."""
+
+    def __init__(
+        self,
+        port: IpvsTablePort,
+        services: Sequence[ConfiguredService],
+        *,
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL,
+        on_stop: OnStop = OnStop.KEEP,
+        error_retry_delay: float = DEFAULT_ERROR_RETRY_DELAY,
+        latency_window: int = DEFAULT_LATENCY_WINDOW,
+    ) -> None:
+        if resync_interval <= 0:
+            raise ValueError(f"resync_interval must be > 0, got {resync_interval}")
+        if error_retry_delay < 0:
+            raise ValueError(f"error_retry_delay must be >= 0, got {error_retry_delay}")
+        self._port = port
+        self._resync_interval = resync_interval
+        self._on_stop = on_stop
+        self._error_retry_delay = error_retry_delay
+        self._services: tuple[ConfiguredService, ...] = ()
+        self._locations: dict[RealServerId, tuple[ServiceKey, DestinationKey]] = {}
+        self._set_services(services)
+        self._verdicts: dict[RealServerId, Verdict] = {}
+        self._holds: dict[RealServerId, float] = {}
+        self._quorum: dict[ServiceKey, QuorumState] = {}
+        self._sorry_active: frozenset[ServiceKey] = frozenset()
+        self._retired: set[ServiceKey] = set()
+        self._believed: dict[ServiceKey, Service] | None = None
+        """The kernel table as last read, with every acknowledged operation since applied."""
+        self._arrivals: dict[RealServerId, float] = {}
+        self._failing: set[tuple[Operation, int]] = set()
+        self._reread_requested = False
+        self._reread_due = math.inf
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.latency = LatencyStats(latency_window)
+        self.operations: Counter[str] = Counter()
+        """Acknowledged operations by type name ("AddDestination", ...)."""
+        self.errors = 0
+        """Operations the kernel refused, and passes that failed as a whole."""
+        self.drift = 0
+        """Differences found between the kernel and what lvsha last left in it."""
+        self.passes = 0
+
+    # Queries.
+
+    @property
+    def services(self) -> tuple[ConfiguredService, ...]:
+        return self._services
+
+    @property
+    def sorry_active(self) -> frozenset[ServiceKey]:
+        """Services whose sorry server is in the pool."""
+        return self._sorry_active
+
+    @property
+    def held(self) -> frozenset[RealServerId]:
+        """Adopted real servers whose destinations are still left as found."""
+        return frozenset(self._holds)
+
+    def managed(self) -> set[ServiceKey]:
+        return {service.key for service in self._services} | self._retired
+
+    # Inputs.
+
+    async def start(self, verdicts: Iterable[RealServerVerdict] = ()) -> None:
+        """Read and adopt the kernel's table, apply the first plan, then run in the background.
+
+        `verdicts` are the current ones (e.g. `CheckPool.verdicts().values()`); a real server
+        without one is unhealthy until one arrives. Raises IpvsError if the table cannot be
+        read; refused operations are logged and retried, as later.
+        """
+        if self._loop is not None:
+            raise RuntimeError("the IPVS syncer is already started")
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
+        observed = dict(await self._port.list_services())
+        self._believed = observed
+        self._reread_due = now + self._resync_interval
+        self._holds = adoption_holds(self._services, observed, now)
+        for verdict in verdicts:
+            self._take(verdict, arrived_at=None)
+        for service in self._services:
+            adopted = adopted_quorum(service, observed.get(service.key))
+            if adopted is not None:
+                self._quorum[service.key] = adopted
+        unmanaged = [key for key in observed if key not in self.managed()]
+        log.info(
+            "IPVS syncer started: %d services configured, %d found in the kernel "
+            "(%d not lvsha's, left alone), %d destinations adopted",
+            len(self._services),
+            len(observed),
+            len(unmanaged),
+            len(self._holds),
+        )
+        await self._guarded_pass()
+        self._task = self._loop.create_task(self._run(), name="ipvs syncer")
+
+    def on_verdict(self, verdict: RealServerVerdict) -> None:
+        """A verdict changed (a `CheckPool` listener)."""
+        if self._stopped:
+            return
+        if verdict.real_server not in self._locations:
+            log.debug("verdict for %s, which no configured service has", verdict.real_server)
+            return
+        now = self._loop.time() if self._loop is not None else None
+        self._take(verdict, arrived_at=now)
+        self._wake.set()
+
+    def reconfigure(self, services: Sequence[ConfiguredService]) -> None:
+        """A new configuration: services no longer in it are removed (once), new real servers
+        already in the kernel are adopted like at start."""
+        old_keys = {service.key for service in self._services}
+        old_ids = set(self._locations)
+        self._set_services(services)
+        new_keys = {service.key for service in self._services}
+        self._retired = (self._retired | old_keys) - new_keys
+        for gone in old_ids - self._locations.keys():
+            self._verdicts.pop(gone, None)
+            self._holds.pop(gone, None)
+            self._arrivals.pop(gone, None)
+        for key in old_keys - new_keys:
+            self._quorum.pop(key, None)
+        if self._believed is not None and self._loop is not None:
+            new_ids = self._locations.keys() - old_ids
+            self._holds.update(
+                adoption_holds(self._services, self._believed, self._loop.time(), new_ids)
+            )
+        log.info(
+            "IPVS syncer reconfigured: %d services, %d to remove",
+            len(self._services),
+            len(self._retired),
+        )
+        self._wake.set()
+
+    def request_resync(self) -> None:
+        """Re-read the kernel table and correct it now rather than at the next interval."""
+        self._reread_requested = True
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop syncing; with `OnStop.REMOVE`, delete the services lvsha manages."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._on_stop is OnStop.KEEP:
+            log.info("IPVS syncer stopped; the table is left as it is")
+            return
+        observed = await self._port.list_services()
+        operations = plan({}, observed, managed=self.managed())
+        before: IpvsTable = observed
+        for operation in operations:
+            try:
+                await apply_operation(self._port, operation)
+            except IpvsError as error:
+                self.errors += 1
+                log.error("IPVS: %s refused: %s", describe_operation(operation, before), error)
+                continue
+            self.operations[type(operation).__name__] += 1
+            before = table_after(before, operation)
+        log.info("IPVS syncer stopped; removed the services it manages")
+
+    # The task.
+
+    def _set_services(self, services: Sequence[ConfiguredService]) -> None:
+        self._services = tuple(services)
+        self._locations = {
+            real_server.id: (service.key, real_server.destination)
+            for service in self._services
+            for real_server in service.real_servers
+        }
+
+    def _take(self, verdict: RealServerVerdict, arrived_at: float | None) -> None:
+        self._verdicts[verdict.real_server] = verdict.verdict
+        if verdict.check is not None and self._holds.pop(verdict.real_server, None) is not None:
+            log.debug("%s: checks have spoken, adoption hold ends", verdict.real_server)
+        if arrived_at is not None:
+            self._arrivals.setdefault(verdict.real_server, arrived_at)
+
+    async def _run(self) -> None:
+        assert self._loop is not None
+        while True:
+            delay = self._next_wakeup() - self._loop.time()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            await self._guarded_pass()
+
+    def _next_wakeup(self) -> float:
+        assert self._loop is not None
+        wakeups = [self._reread_due]
+        now = self._loop.time()
+        wakeups.extend(until for until in self._holds.values() if until > now)
+        return min(wakeups)
+
+    async def _guarded_pass(self) -> None:
+        assert self._loop is not None
+        try:
+            await self._pass()
+        except Exception as error:
+            # A bug or an unreadable table must not end syncing: start over from a fresh read.
+            self.errors += 1
+            log.exception("IPVS sync pass failed; re-reading the table: %s", error)
+            self._believed = None
+            self._reread_due = self._loop.time() + self._error_retry_delay
+
+    async def _pass(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        managed = self.managed()
+        believed = self._believed
+        if believed is None or self._reread_requested or now >= self._reread_due:
+            self._reread_requested = False
+            found = dict(await self._port.list_services())
+            if believed is not None:
+                for line in describe_drift(believed, found, managed):
+                    self.drift += 1
+                    log.warning("IPVS drift: %s; correcting", line)
+            believed = self._believed = found
+            now = self._loop.time()
+            self._reread_due = now + self._resync_interval
+
+        for real_server, until in list(self._holds.items()):
+            if until <= now:
+                del self._holds[real_server]
+                log.info("%s: adoption hold over, following its verdict", real_server)
+        desired = desired_table(
+            self._services,
+            self._verdicts,
+            holds=self._holds,
+            observed=believed,
+            quorum=self._quorum,
+            now=now,
+        )
+        self._log_sorry_changes(desired)
+        self._quorum = desired.quorum
+        self._sorry_active = desired.sorry_active
+        arrivals, self._arrivals = self._arrivals, {}
+        operations = plan(desired.services, believed, managed=managed)
+        await self._apply(operations, arrivals)
+        assert self._believed is not None
+        self._retired = {key for key in self._retired if key in self._believed}
+        self.passes += 1
+
+    async def _apply(
+        self, operations: list[Operation], arrivals: dict[RealServerId, float]
+    ) -> None:
+        assert self._loop is not None and self._believed is not None
+        # As planned: a reconfiguration while operations are in flight does not change them.
+        locations = self._locations
+        by_destination: dict[tuple[ServiceKey, DestinationKey], list[RealServerId]] = {}
+        for real_server in arrivals:
+            by_destination.setdefault(locations[real_server], []).append(real_server)
+        last_ack: dict[ServiceKey, float] = {}
+        failed_services: set[ServiceKey] = set()
+        failing: set[tuple[Operation, int]] = set()
+        for operation in operations:
+            service, destination = operation_target(operation)
+            if service in failed_services and not isinstance(operation, DeleteService):
+                continue  # it depends on an operation the kernel refused
+            text = describe_operation(operation, self._believed)
+            try:
+                await apply_operation(self._port, operation)
+            except IpvsError as error:
+                self.errors += 1
+                failing.add((operation, error.errno))
+                if isinstance(operation, AddService):
+                    failed_services.add(service)
+                level = (
+                    logging.DEBUG if (operation, error.errno) in self._failing else logging.ERROR
+                )
+                log.log(level, "IPVS: %s refused by the kernel: %s", text, error)
+                continue
+            acked = self._loop.time()
+            self._believed = table_after(self._believed, operation)
+            self.operations[type(operation).__name__] += 1
+            last_ack[service] = acked
+            log.info("IPVS: %s", text)
+            if destination is not None:
+                for real_server in by_destination.pop((service, destination), ()):
+                    self.latency.record(acked - arrivals.pop(real_server))
+        # Verdicts whose effect was on other entries of their service (the sorry server
+        # swapped in or out) count until the service's last acknowledged operation.
+        refused_services = {operation_target(operation)[0] for operation, _ in failing}
+        for real_server, arrived_at in arrivals.items():
+            service, _ = locations[real_server]
+            if service in last_ack:
+                self.latency.record(last_ack[service] - arrived_at)
+            elif service in refused_services:
+                # Its change has not reached the kernel yet: it counts until the retry does.
+                self._arrivals.setdefault(real_server, arrived_at)
+        if failing:
+            # The table may not be what lvsha believes: re-read it before the next plan.
+            self._reread_requested = True
+            retry_at = self._loop.time() + self._error_retry_delay
+            self._reread_due = min(self._reread_due, retry_at)
+        self._failing = failing
+
+    def _log_sorry_changes(self, desired: DesiredTable) -> None:
+        for service in self._services:
+            key = service.key
+            active = key in desired.sorry_active
+            if active == (key in self._sorry_active):
+                continue
+            quorum = desired.quorum[key]
+            sorry = service.spec.sorry_server
+            assert sorry is not None
+            if active:
+                log.warning(
+                    "%s: quorum lost (healthy weight %d, quorum %d): sorry server %s in",
+                    service,
+                    quorum.live_weight,
+                    service.spec.quorum,
+                    sorry.destination.key,
+                )
+            else:
+                log.warning(
+                    "%s: quorum regained (healthy weight %d): sorry server %s out",
+                    service,
+                    quorum.live_weight,
+                    sorry.destination.key,
+                )
