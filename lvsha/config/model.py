@@ -67,6 +67,19 @@ class LvsSyncDaemon(Model):
     sync_id: int | None = Field(None, ge=0, le=255, description="Default: the instance's VRID.")
 
 
+class IpvsSettings(Model):
+    """How lvsha keeps the kernel's IPVS table."""
+
+    on_stop: Literal["keep", "remove"] = Field(
+        "keep",
+        description="On stop, keep the table (a restart adopts it and connections survive) "
+        "or remove the services lvsha manages (keepalived removes them).",
+    )
+    resync_interval: Seconds = Field(
+        5.0, gt=0, le=3600, description="Re-read the kernel table this often to correct drift."
+    )
+
+
 class GlobalConfig(Model):
     router_id: str | None = Field(
         None, min_length=1, max_length=64, description="Name in notifications; default: host name."
@@ -81,6 +94,7 @@ class GlobalConfig(Model):
     check_defaults: CheckTiming = Field(default_factory=CheckTiming)
     vrrp: VrrpDefaults = Field(default_factory=VrrpDefaults)
     lvs_sync_daemon: LvsSyncDaemon | None = None
+    ipvs: IpvsSettings = Field(default_factory=IpvsSettings)
 
 
 class LvshaConfig(Model):

@@ -405,7 +405,12 @@ def _virtual_servers(out: _Findings, config: LvshaConfig, explicit: list[bool]) 
                     f"{rs.address} is not {vs.family} like the service (IPVS mixes families "
                     "only with TUN)",
                 )
-            if rs.upper_threshold and rs.lower_threshold > rs.upper_threshold:
+            if rs.lower_threshold and not rs.upper_threshold:
+                out.add(
+                    (*rpath, "lower_threshold"),
+                    "lower_threshold needs an upper_threshold (IPVS refuses it alone)",
+                )
+            elif rs.upper_threshold and rs.lower_threshold > rs.upper_threshold:
                 out.add(
                     (*rpath, "lower_threshold"),
                     f"lower_threshold {rs.lower_threshold} is above upper_threshold "

@@ -506,6 +506,13 @@ CASES = [
         "lower_threshold 20 is above upper_threshold 10",
     ),
     Case(
+        "lower-threshold-alone",
+        SERVICE + "        lower_threshold: 20\n",
+        "lower_threshold: ^20",
+        "virtual_servers[0].real_servers[0].lower_threshold",
+        "needs an upper_threshold",
+    ),
+    Case(
         "weight-negative",
         SERVICE + "        weight: -1\n",
         "weight: ^-1",
