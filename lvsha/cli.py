@@ -89,16 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the director daemon",
-        description="Run lvsha in the foreground: VRRP in a child process of its own, "
-        "supervised by this one. SIGTERM stops gracefully (a master sends priority 0 and "
-        "keeps its VIPs until a new master is heard); SIGHUP re-validates the file. Logs go "
-        "to stderr; under systemd (Type=notify) READY is reported once VRRP is up.",
+        description="Run lvsha in the foreground: VRRP in a child process of its own, health "
+        "checks and the IPVS table in another, both supervised by this one. SIGTERM stops "
+        "gracefully (a master sends priority 0 and keeps its VIPs until a new master is "
+        "heard); SIGHUP re-validates the file. Logs go to stderr; under systemd "
+        "(Type=notify) READY is reported once every child is up.",
     )
     run.add_argument("config", metavar="FILE", help="YAML configuration file")
     run.add_argument(
         "--run-dir",
         default="/run/lvsha",
-        help="directory for the event socket events.sock (default: %(default)s)",
+        help="directory for events.sock, the metrics-*.prom files and the maintenance/ "
+        "flags (default: %(default)s)",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="keep the IPVS table and the connection sync daemon in memory instead of the "
+        "kernel's (VRRP still runs for real)",
     )
     run.set_defaults(handler=_run)
 
@@ -117,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return daemon_run.run(args.config, args.run_dir)
+    return daemon_run.run(args.config, args.run_dir, args.dry_run)
 
 
 def _drill(args: argparse.Namespace) -> int:

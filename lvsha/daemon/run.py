@@ -1,4 +1,4 @@
-"""`lvsha run`: validate, then supervise the VRRP child until told to stop."""
+"""`lvsha run`: validate, then supervise the VRRP and checker children until told to stop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
 log = logging.getLogger("lvsha")
 
 
-def run(config_path: str, run_dir: str) -> int:
+def run(config_path: str, run_dir: str, dry_run: bool = False) -> int:
     setup_logging("main")
     try:
         config = load_file(config_path)
@@ -22,25 +22,21 @@ def run(config_path: str, run_dir: str) -> int:
             log.error("%s", problem)
         log.error("not starting: %d configuration error(s)", len(exc.problems))
         return 1
-    if not config.vrrp_instances:
-        log.error(
-            "not starting: %s has no vrrp_instances (virtual servers alone are not run yet)",
-            config_path,
-        )
-        return 1
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    vrrp = ChildSpec(
-        "vrrp",
-        child_argv("lvsha.daemon.vrrp_process", config_path, "--run-dir", run_dir),
-        # A leaving master may hold its VIPs for one Master_Down_Interval (make-before-break).
-        stop_timeout=max(
-            [10.0, *(4 * i.advert_interval + 2 for i in config.vrrp_instances.values())]
-        ),
-    )
-
-    def on_message(child: str, message: dict[str, object]) -> None:
-        if message.get("type") == "vrrp_state":
-            log.debug("%s reports %s", child, message)
+    children = []
+    if config.vrrp_instances:
+        intervals = [i.advert_interval for i in config.vrrp_instances.values()]
+        children.append(
+            ChildSpec(
+                "vrrp",
+                child_argv("lvsha.daemon.vrrp_process", config_path, "--run-dir", run_dir),
+                # A leaving master may hold its VIPs for a Master_Down_Interval.
+                stop_timeout=max([10.0, *(4 * i + 2 for i in intervals)]),
+            )
+        )
+    if config.virtual_servers:
+        argv = child_argv("lvsha.daemon.checker_process", config_path, "--run-dir", run_dir)
+        children.append(ChildSpec("checker", [*argv, "--dry-run"] if dry_run else argv))
 
     def on_reload() -> None:
         try:
@@ -56,4 +52,12 @@ def run(config_path: str, run_dir: str) -> int:
             config_path,
         )
 
-    return asyncio.run(Supervisor([vrrp], on_message=on_message, on_reload=on_reload).run())
+    supervisor = Supervisor(children, on_reload=on_reload)
+
+    def relay(child: str, message: dict[str, object]) -> None:
+        # The checker follows the VRRP role (the kernel's connection sync daemon).
+        if child == "vrrp" and message.get("type") == "vrrp_state":
+            supervisor.send("checker", message)
+
+    supervisor.on_message = relay
+    return asyncio.run(supervisor.run())

@@ -65,7 +65,7 @@ class Supervisor:
         on_reload: Callable[[], None] | None = None,
     ) -> None:
         self._children = [_Child(spec) for spec in children]
-        self._on_message = on_message
+        self.on_message = on_message
         self._on_reload = on_reload
         self._stopping = asyncio.Event()
         self._announced_ready = False
@@ -175,8 +175,8 @@ class Supervisor:
                 self._announced_ready = True
                 sd_notify("READY=1")
                 log.info("ready")
-        if self._on_message is not None:
-            self._on_message(child.spec.name, message)
+        if self.on_message is not None:
+            self.on_message(child.spec.name, message)
 
     async def _close_channel(self, child: _Child) -> None:
         if child.reader_task is not None:

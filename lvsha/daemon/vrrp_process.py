@@ -11,50 +11,29 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.daemon.channel import ParentChannel
 from lvsha.daemon.events import EventStream
 from lvsha.daemon.logs import setup_logging
+from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.daemon.notify import Notifier
-from lvsha.daemon.supervisor import CHANNEL_FD_ENV, PARENT_PID_ENV
+from lvsha.daemon.supervisor import PARENT_PID_ENV
 from lvsha.net.addresses import NetlinkAddresses
 from lvsha.net.announce import PacketAnnouncer
 from lvsha.net.links import LinkMonitor
 from lvsha.vrrp.engine import StartupError, VrrpEngine
+from lvsha.vrrp.events import VrrpState
 
 log = logging.getLogger("lvsha.vrrp")
 
 _PR_SET_PDEATHSIG = 1
-
-
-class ParentChannel:
-    """JSON lines to the parent; without a parent (run by hand) messages are only logged."""
-
-    def __init__(self) -> None:
-        fd = os.environ.get(CHANNEL_FD_ENV)
-        self._sock = socket.socket(fileno=int(fd)) if fd else None
-        if self._sock is not None:
-            self._sock.setblocking(True)
-
-    def send(self, message: dict[str, object]) -> None:
-        if self._sock is None:
-            return
-        try:
-            self._sock.sendall(json.dumps(message).encode() + b"\n")
-        except OSError as exc:
-            log.error("cannot report to the parent process: %s", exc)
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
 
 
 def _watched_interfaces(config: LvshaConfig) -> set[str]:
@@ -87,11 +66,30 @@ def _set_realtime(priority: int | None) -> None:
         log.info("VRRP process runs with real-time priority %d (SCHED_FIFO)", priority)
 
 
+def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
+    samples = lag.samples("vrrp")
+    for name, instance in engine.instances.items():
+        machine = instance.runner.machine
+        labels = {"instance": name}
+        samples.append(("lvsha_vrrp_priority", labels, float(machine.priority)))
+        for state in VrrpState:
+            value = 1.0 if machine.state is state else 0.0
+            samples.append(("lvsha_vrrp_state", {**labels, "state": state.name}, value))
+        for reason, count in instance.socket.drops.snapshot().items():
+            samples.append(
+                ("lvsha_vrrp_adverts_dropped_total", {**labels, "reason": reason.value}, count)
+            )
+    return samples
+
+
 async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await channel.open()
+    lag = LoopLag()
+    lag.start()
     events = EventStream(str(run_dir / "events.sock"))
     await events.start()
     notifier = Notifier()
@@ -120,14 +118,19 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
                 engine.link_changed(change)
 
         watcher = asyncio.create_task(follow_links(), name="link-monitor")
+        exporter = asyncio.create_task(
+            export_periodically(run_dir / "metrics-vrrp.prom", lambda: _samples(engine, lag))
+        )
         channel.send({"type": "ready"})
         log.info("VRRP running: %s", ", ".join(config.vrrp_instances))
         await stop.wait()
         log.info("stopping: releasing mastership")
         await engine.stop()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, exporter):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        lag.stop()
         links.close()
         announcer.close()
     await events.close()

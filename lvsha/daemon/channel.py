@@ -1,0 +1,53 @@
+"""A child's end of the channel to the parent: JSON lines both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+
+from lvsha.daemon.supervisor import CHANNEL_FD_ENV
+
+log = logging.getLogger("lvsha.channel")
+
+
+class ParentChannel:
+    """Messages to and from the parent; without a parent (run by hand) sends are dropped and
+    nothing arrives."""
+
+    def __init__(self) -> None:
+        fd = os.environ.get(CHANNEL_FD_ENV)
+        self._sock = socket.socket(fileno=int(fd)) if fd else None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        if self._sock is not None:
+            self._reader, self._writer = await asyncio.open_connection(sock=self._sock)
+
+    def send(self, message: dict[str, object]) -> None:
+        if self._writer is None or self._writer.is_closing():
+            return
+        self._writer.write(json.dumps(message).encode() + b"\n")
+
+    async def messages(self) -> AsyncIterator[dict[str, object]]:
+        """What the parent sends, until it closes the channel."""
+        if self._reader is None:
+            return
+        while line := await self._reader.readline():
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                log.error("malformed message from the parent: %r", line)
+                continue
+            if isinstance(message, dict):
+                yield message
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        elif self._sock is not None:
+            self._sock.close()

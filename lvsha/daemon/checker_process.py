@@ -1,0 +1,167 @@
+"""The checker child: health checks, the IPVS syncer and the connection sync daemon.
+
+Started by the parent (`lvsha run`) as `python -m lvsha.daemon.checker_process CONFIG`. It
+never shares a loop with VRRP; it learns the VRRP role from the parent, which relays the VRRP
+child's state messages, so the kernel's sync daemon can follow it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from lvsha.checks.maintenance import MaintenanceWatcher
+from lvsha.checks.pool import CheckPool
+from lvsha.checks.targets import check_plan
+from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.daemon.channel import ParentChannel
+from lvsha.daemon.logs import setup_logging
+from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.ipvs.desired import Health
+from lvsha.ipvs.memory import MemoryIpvsTable
+from lvsha.ipvs.netlink import NetlinkIpvsTable
+from lvsha.ipvs.port import IpvsError, IpvsTablePort
+from lvsha.ipvs.specs import configured_services
+from lvsha.ipvs.syncd import (
+    MemorySyncDaemons,
+    NetlinkSyncDaemons,
+    SyncDaemonFollower,
+    SyncDaemonPort,
+    sync_settings,
+)
+from lvsha.ipvs.syncer import IpvsSyncer, OnStop
+
+log = logging.getLogger("lvsha.checker")
+
+
+def _samples(pool: CheckPool, syncer: IpvsSyncer, lag: LoopLag) -> Iterable[Sample]:
+    yield from lag.samples("checker")
+    for q in (0.5, 0.99):
+        label = {"quantile": str(q)}
+        yield ("lvsha_check_lateness_seconds", label, pool.lateness.quantile(q))
+        yield ("lvsha_ipvs_detection_to_kernel_seconds", label, syncer.latency.quantile(q))
+    yield ("lvsha_checks_distinct", {}, float(pool.distinct_checks))
+    yield ("lvsha_checks_in_flight", {}, float(pool.in_flight))
+    healthy = sum(1 for v in pool.verdicts().values() if v.health is Health.HEALTHY)
+    yield ("lvsha_real_servers", {"health": "healthy"}, float(healthy))
+    yield ("lvsha_real_servers", {}, float(len(pool.real_servers)))
+    for operation, count in syncer.operations.items():
+        yield ("lvsha_ipvs_operations_total", {"operation": operation}, float(count))
+    yield ("lvsha_ipvs_errors_total", {}, float(syncer.errors))
+    yield ("lvsha_ipvs_drift_total", {}, float(syncer.drift))
+
+
+async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_run: bool) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await channel.open()
+    lag = LoopLag()
+    lag.start()
+    table: IpvsTablePort
+    daemons: SyncDaemonPort
+    if dry_run:
+        table, daemons = MemoryIpvsTable(), MemorySyncDaemons()
+        log.info("dry run: the IPVS table and sync daemon are kept in memory only")
+    else:
+        netlink_table, netlink_daemons = NetlinkIpvsTable(), NetlinkSyncDaemons()
+        try:
+            await netlink_table.open()
+            await netlink_daemons.open()
+        except IpvsError as exc:
+            log.error("cannot reach the kernel's IPVS: %s (is the ip_vs module loadable?)", exc)
+            return 1
+        table, daemons = netlink_table, netlink_daemons
+    glob = config.global_
+    plan = check_plan(config)
+    pool = CheckPool(plan)
+    syncer = IpvsSyncer(
+        table,
+        configured_services(config),
+        resync_interval=glob.ipvs.resync_interval,
+        on_stop=OnStop.REMOVE if glob.ipvs.on_stop == "remove" else OnStop.KEEP,
+    )
+    # Subscribe before starting, or verdicts published in between would be lost.
+    pool.subscribe(syncer.on_verdict)
+    pool.start()
+    try:
+        await syncer.start(pool.verdicts().values())
+    except IpvsError as exc:
+        log.error("cannot read or apply the IPVS table: %s", exc)
+        await pool.close()
+        return 1
+    follower: SyncDaemonFollower | None = None
+    if glob.lvs_sync_daemon is not None:
+        follower = SyncDaemonFollower(
+            daemons, glob.lvs_sync_daemon.vrrp_instance, sync_settings(glob.lvs_sync_daemon)
+        )
+        await follower.start()
+
+    async def follow_parent() -> None:
+        async for message in channel.messages():
+            if follower is not None and message.get("type") == "vrrp_state":
+                await follower.on_vrrp_state(message)
+
+    tasks = [
+        asyncio.create_task(follow_parent(), name="parent-messages"),
+        asyncio.create_task(MaintenanceWatcher(pool, run_dir / "maintenance").run()),
+        asyncio.create_task(
+            export_periodically(
+                run_dir / "metrics-checker.prom", lambda: _samples(pool, syncer, lag)
+            )
+        ),
+    ]
+    channel.send({"type": "ready"})
+    log.info(
+        "checker running: %d checks (%d distinct) on %d real servers",
+        len(plan.targets),
+        pool.distinct_checks,
+        len(pool.real_servers),
+    )
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await syncer.stop()
+    await pool.close()
+    if follower is not None:
+        await follower.stop()
+    lag.stop()
+    if isinstance(table, NetlinkIpvsTable):
+        await table.close()
+    if isinstance(daemons, NetlinkSyncDaemons):
+        await daemons.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lvsha-checker")
+    parser.add_argument("config")
+    parser.add_argument("--run-dir", default="/run/lvsha")
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging("checker")
+    try:
+        config = load_file(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        return 1
+    channel = ParentChannel()
+    try:
+        return asyncio.run(serve(config, Path(args.run_dir), channel, args.dry_run))
+    finally:
+        channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

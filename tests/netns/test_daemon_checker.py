@@ -1,0 +1,109 @@
+"""`lvsha run --dry-run` with virtual servers: checks, syncer, sync daemon and maintenance.
+
+The IPVS table is the in-memory port (this kernel has no ip_vs; the real one is tested in
+the VM); everything else is real: HTTP servers in lab hosts, the check probes, the VRRP role
+relayed by the parent to the checker, and the metrics the checker exports.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvsha.drill.lab import Host, Lab, wait_until
+from tests.netns.director import Director
+
+pytestmark = pytest.mark.netns
+
+VIP = "192.0.2.100/24"
+
+CONFIG = """\
+global:
+  lvs_sync_daemon: {interface: eth0, vrrp_instance: VI}
+  check_defaults: {interval: 200ms, timeout: 150ms, retries: 0, rise: 1, fall: 2}
+vrrp_instances:
+  VI:
+    interface: eth0
+    virtual_router_id: 42
+    priority: 150
+    version: 3
+    advert_interval: 100ms
+    virtual_ipaddresses: ['192.0.2.100/24']
+virtual_servers:
+  - name: web
+    address: 192.0.2.100
+    port: 80
+    protocol: TCP
+    real_servers:
+      - {address: 192.0.2.21, port: 8080, checks: [{type: http, path: /}]}
+      - {address: 192.0.2.22, port: 8080, checks: [{type: http, path: /}]}
+"""
+
+
+def metric(director: Director, name: str) -> float | None:
+    path = director.workdir / "run" / "metrics-checker.prom"
+    if not path.exists():
+        return None
+    match = re.search(rf"^{re.escape(name)} (\S+)$", path.read_text(), re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def web_server(host: Host, directory: Path) -> None:
+    host.popen(
+        sys.executable, "-m", "http.server", "8080", "--bind", "0.0.0.0",
+        "--directory", str(directory),
+    )  # fmt: skip
+
+
+def test_checker_follows_real_servers_and_the_vrrp_role(lab: Lab, tmp_path: Path) -> None:
+    director_host = lab.add_host("d", "192.0.2.11/24")
+    rs1 = lab.add_host("rs1", "192.0.2.21/24")
+    rs2 = lab.add_host("rs2", "192.0.2.22/24")
+    (tmp_path / "index.html").write_text("ok\n")
+    web_server(rs1, tmp_path)
+    web_server(rs2, tmp_path)
+    director = Director(director_host, CONFIG, VIP)
+    director.process = director_host.popen(
+        sys.executable, "-m", "lvsha", "run", str(director.config_path),
+        "--run-dir", str(director.workdir / "run"), "--dry-run",
+        stdout=director.log_path.open("ab"), stderr=-2, start_new_session=True,
+    )  # fmt: skip
+    healthy = 'lvsha_real_servers{health="healthy"}'
+    try:
+        wait_until(lambda: metric(director, healthy) == 2.0, 20, what="both real servers up")
+        assert metric(director, 'lvsha_ipvs_operations_total{operation="AddService"}') == 1.0
+        assert metric(director, 'lvsha_ipvs_operations_total{operation="AddDestination"}') == 2.0
+        # the parent relayed VRRP's MASTER to the checker, which started the master sync daemon
+        wait_until(lambda: "start the master sync daemon" in director.log(), 10, what="syncd")
+
+        # rs1's service stops: after `fall` failed rounds it leaves the table
+        rs1_server = lab.processes[0]
+        rs1_server.kill()
+        wait_until(lambda: metric(director, healthy) == 1.0, 5, what="rs1 down")
+        wait_until(
+            lambda: (
+                metric(director, 'lvsha_ipvs_operations_total{operation="DeleteDestination"}')
+                == 1.0
+            ),
+            5,
+            what="rs1 removed from the table",
+        )
+
+        # draining rs2 by a file flag keeps it at weight 0 (an edit, not a removal)
+        (director.workdir / "run" / "maintenance").mkdir(exist_ok=True)
+        (director.workdir / "run" / "maintenance" / "192.0.2.22_8080").write_text("upgrade\n")
+        wait_until(
+            lambda: (
+                metric(director, 'lvsha_ipvs_operations_total{operation="EditDestination"}') == 1.0
+            ),
+            5,
+            what="rs2 drained",
+        )
+        assert metric(director, 'lvsha_event_loop_lag_max_seconds{process="checker"}') is not None
+    finally:
+        director.crash()
+    log = director.log()
+    assert "checker child started" in log and "vrrp child started" in log
