@@ -18,7 +18,6 @@ import heapq
 import logging
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -35,6 +34,7 @@ from lvsha.checks.state import (
 )
 from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools, RealServerId
 from lvsha.ipvs.desired import Health, Verdict
+from lvsha.stats import RecentSamples
 
 log = logging.getLogger(__name__)
 
@@ -46,41 +46,22 @@ DEFAULT_LATENESS_WINDOW = 10_000
 K = TypeVar("K")
 
 
-class LatenessStats:
+class LatenessStats(RecentSamples):
     """How late probes started (start time - due time), over the last `window` starts."""
 
     def __init__(self, window: int = DEFAULT_LATENESS_WINDOW):
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self._recent: deque[float] = deque(maxlen=window)
-        self.starts = 0
-        """Probe starts since the pool started."""
+        super().__init__(window)
         self.throttled = 0
         """Starts that waited for a free slot under the limit on probes in flight."""
-        self.max = 0.0
 
-    def record(self, lateness: float, throttled: bool) -> None:
-        self._recent.append(lateness)
-        self.starts += 1
+    @property
+    def starts(self) -> int:
+        """Probe starts since the pool started."""
+        return self.count
+
+    def record_start(self, lateness: float, throttled: bool) -> None:
+        self.record(lateness)
         self.throttled += throttled
-        self.max = max(self.max, lateness)
-
-    def quantile(self, q: float) -> float:
-        """The q-quantile (nearest rank) of the recent lateness values; 0.0 before any start."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantile must be within [0, 1], got {q}")
-        if not self._recent:
-            return 0.0
-        ordered = sorted(self._recent)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-    @property
-    def p50(self) -> float:
-        return self.quantile(0.5)
-
-    @property
-    def p99(self) -> float:
-        return self.quantile(0.99)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +128,7 @@ class ProbeScheduler(Generic[K]):
             self._scheduled.remove(key)
             self._in_flight.add(key)
             throttled = due <= self._held_until
-            self.lateness.record(now - due, throttled)
+            self.lateness.record_start(now - due, throttled)
             starts.append(ProbeStart(key, due, now, throttled))
         return starts
 

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from lvsha.stats import RecentSamples
 
 log = logging.getLogger("lvsha.metrics")
 
@@ -26,8 +27,7 @@ class LoopLag:
 
     def __init__(self, period: float = 0.05, window: int = 2000) -> None:
         self.period = period
-        self._samples: deque[float] = deque(maxlen=window)
-        self.worst = 0.0
+        self.lag = RecentSamples(window)
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -36,9 +36,7 @@ class LoopLag:
 
         def tick(due: float = due) -> None:
             now = loop.time()
-            lag = max(0.0, now - due)
-            self._samples.append(lag)
-            self.worst = max(self.worst, lag)
+            self.lag.record(max(0.0, now - due))
             next_due = now + self.period
             self._handle = loop.call_at(next_due, tick, next_due)
 
@@ -48,18 +46,12 @@ class LoopLag:
         if self._handle is not None:
             self._handle.cancel()
 
-    def quantile(self, q: float) -> float:
-        if not self._samples:
-            return 0.0
-        ordered = sorted(self._samples)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
     def samples(self, process: str) -> list[Sample]:
         labels = {"process": process}
         return [
-            ("lvsha_event_loop_lag_seconds", {**labels, "quantile": "0.5"}, self.quantile(0.5)),
-            ("lvsha_event_loop_lag_seconds", {**labels, "quantile": "0.99"}, self.quantile(0.99)),
-            ("lvsha_event_loop_lag_max_seconds", labels, self.worst),
+            ("lvsha_event_loop_lag_seconds", {**labels, "quantile": "0.5"}, self.lag.p50),
+            ("lvsha_event_loop_lag_seconds", {**labels, "quantile": "0.99"}, self.lag.p99),
+            ("lvsha_event_loop_lag_max_seconds", labels, self.lag.max),
         ]
 
 

@@ -22,7 +22,7 @@ import asyncio
 import enum
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
@@ -51,6 +51,7 @@ from lvsha.ipvs.plan import (
 )
 from lvsha.ipvs.port import IpvsError, IpvsTablePort, apply_operation
 from lvsha.ipvs.specs import ConfiguredService
+from lvsha.stats import RecentSamples
 
 log = logging.getLogger(__name__)
 
@@ -287,38 +288,12 @@ def _options_text(options: ServiceOptions) -> str:
     return text
 
 
-class LatencyStats:
+class LatencyStats(RecentSamples):
     """Seconds from a verdict's arrival to the kernel's acknowledgement of the operation it
     caused, over the last `window` samples."""
 
     def __init__(self, window: int = DEFAULT_LATENCY_WINDOW) -> None:
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self._recent: deque[float] = deque(maxlen=window)
-        self.count = 0
-        self.max = 0.0
-
-    def record(self, seconds: float) -> None:
-        self._recent.append(seconds)
-        self.count += 1
-        self.max = max(self.max, seconds)
-
-    def quantile(self, q: float) -> float:
-        """The q-quantile (nearest rank) of the recent samples; 0.0 before any."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantile must be within [0, 1], got {q}")
-        if not self._recent:
-            return 0.0
-        ordered = sorted(self._recent)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-    @property
-    def p50(self) -> float:
-        return self.quantile(0.5)
-
-    @property
-    def p99(self) -> float:
-        return self.quantile(0.99)
+        super().__init__(window)
 
 
 # The asyncio edge.

@@ -65,10 +65,10 @@ def test_lateness_quantiles_over_a_bounded_window() -> None:
     stats = LatenessStats(window=100)
     assert stats.p50 == 0.0
     for value in range(1, 101):
-        stats.record(float(value), throttled=False)
+        stats.record_start(float(value), throttled=False)
     assert (stats.p50, stats.p99, stats.max) == (50.0, 99.0, 100.0)
     for _ in range(100):
-        stats.record(0.0, throttled=True)
+        stats.record_start(0.0, throttled=True)
     assert (stats.p99, stats.max, stats.starts, stats.throttled) == (0.0, 100.0, 200, 100)
 
 
