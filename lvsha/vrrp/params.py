@@ -19,9 +19,7 @@ def sync_group_of(config: LvshaConfig, instance: str) -> str | None:
     return None
 
 
-def instance_params(
-    config: LvshaConfig, name: str, primary_address: Address
-) -> InstanceParams:
+def instance_params(config: LvshaConfig, name: str, primary_address: Address) -> InstanceParams:
     """The machine's parameters; `primary_address` comes from the interface at start-up
     unless the configuration pins the source address."""
     inst = config.vrrp_instances[name]
@@ -56,7 +54,6 @@ def trackers(config: LvshaConfig, name: str) -> list[Tracker]:
         for track in inst.track_scripts
     ]
     found += [
-        Tracker(INTERFACE_PREFIX + track.interface, track.weight)
-        for track in inst.track_interfaces
+        Tracker(INTERFACE_PREFIX + track.interface, track.weight) for track in inst.track_interfaces
     ]
     return found
