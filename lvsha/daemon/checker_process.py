@@ -19,8 +19,9 @@ from pathlib import Path
 from lvsha.checks.maintenance import MaintenanceWatcher
 from lvsha.checks.pool import CheckPool
 from lvsha.checks.targets import check_plan
-from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
+from lvsha.daemon.child import die_with_parent, load_or_log
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.ipvs.desired import Health
@@ -150,11 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     setup_logging("checker")
-    try:
-        config = load_file(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
+    die_with_parent(log)
+    config = load_or_log(args.config, log, "not starting")
+    if config is None:
         return 1
     channel = ParentChannel()
     try:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from lvsha.config import ConfigError, load_file
+from lvsha.daemon.child import load_or_log
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
 
@@ -15,12 +15,8 @@ log = logging.getLogger("lvsha")
 
 def run(config_path: str, run_dir: str, dry_run: bool = False) -> int:
     setup_logging("main")
-    try:
-        config = load_file(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
-        log.error("not starting: %d configuration error(s)", len(exc.problems))
+    config = load_or_log(config_path, log, "not starting")
+    if config is None:
         return 1
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     children = []
@@ -39,12 +35,7 @@ def run(config_path: str, run_dir: str, dry_run: bool = False) -> int:
         children.append(ChildSpec("checker", [*argv, "--dry-run"] if dry_run else argv))
 
     def on_reload() -> None:
-        try:
-            load_file(config_path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("%s", problem)
-            log.error("SIGHUP: %s has errors; the running configuration stays", config_path)
+        if load_or_log(config_path, log, "SIGHUP: keeping the running configuration") is None:
             return
         log.warning(
             "SIGHUP: %s is valid, but this version applies a changed configuration only on "

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -18,13 +16,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
+from lvsha.daemon.child import die_with_parent, load_or_log
 from lvsha.daemon.events import EventStream
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.daemon.notify import Notifier
-from lvsha.daemon.supervisor import PARENT_PID_ENV
 from lvsha.net.addresses import NetlinkAddresses
 from lvsha.net.announce import PacketAnnouncer
 from lvsha.net.links import LinkMonitor
@@ -33,8 +31,6 @@ from lvsha.vrrp.events import VrrpState
 
 log = logging.getLogger("lvsha.vrrp")
 
-_PR_SET_PDEATHSIG = 1
-
 
 def _watched_interfaces(config: LvshaConfig) -> set[str]:
     found = set()
@@ -42,17 +38,6 @@ def _watched_interfaces(config: LvshaConfig) -> set[str]:
         found.add(inst.interface)
         found.update(t.interface for t in inst.track_interfaces)
     return found
-
-
-def _die_with_parent() -> None:
-    """Ask for SIGTERM when the parent dies, so an orphaned VRRP child releases its VIPs and
-    exits instead of competing with the one a restarted parent starts."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
-    parent = os.environ.get(PARENT_PID_ENV)
-    if parent is not None and os.getppid() != int(parent):
-        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before we asked
 
 
 def _set_realtime(priority: int | None) -> None:
@@ -143,12 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", default="/run/lvsha")
     args = parser.parse_args(argv)
     setup_logging("vrrp")
-    _die_with_parent()
-    try:
-        config = load_file(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
+    die_with_parent(log)
+    config = load_or_log(args.config, log, "not starting")
+    if config is None:
         return 1
     _set_realtime(config.global_.vrrp.realtime_priority)
     channel = ParentChannel()

@@ -107,3 +107,31 @@ def test_checker_follows_real_servers_and_the_vrrp_role(lab: Lab, tmp_path: Path
         director.crash()
     log = director.log()
     assert "checker child started" in log and "vrrp child started" in log
+
+
+def child_pids(log: str, name: str) -> list[int]:
+    return [int(pid) for pid in re.findall(rf"{name} child started \(pid (\d+)\)", log)]
+
+
+def test_children_do_not_outlive_a_killed_parent(lab: Lab, tmp_path: Path) -> None:
+    host = lab.add_host("d", "192.0.2.11/24")
+    director = Director(host, CONFIG, VIP)
+    director.process = host.popen(
+        sys.executable, "-m", "lvsha", "run", str(director.config_path),
+        "--run-dir", str(director.workdir / "run"), "--dry-run",
+        stdout=director.log_path.open("ab"), stderr=-2, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: "main info lvsha.supervisor: ready" in director.log(), 20, what="up")
+        children = child_pids(director.log(), "vrrp") + child_pids(director.log(), "checker")
+        assert len(children) == 2
+        director.process.kill()  # the parent alone, as a crash of lvsha run would
+        director.process.wait(timeout=10)
+        wait_until(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+            15,
+            what="both children gone",
+        )
+    finally:
+        if director.running():
+            director.crash()
