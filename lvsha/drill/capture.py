@@ -1,9 +1,11 @@
-"""What the client hears of the election: VRRP adverts and gratuitous ARPs, with receipt times.
+"""What the client hears of the election: VRRP adverts and gratuitous ARPs, with receipt times;
+and when a director's kernel gains or loses an IPv4 address.
 
 An AF_PACKET socket on the client's interface sees every frame the switch floods to it, so the
 drill observes the directors from outside, as a router or client on the segment would. Adverts
 are decoded and checked with the daemon's own codec; each record carries the drill's monotonic
-receipt time.
+receipt time. An rtnetlink socket opened in a director's namespace hears the kernel announce
+address changes there, independently of whatever daemon made them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 
 from lvsha.drill.lab import Host
 from lvsha.drill.probe import format_mac
@@ -34,6 +36,18 @@ ETH_P_ARP = 0x0806
 _ETHERNET = struct.Struct("!6s6sH")
 _ARP_IPV4 = struct.Struct("!HHBBH6s4s6s4s")
 _PACKET_OUTGOING = 4
+# linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h
+NETLINK_ROUTE = 0
+RTMGRP_IPV4_IFADDR = 0x10
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_LABEL = 3
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTATTR = struct.Struct("=HH")
+_ADDRESS_SOCKET_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +146,148 @@ def first_garp(
         if garp.at >= after and garp.address == address and garp.sender_mac == sender_mac:
             return garp
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressEvent:
+    """The kernel added (RTM_NEWADDR) or removed (RTM_DELADDR) an IPv4 address."""
+
+    at: float
+    added: bool
+    address: IPv4Interface
+    interface_index: int
+    label: str | None
+
+
+def _align(length: int) -> int:
+    return (length + 3) & ~3
+
+
+def parse_address_messages(data: bytes, at: float) -> list[AddressEvent]:
+    """The IPv4 address events in one rtnetlink datagram; other messages are skipped."""
+    events = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            break
+        body = data[offset + _NLMSGHDR.size : offset + length]
+        offset += _align(length)
+        if kind not in (RTM_NEWADDR, RTM_DELADDR) or len(body) < _IFADDRMSG.size:
+            continue
+        family, prefix_length, _ifa_flags, _scope, index = _IFADDRMSG.unpack_from(body)
+        if family != socket.AF_INET:
+            continue
+        attributes = _attributes(body[_IFADDRMSG.size :])
+        # IFA_LOCAL is the interface's own address; IFA_ADDRESS differs only on point-to-point.
+        raw = attributes.get(IFA_LOCAL, attributes.get(IFA_ADDRESS))
+        if raw is None or len(raw) != 4:
+            continue
+        label = attributes.get(IFA_LABEL)
+        events.append(
+            AddressEvent(
+                at,
+                kind == RTM_NEWADDR,
+                IPv4Interface((IPv4Address(raw), prefix_length)),
+                index,
+                None if label is None else label.rstrip(b"\0").decode(errors="replace"),
+            )
+        )
+    return events
+
+
+def _attributes(data: bytes) -> dict[int, bytes]:
+    found = {}
+    offset = 0
+    while offset + _RTATTR.size <= len(data):
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size or offset + length > len(data):
+            break
+        found[kind] = data[offset + _RTATTR.size : offset + length]
+        offset += _align(length)
+    return found
+
+
+def first_address_added(
+    events: Iterable[AddressEvent], address: IPv4Address, after: float
+) -> AddressEvent | None:
+    for event in events:
+        if event.at >= after and event.added and event.address.ip == address:
+            return event
+    return None
+
+
+def _open_address_socket() -> socket.socket:
+    listener = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _ADDRESS_SOCKET_BUFFER)
+        listener.bind((0, RTMGRP_IPV4_IFADDR))
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+class AddressWatcher:
+    """IPv4 address events in `host`'s namespace, recorded by a thread with receipt times.
+
+    The netlink socket belongs to the namespace it was opened in, so it is opened there (by
+    `Host.call`) and then read from an ordinary thread for as long as the watcher runs.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self._listener = host.call(_open_address_socket)
+        self._events: list[AddressEvent] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run_logged, name=f"addresses-{host.name}", daemon=True
+        )
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._listener.close()
+
+    def __enter__(self) -> AddressWatcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def events_since(self, since: float) -> list[AddressEvent]:
+        if self.failure is not None:
+            raise RuntimeError(f"the address watcher stopped: {self.failure!r}") from self.failure
+        with self._lock:
+            return self._events[bisect_left(self._events, since, key=_event_at) :]
+
+    def _run_logged(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:
+            self.failure = exc
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([self._listener], [], [], 0.05)
+            if not readable:
+                continue
+            data = self._listener.recv(65535)
+            received_at = time.monotonic()
+            events = parse_address_messages(data, received_at)
+            if events:
+                with self._lock:
+                    self._events.extend(events)
+
+
+def _event_at(event: AddressEvent) -> float:
+    return event.at
 
 
 def _open_sniffer(interface: str) -> socket.socket:

@@ -31,10 +31,10 @@ from typing import Any
 import yaml
 
 from lvsha.config import ConfigError, load_file
-from lvsha.drill.capture import Capture
+from lvsha.drill.capture import AddressWatcher, Capture
 from lvsha.drill.lab import Host, Lab
 from lvsha.drill.probe import VipProber
-from lvsha.drill.report import format_table, report_json
+from lvsha.drill.report import MEASURES, VIP_TO_GARP, format_table, report_json
 from lvsha.drill.scenarios import (
     Director,
     Drill,
@@ -76,6 +76,8 @@ class DrillOptions:
     probe_interval: float = 0.01
     reply_timeout: float = 0.5
     keep_logs: bool = False
+    watch_vip: bool = False
+    """Watch each director's kernel for the VIP being added, to measure VIP-added-to-GARP."""
 
 
 class SetupError(Exception):
@@ -293,6 +295,7 @@ def _drill_in_lab(
     lab: Lab | None = None
     prober: VipProber | None = None
     capture: Capture | None = None
+    address_watchers: dict[str, AddressWatcher] = {}
     try:
         with guard.shielded():
             lab = Lab(prefix)
@@ -313,6 +316,10 @@ def _drill_in_lab(
         prober.start()
         capture = Capture(client, LAB_INTERFACE)
         capture.start()
+        if options.watch_vip:
+            for director in directors:
+                address_watchers[director.name] = AddressWatcher(director.host)
+                address_watchers[director.name].start()
         drill = Drill(
             setup.election,
             master=master,
@@ -322,6 +329,7 @@ def _drill_in_lab(
             launcher=CommandLauncher(options.director_command, work_dir, guard),
             timing=Timing(options.start_timeout, options.reply_timeout),
             log=_say,
+            address_watchers=address_watchers,
         )
         results = []
         for repetition in range(1, options.repetitions + 1):
@@ -336,7 +344,7 @@ def _drill_in_lab(
         return results
     finally:
         with guard.closing():
-            for watcher in (prober, capture):
+            for watcher in (prober, capture, *address_watchers.values()):
                 if watcher is not None:
                     watcher.stop()
             try:
@@ -346,18 +354,38 @@ def _drill_in_lab(
                 _remove_leftover_namespaces(prefix)
 
 
-def run_drill(options: DrillOptions) -> int:
-    """Run the drill: 0 when every scenario converged, 1 if one did not, 2 on bad options,
-    130 when interrupted. The lab is gone when this returns, whichever way it returns."""
+class DrillAbortedError(Exception):
+    """The drill stopped before it had results; it has said why. `status` is the exit status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class DrillRun:
+    setup: LabSetup
+    results: list[ScenarioResult]
+    seconds: float
+    """From the lab being built to it being removed."""
+    logs: Path | None
+    """The directors' logs, when kept (asked for, or a scenario failed)."""
+
+
+def drill(options: DrillOptions) -> DrillRun:
+    """Build the lab, run the scenarios, remove the lab, and return what was measured.
+
+    Raises DrillAbortedError (with exit status 2 on bad options, 130 when interrupted) after saying
+    why. The lab is gone when this returns, whichever way it returns."""
     if options.repetitions < 1:
         _say("repetitions must be at least 1")
-        return EXIT_USAGE
+        raise DrillAbortedError(EXIT_USAGE)
     if not options.scenarios:
         _say("no scenario to run")
-        return EXIT_USAGE
+        raise DrillAbortedError(EXIT_USAGE)
     if not any("{config}" in part for part in options.director_command):
         _say("the director command must contain {config}, where the config path goes")
-        return EXIT_USAGE
+        raise DrillAbortedError(EXIT_USAGE)
     prefix = options.lab_prefix or f"lv{secrets.token_hex(3)}"
     guard = InterruptGuard()
     guard.install()
@@ -369,38 +397,52 @@ def run_drill(options: DrillOptions) -> int:
         except ConfigError as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
-            return EXIT_USAGE
+            raise DrillAbortedError(EXIT_USAGE) from exc
         except (SetupError, OSError, yaml.YAMLError) as exc:
             _say(str(exc))
-            return EXIT_USAGE
+            raise DrillAbortedError(EXIT_USAGE) from exc
         started = time.monotonic()
         results = _drill_in_lab(options, setup, prefix, work_dir, guard)
     except KeyboardInterrupt:
         _say("interrupted; the lab has been removed")
-        return EXIT_INTERRUPTED
+        raise DrillAbortedError(EXIT_INTERRUPTED) from None
     finally:
         guard.restore()
         failed = results is not None and any(result.error for result in results)
-        if options.keep_logs or failed:
+        kept = options.keep_logs or failed
+        if kept:
             _say(f"director logs are in {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
+    return DrillRun(setup, results, time.monotonic() - started, work_dir if kept else None)
+
+
+def run_drill(options: DrillOptions) -> int:
+    """Run the drill and print its report: 0 when every scenario converged, 1 if one did not,
+    2 on bad options, 130 when interrupted. The lab is gone when this returns."""
+    try:
+        run = drill(options)
+    except DrillAbortedError as aborted:
+        return aborted.status
+    setup, results = run.setup, run.results
     settings = {
         "advert_interval": setup.election.advert_interval,
         "vrrp_version": setup.version,
         "repetitions": options.repetitions,
         "scenarios": [scenario.value for scenario in options.scenarios],
         "director_command": list(options.director_command),
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": round(run.seconds, 3),
     }
+    measures = (*MEASURES, VIP_TO_GARP) if options.watch_vip else MEASURES
     if options.json:
-        print(json.dumps(report_json(results, settings), indent=2))
+        print(json.dumps(report_json(results, settings, measures), indent=2))
     else:
         title = (
             f"failover drill: VRRPv{setup.version}, advert interval "
             f"{setup.election.advert_interval} s, {options.repetitions} run(s) per scenario"
         )
-        print(format_table(results, title))
+        print(format_table(results, title, measures))
+    failed = any(result.error for result in results)
     return EXIT_SCENARIO_FAILED if failed else 0
 
 
@@ -453,6 +495,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the directors' logs even on success"
     )
+    parser.add_argument(
+        "--watch-vip",
+        action="store_true",
+        help="also measure the VIP being added on the new master (seen by a netlink watcher in "
+        "its namespace) to the client's first gratuitous ARP",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DrillOptions:
@@ -474,6 +522,7 @@ def options_from_args(args: argparse.Namespace) -> DrillOptions:
         lab_prefix=args.lab_prefix,
         start_timeout=args.start_timeout,
         keep_logs=args.keep_logs,
+        watch_vip=args.watch_vip,
     )
 
 

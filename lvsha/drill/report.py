@@ -39,6 +39,10 @@ MEASURES = (
 )
 """`fault>advert`: the fault to the new master's first advert seen by the client.
 `old advert>new advert`: the old master's last advert seen (a priority-0 one included) to it."""
+VIP_TO_GARP = Measure(
+    "vip_added_to_garp_ms", "VIP added>GARP ms", lambda m: _ms(m.vip_added_to_garp)
+)
+"""The new master's kernel adding the VIP to the client's first GARP; only when watched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,9 @@ class ScenarioSummary:
     spreads: dict[str, Spread | None]
 
 
-def summarize(results: Sequence[ScenarioResult]) -> list[ScenarioSummary]:
+def summarize(
+    results: Sequence[ScenarioResult], measures: Sequence[Measure] = MEASURES
+) -> list[ScenarioSummary]:
     """Per scenario, in first-run order: run counts and the spread of every measure."""
     order: list[Scenario] = []
     for result in results:
@@ -73,7 +79,7 @@ def summarize(results: Sequence[ScenarioResult]) -> list[ScenarioSummary]:
         runs = [result for result in results if result.scenario is scenario]
         measured = [result.measures for result in runs if result.measures is not None]
         spreads = {}
-        for measure in MEASURES:
+        for measure in measures:
             values = [measure.value(m) for m in measured]
             spreads[measure.key] = spread([value for value in values if value is not None])
         summaries.append(ScenarioSummary(scenario, len(runs), len(runs) - len(measured), spreads))
@@ -92,16 +98,18 @@ def _cell(found: Spread | None, measure: Measure, runs: int) -> str:
     return " / ".join(_number(v, measure) for v in (found.minimum, found.median, found.maximum))
 
 
-def format_table(results: Sequence[ScenarioResult], title: str = "") -> str:
+def format_table(
+    results: Sequence[ScenarioResult], title: str = "", measures: Sequence[Measure] = MEASURES
+) -> str:
     """A plain-text table; cells are min / median / max when a scenario ran more than once."""
-    summaries = summarize(results)
-    headings = ["scenario", "runs", "failed", *(measure.heading for measure in MEASURES)]
+    summaries = summarize(results, measures)
+    headings = ["scenario", "runs", "failed", *(measure.heading for measure in measures)]
     rows = [
         [
             summary.scenario.value,
             str(summary.runs),
             str(summary.failed),
-            *(_cell(summary.spreads[m.key], m, summary.runs) for m in MEASURES),
+            *(_cell(summary.spreads[m.key], m, summary.runs) for m in measures),
         ]
         for summary in summaries
     ]
@@ -122,7 +130,7 @@ def format_table(results: Sequence[ScenarioResult], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def run_record(result: ScenarioResult) -> dict[str, Any]:
+def run_record(result: ScenarioResult, measures: Sequence[Measure] = MEASURES) -> dict[str, Any]:
     record: dict[str, Any] = {
         "scenario": result.scenario.value,
         "repetition": result.repetition,
@@ -130,7 +138,7 @@ def run_record(result: ScenarioResult) -> dict[str, Any]:
         "new_master": result.new_master,
         "error": result.error,
     }
-    for measure in MEASURES:
+    for measure in measures:
         value = None if result.measures is None else measure.value(result.measures)
         if value is not None and not measure.milliseconds:
             record[measure.key] = int(value)
@@ -141,7 +149,9 @@ def run_record(result: ScenarioResult) -> dict[str, Any]:
 
 
 def report_json(
-    results: Sequence[ScenarioResult], settings: dict[str, Any] | None = None
+    results: Sequence[ScenarioResult],
+    settings: dict[str, Any] | None = None,
+    measures: Sequence[Measure] = MEASURES,
 ) -> dict[str, Any]:
     """`settings` (interval, version, ...) first, then every run, then the per-scenario summary."""
     summary = {
@@ -155,10 +165,10 @@ def report_json(
                 for key, found in item.spreads.items()
             },
         }
-        for item in summarize(results)
+        for item in summarize(results, measures)
     }
     return {
         "settings": settings or {},
-        "runs": [run_record(result) for result in results],
+        "runs": [run_record(result, measures) for result in results],
         "summary": summary,
     }

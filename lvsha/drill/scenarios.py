@@ -13,15 +13,18 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from lvsha.drill.capture import (
+    AddressEvent,
+    AddressWatcher,
     AdvertSeen,
     Capture,
     GarpSeen,
+    first_address_added,
     first_advert,
     first_garp,
     last_advert,
@@ -81,6 +84,9 @@ class FailoverMeasures:
     outage: float
     lost_probes: int
     recovered: bool
+    vip_added_to_garp: float | None = None
+    """The VIP appearing on the new master (its kernel's address event) to the client's first
+    GARP for it; negative if the GARP came first. None when either was not seen or not watched."""
 
 
 def measure_failover(
@@ -96,8 +102,10 @@ def measure_failover(
     new_master: IPv4Address,
     new_master_mac: str,
     reply_timeout: float,
+    new_master_addresses: Sequence[AddressEvent] = (),
 ) -> FailoverMeasures:
-    """The measures of one failover from what the client recorded, all in send/receipt order."""
+    """The measures of one failover from what the client recorded, all in send/receipt order,
+    and from the address events of the new master's kernel when they were watched."""
     taking_over = first_advert(adverts, new_master, vrid, fault_at)
     fault_to_advert = last_advert_to_advert = None
     if taking_over is not None and taking_over.at <= window_end:
@@ -109,6 +117,10 @@ def measure_failover(
     fault_to_garp = None
     if announced is not None and announced.at <= window_end:
         fault_to_garp = announced.at - fault_at
+    vip_added_to_garp = None
+    added = first_address_added(new_master_addresses, vip, fault_at)
+    if added is not None and added.at <= window_end and fault_to_garp is not None:
+        vip_added_to_garp = fault_at + fault_to_garp - added.at
     outage = measure_outage(probes, fault_at, window_end, reply_timeout)
     return FailoverMeasures(
         fault_to_advert,
@@ -117,6 +129,7 @@ def measure_failover(
         outage.outage,
         outage.lost,
         outage.recovered,
+        vip_added_to_garp,
     )
 
 
@@ -159,7 +172,9 @@ class Drill:
         launcher: DirectorLauncher,
         timing: Timing,
         log: Callable[[str], None],
+        address_watchers: Mapping[str, AddressWatcher] | None = None,
     ) -> None:
+        """`address_watchers`, by director name, add the VIP-added-to-GARP measure."""
         self.election = election
         self.master = master
         self.backup = backup
@@ -168,6 +183,7 @@ class Drill:
         self.launcher = launcher
         self.timing = timing
         self.log = log
+        self.address_watchers = dict(address_watchers or {})
 
     @property
     def convergence_timeout(self) -> float:
@@ -282,6 +298,7 @@ class Drill:
             time.sleep(remaining)
         # Reach back far enough for the old master's last advert and the last answered probe.
         lookback = fault_at - 3 * self.election.advert_interval - 1.0
+        watcher = self.address_watchers.get(new.name)
         return measure_failover(
             self.capture.adverts_since(lookback),
             self.capture.garps_since(fault_at),
@@ -294,6 +311,7 @@ class Drill:
             new_master=new.address,
             new_master_mac=new.mac,
             reply_timeout=self.timing.reply_timeout,
+            new_master_addresses=() if watcher is None else watcher.events_since(fault_at),
         )
 
     def _await_serving(
