@@ -77,15 +77,22 @@ _CHANGE_DESTINATION_ERRORS: _ErrorClasses = {
 _INVALID = frozenset({errno.EINVAL, errno.ERANGE})
 
 
-class NetlinkIpvsTable:
-    """Implements `IpvsTablePort` on one generic netlink socket.
+class IpvsGenlEndpoint:
+    """One bound generic netlink socket of the "IPVS" family, used one request at a time.
 
-    Open it before use and close it after, best with ``async with NetlinkIpvsTable() as table``.
+    Open it before use and close it after, best with ``async with``. Subclasses say which
+    socket class to bind (`socket_class`) and what they are (`purpose`, for messages).
     """
+
+    purpose = "the kernel's IPVS table"
 
     def __init__(self) -> None:
         self._socket: Any = None
+        # The kernel serves one request at a time per socket (EBUSY otherwise).
         self._lock = asyncio.Lock()
+
+    def _new_socket(self) -> Any:
+        return AsyncIPVS()
 
     async def open(self) -> None:
         """Bind the socket and resolve the "IPVS" generic netlink family.
@@ -94,22 +101,22 @@ class NetlinkIpvsTable:
         IpvsError with ENOENT.
         """
         if self._socket is not None:
-            raise RuntimeError("the IPVS netlink socket is already open")
-        ipvs = AsyncIPVS()
+            raise RuntimeError(f"the netlink socket for {self.purpose} is already open")
+        endpoint = self._new_socket()
         try:
-            # AsyncIPVS's own "async with" does not bind; requests before this would fail.
-            await ipvs.setup_endpoint()
+            # pyroute2's own "async with" does not bind; requests before this would fail.
+            await endpoint.setup_endpoint()
         except NetlinkError as error:
-            ipvs.close()
+            endpoint.close()
             raise IpvsError(
-                f"cannot open the kernel's IPVS table: {os.strerror(error.code)} "
+                f"cannot open {self.purpose}: {os.strerror(error.code)} "
                 "(is the ip_vs module available?)",
                 error.code,
             ) from error
         except BaseException:
-            ipvs.close()
+            endpoint.close()
             raise
-        self._socket = ipvs
+        self._socket = endpoint
 
     async def close(self) -> None:
         """Close the socket once any request in flight has finished."""
@@ -129,6 +136,13 @@ class NetlinkIpvsTable:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class NetlinkIpvsTable(IpvsGenlEndpoint):
+    """Implements `IpvsTablePort` on one generic netlink socket.
+
+    Open it before use and close it after, best with ``async with NetlinkIpvsTable() as table``.
+    """
 
     async def list_services(self) -> dict[ServiceKey, Service]:
         async with self._lock:

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias, assert_never
+from typing import Any, Protocol, TypeAlias, assert_never
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg, nla
 from pyroute2.netlink.exceptions import NetlinkError
@@ -33,6 +32,7 @@ from pyroute2.netlink.generic.ipvs import (
 )
 
 from lvsha.config.model import LvsSyncDaemon
+from lvsha.ipvs.netlink import IpvsGenlEndpoint
 from lvsha.ipvs.port import IpvsError
 from lvsha.vrrp.events import VrrpState
 
@@ -481,52 +481,16 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-class NetlinkSyncDaemons:
+class NetlinkSyncDaemons(IpvsGenlEndpoint):
     """Implements `SyncDaemonPort` on one generic netlink socket, in the caller's namespace.
 
     Open it before use and close it after, best with ``async with NetlinkSyncDaemons() as d``.
     """
 
-    def __init__(self) -> None:
-        self._socket: Any = None
-        self._lock = asyncio.Lock()
+    purpose = "the kernel's IPVS sync daemons"
 
-    async def open(self) -> None:
-        """Bind the socket and resolve the "IPVS" family (which loads ip_vs if it is a module)."""
-        if self._socket is not None:
-            raise RuntimeError("the IPVS sync daemon socket is already open")
-        socket = _IpvsDaemonSocket()
-        try:
-            await socket.setup_endpoint()
-        except NetlinkError as error:
-            socket.close()
-            raise IpvsError(
-                f"cannot reach the kernel's IPVS: {os.strerror(error.code)} "
-                "(is the ip_vs module available?)",
-                error.code,
-            ) from error
-        except BaseException:
-            socket.close()
-            raise
-        self._socket = socket
-
-    async def close(self) -> None:
-        async with self._lock:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
+    def _new_socket(self) -> Any:
+        return _IpvsDaemonSocket()
 
     async def start_daemon(self, state: SyncState, settings: SyncSettings) -> None:
         what = f"start the {state.name.lower()} sync daemon ({settings.describe()})"
