@@ -133,6 +133,9 @@ class AddVips:
 @dataclass(frozen=True, slots=True)
 class RemoveVips:
     vips: tuple[VirtualAddress, ...]
+    handover: bool = False
+    """Letting go for a new master that has been heard (not a fault or a timeout): the
+    adapter may keep answering until that master's announcements have landed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,20 @@ from lvsha.vrrp.wire import Advert
 
 log = logging.getLogger("lvsha.vrrp")
 
+HANDOVER_GRACE = 0.1
+"""Seconds a master that steps down for another keeps answering for its VIPs.
+
+The new master's first advert goes out before its VIPs are added and announced; the old one
+hears that advert first, and clients keep sending to the old MAC until the new GARP lands.
+Letting go a little later loses no traffic; both holding the VIPs for those milliseconds is
+harmless, as clients follow the newest announcement. Not applied on FAULT or shutdown
+timeouts, where there is no new master to wait for."""
+
+TIMER_EARLY = 0.002
+"""The kernel may run a normal process's timer up to 0.1% of its timeout late (epoll timer
+slack); waking this much plus 0.15% early and re-arming for the exact deadline keeps
+Master_Down_Interval exact without real-time scheduling."""
+
 
 class AdvertSender(Protocol):
     def send(self, advert: Advert) -> None: ...
@@ -82,6 +96,7 @@ class InstanceRunner:
         self._timer: asyncio.TimerHandle | None = None
         self._schedule: AnnouncementSchedule | None = None
         self._work: asyncio.Queue[_Work | None] = asyncio.Queue()
+        self._pending_removal: asyncio.TimerHandle | None = None
         self._worker = asyncio.create_task(self._do_work(), name=f"vrrp-{self.name}-vips")
         self.send_errors = 0
 
@@ -99,16 +114,29 @@ class InstanceRunner:
         if isinstance(action, SendAdvert):
             self._send(action.priority)
         elif isinstance(action, AddVips):
+            if self._pending_removal is not None:
+                # Master again within the grace: the VIPs never left.
+                self._pending_removal.cancel()
+                self._pending_removal = None
             self._work.put_nowait(action)
         elif isinstance(action, RemoveVips):
             self._schedule = None
-            self._work.put_nowait(action)
+            if action.handover:
+                self._pending_removal = self._loop.call_later(
+                    HANDOVER_GRACE, self._remove_after_grace, action
+                )
+            else:
+                self._work.put_nowait(action)
         elif isinstance(action, Announce):
             # A fresh spell of announcements: on becoming master, and when a master
             # re-asserts itself after hearing a lower priority (repairs ARP caches).
             self._schedule = AnnouncementSchedule(self._garp, self._loop.time())
             self._announce_due()
         self._on_action(self, action)
+
+    def _remove_after_grace(self, action: RemoveVips) -> None:
+        self._pending_removal = None
+        self._work.put_nowait(action)
 
     def _send(self, priority: int) -> None:
         a = self._advert
@@ -149,7 +177,11 @@ class InstanceRunner:
             if d is not None
         ]
         if deadlines:
-            self._timer = self._loop.call_at(min(deadlines), self._on_timer)
+            deadline = min(deadlines)
+            ahead = deadline - self._loop.time()
+            if ahead > TIMER_EARLY:
+                deadline -= TIMER_EARLY + ahead * 0.0015
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -158,7 +190,7 @@ class InstanceRunner:
             self.feed(TimerFired())  # feed() re-arms
             return
         self._announce_due()
-        self._rearm()
+        self._rearm()  # woken early on purpose: re-arm for what is left
 
     async def _do_work(self) -> None:
         while (work := await self._work.get()) is not None:
@@ -181,9 +213,14 @@ class InstanceRunner:
                 )
 
     async def close(self) -> None:
-        """Stop the timer and the work queue, after finishing what is queued."""
+        """Stop the timer and the work queue, after finishing what is queued (a removal
+        waiting out its grace is done now)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pending_removal is not None:
+            self._pending_removal.cancel()
+            self._pending_removal = None
+            self._work.put_nowait(RemoveVips(()))
         self._work.put_nowait(None)
         await self._worker

@@ -284,16 +284,16 @@ class VrrpMachine:
         self._m.deadline = now + self.params.advert_interval
         return actions
 
-    def _master_to_backup(self, now: float, reason: str) -> list[Action]:
+    def _master_to_backup(self, now: float, reason: str, *, handover: bool = False) -> list[Action]:
         actions = self._transition(VrrpState.BACKUP, reason)
-        actions.append(RemoveVips(self.params.vips))
+        actions.append(RemoveVips(self.params.vips, handover=handover))
         self._m.preempt_hold_until = None
         self._arm_master_down(now, self.master_down_interval(), "master down timer expired")
         return actions
 
-    def _release_vips(self, reason: str) -> list[Action]:
+    def _release_vips(self, reason: str, *, handover: bool = False) -> list[Action]:
         actions = self._transition(VrrpState.INITIALIZE, reason)
-        actions.append(RemoveVips(self.params.vips))
+        actions.append(RemoveVips(self.params.vips, handover=handover))
         self._m.deadline = None
         return actions
 
@@ -459,7 +459,9 @@ class VrrpMachine:
             if self.params.version == 3:
                 self._m.master_adver_interval = event.advert_interval
             return self._master_to_backup(
-                now, f"higher priority master {event.source} (priority {event.priority})"
+                now,
+                f"higher priority master {event.source} (priority {event.priority})",
+                handover=True,
             )
         if event.source == self.params.primary_address:
             # Our own address with our own priority: a looped-back advert or an address clash.
@@ -495,7 +497,7 @@ class VrrpMachine:
         if self._discards_advert(event) or event.priority == RELEASE_PRIORITY:
             # Another router leaving as well: keep waiting for the new master.
             return []
-        return self._release_vips(f"new master {event.source} heard")
+        return self._release_vips(f"new master {event.source} heard", handover=True)
 
     def _releasing_timeout(self, event: TimerFired, now: float) -> list[Action]:
         return self._release_vips("no new master heard within the master down interval")

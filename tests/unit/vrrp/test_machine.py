@@ -384,7 +384,7 @@ def test_master_to_backup_on_higher_priority_advert_rfc5798_6_4_3(
     machine = as_master(20.0, version=version)
     actions = machine.handle(advert(LOWER_V4, 150), 20.5)
     assert transitions(actions) == [(M, B)]
-    assert without_state_changes(actions) == [RemoveVips(VIPS_V4)]
+    assert without_state_changes(actions) == [RemoveVips(VIPS_V4, handover=True)]
     assert machine.next_deadline() == pytest.approx(20.5 + 3 + 156 / 256)
 
 
@@ -406,7 +406,7 @@ def test_master_to_backup_on_equal_priority_from_higher_address_rfc5798_6_4_3(
     machine = as_master(20.0, primary_address=own, vips=vips)
     actions = machine.handle(advert(higher, 100), 20.5)
     assert transitions(actions) == [(M, B)]
-    assert RemoveVips(vips) in actions
+    assert RemoveVips(vips, handover=True) in actions
 
 
 @pytest.mark.parametrize(
@@ -488,7 +488,7 @@ def test_releasing_to_initialize_when_new_master_is_heard() -> None:
     assert machine.state is R
     actions = machine.handle(advert(LOWER_V4, 90), 20.7)
     assert transitions(actions) == [(R, INIT)]
-    assert without_state_changes(actions) == [RemoveVips(VIPS_V4)]
+    assert without_state_changes(actions) == [RemoveVips(VIPS_V4, handover=True)]
     assert machine.next_deadline() is None
     assert not machine.holds_vips
 
@@ -670,7 +670,7 @@ def test_overdue_timer_runs_before_the_event() -> None:
     # The master down timer expired first; then the higher advert makes us step down.
     assert transitions(actions) == [(B, M), (M, B)]
     assert actions.count(AddVips(VIPS_V4)) == 1
-    assert actions.count(RemoveVips(VIPS_V4)) == 1
+    assert actions.count(RemoveVips(VIPS_V4, handover=True)) == 1
 
 
 def test_advert_from_other_address_family_raises_invalid_event() -> None:

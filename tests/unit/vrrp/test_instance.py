@@ -1,0 +1,131 @@
+"""The instance adapter on a real event loop with in-memory addresses and announcer."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address, IPv4Interface
+
+from lvsha.net.addresses import MemoryAddresses, MemoryInterface
+from lvsha.net.announce import RecordingAnnouncer
+from lvsha.net.garp import GarpSettings
+from lvsha.vrrp.events import (
+    Action,
+    AdvertReceived,
+    Event,
+    LinkChanged,
+    Startup,
+    TimerFired,
+    VrrpState,
+)
+from lvsha.vrrp.instance import HANDOVER_GRACE, HeldAddress, InstanceRunner
+from lvsha.vrrp.machine import InstanceParams, VrrpMachine
+from lvsha.vrrp.wire import Advert, VrrpVersion
+
+VIP = IPv4Interface("192.0.2.100/24")
+PEER = IPv4Address("192.0.2.200")
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.adverts: list[Advert] = []
+
+    def send(self, advert: Advert) -> None:
+        self.adverts.append(advert)
+
+
+class Timed(VrrpMachine):
+    """The machine, recording when each TimerFired reached it."""
+
+    def __init__(self, params: InstanceParams) -> None:
+        super().__init__(params)
+        self.fired: list[tuple[float, float | None]] = []
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        if isinstance(event, TimerFired):
+            self.fired.append((now, self.next_deadline()))
+        return super().handle(event, now)
+
+
+def runner(interval: float = 0.05) -> tuple[InstanceRunner, MemoryAddresses]:
+    params = InstanceParams(
+        name="VI",
+        vrid=7,
+        version=3,
+        priority=100,
+        advert_interval=interval,
+        primary_address=IPv4Address("192.0.2.11"),
+        vips=(VIP,),
+    )
+    addresses = MemoryAddresses({"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
+    return (
+        InstanceRunner(
+            Timed(params),
+            advert=Advert(VrrpVersion.V3, 7, 100, round(interval * 100), (VIP.ip,)),
+            sender=Sent(),
+            addresses=addresses,
+            announcer=RecordingAnnouncer(),
+            held=[HeldAddress(VIP, "eth0")],
+            garp=GarpSettings(burst=1, delay=0),
+            on_action=lambda runner, action: None,
+        ),
+        addresses,
+    )
+
+
+def holds(addresses: MemoryAddresses) -> bool:
+    return any(a.address == VIP for a in addresses.interfaces["eth0"].addresses)
+
+
+async def wait_for(predicate: object, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.001)
+
+
+async def become_master(run: InstanceRunner, addresses: MemoryAddresses) -> None:
+    run.feed(Startup())
+    await wait_for(lambda: run.state is VrrpState.MASTER and holds(addresses), 2)
+
+
+async def test_stepping_down_for_a_heard_master_keeps_the_vips_for_the_grace() -> None:
+    run, addresses = runner()
+    await become_master(run, addresses)
+    loop = asyncio.get_running_loop()
+    run.feed(AdvertReceived(PEER, 200, 0.05))
+    stepped_down = loop.time()
+    assert run.state is VrrpState.BACKUP
+    await asyncio.sleep(HANDOVER_GRACE / 2)
+    assert holds(addresses)  # still answering while the new master announces itself
+    await wait_for(lambda: not holds(addresses), 2)
+    assert loop.time() - stepped_down >= HANDOVER_GRACE
+    await run.close()
+
+
+async def test_becoming_master_again_within_the_grace_keeps_the_vips() -> None:
+    run, addresses = runner()
+    await become_master(run, addresses)
+    run.feed(AdvertReceived(PEER, 200, 0.05))
+    # the new master vanishes at once: we take over again before the grace ends
+    await wait_for(lambda: run.state is VrrpState.MASTER, 2)
+    await asyncio.sleep(HANDOVER_GRACE * 1.5)
+    assert holds(addresses)
+    await run.close()
+
+
+async def test_fault_removes_the_vips_at_once() -> None:
+    run, addresses = runner()
+    await become_master(run, addresses)
+    run.feed(LinkChanged(up=False))
+    await wait_for(lambda: not holds(addresses), HANDOVER_GRACE / 2)
+    await run.close()
+
+
+async def test_timers_never_fire_before_their_deadline() -> None:
+    run, addresses = runner(interval=0.2)
+    await become_master(run, addresses)
+    machine = run.machine
+    assert isinstance(machine, Timed)
+    await wait_for(lambda: len(machine.fired) >= 5, 3)
+    for now, deadline in machine.fired:
+        assert deadline is not None and now >= deadline
+    await run.close()
