@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,9 @@ def _set_realtime(priority: int | None) -> None:
     if priority is None:
         return
     try:
+        # A real-time loop that never sleeps would starve the host: past 5 s of CPU without
+        # blocking the kernel sends SIGXCPU (the supervisor restarts us), at 6 s SIGKILL.
+        resource.setrlimit(resource.RLIMIT_RTTIME, (5_000_000, 6_000_000))
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except OSError as exc:
         log.warning("cannot use real-time scheduling (SCHED_FIFO %d): %s", priority, exc)
