@@ -47,7 +47,14 @@ class ParentChannel:
                 yield message
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        elif self._sock is not None:
+        """Close the channel; call it while the event loop still runs. Closing twice, or
+        after the loop is gone (an early exit), only closes the socket."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+                return
+            except RuntimeError:  # the loop is already closed
+                pass
+        if self._sock is not None:
             self._sock.close()

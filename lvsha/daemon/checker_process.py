@@ -141,6 +141,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
         await table.close()
     if isinstance(daemons, NetlinkSyncDaemons):
         await daemons.close()
+    channel.close()
     return 0
 
 

@@ -123,6 +123,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
         links.close()
         announcer.close()
     await events.close()
+    channel.close()
     return 0
 
 

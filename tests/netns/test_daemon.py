@@ -67,6 +67,7 @@ def test_graceful_stop_hands_over_and_exits_cleanly(trio: list[Director]) -> Non
     assert "stopping: releasing mastership" in log
     assert "MASTER -> RELEASING" in log
     assert "RELEASING -> INITIALIZE" in log
+    assert "Traceback" not in log
 
 
 def test_a_returning_higher_priority_director_preempts(trio: list[Director]) -> None:
