@@ -32,6 +32,7 @@ import yaml
 
 from lvsha.config import ConfigError, load_file
 from lvsha.drill.capture import AddressWatcher, Capture
+from lvsha.drill.events import EventFollower
 from lvsha.drill.lab import Host, Lab
 from lvsha.drill.probe import VipProber
 from lvsha.drill.report import MEASURES, VIP_TO_GARP, format_table, report_json
@@ -43,6 +44,7 @@ from lvsha.drill.scenarios import (
     ScenarioResult,
     Timing,
 )
+from lvsha.drill.vip_removal import VipRemover
 
 _LAB_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "lab"
 DEFAULT_CONFIGS = (_LAB_CONFIGS / "director-a.yaml", _LAB_CONFIGS / "director-b.yaml")
@@ -55,6 +57,8 @@ LAB_DIRECTORS = (IPv4Address("192.0.2.11"), IPv4Address("192.0.2.12"))
 EXIT_SCENARIO_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EVENT_STREAM = "events.sock"
+"""Where in its run directory lvsha writes its event stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,16 @@ class DrillOptions:
     keep_logs: bool = False
     watch_vip: bool = False
     """Watch each director's kernel for the VIP being added, to measure VIP-added-to-GARP."""
+    event_stream: bool | None = None
+    """Whether each director writes lvsha's event stream to `{run_dir}/events.sock`, from which
+    the drill learns that the backup is in BACKUP before it injects a fault. None: only when
+    the director command is the default, `lvsha run`."""
+
+    @property
+    def follows_event_stream(self) -> bool:
+        if self.event_stream is not None:
+            return self.event_stream
+        return self.director_command == DEFAULT_DIRECTOR_COMMAND
 
 
 class SetupError(Exception):
@@ -152,16 +166,24 @@ class InterruptGuard:
 
 @dataclass
 class CommandLauncher:
-    """Starts a director from an argv template, its output in a log file per start."""
+    """Starts a director from an argv template, its output in a log file per start; with
+    `follow_events`, follows each start's event stream for the state the director reports."""
 
     command: Sequence[str]
     work_dir: Path
     guard: InterruptGuard
+    follow_events: bool = False
     starts: Counter[str] = field(default_factory=Counter)
+    followers: dict[str, EventFollower] = field(default_factory=dict)
 
     def __call__(self, host: Host, config: Path) -> subprocess.Popen[bytes]:
         run_dir = self.work_dir / f"run-{host.name}"
         run_dir.mkdir(exist_ok=True)
+        if self.follow_events:
+            previous = self.followers.pop(host.name, None)
+            if previous is not None:
+                previous.close()
+            self.followers[host.name] = EventFollower(run_dir / EVENT_STREAM)
         self.starts[host.name] += 1
         log_path = self.work_dir / f"{host.name}-{self.starts[host.name]}.log"
         argv = [
@@ -177,6 +199,15 @@ class CommandLauncher:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def reported_state(self, host: Host) -> str | None:
+        """The state the director last started in `host` reported on its event stream."""
+        follower = self.followers.get(host.name)
+        return None if follower is None else follower.state()
+
+    def close(self) -> None:
+        for follower in self.followers.values():
+            follower.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +327,10 @@ def _drill_in_lab(
     prober: VipProber | None = None
     capture: Capture | None = None
     address_watchers: dict[str, AddressWatcher] = {}
+    vip_removers: dict[str, VipRemover] = {}
+    launcher = CommandLauncher(
+        options.director_command, work_dir, guard, follow_events=options.follows_event_stream
+    )
     try:
         with guard.shielded():
             lab = Lab(prefix)
@@ -316,6 +351,10 @@ def _drill_in_lab(
         prober.start()
         capture = Capture(client, LAB_INTERFACE)
         capture.start()
+        for director in directors:
+            vip_removers[director.name] = VipRemover(
+                director.host, LAB_INTERFACE, setup.election.vip
+            )
         if options.watch_vip:
             for director in directors:
                 address_watchers[director.name] = AddressWatcher(director.host)
@@ -326,10 +365,12 @@ def _drill_in_lab(
             backup=backup,
             prober=prober,
             capture=capture,
-            launcher=CommandLauncher(options.director_command, work_dir, guard),
+            launcher=launcher,
             timing=Timing(options.start_timeout, options.reply_timeout),
             log=_say,
+            vip_removers=vip_removers,
             address_watchers=address_watchers,
+            reported_state=launcher.reported_state if options.follows_event_stream else None,
         )
         results = []
         for repetition in range(1, options.repetitions + 1):
@@ -344,9 +385,13 @@ def _drill_in_lab(
         return results
     finally:
         with guard.closing():
+            launcher.close()
             for watcher in (prober, capture, *address_watchers.values()):
                 if watcher is not None:
                     watcher.stop()
+            # Their sockets would keep the directors' namespaces alive after deletion.
+            for remover in vip_removers.values():
+                remover.close()
             try:
                 if lab is not None:
                     lab.close()
@@ -501,6 +546,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also measure the VIP being added on the new master (seen by a netlink watcher in "
         "its namespace) to the client's first gratuitous ARP",
     )
+    parser.add_argument(
+        "--event-stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the directors write lvsha's event stream to {run_dir}/events.sock; the "
+        "drill reads it to start each fault only once the backup is in BACKUP "
+        "(default: only for the default director command)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DrillOptions:
@@ -523,6 +576,7 @@ def options_from_args(args: argparse.Namespace) -> DrillOptions:
         start_timeout=args.start_timeout,
         keep_logs=args.keep_logs,
         watch_vip=args.watch_vip,
+        event_stream=args.event_stream,
     )
 
 

@@ -1,9 +1,10 @@
 """Failover scenarios: reset the lab, inject one fault, wait for the new master, measure.
 
 Each scenario starts from the same known state (the higher-priority director master and
-answering for the VIP, the other running as backup), injects its fault, waits with a deadline
-until the other director serves the VIP, and then measures from the probe and capture records.
-The directors are processes started by a launcher, so any daemon that speaks VRRP can be drilled.
+answering for the VIP, the other running as backup and, when the director can say so, in state
+BACKUP and hearing the master), injects its fault, waits with a deadline until the other
+director serves the VIP, and then measures from the probe and capture records. The directors
+are processes started by a launcher, so any daemon that speaks VRRP can be drilled.
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ from lvsha.drill.capture import (
     first_garp,
     last_advert,
 )
+from lvsha.drill.events import EventStreamError
 from lvsha.drill.lab import Host, LabError, wait_until
 from lvsha.drill.probe import Probe, VipProber, measure_outage
+from lvsha.drill.vip_removal import VipRemover
 
 DirectorLauncher = Callable[[Host, Path], "subprocess.Popen[bytes]"]
 """Starts a director process in a host, given its configuration file."""
+ReportedState = Callable[[Host], "str | None"]
+"""The VRRP state the director in a host last reported itself ("BACKUP"), None while unknown."""
+BACKUP = "BACKUP"
 
 STEADY_PROBES = 5
 """Answered probes in a row, all from the master's MAC, that count as the VIP being served."""
@@ -172,9 +178,14 @@ class Drill:
         launcher: DirectorLauncher,
         timing: Timing,
         log: Callable[[str], None],
+        vip_removers: Mapping[str, VipRemover],
         address_watchers: Mapping[str, AddressWatcher] | None = None,
+        reported_state: ReportedState | None = None,
     ) -> None:
-        """`address_watchers`, by director name, add the VIP-added-to-GARP measure."""
+        """`vip_removers`, by director name, take a killed director's VIP away as its crash
+        would. `address_watchers`, by director name, add the VIP-added-to-GARP measure.
+        `reported_state`, when the directors can tell their state, makes every scenario wait
+        for the backup to be in BACKUP before its fault."""
         self.election = election
         self.master = master
         self.backup = backup
@@ -183,7 +194,9 @@ class Drill:
         self.launcher = launcher
         self.timing = timing
         self.log = log
+        self.vip_removers = dict(vip_removers)
         self.address_watchers = dict(address_watchers or {})
+        self.reported_state = reported_state
 
     @property
     def convergence_timeout(self) -> float:
@@ -200,17 +213,18 @@ class Drill:
             fault_at = self._inject(scenario)
             window_end = self._await_new_master(scenario, old, new, fault_at)
             measures = self._measure(old, new, fault_at, window_end)
-        except (TimeoutError, LabError, DrillError) as failure:
+        except (TimeoutError, LabError, DrillError, EventStreamError) as failure:
             return ScenarioResult(scenario, repetition, old.name, new.name, None, str(failure))
         return ScenarioResult(scenario, repetition, old.name, new.name, measures)
 
     def reset(self) -> None:
-        """Bring the lab to: master serving the VIP, backup running, both cables in."""
+        """Bring the lab to: master serving the VIP, backup listening, both cables in."""
         settled = 3 * self.election.advert_interval + 0.5
         if self._may_keep_running():
             try:
                 since = time.monotonic() - settled
                 self._await_serving(self.master, since, settled, "master", self.backup)
+                self._await_backup_listening(settled)
                 return
             except (TimeoutError, DrillError):
                 pass
@@ -230,6 +244,40 @@ class Drill:
             f"{self.master.name} master and answering for the VIP after a restart",
             self.backup,
         )
+        self._await_backup_listening(self.convergence_timeout)
+
+    def _await_backup_listening(self, timeout: float) -> None:
+        """Wait until the backup reports BACKUP and an advert of the master came after that.
+
+        A backup's process can be running while its VRRP engine is still starting: a fault
+        then would count that start-up as failover time. Once in BACKUP, its Master_Down timer
+        runs from the last advert it heard, so one more advert anchors it to the master's.
+        Without `reported_state` the drill cannot tell, and a running process must do.
+        """
+        if self.reported_state is None:
+            return
+        backup, reported = self.backup, self.reported_state
+
+        def in_backup() -> bool:
+            self._require_running(backup)
+            return reported(backup.host) == BACKUP
+
+        wait_until(in_backup, timeout, what=f"{backup.name} reporting state {BACKUP}")
+        listening_at = time.monotonic()
+
+        def advert_heard() -> bool:
+            self._require_running(self.master, backup)
+            adverts = self.capture.adverts_since(listening_at)
+            return (
+                first_advert(adverts, self.master.address, self.election.vrid, listening_at)
+                is not None
+            )
+
+        wait_until(
+            advert_heard,
+            timeout,
+            what=f"an advert of {self.master.name} after {backup.name} reported {BACKUP}",
+        )
 
     def _may_keep_running(self) -> bool:
         directors = (self.master, self.backup)
@@ -238,7 +286,7 @@ class Drill:
     def _inject(self, scenario: Scenario) -> float:
         master = self.master
         if scenario is Scenario.KILL:
-            return self._kill(master)
+            return self.crash(master)
         if scenario is Scenario.LINK_CUT:
             fault_at = time.monotonic()
             master.host.link_up(False)
@@ -249,7 +297,7 @@ class Drill:
             self._process(master).send_signal(signal.SIGTERM)
             return fault_at
         # MASTER_RETURNS: first a crash (not measured), then the master comes back.
-        crashed_at = self._kill(master)
+        crashed_at = self.crash(master)
         self._await_serving(
             self.backup,
             crashed_at,
@@ -260,15 +308,20 @@ class Drill:
         self._start(master)
         return fault_at
 
-    def _kill(self, director: Director) -> float:
+    def crash(self, director: Director) -> float:
+        """Kill `director` as its host would die: every process at once, VIP gone with them.
+
+        Returns the time of the fault."""
         process = self._process(director)
+        remover = self.vip_removers[director.name]
         fault_at = time.monotonic()
         # The whole director dies at once, VRRP child included, as when its host crashes.
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
         # A crashed host's addresses vanish with it; a killed daemon's VIP stays on the
-        # interface and would go on answering, so the drill removes it as the crash would.
-        self._remove_vip(director)
+        # interface and would go on answering, so the drill removes it as the crash would,
+        # at once: before reaping, so the kernel answers for the VIP no longer than a crash.
+        remover.remove()
+        process.wait(timeout=10)
         return fault_at
 
     def _await_new_master(
@@ -325,10 +378,7 @@ class Drill:
         Raises DrillError at once if `director` or any of `alive` has exited: waiting for the
         deadline would only hide the reason.
         """
-        for expected in (director, *alive):
-            if expected.process is None or expected.process.poll() is not None:
-                status = None if expected.process is None else expected.process.returncode
-                raise DrillError(f"director {expected.name} is not running (exit status {status})")
+        self._require_running(director, *alive)
         adverts = self.capture.adverts_since(since)
         if first_advert(adverts, director.address, self.election.vrid, since) is None:
             return False
@@ -345,13 +395,16 @@ class Drill:
         others = [d for d in (self.master, self.backup) if d is not director]
         return not any(self._holds_vip(other) for other in others if not other.cable_cut)
 
+    @staticmethod
+    def _require_running(*directors: Director) -> None:
+        for expected in directors:
+            if expected.process is None or expected.process.poll() is not None:
+                status = None if expected.process is None else expected.process.returncode
+                raise DrillError(f"director {expected.name} is not running (exit status {status})")
+
     def _holds_vip(self, director: Director) -> bool:
         shown = director.host.ip("-4", "-o", "addr", "show", "dev", self.election.interface)
         return f" {self.election.vip.ip}/" in shown
-
-    def _remove_vip(self, director: Director) -> None:
-        if self._holds_vip(director):
-            director.host.ip("addr", "del", str(self.election.vip), "dev", self.election.interface)
 
     def _start(self, director: Director) -> None:
         director.process = self.launcher(director.host, director.config)
@@ -362,7 +415,7 @@ class Drill:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
         director.process = None
-        self._remove_vip(director)
+        self.vip_removers[director.name].remove()
 
     def _process(self, director: Director) -> subprocess.Popen[bytes]:
         if director.process is None or director.process.poll() is not None:

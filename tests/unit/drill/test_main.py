@@ -121,6 +121,25 @@ def test_command_line_options() -> None:
     )  # fmt: skip
     assert options.json
     assert options.configs == DEFAULT_CONFIGS
+    # Another daemon is not assumed to write lvsha's event stream.
+    assert not options.follows_event_stream
+
+
+@pytest.mark.parametrize(
+    ("arguments", "follows"),
+    [
+        ([], True),
+        (["--no-event-stream"], False),
+        (["--director-command", "standin {config}"], False),
+        (["--director-command", "lvsha-wrapper {config} {run_dir}", "--event-stream"], True),
+    ],
+)
+def test_the_event_stream_is_followed_for_lvsha_or_when_asked(
+    arguments: list[str], follows: bool
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from_args(parser.parse_args(arguments)).follows_event_stream is follows
 
 
 def test_interrupt_during_a_shielded_step_arrives_after_it() -> None:
