@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -110,6 +111,10 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
         exporter = asyncio.create_task(
             export_periodically(run_dir / "metrics-vrrp.prom", lambda: _samples(engine, lag))
         )
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's way, so a collection never stalls an advert or a GARP.
+        gc.collect()
+        gc.freeze()
         channel.send({"type": "ready"})
         log.info("VRRP running: %s", ", ".join(config.vrrp_instances))
         await stop.wait()

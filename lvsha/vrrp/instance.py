@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from lvsha.net.addresses import AddressPort
-from lvsha.net.announce import Announcer
+from lvsha.net.addresses import AddressError, AddressPort, InterfaceNotFoundError
+from lvsha.net.announce import AnnounceError, Announcer
 from lvsha.net.garp import AnnouncementSchedule, GarpSettings
 from lvsha.vrrp.events import (
     Action,
@@ -194,10 +194,14 @@ class InstanceRunner:
 
     async def _do_work(self) -> None:
         while (work := await self._work.get()) is not None:
+            what = type(work).__name__.lstrip("_")
             try:
                 await self._apply(work)
+            except (InterfaceNotFoundError, AddressError, AnnounceError) as exc:
+                # The world, not lvsha: an interface gone or down, a kernel refusal.
+                log.error("%s: %s failed: %s", self.name, what, exc)
             except Exception:
-                log.exception("%s: %s failed", self.name, type(work).__name__.lstrip("_"))
+                log.exception("%s: %s failed", self.name, what)
 
     async def _apply(self, work: _Work) -> None:
         if isinstance(work, AddVips):
