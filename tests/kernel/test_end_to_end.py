@@ -1,0 +1,299 @@
+"""End to end on real IPVS: a client reaches three real servers through an lvsha NAT director.
+
+One lab switch carries two subnets: the client and the VIP on 192.0.2.0/24, the real servers on
+10.0.0.0/24 with their default route via the director, so their replies come back through it to
+be NATed (one-armed NAT). The director runs `lvsha run` (no --dry-run): VRRP holds the VIP, the
+checker's HTTP checks drive the director namespace's own IPVS table, read back with ipvsadm.
+A client loops requests to the VIP while one real server's HTTP service is stopped and started.
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lvsha.drill.lab import Host, Lab, wait_until
+from tests.netns.director import Director
+
+pytestmark = pytest.mark.kernel
+
+VIP = "192.0.2.100"
+VIP_PORT = 80
+CLIENT = "192.0.2.50"
+DIRECTOR_FRONT = "192.0.2.11"
+DIRECTOR_BACK = "10.0.0.1"
+REAL_SERVERS = {"rs1": "10.0.0.21", "rs2": "10.0.0.22", "rs3": "10.0.0.23"}
+SERVER_PORT = 8080
+CHECK_INTERVAL = 0.5
+RISE = 2
+FALL = 2
+REQUEST_TIMEOUT = 1.0
+REQUEST_PACE = 0.02
+"""Pause between client requests, so the client does not starve the one-vCPU VM."""
+MARGIN = 0.25
+"""Seconds after the removal was seen before a failed request counts against lvsha."""
+SETTLE = 240.0
+"""Deadline for start-up waits: in the one-vCPU TCG VM, with a cold page cache, importing
+lvsha's checker child alone takes about 25 s, and three web servers start alongside."""
+
+
+def real_server_entry(address: str) -> str:
+    # alpha: a real server enters the table only once its web server has passed RISE checks,
+    # so the client never meets one that is still starting.
+    check = (
+        f"{{type: http, path: /, interval: {CHECK_INTERVAL}s, timeout: 1s, retries: 0, "
+        f"rise: {RISE}, fall: {FALL}, alpha: true}}"
+    )
+    return f"      - {{address: {address}, port: {SERVER_PORT}, checks: [{check}]}}"
+
+
+CONFIG = "\n".join(
+    [
+        "vrrp_instances:",
+        "  VI:",
+        "    interface: eth0",
+        "    virtual_router_id: 51",
+        "    priority: 150",
+        "    version: 3",
+        "    advert_interval: 100ms",
+        f"    virtual_ipaddresses: ['{VIP}/24']",
+        "    garp: {delay: 0}",
+        "virtual_servers:",
+        "  - name: web",
+        f"    address: {VIP}",
+        f"    port: {VIP_PORT}",
+        "    protocol: TCP",
+        "    scheduler: rr",
+        "    forwarding: NAT",
+        "    real_servers:",
+        *(real_server_entry(address) for address in REAL_SERVERS.values()),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One client request: when it started, and which real server answered or what went wrong."""
+
+    started: float
+    server: str | None
+    error: str | None
+
+
+class Client:
+    """Requests to the VIP in a loop, from a thread inside the client's namespace."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._stop = threading.Event()
+        self._attempts: list[Attempt] = []
+        self._lock = threading.Lock()
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="client")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> list[Attempt]:
+        """Stop the loop (if it was started) and return every attempt made."""
+        self._stop.set()
+        if self._thread.ident is None:
+            return []
+        self._thread.join(timeout=REQUEST_TIMEOUT * 5)
+        if self._failure:
+            raise self._failure[0]
+        return self.attempts()
+
+    def attempts(self) -> list[Attempt]:
+        with self._lock:
+            return list(self._attempts)
+
+    def _run(self) -> None:
+        try:
+            self._host.call(self._loop)
+        except BaseException as error:
+            self._failure.append(error)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            attempt = request_once()
+            with self._lock:
+                self._attempts.append(attempt)
+            self._stop.wait(REQUEST_PACE)
+
+
+def request_once() -> Attempt:
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(VIP, VIP_PORT, timeout=REQUEST_TIMEOUT)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace").strip()
+    except (OSError, http.client.HTTPException) as error:
+        return Attempt(started, None, f"{type(error).__name__}: {error}")
+    finally:
+        connection.close()
+    if response.status != 200:
+        return Attempt(started, None, f"HTTP {response.status}")
+    return Attempt(started, body, None)
+
+
+def start_web_server(host: Host, root: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Python's http.server serving a page that names the host; its access log goes to `log`."""
+    root.mkdir(exist_ok=True)
+    (root / "index.html").write_text(f"{host.name}\n")
+    with log.open("ab") as stream:
+        return host.popen(
+            sys.executable, "-u", "-m", "http.server", str(SERVER_PORT),
+            "--bind", "0.0.0.0", "--directory", str(root),
+            stdin=subprocess.DEVNULL, stdout=stream, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def table(director: Host) -> dict[str, tuple[str, int]]:
+    """The VIP service's destinations in the director's IPVS table, per ipvsadm -Ln:
+    address -> (forwarding, weight); empty while the service does not exist."""
+    done = director.run("ipvsadm", "-Ln", "-t", f"{VIP}:{VIP_PORT}", check=False)
+    if done.returncode != 0:
+        return {}
+    found = {}
+    for line in done.stdout.splitlines():
+        words = line.split()
+        if words[:1] == ["->"] and words[1] != "RemoteAddress:Port":
+            address, _, _port = words[1].rpartition(":")
+            found[address] = (words[2], int(words[3]))
+    return found
+
+
+def request_sources(log: Path) -> list[str]:
+    """Client addresses of the requests in an http.server access log, in order."""
+    return [line.split()[0] for line in log.read_text().splitlines() if '"GET ' in line]
+
+
+@pytest.fixture
+def director_lab(lab: Lab) -> Iterator[Lab]:
+    director = lab.add_host("dir", f"{DIRECTOR_FRONT}/24", f"{DIRECTOR_BACK}/24")
+    director.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    # One switch carries both subnets: an ICMP redirect would send the real servers' replies
+    # straight to the client, past the NAT that must rewrite their source to the VIP.
+    for conf in ("all", "default", "eth0"):
+        director.run("sysctl", "-qw", f"net.ipv4.conf.{conf}.send_redirects=0")
+    for name, address in REAL_SERVERS.items():
+        server = lab.add_host(name, f"{address}/24")
+        server.ip("route", "add", "default", "via", DIRECTOR_BACK)
+        server.run("sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0")
+    lab.add_host("client", f"{CLIENT}/24")
+    yield lab
+
+
+def test_a_stopped_real_server_leaves_after_fall_and_returns_after_rise(
+    director_lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = director_lab
+    hosts = lab.hosts
+    servers = {
+        name: start_web_server(hosts[name], tmp_path / name, tmp_path / f"{name}.log")
+        for name in REAL_SERVERS
+    }
+    director = Director(hosts["dir"], CONFIG, f"{VIP}/24")
+    director.start()
+    client = Client(hosts["client"])
+    rs1 = REAL_SERVERS["rs1"]
+    try:
+        everyone = {address: ("Masq", 1) for address in REAL_SERVERS.values()}
+        wait_until(
+            lambda: director.holds_vip() and table(hosts["dir"]) == everyone,
+            SETTLE,
+            interval=0.1,
+            what="the director holds the VIP and has all three real servers in IPVS",
+        )
+        client.start()
+        wait_until(
+            lambda: {a.server for a in client.attempts()} >= set(REAL_SERVERS),
+            SETTLE,
+            interval=0.05,
+            what="responses from all three real servers",
+        )
+        before_stop = client.attempts()
+        assert {a.server for a in before_stop if a.server} == set(REAL_SERVERS)
+        assert [a for a in before_stop if a.error] == []
+
+        stopped_at = time.monotonic()
+        servers["rs1"].kill()
+        servers["rs1"].wait(timeout=10)
+        wait_until(
+            lambda: rs1 not in table(hosts["dir"]),
+            20,
+            interval=0.02,
+            what="rs1 removed from IPVS",
+        )
+        removed_seen = time.monotonic()
+        assert table(hosts["dir"]) == {
+            REAL_SERVERS["rs2"]: ("Masq", 1),
+            REAL_SERVERS["rs3"]: ("Masq", 1),
+        }
+        # Enough traffic after the removal for "no failure from then on" to mean something.
+        wait_until(
+            lambda: sum(1 for a in client.attempts() if a.started > removed_seen + MARGIN) >= 30,
+            30,
+            interval=0.05,
+            what="30 requests after the removal",
+        )
+
+        restarted_at = time.monotonic()
+        restart_log = tmp_path / "rs1-restarted.log"
+        start_web_server(hosts["rs1"], tmp_path / "rs1", restart_log)
+        wait_until(
+            lambda: table(hosts["dir"]).get(rs1) == ("Masq", 1),
+            30,
+            interval=0.02,
+            what="rs1 back in IPVS",
+        )
+        back_seen = time.monotonic()
+        wait_until(
+            lambda: any(a.server == "rs1" and a.started > restarted_at for a in client.attempts()),
+            20,
+            interval=0.05,
+            what="the client served by rs1 again",
+        )
+    except BaseException:
+        print(f"director holds the VIP: {director.holds_vip()}; IPVS: {table(hosts['dir'])}")
+        print(f"director log:\n{director.log()[-6000:]}")
+        raise
+    finally:
+        attempts = client.stop()
+        if director.running():
+            director.crash()
+
+    late_failures = [a for a in attempts if a.error and a.started > removed_seen + MARGIN]
+    assert late_failures == [], (
+        f"{len(late_failures)} requests failed after rs1 left the table "
+        f"(seen {removed_seen - stopped_at:.2f} s after the stop): {late_failures[:5]}"
+    )
+    # A stopped server leaves after FALL failed rounds, each started CHECK_INTERVAL after the
+    # previous one, so not before (FALL - 1) intervals, less the first round's probe time.
+    assert removed_seen - stopped_at > (FALL - 1) * CHECK_INTERVAL * 0.6
+    # rise: the restarted server answered RISE checks from the director before lvsha put it
+    # back and the first client request (NATed, so from the client's address) reached it.
+    sources = request_sources(restart_log)
+    assert CLIENT in sources, sources
+    first_client_request = sources.index(CLIENT)
+    assert sources[:first_client_request].count(DIRECTOR_BACK) >= RISE, sources
+    assert set(sources[:first_client_request]) == {DIRECTOR_BACK}, sources
+
+    failed_while_down = [a for a in attempts if a.error and stopped_at <= a.started]
+    with capsys.disabled():
+        print(
+            f"\nend to end: {len(attempts)} requests; rs1 stopped -> gone from IPVS in "
+            f"{removed_seen - stopped_at:.2f} s ({len(failed_while_down)} requests failed "
+            f"meanwhile); restarted -> back in IPVS in {back_seen - restarted_at:.2f} s after "
+            f"{first_client_request} checks; 0 failures after removal + {MARGIN} s"
+        )
