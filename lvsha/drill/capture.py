@@ -13,7 +13,6 @@ from __future__ import annotations
 import select
 import socket
 import struct
-import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 from lvsha.drill.lab import Host
 from lvsha.drill.probe import format_mac
+from lvsha.drill.reader import ReaderThread
 from lvsha.vrrp.wire import (
     IPPROTO_VRRP,
     AdvertDropError,
@@ -228,50 +228,24 @@ def _open_address_socket() -> socket.socket:
     return listener
 
 
-class AddressWatcher:
+class AddressWatcher(ReaderThread):
     """IPv4 address events in `host`'s namespace, recorded by a thread with receipt times.
 
     The netlink socket belongs to the namespace it was opened in, so it is opened there (by
     `Host.call`) and then read from an ordinary thread for as long as the watcher runs.
     """
 
+    what = "address watcher"
+
     def __init__(self, host: Host) -> None:
         self._listener = host.call(_open_address_socket)
+        super().__init__(f"addresses-{host.name}", self._listener)
         self._events: list[AddressEvent] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run_logged, name=f"addresses-{host.name}", daemon=True
-        )
-        self.failure: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._listener.close()
-
-    def __enter__(self) -> AddressWatcher:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def events_since(self, since: float) -> list[AddressEvent]:
-        if self.failure is not None:
-            raise RuntimeError(f"the address watcher stopped: {self.failure!r}") from self.failure
+        self._raise_if_failed()
         with self._lock:
             return self._events[bisect_left(self._events, since, key=_event_at) :]
-
-    def _run_logged(self) -> None:
-        try:
-            self._run()
-        except Exception as exc:
-            self.failure = exc
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -300,33 +274,16 @@ def _open_sniffer(interface: str) -> socket.socket:
     return sniffer
 
 
-class Capture:
+class Capture(ReaderThread):
     """Adverts and gratuitous ARPs heard on `host`'s `interface`, recorded by a thread."""
+
+    what = "capture"
 
     def __init__(self, host: Host, interface: str = "eth0") -> None:
         self._sniffer = host.call(lambda: _open_sniffer(interface))
+        super().__init__("capture", self._sniffer)
         self._adverts: list[AdvertSeen] = []
         self._garps: list[GarpSeen] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run_logged, name="capture", daemon=True)
-        self.failure: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._sniffer.close()
-
-    def __enter__(self) -> Capture:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def adverts_since(self, since: float) -> list[AdvertSeen]:
         self._raise_if_failed()
@@ -337,16 +294,6 @@ class Capture:
         self._raise_if_failed()
         with self._lock:
             return self._garps[bisect_left(self._garps, since, key=_at) :]
-
-    def _raise_if_failed(self) -> None:
-        if self.failure is not None:
-            raise RuntimeError(f"the capture stopped: {self.failure!r}") from self.failure
-
-    def _run_logged(self) -> None:
-        try:
-            self._run()
-        except Exception as exc:
-            self.failure = exc
 
     def _run(self) -> None:
         while not self._stopping.is_set():

@@ -12,7 +12,6 @@ import secrets
 import select
 import socket
 import struct
-import threading
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -21,6 +20,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 from lvsha.drill.lab import Host
+from lvsha.drill.reader import ReaderThread
 from lvsha.vrrp.wire import internet_checksum
 
 ETH_P_IP = 0x0800
@@ -154,8 +154,10 @@ def _open_sockets(interface: str) -> tuple[socket.socket, socket.socket]:
     return sender, receiver
 
 
-class VipProber:
+class VipProber(ReaderThread):
     """Echo requests to the VIP from `host` every `interval` s, in a thread, until stopped."""
+
+    what = "VIP prober"
 
     def __init__(
         self, host: Host, target: IPv4Address, interval: float = 0.01, interface: str = "eth0"
@@ -166,44 +168,17 @@ class VipProber:
         self._cookie = secrets.token_bytes(_COOKIE_BYTES)
         self._probes: list[Probe] = []
         self._index_by_sequence: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._sender, self._receiver = host.call(lambda: _open_sockets(interface))
-        self._thread = threading.Thread(target=self._run_logged, name="vip-prober", daemon=True)
+        super().__init__("vip-prober", self._sender, self._receiver)
         self.send_errors: Counter[str] = Counter()
         """Probes the kernel refused to send, by error: counted as lost all the same."""
-        self.failure: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._sender.close()
-        self._receiver.close()
-
-    def __enter__(self) -> VipProber:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def probes_since(self, since: float) -> list[Probe]:
         """Probes sent at or after `since`, in send order, as they stand now."""
-        if self.failure is not None:
-            raise RuntimeError(f"the VIP prober stopped: {self.failure!r}") from self.failure
+        self._raise_if_failed()
         with self._lock:
             start = bisect_left(self._probes, since, key=lambda probe: probe.sent_at)
             return self._probes[start:]
-
-    def _run_logged(self) -> None:
-        try:
-            self._run()
-        except Exception as exc:
-            self.failure = exc
 
     def _run(self) -> None:
         sequence = secrets.randbits(16)
