@@ -183,7 +183,7 @@ class _TrackedAddresses(abc.ABC):
             log.warning("%s got %s from someone else just now: not ours", interface, vip)
             return VipOutcome.NOT_OURS
         ours.add(vip.ip)
-        log.info("added %s to %s", vip, interface)
+        # Not logged here: the caller announces the VIP first, then says it was added.
         return VipOutcome.ADDED
 
     async def remove_vip(self, interface: str, vip: VirtualAddress) -> VipOutcome:

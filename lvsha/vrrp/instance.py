@@ -2,7 +2,9 @@
 
 It feeds the machine events stamped with the loop's monotonic clock and carries out the
 actions it returns. Adverts go out at once; address changes and announcements run in order
-on one task, so a gratuitous ARP never precedes the address it announces.
+on one task, so a gratuitous ARP never precedes the address it announces. When an announcement
+round waits behind the VIPs being added, each VIP's frame of that round goes out as soon as the
+kernel has acknowledged that VIP, before anything else (the other VIPs, logging).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from lvsha.net.addresses import AddressError, AddressPort, InterfaceNotFoundError
+from lvsha.net.addresses import AddressError, AddressPort, InterfaceNotFoundError, VipOutcome
 from lvsha.net.announce import AnnounceError, Announcer
 from lvsha.net.garp import AnnouncementSchedule, GarpSettings
 from lvsha.vrrp.events import (
@@ -96,6 +98,10 @@ class InstanceRunner:
         self._timer: asyncio.TimerHandle | None = None
         self._schedule: AnnouncementSchedule | None = None
         self._work: asyncio.Queue[_Work | None] = asyncio.Queue()
+        self._rounds_queued = 0
+        """Announcement rounds in the work queue, not yet carried out."""
+        self._announced_early: set[VirtualAddress] = set()
+        """VIPs whose frame of the next queued round went out right after their add."""
         self._pending_removal: asyncio.TimerHandle | None = None
         self._worker = asyncio.create_task(self._do_work(), name=f"vrrp-{self.name}-vips")
         self.send_errors = 0
@@ -162,6 +168,7 @@ class InstanceRunner:
         if self._schedule is None:
             return
         for _ in range(self._schedule.due(self._loop.time())):
+            self._rounds_queued += 1
             self._work.put_nowait(_AnnounceRound())
 
     def _rearm(self) -> None:
@@ -206,15 +213,34 @@ class InstanceRunner:
     async def _apply(self, work: _Work) -> None:
         if isinstance(work, AddVips):
             for held in self._held:
-                await self._addresses.add_vip(held.interface, held.address, held.label)
+                outcome = await self._addresses.add_vip(held.interface, held.address, held.label)
+                if self._rounds_queued and outcome is not VipOutcome.NOT_OURS:
+                    await self._announce_early(held)
+                if outcome is VipOutcome.ADDED:
+                    log.info("%s: added %s to %s", self.name, held.address, held.interface)
         elif isinstance(work, RemoveVips):
             for held in self._held:
                 await self._addresses.remove_vip(held.interface, held.address)
         else:
+            self._rounds_queued -= 1
+            early, self._announced_early = self._announced_early, set()
             for interface in dict.fromkeys(h.interface for h in self._held):
-                await self._announcer.announce(
-                    interface, [h.address for h in self._held if h.interface == interface]
-                )
+                due = [
+                    h.address
+                    for h in self._held
+                    if h.interface == interface and h.address not in early
+                ]
+                if due:
+                    await self._announcer.announce(interface, due)
+
+    async def _announce_early(self, held: HeldAddress) -> None:
+        """Send `held`'s frame of the queued round now; the round then skips it."""
+        try:
+            await self._announcer.announce(held.interface, [held.address])
+        except AnnounceError as exc:
+            log.error("%s: announcing %s failed: %s", self.name, held.address, exc)
+            return  # the round tries it again
+        self._announced_early.add(held.address)
 
     async def close(self) -> None:
         """Stop the timer and the work queue, after finishing what is queued (a removal

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
 
-from lvsha.net.addresses import MemoryAddresses, MemoryInterface
-from lvsha.net.announce import RecordingAnnouncer
+from lvsha.net.addresses import MemoryAddresses, MemoryInterface, VipOutcome
+from lvsha.net.announce import Announced, RecordingAnnouncer
 from lvsha.net.garp import GarpSettings
 from lvsha.vrrp.events import (
     Action,
@@ -15,6 +17,7 @@ from lvsha.vrrp.events import (
     LinkChanged,
     Startup,
     TimerFired,
+    VirtualAddress,
     VrrpState,
 )
 from lvsha.vrrp.instance import HANDOVER_GRACE, HeldAddress, InstanceRunner
@@ -129,3 +132,63 @@ async def test_timers_never_fire_before_their_deadline() -> None:
     for now, deadline in machine.fired:
         assert deadline is not None and now >= deadline
     await run.close()
+
+
+class OrderedAddresses(MemoryAddresses):
+    """Memory addresses that log each add into a shared journal."""
+
+    def __init__(self, journal: list[str], *args: Any) -> None:
+        super().__init__(*args)
+        self.journal = journal
+
+    async def add_vip(
+        self, interface: str, vip: VirtualAddress, label: str | None = None
+    ) -> VipOutcome:
+        outcome = await super().add_vip(interface, vip, label)
+        self.journal.append(f"add {vip.ip}")
+        await asyncio.sleep(0)  # a real add waits for the kernel's acknowledgement
+        return outcome
+
+
+class OrderedAnnouncer(RecordingAnnouncer):
+    def __init__(self, journal: list[str]) -> None:
+        super().__init__()
+        self.journal = journal
+
+    async def announce(self, interface: str, addresses: Iterable[Announced]) -> None:
+        listed = list(addresses)
+        self.journal.extend(f"announce {IPv4Interface(a).ip}" for a in listed)
+        await super().announce(interface, listed)
+
+
+async def test_each_vip_is_announced_right_after_its_add_and_once_per_round() -> None:
+    vips = (VIP, IPv4Interface("192.0.2.101/24"), IPv4Interface("192.0.2.102/24"))
+    params = InstanceParams(
+        name="VI",
+        vrid=7,
+        version=3,
+        priority=100,
+        advert_interval=0.05,
+        primary_address=IPv4Address("192.0.2.11"),
+        vips=vips,
+    )
+    journal: list[str] = []
+    addresses = OrderedAddresses(journal, {"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
+    announcer = OrderedAnnouncer(journal)
+    run = InstanceRunner(
+        VrrpMachine(params),
+        advert=Advert(VrrpVersion.V3, 7, 100, 5, tuple(v.ip for v in vips)),
+        sender=Sent(),
+        addresses=addresses,
+        announcer=announcer,
+        held=[HeldAddress(vip, "eth0") for vip in vips],
+        garp=GarpSettings(burst=2, delay=0),
+        on_action=lambda runner, action: None,
+    )
+    run.feed(Startup())
+    await wait_for(lambda: len(journal) == 3 + 2 * 3, 2)
+    first_round = [f"{verb} {vip.ip}" for vip in vips for verb in ("add", "announce")]
+    second_round = [f"announce {vip.ip}" for vip in vips]
+    assert journal == first_round + second_round
+    await run.close()
+    assert len(journal) == 9  # no frame sent twice within a round
