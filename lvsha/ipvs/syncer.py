@@ -25,6 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 
 from lvsha.checks.pool import RealServerVerdict
 from lvsha.checks.targets import RealServerId
@@ -233,20 +234,25 @@ def describe_operation(operation: Operation, before: IpvsTable) -> str:
 def table_after(table: IpvsTable, operation: Operation) -> dict[ServiceKey, Service]:
     """`table` as the kernel has it once `operation` has been acknowledged."""
     result = dict(table)
+    apply_to_table(result, operation)
+    return result
+
+
+def apply_to_table(table: dict[ServiceKey, Service], operation: Operation) -> None:
+    """Change `table` in place as the kernel changes once `operation` is acknowledged."""
     match operation:
         case AddService(key, options):
-            result[key] = Service(key, options)
+            table[key] = Service(key, options)
         case EditService(key, options):
-            result[key] = Service(key, options, result[key].destinations)
+            table[key] = Service(key, options, table[key].destinations)
         case DeleteService(key):
-            del result[key]
+            del table[key]
         case AddDestination(key, destination) | EditDestination(key, destination):
-            kept = tuple(d for d in result[key].destinations if d.key != destination.key)
-            result[key] = Service(key, result[key].options, (*kept, destination))
+            kept = tuple(d for d in table[key].destinations if d.key != destination.key)
+            table[key] = Service(key, table[key].options, (*kept, destination))
         case DeleteDestination(key, destination_key):
-            kept = tuple(d for d in result[key].destinations if d.key != destination_key)
-            result[key] = Service(key, result[key].options, kept)
-    return result
+            kept = tuple(d for d in table[key].destinations if d.key != destination_key)
+            table[key] = Service(key, table[key].options, kept)
 
 
 def operation_target(operation: Operation) -> tuple[ServiceKey, DestinationKey | None]:
@@ -330,6 +336,8 @@ class IpvsSyncer:
         self._retired: set[ServiceKey] = set()
         self._believed: dict[ServiceKey, Service] | None = None
         """The kernel table as last read, with every acknowledged operation since applied."""
+        self._dirty: set[ServiceKey] | None = None
+        """Services the next pass must re-plan; None: all of them (after a read, a reload)."""
         self._arrivals: dict[RealServerId, float] = {}
         self._failing: set[tuple[Operation, int]] = set()
         self._reread_requested = False
@@ -357,6 +365,11 @@ class IpvsSyncer:
     def sorry_active(self) -> frozenset[ServiceKey]:
         """Services whose sorry server is in the pool."""
         return self._sorry_active
+
+    @property
+    def quorum(self) -> Mapping[ServiceKey, QuorumState]:
+        """Each service's quorum state as last decided."""
+        return MappingProxyType(self._quorum)
 
     @property
     def held(self) -> frozenset[RealServerId]:
@@ -410,6 +423,7 @@ class IpvsSyncer:
             return
         now = self._loop.time() if self._loop is not None else None
         self._take(verdict, arrived_at=now)
+        self._mark_dirty(self._locations[verdict.real_server][0])
         self._wake.set()
 
     def reconfigure(self, services: Sequence[ConfiguredService]) -> None:
@@ -431,6 +445,7 @@ class IpvsSyncer:
             self._holds.update(
                 adoption_holds(self._services, self._believed, self._loop.time(), new_ids)
             )
+        self._dirty = None
         log.info(
             "IPVS syncer reconfigured: %d services, %d to remove",
             len(self._services),
@@ -515,40 +530,59 @@ class IpvsSyncer:
             self.errors += 1
             log.exception("IPVS sync pass failed; re-reading the table: %s", error)
             self._believed = None
+            self._dirty = None
             self._reread_due = self._loop.time() + self._error_retry_delay
+
+    def _mark_dirty(self, service: ServiceKey) -> None:
+        if self._dirty is not None:
+            self._dirty.add(service)
 
     async def _pass(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        managed = self.managed()
         believed = self._believed
         if believed is None or self._reread_requested or now >= self._reread_due:
             self._reread_requested = False
             found = dict(await self._port.list_services())
             if believed is not None:
-                for line in describe_drift(believed, found, managed):
+                for line in describe_drift(believed, found, self.managed()):
                     self.drift += 1
                     log.warning("IPVS drift: %s; correcting", line)
             believed = self._believed = found
+            self._dirty = None
             now = self._loop.time()
             self._reread_due = now + self._resync_interval
 
         for real_server, until in list(self._holds.items()):
             if until <= now:
                 del self._holds[real_server]
+                self._mark_dirty(self._locations[real_server][0])
                 log.info("%s: adoption hold over, following its verdict", real_server)
+        # Only services whose inputs changed since the last pass are planned again: what
+        # lvsha believes of the others already equals what it wants of them.
+        dirty, self._dirty = self._dirty, set()
+        if dirty is None:
+            services: Sequence[ConfiguredService] = self._services
+        else:
+            services = [service for service in self._services if service.key in dirty]
         desired = desired_table(
-            self._services,
+            services,
             self._verdicts,
             holds=self._holds,
             observed=believed,
             quorum=self._quorum,
             now=now,
         )
-        self._log_sorry_changes(desired)
-        self._quorum = desired.quorum
-        self._sorry_active = desired.sorry_active
+        replanned = desired.services.keys()
+        self._log_sorry_changes(services, desired)
+        if dirty is None:
+            self._quorum = desired.quorum
+            self._sorry_active = desired.sorry_active
+        else:
+            self._quorum.update(desired.quorum)
+            self._sorry_active = (self._sorry_active - replanned) | desired.sorry_active
         arrivals, self._arrivals = self._arrivals, {}
+        managed = replanned | self._retired
         operations = plan(desired.services, believed, managed=managed)
         await self._apply(operations, arrivals)
         assert self._believed is not None
@@ -585,7 +619,7 @@ class IpvsSyncer:
                 log.log(level, "IPVS: %s refused by the kernel: %s", text, error)
                 continue
             acked = self._loop.time()
-            self._believed = table_after(self._believed, operation)
+            apply_to_table(self._believed, operation)
             self.operations[type(operation).__name__] += 1
             last_ack[service] = acked
             log.info("IPVS: %s", text)
@@ -609,8 +643,10 @@ class IpvsSyncer:
             self._reread_due = min(self._reread_due, retry_at)
         self._failing = failing
 
-    def _log_sorry_changes(self, desired: DesiredTable) -> None:
-        for service in self._services:
+    def _log_sorry_changes(
+        self, services: Sequence[ConfiguredService], desired: DesiredTable
+    ) -> None:
+        for service in services:
             key = service.key
             active = key in desired.sorry_active
             if active == (key in self._sorry_active):
