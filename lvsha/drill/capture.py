@@ -13,6 +13,8 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import subprocess
+import sys
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -48,6 +50,10 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")
 _RTATTR = struct.Struct("=HH")
 _ADDRESS_SOCKET_BUFFER = 1 << 20
+_STAMPER_START_TIMEOUT = 10.0
+# asm-generic/socket.h: SO_TIMESTAMPNS_OLD; the control message has the same number.
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +223,8 @@ def first_address_added(
     return None
 
 
-def _open_address_socket() -> socket.socket:
+def open_address_socket() -> socket.socket:
+    """A socket that hears IPv4 address notifications in the calling thread's namespace."""
     listener = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _ADDRESS_SOCKET_BUFFER)
@@ -229,32 +236,59 @@ def _open_address_socket() -> socket.socket:
 
 
 class AddressWatcher(ReaderThread):
-    """IPv4 address events in `host`'s namespace, recorded by a thread with receipt times.
+    """IPv4 address events in `host`'s namespace, with the times the kernel announced them.
 
-    The netlink socket belongs to the namespace it was opened in, so it is opened there (by
-    `Host.call`) and then read from an ordinary thread for as long as the watcher runs.
+    The stamps come from `lvsha.drill.address_stamper`, a real-time process started in the
+    host's namespace; a thread here collects its lines for as long as the watcher runs.
     """
 
     what = "address watcher"
 
     def __init__(self, host: Host) -> None:
-        self._listener = host.call(_open_address_socket)
-        super().__init__(f"addresses-{host.name}", self._listener)
+        self._stamper = host.popen(
+            sys.executable,
+            "-m",
+            "lvsha.drill.address_stamper",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert self._stamper.stdout is not None
+        self._lines = self._stamper.stdout
+        try:
+            self._await_ready()
+        except BaseException:
+            self._end_stamper()
+            raise
+        super().__init__(f"addresses-{host.name}", self._lines)
         self._events: list[AddressEvent] = []
+
+    def _await_ready(self) -> None:
+        readable, _, _ = select.select([self._lines], [], [], _STAMPER_START_TIMEOUT)
+        line = self._lines.readline() if readable else b""
+        if line != b"ready\n":
+            raise RuntimeError(
+                f"the address stamper did not start within {_STAMPER_START_TIMEOUT} s "
+                f"(it said {line!r}, exit code {self._stamper.poll()})"
+            )
 
     def events_since(self, since: float) -> list[AddressEvent]:
         self._raise_if_failed()
         with self._lock:
             return self._events[bisect_left(self._events, since, key=_event_at) :]
 
+    def stop(self) -> None:
+        self._end_stamper()
+        super().stop()
+
+    def _end_stamper(self) -> None:
+        if self._stamper.poll() is None:
+            self._stamper.kill()
+        self._stamper.wait(timeout=5)
+
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            readable, _, _ = select.select([self._listener], [], [], 0.05)
-            if not readable:
-                continue
-            data = self._listener.recv(65535)
-            received_at = time.monotonic()
-            events = parse_address_messages(data, received_at)
+        for line in self._lines:
+            at, _, data = line.decode().partition(" ")
+            events = parse_address_messages(bytes.fromhex(data.strip()), float(at))
             if events:
                 with self._lock:
                     self._events.extend(events)
@@ -267,6 +301,7 @@ def _event_at(event: AddressEvent) -> float:
 def _open_sniffer(interface: str) -> socket.socket:
     sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     try:
+        sniffer.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sniffer.bind((interface, ETH_P_ALL))
     except BaseException:
         sniffer.close()
@@ -300,8 +335,8 @@ class Capture(ReaderThread):
             readable, _, _ = select.select([self._sniffer], [], [], 0.05)
             if not readable:
                 continue
-            frame, address = self._sniffer.recvfrom(65535)
-            received_at = time.monotonic()
+            frame, ancillary, _flags, address = self._sniffer.recvmsg(65535, 64)
+            received_at = kernel_receipt_time(ancillary)
             if address[2] == _PACKET_OUTGOING:
                 continue
             seen = parse_frame(frame, received_at)
@@ -311,6 +346,17 @@ class Capture(ReaderThread):
             elif isinstance(seen, GarpSeen):
                 with self._lock:
                     self._garps.append(seen)
+
+
+def kernel_receipt_time(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the kernel received the frame, on the monotonic clock; now if it did not say."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            # The stamp is on the realtime clock: move it by the clocks' current difference.
+            realtime: float = seconds + nanoseconds / 1e9
+            return realtime - (time.time() - time.monotonic())
+    return time.monotonic()
 
 
 def _at(record: AdvertSeen | GarpSeen) -> float:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-from typing import Self
+from typing import Protocol, Self
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 class ReaderThread:
     """Start, stop and context management of one reading thread.
 
-    The sockets are opened by the subclass (in the right namespace, by `Host.call`) and
-    handed to `__init__`; `_run` reads until `self._stopping` is set. An exception in `_run`
-    ends the thread and is raised again, wrapped, by `_raise_if_failed`.
+    The sockets (or pipes) are opened by the subclass (in the right namespace, by `Host.call`)
+    and handed to `__init__`, which closes them on `stop`; `_run` reads until `self._stopping`
+    is set. An exception in `_run` ends the thread and is raised again, wrapped, by
+    `_raise_if_failed`.
     """
 
     what = "reader"
 
-    def __init__(self, name: str, *sockets: socket.socket) -> None:
+    def __init__(self, name: str, *sockets: Closeable) -> None:
         self._sockets = sockets
         self._lock = threading.Lock()
         self._stopping = threading.Event()
