@@ -1,9 +1,12 @@
 """The health-check pool: runs every distinct check on its own schedule, publishes verdicts.
 
 One `ProbeScheduler` (pure: a heap of due times and a limit on probes in flight) decides what
-starts when; `CheckPool` drives it with a single `loop.call_at` timer, runs each probe as a task,
-feeds the result to the check's `CheckState` and turns the state's events into one verdict per
-real server (`RealServerVerdict`), which subscribers (the IPVS side) receive when it changes.
+starts when; `CheckPool` drives it with a single `loop.call_at` timer, runs each probe, feeds the
+result to the check's `CheckState` and turns the state's events into one verdict per real server
+(`RealServerVerdict`), which subscribers (the IPVS side) receive when it changes.
+
+Most probes run as a task each. A `CallbackProbe` (TCP) runs without one, on the pool's shared
+`TcpConnector`, and reports to a callback: thousands of probes a second cost too much as tasks.
 
 A check that several real servers share (same probe, parameters and timing: `CheckKey`) runs
 once; its result counts for each of them. Operators drain a real server (`disable`), not a
@@ -21,7 +24,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.state import (
@@ -33,6 +36,7 @@ from lvsha.checks.state import (
     real_server_status,
 )
 from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools, RealServerId
+from lvsha.checks.tcp_fast import DeadlineTimer, ProbeCallback, TcpConnector
 from lvsha.ipvs.desired import Health, Verdict
 from lvsha.stats import RecentSamples
 
@@ -163,10 +167,33 @@ class RealServerVerdict:
 VerdictListener = Callable[[RealServerVerdict], None]
 
 
+class InFlightProbe(Protocol):
+    def cancel(self) -> None:
+        """Stop the probe and release what it holds; its callback is not called."""
+
+
+@runtime_checkable
+class CallbackProbe(Protocol):
+    """A probe that runs without a task: started on the pool's connector, it calls `on_done`
+    once with its result, from the event loop and never from inside `start`."""
+
+    def start(self, connector: TcpConnector, on_done: ProbeCallback) -> InFlightProbe: ...
+
+
 class _Check:
     """One distinct check: its probe, its state, and the real servers that use it."""
 
-    __slots__ = ("description", "index", "key", "misbehaving", "origins", "real_servers", "state")
+    __slots__ = (
+        "callback_probe",
+        "description",
+        "index",
+        "key",
+        "misbehaving",
+        "origins",
+        "real_servers",
+        "run",
+        "state",
+    )
 
     def __init__(self, index: int, target: CheckTarget):
         self.index = index
@@ -177,6 +204,35 @@ class _Check:
         self.state: CheckState | None = None
         self.misbehaving = False
         """The probe raised or hung last time; logged once until it behaves again."""
+        probe = target.probe
+        self.callback_probe = probe if isinstance(probe, CallbackProbe) else None
+        self.run: _CallbackRun | None = None
+        """The callback probe in flight."""
+
+
+class _CallbackRun:
+    """One start of a callback probe; its `deliver` is the probe's `on_done`."""
+
+    __slots__ = ("check", "done", "hung_at", "pool", "probe", "started_at")
+
+    def __init__(self, pool: CheckPool, check: _Check, started_at: float):
+        self.pool = pool
+        self.check = check
+        self.started_at = started_at
+        self.hung_at = math.inf
+        self.probe: InFlightProbe | None = None
+        self.done = False
+        """A result arrived, or the pool gave up on the probe (hung, closed)."""
+
+    def deliver(self, result: ProbeResult) -> None:
+        if self.done:
+            return  # too late: the pool has counted the probe as hung, or is closed
+        self.done = True
+        check = self.check
+        check.run = None
+        self.probe = None  # the probe holds `deliver`: no cycle left for the collector
+        check.misbehaving = False
+        self.pool._complete(check, result)
 
 
 class CheckPool:
@@ -220,6 +276,9 @@ class CheckPool:
         self._verdicts: dict[RealServerId, RealServerVerdict] = {}
         self._listeners: list[VerdictListener] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._connector: TcpConnector | None = None
+        self._hang_guard: DeadlineTimer[int] | None = None
+        """Callback probes in flight by check index, due to be cut if they give no verdict."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -272,6 +331,9 @@ class CheckPool:
         if self._loop is not None:
             raise RuntimeError("the check pool is already started")
         self._loop = asyncio.get_running_loop()
+        if any(check.callback_probe is not None for check in self._checks):
+            self._connector = TcpConnector(self._loop)
+            self._hang_guard = DeadlineTimer(self._loop, self._hangs, self._cut_hung)
         now = self._loop.time()
         for check in self._checks:
             target = self._targets[check.index]
@@ -296,6 +358,13 @@ class CheckPool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._hang_guard is not None:
+            self._hang_guard.close()
+        for check in self._checks:
+            if check.run is not None:
+                self._abandon(check.run)
+        if self._connector is not None:
+            self._connector.close()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -352,9 +421,60 @@ class CheckPool:
         assert self._loop is not None
         for start in starts:
             check = self._checks[start.key]
+            if check.callback_probe is not None:
+                self._start_callback_probe(check, check.callback_probe, start.started_at)
+                continue
             task = self._loop.create_task(self._run(check), name=f"check {check.description}")
             task.add_done_callback(self._on_task_done)
             self._tasks[check.index] = task
+
+    def _start_callback_probe(self, check: _Check, probe: CallbackProbe, now: float) -> None:
+        assert self._loop is not None and self._connector is not None
+        assert self._hang_guard is not None and check.state is not None
+        run = check.run = _CallbackRun(self, check, now)
+        try:
+            run.probe = probe.start(self._connector, run.deliver)
+        except Exception as error:
+            run.done = True
+            check.run = None
+            result = self._misbehaved(check, error, self._loop.time() - now)
+            # Not from here: _launch may be iterating over the starts of another completion.
+            self._loop.call_soon(self._complete, check, result)
+            return
+        if run.done:
+            return  # it answered from inside start(), against the contract, but answered
+        limit = check.state.params.timeout + self._hang_margin
+        run.hung_at = self._hang_guard.add(check.index, now, limit)
+
+    def _hangs(self, index: int, hung_at: float) -> bool:
+        run = self._checks[index].run
+        return run is not None and run.hung_at == hung_at
+
+    def _cut_hung(self, indexes: list[int], now: float) -> None:
+        for index in indexes:
+            check = self._checks[index]
+            run = check.run
+            if run is None:
+                continue
+            assert check.state is not None
+            self._abandon(run)
+            limit = check.state.params.timeout + self._hang_margin
+            reason = f"probe hung: no verdict after {limit:g} s"
+            if not check.misbehaving:
+                log.warning("check %s (%s): %s", check.description, check.origins[0], reason)
+            check.misbehaving = True
+            self._complete(check, ProbeResult(False, reason, now - run.started_at))
+
+    def _abandon(self, run: _CallbackRun) -> None:
+        """Cancel a callback probe in flight; it counts as over, without a result."""
+        run.done = True
+        run.check.run = None
+        probe, run.probe = run.probe, None
+        if probe is not None:
+            try:
+                probe.cancel()
+            except Exception:
+                log.exception("check %s: cancelling its probe failed", run.check.description)
 
     @staticmethod
     def _on_task_done(task: asyncio.Task[None]) -> None:
@@ -362,14 +482,23 @@ class CheckPool:
             log.error("check task %s failed", task.get_name(), exc_info=error)
 
     async def _run(self, check: _Check) -> None:
-        assert self._loop is not None and check.state is not None
         result = await self._probe(check)
         del self._tasks[check.index]
+        self._complete(check, result)
+
+    def _complete(self, check: _Check, result: ProbeResult) -> None:
+        """A probe of `check` is over: feed its state, start what its slot lets start, judge."""
+        if self._closed:
+            return
+        assert self._loop is not None and check.state is not None
         now = self._loop.time()
         events = check.state.probe_completed(result, now)
-        self._launch(self._scheduler.finished(check.index, now, check.state.next_probe_at))
+        starts = self._scheduler.finished(check.index, now, check.state.next_probe_at)
+        if starts:
+            self._launch(starts)
         self._arm()
-        self._fan_out(check, events, now)
+        if events:
+            self._fan_out(check, events, now)
 
     async def _probe(self, check: _Check) -> ProbeResult:
         """The probe's result; a probe that raises or hangs fails instead of stalling the check."""
@@ -386,19 +515,24 @@ class CheckPool:
                 reason = f"probe hung: no verdict after {limit:g} s"
                 if not check.misbehaving:
                     log.warning("check %s (%s): %s", check.description, check.origins[0], reason)
-            else:
-                reason = f"probe error: {type(error).__name__}: {error}"
-                if not check.misbehaving:
-                    log.error(
-                        "check %s (%s) raised; counted as a failed probe",
-                        check.description,
-                        check.origins[0],
-                        exc_info=error,
-                    )
-            check.misbehaving = True
-            return ProbeResult(False, reason, latency)
+                check.misbehaving = True
+                return ProbeResult(False, reason, latency)
+            return self._misbehaved(check, error, latency)
         check.misbehaving = False
         return result
+
+    @staticmethod
+    def _misbehaved(check: _Check, error: Exception, latency: float) -> ProbeResult:
+        """A probe raised: a failed result, logged once until the probe behaves again."""
+        if not check.misbehaving:
+            log.error(
+                "check %s (%s) raised; counted as a failed probe",
+                check.description,
+                check.origins[0],
+                exc_info=error,
+            )
+        check.misbehaving = True
+        return ProbeResult(False, f"probe error: {type(error).__name__}: {error}", latency)
 
     # Verdicts.
 

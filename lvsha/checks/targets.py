@@ -30,6 +30,7 @@ from lvsha.checks.result import ProbeResult
 from lvsha.checks.script import ScriptCommand, ScriptTarget, probe_script
 from lvsha.checks.state import CheckParams
 from lvsha.checks.tcp import probe_tcp
+from lvsha.checks.tcp_fast import ProbeCallback, TcpAttempt, TcpConnector, TcpEndpoint
 from lvsha.checks.udp import ReplyMatch, UdpParams, probe_udp
 from lvsha.config.checks import (
     Check,
@@ -94,12 +95,22 @@ class TcpProbe:
     port: int
     timeout: float
     source: str | None = None
+    endpoint: TcpEndpoint = field(init=False, repr=False, compare=False, hash=False)
+    """Parsed once: the pool's connector takes it as is on every probe."""
+
+    def __post_init__(self) -> None:
+        endpoint = TcpEndpoint.parse(self.address, self.port, self.timeout, self.source)
+        object.__setattr__(self, "endpoint", endpoint)
 
     def describe(self) -> str:
         return f"tcp {host_port(self.address, self.port)}"
 
     async def run(self, tools: ProbeTools) -> ProbeResult:
         return await probe_tcp(self.address, self.port, self.timeout, self.source)
+
+    def start(self, connector: TcpConnector, on_done: ProbeCallback) -> TcpAttempt:
+        """The same probe as `run`, without a task: the result goes to `on_done`."""
+        return connector.connect(self.endpoint, on_done)
 
 
 @dataclass(frozen=True, slots=True)

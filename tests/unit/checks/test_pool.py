@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import random
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,7 +15,15 @@ from lvsha.checks.http import HttpClient
 from lvsha.checks.pool import CheckPool, LatenessStats, ProbeScheduler, RealServerVerdict
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.state import CheckParams, CheckTransitionError
-from lvsha.checks.targets import CheckPlan, CheckTarget, ProbeTools, RealServerId, check_plan
+from lvsha.checks.targets import (
+    CheckPlan,
+    CheckTarget,
+    ProbeTools,
+    RealServerId,
+    TcpProbe,
+    check_plan,
+)
+from lvsha.checks.tcp_fast import ProbeCallback, TcpConnector
 from lvsha.config import load_text
 from lvsha.ipvs.desired import Health
 
@@ -125,6 +134,44 @@ class FakeProbe:
             raise
         finally:
             probes.running -= 1
+
+
+class FakeRun:
+    def __init__(self, probe: FakeCallbackProbe):
+        self.probe = probe
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.probe.probes.cancelled.append(self.probe.name)
+
+
+@dataclass(frozen=True)
+class FakeCallbackProbe:
+    """A probe the pool runs without a task: it answers through `on_done` from the loop."""
+
+    name: str
+    probes: FakeProbes = field(compare=False, hash=False, repr=False)
+
+    def describe(self) -> str:
+        return f"fake callback {self.name}"
+
+    async def run(self, tools: ProbeTools) -> ProbeResult:
+        raise AssertionError("a callback probe must not run as a task")
+
+    def start(self, connector: TcpConnector, on_done: ProbeCallback) -> FakeRun:
+        assert isinstance(connector, TcpConnector)
+        self.probes.calls.append((self.name, asyncio.get_running_loop().time()))
+        outcome = self.probes.outcome.get(self.name, "ok")
+        if outcome == "raise":
+            raise RuntimeError("boom")
+        run = FakeRun(self)
+        if outcome != "hang":
+            result = ProbeResult(outcome != "fail", f"fake {outcome}", 0.0)
+            asyncio.get_running_loop().call_soon(on_done, result)
+            if outcome == "twice":
+                asyncio.get_running_loop().call_soon(on_done, ProbeResult(False, "again", 0.0))
+        return run
 
 
 QUICK = CheckParams(interval=0.05, timeout=1.0, retries=0)
@@ -406,17 +453,39 @@ def free_ports() -> Iterator[list[int]]:
     yield ports
 
 
-async def _accept_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.close()
+class AcceptAndClose:
+    """A TCP server on the running loop that closes each connection as soon as it accepts it.
+
+    Synchronous, unlike asyncio.start_server: nothing of it is left to the garbage collector
+    when the test ends, which would close sockets under a later test counting its fds.
+    """
+
+    def __init__(self, port: int):
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", port))
+        self._listener.listen(64)
+        self._listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            connection.close()
+
+    def close(self) -> None:
+        if self._listener.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
 
 
 async def test_tcp_checks_through_the_pool(
     free_ports: list[int], pools: Callable[..., CheckPool]
 ) -> None:
-    servers = {
-        port: await asyncio.start_server(_accept_and_close, "127.0.0.1", port)
-        for port in free_ports
-    }
+    servers = {port: AcceptAndClose(port) for port in free_ports}
     try:
         config = load_text(
             "virtual_servers:\n"
@@ -436,7 +505,6 @@ async def test_tcp_checks_through_the_pool(
         pool.start()
         victim = RealServerId(0, "127.0.0.1", free_ports[1])
         servers[free_ports[1]].close()
-        await servers[free_ports[1]].wait_closed()
         down = await next_verdict(queue, victim, Health.UNHEALTHY)
         assert down.reason == "tcp connect refused"
         assert down.check == f"tcp 127.0.0.1:{free_ports[1]}"
@@ -451,14 +519,147 @@ async def test_tcp_checks_through_the_pool(
                 passes_at_up.append(state.consecutive_passes)
 
         pool.subscribe(on_verdict)
-        servers[free_ports[1]] = await asyncio.start_server(
-            _accept_and_close, "127.0.0.1", free_ports[1]
-        )
+        servers[free_ports[1]] = AcceptAndClose(free_ports[1])
         up = await next_verdict(queue, victim, Health.HEALTHY)
         assert up.reason == "tcp connect ok"
         assert passes_at_up == [2]
         others = [RealServerId(0, "127.0.0.1", port) for port in (free_ports[0], free_ports[2])]
         assert all(pool.verdicts()[rs].health is Health.HEALTHY for rs in others)
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # TCP probes run without tasks
     finally:
         for server in servers.values():
             server.close()
+
+
+# Callback probes: the pool's guarantees hold for them as for probes run as tasks.
+
+
+async def test_callback_probe_results_fan_out_without_a_task(
+    probes: FakeProbes, pools: Callable[..., CheckPool]
+) -> None:
+    first = CheckTarget(
+        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("web", probes), QUICK, 0.0, "t0"
+    )
+    second = CheckTarget(
+        RealServerId(1, "192.0.2.1", 80), FakeCallbackProbe("web", probes), QUICK, 0.0, "t1"
+    )
+    pool = pools(plan_of(first, second))
+    assert pool.distinct_checks == 1
+    queue = pool.verdict_queue()
+    pool.start()
+    await wait_for(lambda: probes.count("web") >= 3, "three passing rounds")
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    probes.outcome["web"] = "fail"
+    down = [
+        await next_verdict(queue, first.real_server, Health.UNHEALTHY),
+        await next_verdict(queue, second.real_server, Health.UNHEALTHY),
+    ]
+    assert [(v.reason, v.check) for v in down] == [("fake fail", "fake callback web")] * 2
+
+
+async def test_a_raising_callback_probe_fails_is_logged_once_and_goes_on(
+    probes: FakeProbes, pools: Callable[..., CheckPool], caplog: pytest.LogCaptureFixture
+) -> None:
+    target = CheckTarget(
+        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("bad", probes), QUICK, 0.0, "t"
+    )
+    probes.outcome["bad"] = "raise"
+    pool = pools(plan_of(target))
+    queue = pool.verdict_queue()
+    with caplog.at_level(logging.ERROR, logger="lvsha.checks.pool"):
+        pool.start()
+        verdict = await next_verdict(queue, target.real_server, Health.UNHEALTHY)
+        assert verdict.reason == "probe error: RuntimeError: boom"
+        await wait_for(lambda: probes.count("bad") >= 4, "more rounds")
+    assert len([r for r in caplog.records if "raised" in r.getMessage()]) == 1
+    assert pool.in_flight <= 1
+    probes.outcome["bad"] = "ok"
+    await next_verdict(queue, target.real_server, Health.HEALTHY)
+
+
+async def test_a_hanging_callback_probe_is_cut_and_cancelled(
+    probes: FakeProbes, pools: Callable[..., CheckPool]
+) -> None:
+    params = CheckParams(interval=100.0, timeout=0.05, retries=0)
+    target = CheckTarget(
+        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("stuck", probes), params, 0.0, "t"
+    )
+    probes.outcome["stuck"] = "hang"
+    pool = pools(plan_of(target), hang_margin=0.05)
+    queue = pool.verdict_queue()
+    pool.start()
+    verdict = await next_verdict(queue, target.real_server, Health.UNHEALTHY)
+    assert verdict.reason == "probe hung: no verdict after 0.1 s"
+    assert probes.cancelled == ["stuck"]
+    assert pool.in_flight == 0
+
+
+async def test_a_second_verdict_of_a_callback_probe_is_ignored(
+    probes: FakeProbes, pools: Callable[..., CheckPool]
+) -> None:
+    target = CheckTarget(
+        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("twice", probes), SLOW, 0.0, "t"
+    )
+    probes.outcome["twice"] = "twice"
+    pool = pools(plan_of(target))
+    published: list[RealServerVerdict] = []
+    pool.subscribe(published.append)
+    pool.start()
+    await wait_for(lambda: probes.count("twice") == 1, "the probe")
+    await asyncio.sleep(0.05)  # room for the second verdict to (wrongly) count
+    (state,) = pool.check_states().values()
+    assert (state.consecutive_passes, state.consecutive_failures) == (1, 0)
+    assert [v.health for v in published] == [Health.HEALTHY]
+    assert probes.count("twice") == 1
+
+
+async def test_close_cancels_callback_probes_in_flight(probes: FakeProbes) -> None:
+    names = [f"c{i}" for i in range(3)]
+    for name in names:
+        probes.outcome[name] = "hang"
+    targets = [
+        CheckTarget(RealServerId(0, f"192.0.2.{i}", 80), FakeCallbackProbe(n, probes), SLOW, 0.0, n)
+        for i, n in enumerate(names)
+    ]
+    pool = CheckPool(plan_of(*targets))
+    pool.start()
+    await wait_for(lambda: len(probes.calls) == 3, "three probes in flight")
+    await pool.close()
+    assert sorted(probes.cancelled) == names
+
+
+async def test_close_leaves_no_tcp_socket_open() -> None:
+    # A full accept queue: Linux drops the SYNs, so every probe stays in flight until closed.
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        params = CheckParams(interval=100.0, timeout=30.0, retries=0)
+        targets = [
+            CheckTarget(
+                RealServerId(0, "127.0.0.1", port + i),
+                TcpProbe("127.0.0.1", port, 30.0, s),
+                params,
+                0.0,
+                f"t{i}",
+            )
+            for i, s in enumerate([None, "127.0.0.2", "127.0.0.3", "127.0.0.4"])
+        ]
+        before = set(os.listdir("/proc/self/fd"))
+        pool = CheckPool(plan_of(*targets))
+        pool.start()
+        await wait_for(lambda: pool.in_flight == 4, "four connects in flight")
+        assert len(set(os.listdir("/proc/self/fd")) - before) >= 4
+        await pool.close()
+        assert set(os.listdir("/proc/self/fd")) == before
+    finally:
+        listener.close()
+        for filler in fillers:
+            filler.close()
