@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -82,6 +83,9 @@ async def measure(config_path: str, warmup: float, duration: float) -> Figures:
     pool.subscribe(changes.append)
     loop = asyncio.get_running_loop()
     pool.start()
+    # As lvsha's checker process does (lvsha.daemon.checker_process).
+    gc.collect()
+    gc.freeze()
     try:
         await asyncio.sleep(warmup)
         began_at, cpu_before = loop.time(), _cpu_seconds()

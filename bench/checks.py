@@ -9,6 +9,12 @@ and one real server per address, runs `bench.check_runner` in the client's names
 in its own process, as lvsha runs it) pinned to one CPU, and prints what that process measured:
 checks completed per second, CPU seconds per 1,000 checks (its rusage), the p50/p99/max lateness
 of probe starts against their schedule (the pool's own figures) and its maximum RSS.
+
+Both hosts are namespaces of this one machine, so by default the kernel would do the real
+servers' half of every handshake on the checker's CPU too (a veth hands a packet to its peer on
+the sending CPU). With two CPUs or more, receive packet steering puts the targets' receive work
+on another CPU, as if they were other machines, and the client's on the checker's CPU, where a
+director's own share of the handshakes stays. The header line says which applies.
 """
 
 from __future__ import annotations
@@ -108,6 +114,11 @@ def start_targets(host: Host, addresses: Sequence[str], workdir: Path) -> None:
         raise RuntimeError("the target server did not start")
 
 
+def steer_receive(host: Host, cpu: int) -> None:
+    """Process what `host`'s eth0 receives on `cpu` (receive packet steering)."""
+    host.run("sh", "-c", f"echo {1 << cpu:x} > /sys/class/net/eth0/queues/rx-0/rps_cpus")
+
+
 def run_checker(host: Host, config: Path, warmup: float, duration: float, cpu: int) -> Figures:
     """Run `bench.check_runner` in `host` and return what it measured."""
     checker = host.popen(
@@ -173,12 +184,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("bench.checks needs root for its network namespaces\n")
         return 2
     scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
-    cpu = max(os.sched_getaffinity(0))
+    cpus = os.sched_getaffinity(0)
+    cpu = max(cpus)
+    targets_cpu = min(cpus - {cpu}, default=None)
     addresses = target_addresses()
+    steering = (
+        f"the targets' receive work steered to CPU {targets_cpu}, the client's to CPU {cpu}"
+        if targets_cpu is not None
+        else "one CPU: the targets' kernel work shares the checker's CPU"
+    )
     print(
         f"lvsha check pool: interval {INTERVAL:g} s, timeout {TIMEOUT:g} s, "
         f"{args.duration:g} s measured after {args.warmup:g} s of warm-up; "
-        f"checker in its own process pinned to CPU {cpu}, targets in another namespace",
+        f"checker in its own process pinned to CPU {cpu}, targets in another namespace; "
+        f"{steering}",
         flush=True,
     )
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
@@ -188,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         client = lab.add_host("client", "10.200.0.1/16")
         targets = lab.add_host("targets", "10.200.0.2/16")
+        if targets_cpu is not None:
+            steer_receive(targets, targets_cpu)
+            steer_receive(client, cpu)
         start_targets(targets, addresses, workdir)
         for scenario in scenarios:
             config = workdir / f"{scenario.name}.yaml"
