@@ -7,12 +7,12 @@ Kernel mode moves the whole process into a fresh network namespace first, so the
 fills is empty and private (IPVS tables are per namespace) and vanishes with the process. It
 prints, for a table of 1,000 services x 10 destinations:
 
-- lvsha from empty: read the (empty) table, `plan`, and every operation through
-  `apply_operation` on `NetlinkIpvsTable`; beside it `ipvsadm -R` of the same table as -A/-a
-  rules, after `ipvsadm -C`;
+- lvsha from empty: read the (empty) table, `plan`, and the whole plan as one batch through
+  `NetlinkIpvsTable.apply_operations`; beside it `ipvsadm -R` of the same table as -A/-a rules,
+  after `ipvsadm -C`;
 - lvsha converging after 10% of the destinations change weight: `plan` against the table as the
-  syncer knows it, and the edits; beside it `ipvsadm -R` of the same changes as -e rules; and the
-  full re-read that the syncer's periodic resync costs at this size;
+  syncer knows it, and the edits as one batch; beside it `ipvsadm -R` of the same changes as -e
+  rules; and the full re-read that the syncer's periodic resync costs at this size;
 - the lvsha/ipvsadm ratio of medians (target: within 2x).
 
 Both modes then run `IpvsSyncer` on a smaller, realistic table and feed it verdict flips one at
@@ -52,7 +52,7 @@ from lvsha.ipvs.model import (
 )
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.plan import plan
-from lvsha.ipvs.port import IpvsTablePort, apply_operation
+from lvsha.ipvs.port import IpvsError, IpvsTablePort
 from lvsha.ipvs.specs import ConfiguredService, configured_services
 from lvsha.ipvs.syncer import DEFAULT_RESYNC_INTERVAL, IpvsSyncer
 
@@ -162,9 +162,9 @@ async def lvsha_from_empty(port: NetlinkIpvsTable, desired: Mapping[ServiceKey, 
     read_done = time.perf_counter()
     operations = plan(desired, observed, managed=desired.keys())
     planned = time.perf_counter()
-    for operation in operations:
-        await apply_operation(port, operation)
+    results = await port.apply_operations(operations)
     applied = time.perf_counter()
+    expect_no_refusals(results, "from empty")
     return Phases(read_done - started, planned - read_done, applied - planned, len(operations))
 
 
@@ -178,10 +178,19 @@ async def lvsha_converge(
     started = time.perf_counter()
     operations = plan(desired, believed, managed=desired.keys())
     planned = time.perf_counter()
-    for operation in operations:
-        await apply_operation(port, operation)
+    results = await port.apply_operations(operations)
     applied = time.perf_counter()
+    expect_no_refusals(results, "the weight changes")
     return Phases(0.0, planned - started, applied - planned, len(operations))
+
+
+def expect_no_refusals(results: Sequence[IpvsError | None], what: str) -> None:
+    refusals = [result for result in results if result is not None]
+    if refusals:
+        raise SystemExit(
+            f"bench.ipvs: {len(refusals)} of {len(results)} operations of {what} failed, "
+            f"e.g. {refusals[0]}"
+        )
 
 
 def ipvsadm(*args: str, rules: str | None = None) -> None:

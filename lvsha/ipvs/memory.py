@@ -8,7 +8,7 @@ so the first error reported is the one the kernel would report.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 
 from lvsha.ipvs.model import (
@@ -21,13 +21,16 @@ from lvsha.ipvs.model import (
     ServiceOptions,
     TunnelType,
 )
+from lvsha.ipvs.plan import Operation
 from lvsha.ipvs.port import (
     DestinationExistsError,
     InvalidRequestError,
+    IpvsError,
     NoSuchDestinationError,
     NoSuchServiceError,
     ServiceExistsError,
     UnknownModuleError,
+    apply_operation,
 )
 
 KERNEL_SCHEDULERS = frozenset(
@@ -100,6 +103,18 @@ class MemoryIpvsTable:
         if destination not in destinations:
             raise NoSuchDestinationError(f"service {service} has no destination {destination}")
         del destinations[destination]
+
+    async def apply_operations(self, operations: Sequence[Operation]) -> list[IpvsError | None]:
+        results: list[IpvsError | None] = []
+        for operation in operations:
+            try:
+                # Through the single-operation methods, so that a subclass sees each one.
+                await apply_operation(self, operation)
+            except IpvsError as error:
+                results.append(error)
+            else:
+                results.append(None)
+        return results
 
     def _add_service(self, key: ServiceKey, options: ServiceOptions) -> None:
         if key in self._options:

@@ -1,43 +1,50 @@
-"""The kernel's IPVS table over generic netlink (pyroute2's AsyncIPVS), as an `IpvsTablePort`.
+"""The kernel's IPVS table over generic netlink, as an `IpvsTablePort`.
 
-pyroute2 0.9.7 quirks this module works around (pinned by tests/kernel/test_ipvs_smoke.py):
-its "update" command deletes, so edits use "set"; "set" replaces the whole entry, so every
-add and edit sends the complete entry; `from_message` loses fields, so replies are read from
-their raw attributes; and a socket carries one request at a time (a second concurrent dump
-fails with EBUSY), so requests are serialised on a lock.
+pyroute2's AsyncIPVS binds a socket and resolves the "IPVS" generic netlink family; the table's
+requests and replies then go through `genl_codec` on a plain netlink socket, because pyroute2's
+per-message encoder and parser cost more than the kernel's work on them. Operations travel in
+batches: many requests per sendmsg, each with NLM_F_ACK and its own sequence number.
+
+What a socket allows shapes the rest: it carries one request stream at a time (a second
+concurrent dump fails with EBUSY), so requests are serialised on a lock; and acknowledgements
+the receive buffer cannot hold are dropped (ENOBUFS), so the number of requests awaiting one is
+bounded by the buffer, and a lost acknowledgement is reported as an error, never taken as
+success.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
-import struct
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from ipaddress import IPv4Network, ip_address
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, assert_never
 
-from pyroute2 import AsyncIPVS, IPVSDest, IPVSService
+from pyroute2 import AsyncIPVS
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lvsha.ipvs.model import (
-    AddressKey,
-    Destination,
-    DestinationKey,
-    Family,
-    Forwarding,
-    FwmarkKey,
-    Persistence,
-    Service,
-    ServiceFlags,
-    ServiceKey,
-    ServiceOptions,
-    TransportProtocol,
-    TunnelFlags,
-    TunnelType,
+from lvsha.ipvs.genl_codec import (
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    IpvsRequests,
+    acknowledgements,
+    decode_destination,
+    decode_service,
+    error_code,
+    replies,
+)
+from lvsha.ipvs.model import Destination, DestinationKey, Service, ServiceKey, ServiceOptions
+from lvsha.ipvs.plan import (
+    AddDestination,
+    AddService,
+    DeleteDestination,
+    DeleteService,
+    EditDestination,
+    EditService,
+    Operation,
 )
 from lvsha.ipvs.port import (
     DestinationExistsError,
@@ -48,12 +55,6 @@ from lvsha.ipvs.port import (
     ServiceExistsError,
     UnknownModuleError,
 )
-
-# IP_VS_SVC_F_* bits the model does not carry as flags (include/uapi/linux/ip_vs.h)
-_PERSISTENT = 0x0001
-_HASHED = 0x0002
-# The kernel applies new = (old & ~mask) | (flags & mask); a full mask sets every bit we send.
-_ALL_BITS = 0xFFFF_FFFF
 
 _ErrorClasses = Mapping[int, type[IpvsError]]
 
@@ -76,12 +77,32 @@ _CHANGE_DESTINATION_ERRORS: _ErrorClasses = {
 }
 _INVALID = frozenset({errno.EINVAL, errno.ERANGE})
 
+# include/uapi/linux/netlink.h and linux/socket.h; not all are in Python's socket module.
+_NETLINK_GENERIC = 16
+_SOL_NETLINK = 270
+_NETLINK_CAP_ACK = 10
+_SO_RCVBUFFORCE = 33
+
+DEFAULT_RECEIVE_BUFFER = 4 << 20
+"""Bytes asked for the socket's receive buffer (the kernel doubles it for bookkeeping)."""
+_ACK_BUDGET = 2048
+"""Receive buffer bytes one queued acknowledgement may use: its skb, not just its 36 bytes."""
+_MAX_WINDOW = 1024
+_MAX_SEND = 64 << 10
+"""Bytes per sendmsg; the kernel refuses one larger than the send buffer (212992 by default)."""
+_ACK_READ = 8192
+_DUMP_READ = 64 << 10
+_REPLY_TIMEOUT = 30.0
+"""Seconds to wait for a reply. The kernel answers a request before sendmsg returns, so waiting
+this long means it never will."""
+_SEQUENCE_MASK = 0xFFFF_FFFF
+
 
 class IpvsGenlEndpoint:
     """One bound generic netlink socket of the "IPVS" family, used one request at a time.
 
     Open it before use and close it after, best with ``async with``. Subclasses say which
-    socket class to bind (`socket_class`) and what they are (`purpose`, for messages).
+    socket to bind (`_new_socket`) and what they are (`purpose`, for messages).
     """
 
     purpose = "the kernel's IPVS table"
@@ -142,210 +163,324 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
     """Implements `IpvsTablePort` on one generic netlink socket.
 
     Open it before use and close it after, best with ``async with NetlinkIpvsTable() as table``.
+    `receive_buffer` is the size asked for the socket's receive buffer; `window`, if given,
+    overrides the number of requests sent before their acknowledgements are read, which is
+    otherwise what that buffer can hold.
     """
 
-    async def list_services(self) -> dict[ServiceKey, Service]:
+    def __init__(
+        self, *, receive_buffer: int = DEFAULT_RECEIVE_BUFFER, window: int | None = None
+    ) -> None:
+        super().__init__()
+        self._receive_buffer = receive_buffer
+        self._window_override = window
+        self._window = 1
+        self._netlink: socket.socket | None = None
+        self._requests: IpvsRequests | None = None
+        self._sequence = 0
+
+    async def open(self) -> None:
+        """Resolve the "IPVS" family through pyroute2, then bind the socket requests use."""
+        if self._netlink is not None:
+            raise RuntimeError(f"the netlink socket for {self.purpose} is already open")
+        await super().open()
+        try:
+            self._requests = IpvsRequests(int(self._socket.prid))
+            self._netlink = self._bind()
+        finally:
+            # Only the family id was needed from it.
+            await super().close()
+
+    async def close(self) -> None:
         async with self._lock:
-            ipvs = self._open_socket()
-            with _kernel_refusal("list IPVS services", {}):
-                service_messages = await ipvs.service("dump")
-            table: dict[ServiceKey, Service] = {}
-            for message in service_messages:
-                key, options = _decode_service(_attributes(message, "IPVS_CMD_ATTR_SERVICE"))
-                with _kernel_refusal(f"list destinations of service {key}", {}):
-                    destination_messages = await ipvs.dest("dump", service=_service_key(key))
-                destinations = tuple(
-                    _decode_destination(_attributes(m, "IPVS_CMD_ATTR_DEST"))
-                    for m in destination_messages
+            if self._netlink is not None:
+                self._netlink.close()
+                self._netlink = None
+        await super().close()
+
+    async def list_services(self) -> dict[ServiceKey, Service]:
+        async with self._lock, self._stream() as (netlink, requests):
+            sequence = self._next_sequences(1)
+            services = [
+                decode_service(payload)
+                for payload in await self._dump(
+                    netlink, requests.service_dump(sequence), sequence, "list IPVS services"
                 )
+            ]
+            table: dict[ServiceKey, Service] = {}
+            for key, options in services:
+                sequence = self._next_sequences(1)
+                payloads = await self._dump(
+                    netlink,
+                    requests.destination_dump(key, sequence),
+                    sequence,
+                    f"list destinations of service {key}",
+                )
+                family = key.family
+                destinations = tuple(decode_destination(payload, family) for payload in payloads)
                 table[key] = Service(key, options, destinations)
             return table
 
+    async def apply_operations(self, operations: Sequence[Operation]) -> list[IpvsError | None]:
+        """Send every operation, in order, and return what the kernel said to each.
+
+        The kernel carries on after a refused request, so every operation is attempted.
+        """
+        results: list[IpvsError | None] = [None] * len(operations)
+        async with self._lock, self._stream() as (netlink, requests):
+            start = 0
+            while start < len(operations):
+                start = await self._apply_window(netlink, requests, operations, start, results)
+                # Let the rest of the process run between windows of a long batch.
+                await asyncio.sleep(0)
+        return results
+
     async def add_service(self, key: ServiceKey, options: ServiceOptions) -> None:
-        async with self._lock:
-            ipvs = self._open_socket()
-            with _kernel_refusal(f"add service {key} ({_modules(options)})", _ADD_SERVICE_ERRORS):
-                await ipvs.service("add", service=_service_entry(key, options))
+        await self._apply_one(AddService(key, options))
 
     async def edit_service(self, key: ServiceKey, options: ServiceOptions) -> None:
-        async with self._lock:
-            ipvs = self._open_socket()
-            with _kernel_refusal(f"edit service {key} ({_modules(options)})", _EDIT_SERVICE_ERRORS):
-                await ipvs.service("set", service=_service_entry(key, options))
+        await self._apply_one(EditService(key, options))
 
     async def delete_service(self, key: ServiceKey) -> None:
-        async with self._lock:
-            ipvs = self._open_socket()
-            with _kernel_refusal(f"delete service {key}", _DELETE_SERVICE_ERRORS):
-                await ipvs.service("del", service=_service_key(key))
+        await self._apply_one(DeleteService(key))
 
     async def add_destination(self, service: ServiceKey, destination: Destination) -> None:
-        async with self._lock:
-            ipvs = self._open_socket()
-            with _kernel_refusal(
-                f"add destination {destination.key} to service {service}", _ADD_DESTINATION_ERRORS
-            ):
-                await ipvs.dest(
-                    "add", service=_service_key(service), dest=_destination_entry(destination)
-                )
+        await self._apply_one(AddDestination(service, destination))
 
     async def edit_destination(self, service: ServiceKey, destination: Destination) -> None:
-        async with self._lock:
-            ipvs = self._open_socket()
-            with _kernel_refusal(
-                f"edit destination {destination.key} of service {service}",
-                _CHANGE_DESTINATION_ERRORS,
-            ):
-                await ipvs.dest(
-                    "set", service=_service_key(service), dest=_destination_entry(destination)
-                )
+        await self._apply_one(EditDestination(service, destination))
 
     async def delete_destination(self, service: ServiceKey, destination: DestinationKey) -> None:
-        async with self._lock:
-            ipvs = self._open_socket()
-            with _kernel_refusal(
-                f"delete destination {destination} of service {service}",
-                _CHANGE_DESTINATION_ERRORS,
-            ):
-                await ipvs.dest(
-                    "del",
-                    service=_service_key(service),
-                    dest=IPVSDest(addr=str(destination.address), port=destination.port),
-                )
+        await self._apply_one(DeleteDestination(service, destination))
 
-    def _open_socket(self) -> Any:
-        if self._socket is None:
+    async def _apply_one(self, operation: Operation) -> None:
+        [refusal] = await self.apply_operations([operation])
+        if refusal is not None:
+            raise refusal
+
+    # --- the socket ---------------------------------------------------------------------------
+
+    def _bind(self) -> socket.socket:
+        netlink = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_GENERIC
+        )
+        try:
+            netlink.setblocking(False)
+            netlink.bind((0, 0))
+            try:
+                netlink.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self._receive_buffer)
+            except PermissionError:
+                netlink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer)
+            # Refusals then carry the errno without an echo of the request (before Linux 4.3
+            # the option is unknown: larger refusals, same meaning).
+            with contextlib.suppress(OSError):
+                netlink.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+            room = netlink.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except BaseException:
+            netlink.close()
+            raise
+        self._window = self._window_override or max(1, min(_MAX_WINDOW, room // _ACK_BUDGET))
+        return netlink
+
+    def _stream(self) -> _Stream:
+        if self._netlink is None or self._requests is None:
             raise RuntimeError("the IPVS netlink socket is not open")
-        return self._socket
+        return _Stream(self, self._netlink, self._requests)
+
+    def _rebind(self) -> None:
+        """A fresh socket after a stream was cut short, so that no reply or dump left over on
+        the old one is read as the answer to a later request."""
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
+            self._netlink = self._bind()
+
+    def _next_sequences(self, count: int) -> int:
+        first = (self._sequence + 1) & _SEQUENCE_MASK
+        self._sequence = (self._sequence + count) & _SEQUENCE_MASK
+        return first
+
+    # --- batches ------------------------------------------------------------------------------
+
+    async def _apply_window(
+        self,
+        netlink: socket.socket,
+        requests: IpvsRequests,
+        operations: Sequence[Operation],
+        start: int,
+        results: list[IpvsError | None],
+    ) -> int:
+        """Send the operations from `start` that fit one window, read their acknowledgements,
+        and return where the next window starts."""
+        end = min(len(operations), start + self._window)
+        first = self._next_sequences(end - start)
+        encode = requests.operation
+        messages: list[bytes] = []
+        size = 0
+        for index in range(start, end):
+            message = encode(operations[index], (first + index - start) & _SEQUENCE_MASK)
+            if messages and size + len(message) > _MAX_SEND:
+                end = index
+                break
+            messages.append(message)
+            size += len(message)
+        count = end - start
+        try:
+            netlink.send(b"".join(messages))
+        except OSError as error:
+            code = error.errno or errno.EIO
+            for index in range(start, end):
+                what = _described(operations[index])[0]
+                results[index] = _error(f"{what}: not sent", code, {})
+            return end
+
+        answered = bytearray(count)
+        outstanding = count
+        overrun = False
+        deadline = asyncio.get_running_loop().time() + _REPLY_TIMEOUT
+        while outstanding:
+            try:
+                try:
+                    data = netlink.recv(_ACK_READ)
+                except BlockingIOError:
+                    if overrun:
+                        break  # all the kernel queued has been read; the rest was dropped
+                    data = await _receive_by(netlink, _ACK_READ, deadline)
+            except TimeoutError:
+                break
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:
+                    raise
+                overrun = True
+                continue
+            for sequence, code in acknowledgements(data):
+                offset = (sequence - first) & _SEQUENCE_MASK
+                if offset >= count or answered[offset]:
+                    continue
+                answered[offset] = 1
+                outstanding -= 1
+                if code:
+                    results[start + offset] = _refusal(operations[start + offset], code)
+        if outstanding:
+            code = errno.ENOBUFS if overrun else errno.ETIMEDOUT
+            reason = (
+                "its acknowledgement was dropped (receive buffer overrun)"
+                if overrun
+                else "no acknowledgement from the kernel"
+            )
+            for offset in range(count):
+                if not answered[offset]:
+                    what = _described(operations[start + offset])[0]
+                    results[start + offset] = IpvsError(
+                        f"{what}: {reason}; it may or may not have been applied", code
+                    )
+        return end
+
+    # --- dumps --------------------------------------------------------------------------------
+
+    async def _dump(
+        self, netlink: socket.socket, request: bytes, sequence: int, what: str
+    ) -> list[memoryview]:
+        """The payloads of one dump's replies."""
+        try:
+            netlink.send(request)
+        except OSError as error:
+            raise _error(what, error.errno or errno.EIO, {}) from error
+        payloads: list[memoryview] = []
+        deadline = asyncio.get_running_loop().time() + _REPLY_TIMEOUT
+        while True:
+            try:
+                try:
+                    data = netlink.recv(_DUMP_READ)
+                except BlockingIOError:
+                    data = await _receive_by(netlink, _DUMP_READ, deadline)
+            except TimeoutError:
+                raise IpvsError(f"{what}: no reply from the kernel", errno.ETIMEDOUT) from None
+            except OSError as error:
+                raise _error(what, error.errno or errno.EIO, {}) from error
+            for kind, _, reply_sequence, payload in replies(data):
+                if reply_sequence != sequence:
+                    continue
+                if kind in (NLMSG_DONE, NLMSG_ERROR):
+                    code = error_code(payload)
+                    if code:
+                        raise _error(what, code, {})
+                    return payloads
+                if kind >= 0x10:  # NLMSG_MIN_TYPE: the family's own messages
+                    payloads.append(payload)
 
 
-@contextmanager
-def _kernel_refusal(what: str, error_classes: _ErrorClasses) -> Iterator[None]:
-    """Turn the kernel's errno into the port's error class for this command."""
-    try:
-        yield
-    except NetlinkError as error:
-        code = int(error.code)
-        error_class = error_classes.get(code)
-        if error_class is None:
-            error_class = InvalidRequestError if code in _INVALID else IpvsError
-        raise error_class(f"{what}: {os.strerror(code)}", code) from error
+class _Stream:
+    """Holds the table's socket for one request stream; replaces it if the stream breaks off
+    (a cancellation or an error midway leaves replies, or a dump, pending on it)."""
+
+    def __init__(
+        self, table: NetlinkIpvsTable, netlink: socket.socket, requests: IpvsRequests
+    ) -> None:
+        self._table = table
+        self._netlink = netlink
+        self._requests = requests
+
+    async def __aenter__(self) -> tuple[socket.socket, IpvsRequests]:
+        return self._netlink, self._requests
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._table._rebind()
+
+
+async def _receive_by(netlink: socket.socket, size: int, deadline: float) -> bytes:
+    async with asyncio.timeout_at(deadline):
+        return await asyncio.get_running_loop().sock_recv(netlink, size)
+
+
+def _refusal(operation: Operation, code: int) -> IpvsError:
+    what, error_classes = _described(operation)
+    return _error(what, code, error_classes)
+
+
+def _error(what: str, code: int, error_classes: _ErrorClasses) -> IpvsError:
+    """The port's error class for this command and errno."""
+    error_class = error_classes.get(code)
+    if error_class is None:
+        error_class = InvalidRequestError if code in _INVALID else IpvsError
+    return error_class(f"{what}: {os.strerror(code)}", code)
+
+
+def _described(operation: Operation) -> tuple[str, _ErrorClasses]:
+    """How error messages name the operation, and its errno-to-error-class table."""
+    match operation:
+        case AddService(key, options):
+            return f"add service {key} ({_modules(options)})", _ADD_SERVICE_ERRORS
+        case EditService(key, options):
+            return f"edit service {key} ({_modules(options)})", _EDIT_SERVICE_ERRORS
+        case DeleteService(key):
+            return f"delete service {key}", _DELETE_SERVICE_ERRORS
+        case AddDestination(service, destination):
+            return (
+                f"add destination {destination.key} to service {service}",
+                _ADD_DESTINATION_ERRORS,
+            )
+        case EditDestination(service, destination):
+            return (
+                f"edit destination {destination.key} of service {service}",
+                _CHANGE_DESTINATION_ERRORS,
+            )
+        case DeleteDestination(service, destination_key):
+            return (
+                f"delete destination {destination_key} of service {service}",
+                _CHANGE_DESTINATION_ERRORS,
+            )
+        case _:
+            assert_never(operation)
 
 
 def _modules(options: ServiceOptions) -> str:
     engine = options.persistence_engine
     named = f"scheduler {options.scheduler!r}"
     return named if engine is None else f"{named}, persistence engine {engine!r}"
-
-
-def _service_key_fields(key: ServiceKey) -> dict[str, Any]:
-    if isinstance(key, AddressKey):
-        return {
-            "af": int(key.family),
-            "protocol": int(key.protocol),
-            "addr": str(key.address),
-            "port": key.port,
-        }
-    return {"af": int(key.family), "fwmark": key.fwmark}
-
-
-def _service_key(key: ServiceKey) -> Any:
-    return IPVSService(**_service_key_fields(key))
-
-
-def _service_entry(key: ServiceKey, options: ServiceOptions) -> Any:
-    persistence = options.persistence
-    flags = int(options.flags)
-    timeout = 0
-    longest = 32 if key.family is Family.INET else 128
-    prefix_length = longest
-    if persistence is not None:
-        flags |= _PERSISTENT
-        timeout = persistence.timeout
-        prefix_length = persistence.prefix_length
-    return IPVSService(
-        **_service_key_fields(key),
-        sched_name=options.scheduler,
-        flags={"flags": flags, "mask": _ALL_BITS},
-        timeout=timeout,
-        netmask=_encode_netmask(key.family, prefix_length),
-        pe_name=options.persistence_engine,  # None leaves it out, which clears it on "set"
-    )
-
-
-def _encode_netmask(family: Family, prefix_length: int) -> str:
-    if family is Family.INET:
-        return str(IPv4Network((0, prefix_length)).netmask)
-    # For IPv6 the kernel reads the 32-bit netmask field as a prefix length in host byte
-    # order; pyroute2 only encodes that field as a dotted quad, so spell the integer as one.
-    return socket.inet_ntoa(struct.pack("=I", prefix_length))
-
-
-def _decode_netmask(family: Family, netmask: str) -> int:
-    if family is Family.INET:
-        return IPv4Network(f"0.0.0.0/{netmask}").prefixlen
-    prefix_length: int = struct.unpack("=I", socket.inet_aton(netmask))[0]
-    return prefix_length
-
-
-def _destination_entry(destination: Destination) -> Any:
-    return IPVSDest(
-        addr=str(destination.address),
-        port=destination.port,
-        fwd_method=int(destination.forwarding),
-        weight=destination.weight,
-        u_thresh=destination.upper_threshold,
-        l_thresh=destination.lower_threshold,
-        tun_type=int(destination.tunnel_type),
-        # The kernel reads the tunnel port in network byte order; pyroute2 writes host order.
-        tun_port=socket.htons(destination.tunnel_port),
-        tun_flags=int(destination.tunnel_flags),
-    )
-
-
-def _attributes(message: Any, nested: str) -> dict[str, Any]:
-    return {name: value for name, value in message.get(nested)["attrs"]}
-
-
-def _decode_service(attributes: Mapping[str, Any]) -> tuple[ServiceKey, ServiceOptions]:
-    family = Family(int(attributes["IPVS_SVC_ATTR_AF"]))
-    key: ServiceKey
-    fwmark = int(attributes.get("IPVS_SVC_ATTR_FWMARK", 0))
-    if fwmark:
-        key = FwmarkKey(fwmark, family)
-    else:
-        key = AddressKey(
-            TransportProtocol(int(attributes["IPVS_SVC_ATTR_PROTOCOL"])),
-            ip_address(attributes["IPVS_SVC_ATTR_ADDR"]),
-            int(attributes["IPVS_SVC_ATTR_PORT"]),
-        )
-    flags = int(attributes["IPVS_SVC_ATTR_FLAGS"]["flags"])
-    persistence = None
-    if flags & _PERSISTENT:
-        persistence = Persistence(
-            timeout=int(attributes["IPVS_SVC_ATTR_TIMEOUT"]),
-            prefix_length=_decode_netmask(family, attributes["IPVS_SVC_ATTR_NETMASK"]),
-        )
-    engine = attributes.get("IPVS_SVC_ATTR_PE_NAME")
-    options = ServiceOptions(
-        scheduler=str(attributes["IPVS_SVC_ATTR_SCHED_NAME"]),
-        flags=ServiceFlags(flags & ~(_PERSISTENT | _HASHED)),
-        persistence=persistence,
-        persistence_engine=None if engine is None else str(engine),
-    )
-    return key, options
-
-
-def _decode_destination(attributes: Mapping[str, Any]) -> Destination:
-    # Kernels before tunnel types (5.2) send no TUN_* attributes: that is plain IPIP.
-    return Destination(
-        address=ip_address(attributes["IPVS_DEST_ATTR_ADDR"]),
-        port=int(attributes["IPVS_DEST_ATTR_PORT"]),
-        weight=int(attributes["IPVS_DEST_ATTR_WEIGHT"]),
-        forwarding=Forwarding(int(attributes["IPVS_DEST_ATTR_FWD_METHOD"])),
-        upper_threshold=int(attributes["IPVS_DEST_ATTR_U_THRESH"]),
-        lower_threshold=int(attributes["IPVS_DEST_ATTR_L_THRESH"]),
-        tunnel_type=TunnelType(int(attributes.get("IPVS_DEST_ATTR_TUN_TYPE", 0))),
-        tunnel_port=socket.ntohs(int(attributes.get("IPVS_DEST_ATTR_TUN_PORT", 0))),
-        tunnel_flags=TunnelFlags(int(attributes.get("IPVS_DEST_ATTR_TUN_FLAGS", 0))),
-    )

@@ -8,6 +8,7 @@ of its own, and they fail as the kernel fails, with the kernel's errno on the ex
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from typing import ClassVar, Protocol, assert_never
 
 from lvsha.ipvs.model import Destination, DestinationKey, IpvsTable, ServiceKey, ServiceOptions
@@ -105,6 +106,15 @@ class IpvsTablePort(Protocol):
 
     async def delete_destination(self, service: ServiceKey, destination: DestinationKey) -> None:
         """Raises NoSuchServiceError, NoSuchDestinationError."""
+        ...
+
+    async def apply_operations(self, operations: Sequence[Operation]) -> list[IpvsError | None]:
+        """Carry out `operations` in order, as one batch: one result per operation, None where
+        it was done, else the error its single-operation method would have raised.
+
+        A refusal does not stop the batch: every operation is attempted, as the kernel does
+        with a batch of requests.
+        """
         ...
 
 

@@ -41,7 +41,16 @@ from lvsha.ipvs.model import (
     TunnelType,
 )
 from lvsha.ipvs.netlink import NetlinkIpvsTable
-from lvsha.ipvs.plan import Operation, plan
+from lvsha.ipvs.plan import (
+    AddDestination,
+    AddService,
+    DeleteDestination,
+    DeleteService,
+    EditDestination,
+    EditService,
+    Operation,
+    plan,
+)
 from lvsha.ipvs.port import (
     DestinationExistsError,
     InvalidRequestError,
@@ -777,8 +786,9 @@ def random_table(
     return desired
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one by one", "batched"])
 async def test_plans_applied_through_the_port_reach_the_desired_table(
-    table: NetlinkIpvsTable,
+    table: NetlinkIpvsTable, batched: bool
 ) -> None:
     schedulers = [name for name in ALL_SCHEDULERS if has_module(name)]
     rng = random.Random(20240605)
@@ -789,12 +799,166 @@ async def test_plans_applied_through_the_port_reach_the_desired_table(
         assert observed == memory.snapshot(), f"round {round_number}: the two ports differ"
         desired = random_table(rng, observed, schedulers)
         operations = plan(desired, observed, managed=observed.keys())
-        for operation in operations:
-            await apply_operation(table, operation)
-            await apply_operation(memory, operation)
+        if batched:
+            assert await table.apply_operations(operations) == [None] * len(operations)
+            assert await memory.apply_operations(operations) == [None] * len(operations)
+        else:
+            for operation in operations:
+                await apply_operation(table, operation)
+                await apply_operation(memory, operation)
         applied.update(type(operation).__name__ for operation in operations)
         assert await table.list_services() == desired, f"round {round_number}: {operations}"
         assert ipvsadm_table() == as_ipvsadm_shows(desired), f"round {round_number}"
         assert memory.snapshot() == desired, f"round {round_number}"
     # The rounds must have exercised every kind of operation, not only adds.
     assert set(applied) == {name for name in OPERATION_NAMES}, applied
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+def outcomes(results: list[IpvsError | None]) -> list[tuple[type[IpvsError] | None, int]]:
+    return [(None, 0) if r is None else (type(r), r.errno) for r in results]
+
+
+NEW_WEB = AddressKey(TCP, ip_address("192.0.2.5"), 8080)
+MIXED_BATCH: list[Operation] = [
+    AddService(NEW_WEB, ServiceOptions("wrr", persistence=Persistence(120, 24))),
+    AddDestination(WEB, replace(REAL, weight=9)),  # refused: EEXIST
+    AddDestination(NEW_WEB, replace(REAL, forwarding=DR)),
+    DeleteService(ELSEWHERE),  # refused: ESRCH
+    EditDestination(WEB, replace(REAL, weight=4, upper_threshold=50, lower_threshold=5)),
+    AddService(ELSEWHERE, ServiceOptions("nope")),  # refused: ENOENT (no such scheduler)
+    AddDestination(WEB6, tunnel("198.51.100.40", tunnel_type=TunnelType.GRE)),
+    EditDestination(WEB, at("198.51.100.99")),  # refused: ENOENT (no such destination)
+    AddDestination(WEB, at("224.0.0.5")),  # refused: EINVAL
+    EditService(MARK, ServiceOptions("wlc", ServiceFlags.ONE_PACKET)),
+    AddDestination(MARK, replace(REAL6, port=0, forwarding=DR)),  # refused: EINVAL (family)
+    DeleteDestination(WEB6, REAL6.key),
+    EditService(WEB6, ServiceOptions("rr", persistence=Persistence(10, 0))),  # refused: EINVAL
+    AddService(FwmarkKey(9, Family.INET6), ServiceOptions("rr", persistence=Persistence(5, 48))),
+]
+MIXED_OUTCOMES = [
+    (None, 0),
+    (DestinationExistsError, errno.EEXIST),
+    (None, 0),
+    (NoSuchServiceError, errno.ESRCH),
+    (None, 0),
+    (UnknownModuleError, errno.ENOENT),
+    (None, 0),
+    (NoSuchDestinationError, errno.ENOENT),
+    (InvalidRequestError, errno.EINVAL),
+    (None, 0),
+    (InvalidRequestError, errno.EINVAL),
+    (None, 0),
+    (InvalidRequestError, errno.EINVAL),
+    (None, 0),
+]
+
+
+@pytest.mark.parametrize("window", [None, 1, 3], ids=["default window", "window 1", "window 3"])
+async def test_a_batch_goes_on_after_refusals(window: int | None) -> None:
+    async with NetlinkIpvsTable(window=window) as table:
+        await write(table, EXISTING)
+        memory = MemoryIpvsTable(EXISTING.values())
+        results = await table.apply_operations(MIXED_BATCH)
+        assert outcomes(results) == MIXED_OUTCOMES
+        assert outcomes(await memory.apply_operations(MIXED_BATCH)) == MIXED_OUTCOMES
+        await assert_kernel_holds(table, memory.snapshot())
+
+
+async def test_a_batch_names_each_refused_operation_as_the_single_methods_do(
+    table: NetlinkIpvsTable,
+) -> None:
+    await write(table, EXISTING)
+    results = await table.apply_operations(MIXED_BATCH)
+    assert str(results[1]) == (
+        "add destination 198.51.100.11:80 to service TCP 192.0.2.1:80: File exists"
+    )
+    assert str(results[5]) == (
+        "add service TCP 192.0.2.99:80 (scheduler 'nope'): No such file or directory"
+    )
+    with pytest.raises(DestinationExistsError) as single:
+        await table.add_destination(WEB, replace(REAL, weight=9))
+    assert str(single.value) == str(results[1])
+
+
+def big_table(services: int, destinations: int) -> dict[ServiceKey, Service]:
+    """IPv4 and IPv6 services by address, and fwmark services, some persistent."""
+    table: dict[ServiceKey, Service] = {}
+    for index in range(services):
+        key: ServiceKey
+        reals: list[IPAddress]
+        kind = index % 3
+        if kind == 0:
+            key = AddressKey(TCP, IPv4Address("192.0.2.0") + index, 80)
+            reals = [IPv4Address("198.51.0.0") + index * 16 + n for n in range(destinations)]
+        elif kind == 1:
+            key = AddressKey(UDP, IPv6Address("2001:db8::") + index, 53)
+            reals = [IPv6Address("2001:db8:1::") + index * 16 + n for n in range(destinations)]
+        else:
+            key = FwmarkKey(index, Family.INET)
+            reals = [IPv4Address("198.51.0.0") + index * 16 + n for n in range(destinations)]
+        prefix_length = 24 if key.family is Family.INET else 64
+        persistence = Persistence(300, prefix_length) if index % 2 else None
+        port = 0 if isinstance(key, FwmarkKey) else 8080
+        forwarding = DR if isinstance(key, FwmarkKey) else NAT
+        table[key] = Service(
+            key,
+            ServiceOptions("wlc", persistence=persistence),
+            tuple(Destination(real, port, 10, forwarding) for real in reals),
+        )
+    return table
+
+
+async def test_a_batch_of_thousands_of_operations(table: NetlinkIpvsTable) -> None:
+    desired = big_table(300, 10)
+    operations = plan(desired, {}, managed=desired.keys())
+    assert len(operations) == 3300
+    assert await table.apply_operations(operations) == [None] * len(operations)
+    await assert_kernel_holds(table, desired)
+
+    rng = random.Random(5)
+    changed = dict(desired)
+    for key in rng.sample(sorted(desired, key=str), 100):
+        service = desired[key]
+        kept = service.destinations[: rng.randint(0, 9)]
+        reweighted = tuple(replace(d, weight=rng.randint(0, 100)) for d in kept)
+        changed[key] = replace(service, destinations=reweighted)
+    for key in rng.sample(sorted(desired, key=str), 30):
+        del changed[key]
+    operations = plan(changed, desired, managed=desired.keys())
+    assert await table.apply_operations(operations) == [None] * len(operations)
+    await assert_kernel_holds(table, changed)
+
+
+async def test_lost_acknowledgements_are_reported_not_taken_for_success() -> None:
+    # A receive buffer far too small for the window: the kernel drops acknowledgements.
+    async with NetlinkIpvsTable(receive_buffer=1, window=400) as table:
+        keys = [AddressKey(TCP, IPv4Address("192.0.2.0") + n, 80) for n in range(400)]
+        results = await table.apply_operations([AddService(k, ServiceOptions("rr")) for k in keys])
+        lost = [r for r in results if r is not None]
+        assert lost, "no acknowledgement was dropped: the test did not overrun the buffer"
+        assert {(type(r), r.errno) for r in lost} == {(IpvsError, errno.ENOBUFS)}
+        assert "may or may not have been applied" in str(lost[0])
+        # The kernel did carry out every request; the socket still works afterwards.
+        expected: dict[ServiceKey, Service] = {k: Service(k, ServiceOptions("rr")) for k in keys}
+        await assert_kernel_holds(table, expected)
+
+
+async def test_a_cancelled_batch_leaves_the_port_usable() -> None:
+    async with NetlinkIpvsTable(window=1) as table:
+        keys = [AddressKey(TCP, IPv4Address("203.0.113.0") + n, 80) for n in range(50)]
+        batch = asyncio.create_task(
+            table.apply_operations([AddService(k, ServiceOptions("rr")) for k in keys])
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        found = await table.list_services()
+        assert 0 < len(found) < len(keys)
+        assert ipvsadm_table() == as_ipvsadm_shows(found)
+        await table.add_service(WEB, ServiceOptions("rr"))
+        assert WEB in await table.list_services()

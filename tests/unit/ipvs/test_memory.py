@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from ipaddress import ip_address
 
 import pytest
@@ -12,6 +13,7 @@ from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.model import (
     AddressKey,
     Destination,
+    DestinationKey,
     Family,
     Forwarding,
     FwmarkKey,
@@ -21,14 +23,25 @@ from lvsha.ipvs.model import (
     TransportProtocol,
     TunnelType,
 )
+from lvsha.ipvs.plan import (
+    AddDestination,
+    AddService,
+    DeleteDestination,
+    DeleteService,
+    EditDestination,
+    EditService,
+    Operation,
+)
 from lvsha.ipvs.port import (
     DestinationExistsError,
     InvalidRequestError,
+    IpvsError,
     IpvsTablePort,
     NoSuchDestinationError,
     NoSuchServiceError,
     ServiceExistsError,
     UnknownModuleError,
+    apply_operation,
 )
 
 WEB = AddressKey(TransportProtocol.TCP, ip_address("192.0.2.10"), 80)
@@ -202,3 +215,55 @@ async def test_an_ipv6_destination_must_be_global_unicast(address: str) -> None:
 def test_an_initial_table_is_checked_like_any_other() -> None:
     with pytest.raises(UnknownModuleError):
         MemoryIpvsTable([Service(WEB, ServiceOptions(scheduler="fancy"))])
+
+
+async def test_a_batch_goes_on_after_a_refusal_with_one_result_per_operation() -> None:
+    port = port_with_web()
+    other = Destination(ip_address("10.0.0.2"), 80, weight=7)
+    operations: list[Operation] = [
+        EditService(WEB, ServiceOptions(scheduler="rr")),
+        AddDestination(WEB, REAL),  # already there
+        AddDestination(WEB, other),
+        DeleteService(WEB6),  # no such service
+        EditDestination(WEB, replace(REAL, weight=9)),
+    ]
+
+    results = await port.apply_operations(operations)
+
+    assert [type(result) for result in results] == [
+        type(None),
+        DestinationExistsError,
+        type(None),
+        NoSuchServiceError,
+        type(None),
+    ]
+    assert [getattr(result, "errno", 0) for result in results] == [
+        0,
+        errno.EEXIST,
+        0,
+        errno.ESRCH,
+        0,
+    ]
+    assert port.snapshot() == {
+        WEB: Service(WEB, ServiceOptions(scheduler="rr"), (replace(REAL, weight=9), other))
+    }
+
+
+async def test_a_batch_refuses_exactly_as_the_single_operations_do() -> None:
+    operations: list[Operation] = [
+        AddService(WEB, ServiceOptions(scheduler="fancy")),
+        DeleteDestination(WEB, DestinationKey(ip_address("10.9.9.9"), 80)),
+        AddDestination(WEB, Destination(ip_address("224.0.0.5"), 80)),
+    ]
+    batch = await port_with_web().apply_operations(operations)
+    one_by_one = port_with_web()
+    for operation, result in zip(operations, batch, strict=True):
+        with pytest.raises(IpvsError) as raised:
+            await apply_operation(one_by_one, operation)
+        assert (type(result), str(result)) == (type(raised.value), str(raised.value))
+
+
+async def test_an_empty_batch_changes_nothing() -> None:
+    port = port_with_web()
+    assert await port.apply_operations([]) == []
+    assert port.snapshot() == {WEB: Service(WEB, ServiceOptions(), (REAL,))}
