@@ -95,7 +95,8 @@ def plan(
             continue
         if have.options != want.options:
             operations.append(EditService(key, want.options))
-        operations.extend(_destination_changes(want, have))
+        if have.destinations != want.destinations:
+            operations.extend(_destination_changes(want, have))
 
     leftovers = (key for key in observed if key not in desired and key in managed)
     for key in sorted(leftovers, key=service_sort_key):
@@ -105,9 +106,21 @@ def plan(
 
 
 def _destination_changes(want: Service, have: Service) -> Iterator[Operation]:
+    key = want.key
+    # Services keep destinations sorted by key: with the same keys in both, the tuples pair
+    # up, and only edits remain (the usual case: weights changing with verdicts).
+    if len(want.destinations) == len(have.destinations) and all(
+        w.port == h.port and w.address == h.address
+        for w, h in zip(want.destinations, have.destinations, strict=True)
+    ):
+        for wanted_destination, present_destination in zip(
+            want.destinations, have.destinations, strict=True
+        ):
+            if wanted_destination != present_destination:
+                yield EditDestination(key, wanted_destination)
+        return
     wanted = want.destinations_by_key
     present = have.destinations_by_key
-    key = want.key
     for destination in want.destinations:
         if destination.key not in present:
             yield AddDestination(key, destination)

@@ -50,7 +50,7 @@ from lvsha.ipvs.plan import (
     Operation,
     plan,
 )
-from lvsha.ipvs.port import IpvsError, IpvsTablePort, apply_operation
+from lvsha.ipvs.port import IpvsTablePort
 from lvsha.ipvs.specs import ConfiguredService
 from lvsha.stats import RecentSamples
 
@@ -472,16 +472,14 @@ class IpvsSyncer:
             return
         observed = await self._port.list_services()
         operations = plan({}, observed, managed=self.managed())
-        before: IpvsTable = observed
-        for operation in operations:
-            try:
-                await apply_operation(self._port, operation)
-            except IpvsError as error:
+        texts = [describe_operation(operation, observed) for operation in operations]
+        results = await self._port.apply_operations(operations)
+        for operation, text, error in zip(operations, texts, results, strict=True):
+            if error is not None:
                 self.errors += 1
-                log.error("IPVS: %s refused: %s", describe_operation(operation, before), error)
-                continue
-            self.operations[type(operation).__name__] += 1
-            before = table_after(before, operation)
+                log.error("IPVS: %s refused: %s", text, error)
+            else:
+                self.operations[type(operation).__name__] += 1
         log.info("IPVS syncer stopped; removed the services it manages")
 
     # The task.
@@ -541,9 +539,15 @@ class IpvsSyncer:
         assert self._loop is not None
         now = self._loop.time()
         believed = self._believed
-        if believed is None or self._reread_requested or now >= self._reread_due:
+        periodic = now >= self._reread_due
+        if believed is None or self._reread_requested or periodic:
+            if believed is not None and periodic and self._dirty:
+                # Verdicts are waiting: they reach the kernel first, not after a re-read of
+                # the whole table (seconds for thousands of entries on a slow machine).
+                await self._replan(believed, now)
             self._reread_requested = False
             found = dict(await self._port.list_services())
+            believed = self._believed
             if believed is not None:
                 for line in describe_drift(believed, found, self.managed()):
                     self.drift += 1
@@ -552,7 +556,11 @@ class IpvsSyncer:
             self._dirty = None
             now = self._loop.time()
             self._reread_due = now + self._resync_interval
+        await self._replan(believed, now)
+        self.passes += 1
 
+    async def _replan(self, believed: dict[ServiceKey, Service], now: float) -> None:
+        """Plan the services marked dirty (all after a read) against `believed`, and apply."""
         for real_server, until in list(self._holds.items()):
             if until <= now:
                 del self._holds[real_server]
@@ -587,7 +595,6 @@ class IpvsSyncer:
         await self._apply(operations, arrivals)
         assert self._believed is not None
         self._retired = {key for key in self._retired if key in self._believed}
-        self.passes += 1
 
     async def _apply(
         self, operations: list[Operation], arrivals: dict[RealServerId, float]
@@ -601,14 +608,17 @@ class IpvsSyncer:
         last_ack: dict[ServiceKey, float] = {}
         failed_services: set[ServiceKey] = set()
         failing: set[tuple[Operation, int]] = set()
-        for operation in operations:
+        texts = [describe_operation(operation, self._believed) for operation in operations]
+        # One batch: the kernel takes every request in order and acknowledges each.
+        results = await self._port.apply_operations(operations)
+        acked = self._loop.time()
+        for operation, text, error in zip(operations, texts, results, strict=True):
             service, destination = operation_target(operation)
-            if service in failed_services and not isinstance(operation, DeleteService):
-                continue  # it depends on an operation the kernel refused
-            text = describe_operation(operation, self._believed)
-            try:
-                await apply_operation(self._port, operation)
-            except IpvsError as error:
+            if error is not None:
+                if service in failed_services and not isinstance(operation, DeleteService):
+                    # It depended on the service the kernel just refused to add.
+                    log.debug("IPVS: %s refused with its service: %s", text, error)
+                    continue
                 self.errors += 1
                 failing.add((operation, error.errno))
                 if isinstance(operation, AddService):
@@ -618,7 +628,6 @@ class IpvsSyncer:
                 )
                 log.log(level, "IPVS: %s refused by the kernel: %s", text, error)
                 continue
-            acked = self._loop.time()
             apply_to_table(self._believed, operation)
             self.operations[type(operation).__name__] += 1
             last_ack[service] = acked

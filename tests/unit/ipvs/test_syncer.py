@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from ipaddress import ip_address
 
@@ -351,6 +352,31 @@ async def test_passes_that_replan_only_changed_services_reach_the_full_plan(
     assert syncer.drift == 0
 
 
+async def test_a_verdict_waiting_when_the_reread_is_due_goes_first(
+    syncers: list[IpvsSyncer],
+) -> None:
+    journal: list[str] = []
+
+    class JournalPort(RecordingPort):
+        async def list_services(self) -> dict[ServiceKey, Service]:
+            journal.append("read")
+            return await super().list_services()
+
+        async def _record(self, operation: Operation) -> None:
+            journal.append(type(operation).__name__)
+            await super()._record(operation)
+
+    port = JournalPort()
+    syncer = await start(port, syncers, resync_interval=0.05)
+    await asyncio.sleep(0)
+    journal.clear()
+    # Hold the loop past the re-read's due time, so the verdict is waiting when the pass starts.
+    time.sleep(0.06)
+    syncer.on_verdict(verdict(WEB_A, Health.UNHEALTHY))
+    await eventually(lambda: "read" in journal, "the periodic re-read")
+    assert journal[:2] == ["DeleteDestination", "read"]
+
+
 async def test_latency_is_measured_to_the_acknowledgement(syncers: list[IpvsSyncer]) -> None:
     class SlowPort(RecordingPort):
         async def delete_destination(self, service: ServiceKey, key: DestinationKey) -> None:
@@ -629,14 +655,15 @@ async def test_a_refused_operation_is_logged_and_the_rest_goes_on(
         await next_passes(syncer, 3)
     assert port.snapshot().keys() == {DNS, MAIL}
     refusals = [r for r in caplog.records if r.levelno == logging.ERROR]
-    # Logged once with the operation, then retried quietly; its destinations are not tried.
+    # Logged once with the operation, then retried quietly; its destinations, sent in the same
+    # batch, fail with it and are neither logged as errors nor counted.
     assert len(refusals) == 1
     assert refusals[0].getMessage() == (
         "IPVS: add service TCP 192.0.2.10:80 (scheduler wrr) refused by the kernel: "
         "scheduler module ip_vs_wrr not found"
     )
-    assert not any(isinstance(op, AddDestination) and op.service == WEB for op in port.log)
-    assert syncer.errors >= 3
+    # One error per pass (one pass may be under way), not one per refused destination too.
+    assert 3 <= syncer.errors <= syncer.passes + 1
     module_missing = False
     await eventually(lambda: port.snapshot() == HEALTHY_TABLE, "added once the module is there")
 
