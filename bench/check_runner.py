@@ -19,7 +19,7 @@ import resource
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from lvsha.checks.pool import CheckPool, RealServerVerdict
+from lvsha.checks.pool import CheckPool, RealServerVerdict, raise_file_limit
 from lvsha.checks.targets import check_plan
 from lvsha.config import load_file
 from lvsha.ipvs.desired import Health
@@ -78,6 +78,7 @@ async def measure(config_path: str, warmup: float, duration: float) -> Figures:
     # Sized to what the period holds if the pool keeps its schedule, so that at the end the
     # window holds starts from within the period only (checked below: lateness_starts).
     window = max(1, int(distinct * (duration - interval) / interval))
+    raise_file_limit()  # as lvsha's checker process does
     pool = CheckPool(plan, lateness_window=window)
     changes: list[RealServerVerdict] = []
     pool.subscribe(changes.append)

@@ -154,11 +154,17 @@ def on_schedule(scenario: Scenario, figures: Figures) -> bool:
 HEADER = (
     f"{'scenario':<11} {'checks/s':>9} {'CPU s/1000':>10} {'CPU/core':>8} "
     f"{'late p50':>9} {'late p99':>9} {'late max':>9} {'RSS max':>9} {'unhealthy':>9} "
-    f"{'throttled':>9} {'CPU wait':>8}"
+    f"{'throttled':>9} {'CPU wait':>8} {'retrans':>7}"
 )
 
 
-def row(scenario: Scenario, figures: Figures) -> str:
+def retransmitted_segments(host: Host) -> int:
+    """TCP segments `host`'s kernel has sent again (a lost SYN costs its check a second)."""
+    out = host.run("nstat", "-asz", "TcpRetransSegs").stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.startswith("Tcp"))
+
+
+def row(scenario: Scenario, figures: Figures, retransmitted: int) -> str:
     per_second = figures.completed / figures.seconds
     per_thousand = figures.cpu_seconds / figures.completed * 1000 if figures.completed else 0.0
     core = figures.cpu_seconds / figures.seconds
@@ -168,7 +174,7 @@ def row(scenario: Scenario, figures: Figures) -> str:
         f"{figures.lateness_p50 * 1000:>7.2f}ms {figures.lateness_p99 * 1000:>7.2f}ms "
         f"{figures.lateness_max * 1000:>7.1f}ms {figures.rss_max_kib / 1024:>6.1f}MiB "
         f"{figures.unhealthy_at_end:>9} {figures.throttled:>9} "
-        f"{figures.runqueue_wait_seconds / figures.seconds:>7.1%}{window}"
+        f"{figures.runqueue_wait_seconds / figures.seconds:>7.1%} {retransmitted:>8}{window}"
     )
 
 
@@ -218,14 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     scenario.kind, scenario.checks, addresses, scenario.ports(), "10.200.255.1"
                 )
             )
+            before = retransmitted_segments(client) + retransmitted_segments(targets)
             figures = run_checker(client, config, args.warmup, args.duration, cpu)
+            after = retransmitted_segments(client) + retransmitted_segments(targets)
             results[scenario] = figures
-            print(row(scenario, figures), flush=True)
+            print(row(scenario, figures, after - before), flush=True)
     print(
         "checks/s: probes completed per second; CPU s/1000: checker CPU (user+sys) per 1,000 "
         "probes; CPU/core: share of its one core; late: probe start minus due time; "
-        "throttled: starts that waited for one of the 1,000 in-flight slots; "
-        "CPU wait: share of the time the checker was runnable but its CPU ran something else"
+        "throttled: starts that waited for a slot under the limit on probes in flight; "
+        "CPU wait: share of the time the checker was runnable but its CPU ran something else; "
+        "retrans: TCP segments the lab's two hosts sent again during the run (warm-up "
+        "included): a lost SYN delays its check by a second, which lowers checks/s"
     )
     target = Scenario("tcp", 10000)
     if target in results:

@@ -21,6 +21,7 @@ import heapq
 import logging
 import math
 import random
+import resource
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -42,7 +43,9 @@ from lvsha.stats import RecentSamples
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_IN_FLIGHT = 1000
+FILE_RESERVE = 256
+"""File descriptors the pool leaves to the rest of the process (sockets, logs, scripts)."""
+MIN_IN_FLIGHT = 64
 DEFAULT_HANG_MARGIN = 1.0
 """Seconds past a check's timeout after which the pool gives up on a probe that did not."""
 DEFAULT_LATENESS_WINDOW = 10_000
@@ -68,6 +71,27 @@ class LatenessStats(RecentSamples):
         self.throttled += throttled
 
 
+def in_flight_budget() -> int:
+    """How many probes may be in flight at once: what the file-descriptor limit allows.
+
+    Each check has at most one probe in flight, so with enough descriptors nothing is held
+    back; a lower fixed cap would make every check late whenever many servers time out at
+    once (keepalived has none). The daemon raises its soft limit to the hard one first.
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(MIN_IN_FLIGHT, soft - FILE_RESERVE)
+
+
+def raise_file_limit() -> int:
+    """Raise this process's soft file-descriptor limit to its hard limit; returns the new one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeStart(Generic[K]):
     key: K
@@ -85,9 +109,7 @@ class ProbeScheduler(Generic[K]):
     flight; the rest start as slots free up.
     """
 
-    def __init__(
-        self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, lateness: LatenessStats | None = None
-    ):
+    def __init__(self, max_in_flight: int, lateness: LatenessStats | None = None):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.max_in_flight = max_in_flight
@@ -186,6 +208,7 @@ class _Check:
     __slots__ = (
         "callback_probe",
         "description",
+        "due",
         "index",
         "key",
         "misbehaving",
@@ -204,6 +227,8 @@ class _Check:
         self.state: CheckState | None = None
         self.misbehaving = False
         """The probe raised or hung last time; logged once until it behaves again."""
+        self.due = 0.0
+        """When the probe in flight (or the last one) was due to start."""
         probe = target.probe
         self.callback_probe = probe if isinstance(probe, CallbackProbe) else None
         self.run: _CallbackRun | None = None
@@ -242,7 +267,7 @@ class CheckPool:
         self,
         plan: CheckPlan,
         *,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight: int | None = None,
         hang_margin: float = DEFAULT_HANG_MARGIN,
         rng: random.Random | None = None,
         tools: ProbeTools | None = None,
@@ -255,6 +280,8 @@ class CheckPool:
         self._rng = rng if rng is not None else random.Random()
         self._tools = tools if tools is not None else ProbeTools()
         self.lateness = LatenessStats(lateness_window)
+        if max_in_flight is None:
+            max_in_flight = in_flight_budget()
         self._scheduler: ProbeScheduler[int] = ProbeScheduler(max_in_flight, self.lateness)
         self._checks: list[_Check] = []
         self._targets: dict[int, CheckTarget] = {}
@@ -421,6 +448,7 @@ class CheckPool:
         assert self._loop is not None
         for start in starts:
             check = self._checks[start.key]
+            check.due = start.due
             if check.callback_probe is not None:
                 self._start_callback_probe(check, check.callback_probe, start.started_at)
                 continue
@@ -492,7 +520,7 @@ class CheckPool:
             return
         assert self._loop is not None and check.state is not None
         now = self._loop.time()
-        events = check.state.probe_completed(result, now)
+        events = check.state.probe_completed(result, now, check.due)
         starts = self._scheduler.finished(check.index, now, check.state.next_probe_at)
         if starts:
             self._launch(starts)

@@ -69,6 +69,8 @@ class CheckParams:
 class ProbeCompleted:
     result: ProbeResult
     now: float
+    due: float | None = None
+    """When the probe was scheduled to start; None: take its start as now - latency."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +193,10 @@ class CheckState:
         self._now = event.now
         return handler(self, event)
 
-    def probe_completed(self, result: ProbeResult, now: float) -> list[CheckEvent]:
-        return self.handle(ProbeCompleted(result, now))
+    def probe_completed(
+        self, result: ProbeResult, now: float, due: float | None = None
+    ) -> list[CheckEvent]:
+        return self.handle(ProbeCompleted(result, now, due))
 
     def disable(self, reason: str, now: float) -> list[CheckEvent]:
         return self.handle(Disable(reason, now))
@@ -204,8 +208,9 @@ class CheckState:
         assert isinstance(event, ProbeCompleted)
         result, now = event.result, event.now
         self._reason = result.reason
-        # Cadence is start to start (keepalived's misc check does the same), never in the past.
-        started_at = now - result.latency
+        # Cadence is start to start (keepalived's misc check does the same), never in the past;
+        # from the scheduled start when known, so that late starts do not push the schedule.
+        started_at = now - result.latency if event.due is None else event.due
         events: list[CheckEvent] = []
         round_passed: bool | None
         if result.ok:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lvsha.checks.maintenance import MaintenanceWatcher
-from lvsha.checks.pool import CheckPool
+from lvsha.checks.pool import CheckPool, raise_file_limit
 from lvsha.checks.targets import check_plan
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
@@ -83,6 +83,8 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
         table, daemons = netlink_table, netlink_daemons
     glob = config.global_
     plan = check_plan(config)
+    # One descriptor per probe in flight: as many as the hard limit allows (see CheckPool).
+    raise_file_limit()
     pool = CheckPool(plan)
     syncer = IpvsSyncer(
         table,

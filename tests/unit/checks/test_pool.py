@@ -5,6 +5,7 @@ import itertools
 import logging
 import os
 import random
+import resource
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,7 +13,15 @@ from dataclasses import dataclass, field
 import pytest
 
 from lvsha.checks.http import HttpClient
-from lvsha.checks.pool import CheckPool, LatenessStats, ProbeScheduler, RealServerVerdict
+from lvsha.checks.pool import (
+    FILE_RESERVE,
+    MIN_IN_FLIGHT,
+    CheckPool,
+    LatenessStats,
+    ProbeScheduler,
+    RealServerVerdict,
+    in_flight_budget,
+)
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.state import CheckParams, CheckTransitionError
 from lvsha.checks.targets import (
@@ -61,13 +70,25 @@ def test_scheduler_holds_probes_beyond_the_limit_until_a_slot_frees() -> None:
 
 
 def test_scheduler_refuses_a_key_twice() -> None:
-    scheduler: ProbeScheduler[str] = ProbeScheduler()
+    scheduler: ProbeScheduler[str] = ProbeScheduler(max_in_flight=10)
     scheduler.schedule("a", 1.0)
     with pytest.raises(ValueError, match="already"):
         scheduler.schedule("a", 2.0)
     scheduler.start_due(1.0)
     with pytest.raises(ValueError, match="in flight"):
         scheduler.schedule("a", 2.0)
+
+
+def test_in_flight_budget_follows_the_file_descriptor_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits = {"soft": 65536}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (limits["soft"], 1 << 20))
+    assert in_flight_budget() == 65536 - FILE_RESERVE
+    limits["soft"] = 100
+    assert in_flight_budget() == MIN_IN_FLIGHT
+    limits["soft"] = resource.RLIM_INFINITY
+    assert in_flight_budget() >= 1 << 20
 
 
 def test_lateness_quantiles_over_a_bounded_window() -> None:

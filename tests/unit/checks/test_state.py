@@ -143,6 +143,16 @@ def test_next_probe_is_never_in_the_past_after_a_slow_probe() -> None:
     assert check.next_probe_at == 5.0
 
 
+def test_a_late_start_does_not_push_the_schedule_when_the_due_time_is_known() -> None:
+    check = CheckState(params(interval=1.0), now=0.0)
+    # Due at 0.0, started 30 ms late, took 1 ms: the next is due at 1.0, not 1.03.
+    check.probe_completed(ProbeResult(True, "ok", 0.001), 0.031, due=0.0)
+    assert check.next_probe_at == 1.0
+    # Without the due time, the start is what the latency implies.
+    check.probe_completed(ProbeResult(True, "ok", 0.001), 1.031)
+    assert check.next_probe_at == pytest.approx(2.03)
+
+
 def test_first_probe_time_can_be_staggered() -> None:
     check = CheckState(params(), now=0.0, first_probe_at=4.2)
     assert check.next_probe_at == 4.2
