@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 from lvsha.drill.lab import Host
@@ -51,6 +53,8 @@ class Director:
         self.host = host
         self.vip = vip
         self.workdir = Path(tempfile.mkdtemp(prefix=f"lvsha-director-{host.name}-"))
+        # Gone with the Director, at the latest when the test session ends.
+        weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
         self.config_path = self.workdir / "lvsha.yaml"
         self.config_path.write_text(config)
         self.log_path = self.workdir / "lvsha.log"
