@@ -76,7 +76,11 @@ class IpvsSettings(Model):
         "or remove the services lvsha manages (keepalived removes them).",
     )
     resync_interval: Seconds = Field(
-        5.0, gt=0, le=3600, description="Re-read the kernel table this often to correct drift."
+        5.0,
+        gt=0,
+        le=3600,
+        description="Re-read the kernel table this often to correct drift. A re-read dumps "
+        "every service (as ipvsadm -Ln does): with thousands of entries, allow it more time.",
     )
 
 
