@@ -291,10 +291,7 @@ def soak(options: SoakOptions) -> bool:
                 f"{rhythm.late} (b's Master_Down_Interval {mdi * 1000:.1f} ms); "
                 f"adverts from b: {backup_adverts}"
             )
-            print(
-                "  (gaps as timestamped by this process's capture thread: a gap longer than b's "
-                "Master_Down_Interval while b stayed BACKUP is the capture's own delay)"
-            )
+            print("  (gaps between the kernel's receive times on the client's capture socket)")
             for name, changes in spurious.items():
                 print(f"  state changes of {name} after the initial election: {len(changes)}")
                 for change in changes:
