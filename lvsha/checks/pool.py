@@ -487,11 +487,7 @@ class CheckPool:
             assert check.state is not None
             self._abandon(run)
             limit = check.state.params.timeout + self._hang_margin
-            reason = f"probe hung: no verdict after {limit:g} s"
-            if not check.misbehaving:
-                log.warning("check %s (%s): %s", check.description, check.origins[0], reason)
-            check.misbehaving = True
-            self._complete(check, ProbeResult(False, reason, now - run.started_at))
+            self._complete(check, self._hung(check, limit, now - run.started_at))
 
     def _abandon(self, run: _CallbackRun) -> None:
         """Cancel a callback probe in flight; it counts as over, without a result."""
@@ -540,14 +536,20 @@ class CheckPool:
         except Exception as error:
             latency = self._loop.time() - started_at
             if isinstance(error, TimeoutError) and guard.expired():
-                reason = f"probe hung: no verdict after {limit:g} s"
-                if not check.misbehaving:
-                    log.warning("check %s (%s): %s", check.description, check.origins[0], reason)
-                check.misbehaving = True
-                return ProbeResult(False, reason, latency)
+                return self._hung(check, limit, latency)
             return self._misbehaved(check, error, latency)
         check.misbehaving = False
         return result
+
+    @staticmethod
+    def _hung(check: _Check, limit: float, latency: float) -> ProbeResult:
+        """A probe gave no verdict within `limit` s: a failed result, logged once until the
+        probe behaves again."""
+        reason = f"probe hung: no verdict after {limit:g} s"
+        if not check.misbehaving:
+            log.warning("check %s (%s): %s", check.description, check.origins[0], reason)
+        check.misbehaving = True
+        return ProbeResult(False, reason, latency)
 
     @staticmethod
     def _misbehaved(check: _Check, error: Exception, latency: float) -> ProbeResult:

@@ -231,13 +231,6 @@ def describe_operation(operation: Operation, before: IpvsTable) -> str:
     raise AssertionError(f"unhandled operation {operation!r}")
 
 
-def table_after(table: IpvsTable, operation: Operation) -> dict[ServiceKey, Service]:
-    """`table` as the kernel has it once `operation` has been acknowledged."""
-    result = dict(table)
-    apply_to_table(result, operation)
-    return result
-
-
 def apply_to_table(table: dict[ServiceKey, Service], operation: Operation) -> None:
     """Change `table` in place as the kernel changes once `operation` is acknowledged."""
     match operation:

@@ -49,10 +49,10 @@ from lvsha.ipvs.syncer import (
     OnStop,
     adopted_quorum,
     adoption_holds,
+    apply_to_table,
     describe_drift,
     describe_operation,
     desired_table,
-    table_after,
 )
 
 CONFIG = """
@@ -713,12 +713,12 @@ async def test_a_failing_pass_does_not_kill_the_task(
 # The pure parts.
 
 
-async def test_table_after_matches_the_memory_port() -> None:
+async def test_apply_to_table_matches_the_memory_port() -> None:
     start_table: dict[ServiceKey, Service] = {OTHER: UNMANAGED, WEB: HEALTHY_TABLE[WEB]}
     target = dict(HEALTHY_TABLE)
     target[WEB] = Service(WEB, ServiceOptions("rr"), (dest("10.0.0.2", 80, 4),))
     port = MemoryIpvsTable(start_table.values())
-    believed: IpvsTable = start_table
+    believed = dict(start_table)
     operations = plan(target, start_table, managed={WEB, DNS, MAIL, OTHER})
     assert {type(op) for op in operations} == {
         AddService,
@@ -730,7 +730,7 @@ async def test_table_after_matches_the_memory_port() -> None:
     }
     for operation in operations:
         await apply_operation(port, operation)
-        believed = table_after(believed, operation)
+        apply_to_table(believed, operation)
         assert believed == port.snapshot()
     assert believed == target  # OTHER was in `managed`, so it went
 
