@@ -16,6 +16,12 @@ temporary files) are ignored; a name that selects nothing is logged once.
 
 The first non-empty line of the file, if any, is logged as the reason, with the file's owner:
     echo "disk replacement, ticket 4711" > /run/lvsha/maintenance/192.0.2.21_80
+
+Only regular files count. Anything else (a FIFO, a directory, a socket, a device, a symbolic
+link, even to a regular file) is ignored and logged once: opening a FIFO waits for a writer,
+and a link could make lvsha log the first line of any file. The listing, the matching and the
+reading run in a worker thread, never in the event loop, and a directory of more than
+`MAX_ENTRIES` entries is not read at all (what is drained stays drained).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import ipaddress
 import logging
 import os
 import pwd
-from collections.abc import Iterable
-from dataclasses import dataclass
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -37,7 +44,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DIRECTORY = Path("/run/lvsha/maintenance")
 DEFAULT_POLL_INTERVAL = 1.0
+MAX_ENTRIES = 10_000
+"""A maintenance directory with more entries is not read (listing and matching cost)."""
 _REASON_CHARS = 200
+_REASON_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +89,18 @@ def drained_by(
     names: Iterable[str], real_servers: Iterable[RealServerId]
 ) -> tuple[dict[RealServerId, str], list[str]]:
     """(each real server a file drains -> the first such file name, names that select nothing)."""
-    servers = list(real_servers)
+    # By address: thousands of names against thousands of servers stay linear.
+    by_address: dict[str, list[RealServerId]] = {}
+    for real_server in real_servers:
+        by_address.setdefault(real_server.address, []).append(real_server)
     drained: dict[RealServerId, str] = {}
     unmatched: list[str] = []
     for name in sorted(names):
         if name.startswith("."):
             continue
         selector = parse_file_name(name)
-        matched = [rs for rs in servers if selector is not None and selector.matches(rs)]
+        candidates = [] if selector is None else by_address.get(selector.address, [])
+        matched = [rs for rs in candidates if selector is not None and selector.matches(rs)]
         if not matched:
             unmatched.append(name)
         for real_server in matched:
@@ -105,27 +119,138 @@ class Drainable(Protocol):
     def enable(self, real_server: RealServerId, reason: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What one look at the maintenance directory found (see `scan_directory`)."""
+
+    files: frozenset[str] = frozenset()
+    """Names of the regular files, "." names included."""
+    ignored: Mapping[str, str] = field(default_factory=dict)
+    """Names of entries that are not regular files -> what they are ("a FIFO", ...)."""
+    missing: bool = False
+    error: str | None = None
+    """Why the directory could not be read; then nothing else is known."""
+
+
+def scan_directory(directory: Path, max_entries: int = MAX_ENTRIES) -> Listing:
+    """List `directory`'s regular files; blocking file system work, for a worker thread.
+
+    Entries are told apart by `lstat` only (scandir's d_type, or a stat that never follows a
+    link): nothing is opened.
+    """
+    files: set[str] = set()
+    ignored: dict[str, str] = {}
+    try:
+        with os.scandir(directory) as entries:
+            for count, entry in enumerate(entries, 1):
+                if count > max_entries:
+                    return Listing(
+                        error=f"more than {max_entries} entries: not read until there are fewer"
+                    )
+                if entry.is_file(follow_symlinks=False):
+                    files.add(entry.name)
+                elif not entry.name.startswith("."):
+                    ignored[entry.name] = _kind(entry)
+    except FileNotFoundError:
+        return Listing(missing=True)
+    except OSError as error:
+        return Listing(error=error.strerror or str(error))
+    return Listing(frozenset(files), ignored)
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    try:
+        mode = entry.stat(follow_symlinks=False).st_mode
+    except OSError:
+        return "gone or unreadable"
+    for test, kind in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def describe_file(path: Path) -> str:
+    """The drain reason a maintenance file gives: its owner and first non-empty line.
+
+    Blocking, for a worker thread. Opened without following links and without waiting (a FIFO
+    put in place of the file since it was listed opens at once), checked to be a regular file
+    before anything is read, and read up to `_REASON_BYTES`.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        return f"maintenance file {path} ({error.strerror or error})"
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            return f"maintenance file {path} (not a regular file: not read)"
+        head = os.read(fd, _REASON_BYTES).decode("utf-8", errors="replace")
+    except OSError as error:
+        return f"maintenance file {path} ({error.strerror or error})"
+    finally:
+        os.close(fd)
+    owner = _user_name(status.st_uid)
+    note = next((line.strip() for line in head.splitlines() if line.strip()), "")
+    if len(note) > _REASON_CHARS:
+        note = note[:_REASON_CHARS] + "..."
+    return f"maintenance file {path} (owner {owner})" + (f": {note}" if note else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Look:
+    """A listing matched against the pool's real servers."""
+
+    listing: Listing
+    wanted: dict[RealServerId, str]
+    unmatched: list[str]
+
+
+def _look(directory: Path, real_servers: tuple[RealServerId, ...], max_entries: int) -> _Look:
+    # Matching runs with the listing in the thread: thousands of names are milliseconds of CPU.
+    listing = scan_directory(directory, max_entries)
+    wanted, unmatched = drained_by(listing.files, real_servers)
+    return _Look(listing, wanted, unmatched)
+
+
+def _describe_all(directory: Path, names: Iterable[str]) -> dict[str, str]:
+    return {name: describe_file(directory / name) for name in names}
+
+
 class MaintenanceWatcher:
-    """Applies the maintenance directory to a pool: `poll()` once, or `run()` every interval."""
+    """Applies the maintenance directory to a pool: `run()` every interval from the event loop
+    (the file system work in a thread), or `poll()` once, synchronously, outside any loop."""
 
     def __init__(
         self,
         pool: Drainable,
         directory: str | os.PathLike[str] = DEFAULT_DIRECTORY,
         interval: float = DEFAULT_POLL_INTERVAL,
+        max_entries: int = MAX_ENTRIES,
     ):
         if interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         self._pool = pool
         self.directory = Path(directory)
         self.interval = interval
+        self.max_entries = max_entries
         self._applied: dict[RealServerId, str] = {}
         """Real servers this watcher drained, and the file that did it."""
         self._already_disabled: set[RealServerId] = set()
         """Selected by a file but disabled by someone else first: logged once."""
         self._unmatched: set[str] = set()
         """Present names that select nothing, already logged."""
+        self._ignored: set[str] = set()
+        """Present entries that are not regular files, already logged."""
         self._missing_logged = False
+        self._error_logged: str | None = None
 
     @property
     def drained(self) -> dict[RealServerId, str]:
@@ -133,21 +258,60 @@ class MaintenanceWatcher:
 
     async def run(self) -> None:
         while True:
-            self.poll()
+            await self.refresh()
             await asyncio.sleep(self.interval)
 
-    def poll(self) -> None:
-        names = self._list()
-        if names is None:
+    async def refresh(self) -> None:
+        """One poll, the listing and the reading of new files in a worker thread."""
+        look = await asyncio.to_thread(
+            _look, self.directory, self._pool.real_servers, self.max_entries
+        )
+        new = self._take(look)
+        if new is None:
             return
-        wanted, unmatched = drained_by(names, self._pool.real_servers)
-        for name in set(unmatched) - self._unmatched:
+        reasons = await asyncio.to_thread(_describe_all, self.directory, new.values())
+        self._drain(new, reasons)
+
+    def poll(self) -> None:
+        """One poll, blocking: for tools and tests, never from inside an event loop."""
+        new = self._take(_look(self.directory, self._pool.real_servers, self.max_entries))
+        if new is not None:
+            self._drain(new, _describe_all(self.directory, new.values()))
+
+    def _take(self, look: _Look) -> dict[RealServerId, str] | None:
+        """Log what the look found, undrain what no file wants any more; returns the real
+        servers to drain and their files (None if the directory could not be read)."""
+        listing = look.listing
+        if listing.error is not None:
+            # Keep what is applied: an unreadable directory is no reason to undrain anything.
+            if listing.error != self._error_logged:
+                log.warning(
+                    "cannot read maintenance directory %s: %s", self.directory, listing.error
+                )
+                self._error_logged = listing.error
+            return None
+        self._error_logged = None
+        if listing.missing:
+            if not self._missing_logged:
+                log.info("maintenance directory %s does not exist: nothing drained", self.directory)
+                self._missing_logged = True
+        else:
+            self._missing_logged = False
+        for name in sorted(listing.ignored.keys() - self._ignored):
+            log.warning(
+                "maintenance entry %s is %s, not a regular file: ignored",
+                self.directory / name,
+                listing.ignored[name],
+            )
+        self._ignored = set(listing.ignored)
+        wanted = look.wanted
+        for name in set(look.unmatched) - self._unmatched:
             log.warning(
                 "maintenance file %s selects no real server: name it <address>, "
                 "<address>_<port> or <vs name>_<address>[_<port>]",
                 self.directory / name,
             )
-        self._unmatched = set(unmatched)
+        self._unmatched = set(look.unmatched)
         for real_server, name in list(self._applied.items()):
             if real_server not in wanted:
                 del self._applied[real_server]
@@ -158,10 +322,17 @@ class MaintenanceWatcher:
                 except CheckTransitionError:
                     log.info("%s was enabled by someone else before %s went", real_server, name)
         self._already_disabled &= wanted.keys()
-        for real_server, name in wanted.items():
-            if real_server in self._applied or real_server in self._already_disabled:
+        return {
+            real_server: name
+            for real_server, name in wanted.items()
+            if real_server not in self._applied and real_server not in self._already_disabled
+        }
+
+    def _drain(self, new: dict[RealServerId, str], reasons: Mapping[str, str]) -> None:
+        for real_server, name in new.items():
+            if real_server in self._applied:
                 continue
-            reason = self._describe(name)
+            reason = reasons[name]
             try:
                 self._pool.disable(real_server, reason)
             except CheckTransitionError:
@@ -169,35 +340,6 @@ class MaintenanceWatcher:
                 self._already_disabled.add(real_server)
                 continue
             self._applied[real_server] = name
-
-    def _list(self) -> set[str] | None:
-        """The file names in the directory; empty if it does not exist, None if unreadable."""
-        try:
-            names = set(os.listdir(self.directory))
-        except FileNotFoundError:
-            if not self._missing_logged:
-                log.info("maintenance directory %s does not exist: nothing drained", self.directory)
-                self._missing_logged = True
-            return set()
-        except OSError as error:
-            # Keep what is applied: an unreadable directory is no reason to undrain anything.
-            log.warning("cannot list maintenance directory %s: %s", self.directory, error)
-            return None
-        self._missing_logged = False
-        return names
-
-    def _describe(self, name: str) -> str:
-        path = self.directory / name
-        try:
-            owner = _user_name(path.stat().st_uid)
-            with path.open("rb") as file:
-                head = file.read(4096).decode("utf-8", errors="replace")
-        except OSError as error:
-            return f"maintenance file {path} ({error.strerror or error})"
-        note = next((line.strip() for line in head.splitlines() if line.strip()), "")
-        if len(note) > _REASON_CHARS:
-            note = note[:_REASON_CHARS] + "..."
-        return f"maintenance file {path} (owner {owner})" + (f": {note}" if note else "")
 
 
 def _user_name(uid: int) -> str:

@@ -1,15 +1,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import pwd
-from collections.abc import AsyncIterator
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from lvsha.checks.maintenance import MaintenanceWatcher, Selector, drained_by, parse_file_name
+from lvsha.checks.maintenance import (
+    MaintenanceWatcher,
+    Selector,
+    describe_file,
+    drained_by,
+    parse_file_name,
+)
 from lvsha.checks.pool import CheckPool, RealServerVerdict
 from lvsha.checks.state import CheckTransitionError
 from lvsha.checks.targets import CheckPlan, RealServerId
@@ -184,3 +196,124 @@ async def test_the_watcher_polls_on_its_own(tmp_path: Path, pool: CheckPool) -> 
             await asyncio.sleep(0.005)
     finally:
         polling.cancel()
+
+
+def make_specials(directory: Path) -> list[str]:
+    """A FIFO, a directory, a link to the FIFO and a socket, each named for a real server."""
+    os.mkfifo(directory / "192.0.2.21_80")
+    (directory / "192.0.2.21_443").mkdir()
+    (directory / "2001:db8::21").symlink_to(directory / "192.0.2.21_80")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(directory / "tls_192.0.2.21"))
+    listener.close()
+    return ["192.0.2.21_80", "192.0.2.21_443", "2001:db8::21", "tls_192.0.2.21"]
+
+
+@contextmanager
+def fifo_rescue(fifo: Path, after: float) -> Iterator[None]:
+    """If something blocks opening `fifo` for reading, open it for writing after `after` s so
+    the test fails instead of hanging forever."""
+    done = threading.Event()
+
+    def rescue() -> None:
+        if done.wait(after):
+            return
+        while not done.is_set():
+            with contextlib.suppress(OSError):  # ENXIO: no reader waiting
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            done.wait(0.05)
+
+    thread = threading.Thread(target=rescue, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+async def test_only_regular_files_count_and_the_loop_never_waits_on_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    specials = make_specials(tmp_path)
+    (tmp_path / "192.0.2.22_80").write_text("rack move\n")
+    pool = RecordingPool()
+    watcher = MaintenanceWatcher(pool, tmp_path, interval=0.01)
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+
+    def tick() -> None:
+        ticks.append(loop.time())
+        ticker[0] = loop.call_later(0.01, tick)
+
+    ticker = [loop.call_later(0.01, tick)]
+    with (
+        fifo_rescue(tmp_path / "192.0.2.21_80", after=3.0),
+        caplog.at_level(logging.INFO, logger="lvsha.checks.maintenance"),
+    ):
+        polling = asyncio.create_task(watcher.run())
+        try:
+            deadline = loop.time() + 2.0
+            while WEB_22 not in pool.disabled or len(ticks) < 20:
+                assert loop.time() < deadline, f"nothing drained: {pool.calls}"
+                await asyncio.sleep(0.01)
+            started = len(ticks)
+            while len(ticks) < started + 10:  # a few more polls, each logging nothing new
+                assert loop.time() < deadline + 1.0
+                await asyncio.sleep(0.01)
+        finally:
+            polling.cancel()
+            ticker[0].cancel()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
+    assert pool.calls == [("disable", WEB_22)]
+    assert pool.disabled[WEB_22].endswith(f"(owner {ME}): rack move")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    kinds = {"192.0.2.21_80": "a FIFO", "192.0.2.21_443": "a directory"}
+    kinds |= {"2001:db8::21": "a symbolic link", "tls_192.0.2.21": "a socket"}
+    assert sorted(warnings) == sorted(
+        f"maintenance entry {tmp_path / name} is {kinds[name]}, not a regular file: ignored"
+        for name in specials
+    )
+
+
+def test_a_fifo_swapped_in_after_the_listing_is_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "192.0.2.21_80")
+    with fifo_rescue(tmp_path / "192.0.2.21_80", after=3.0):
+        started = time.monotonic()
+        reason = describe_file(tmp_path / "192.0.2.21_80")
+    assert time.monotonic() - started < 1.0
+    assert reason.endswith("(not a regular file: not read)")
+    (tmp_path / "link").symlink_to(tmp_path / "192.0.2.21_80")
+    assert "Too many levels of symbolic links" in describe_file(tmp_path / "link")
+
+
+def test_a_huge_file_is_read_only_up_to_the_cap(tmp_path: Path) -> None:
+    (tmp_path / "192.0.2.21").write_bytes(b"x" * 10_000_000)
+    reason = describe_file(tmp_path / "192.0.2.21")
+    assert reason.endswith(": " + "x" * 200 + "...")
+
+
+def test_a_directory_over_the_entry_limit_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = RecordingPool()
+    watcher = MaintenanceWatcher(pool, tmp_path, max_entries=5)
+    (tmp_path / "192.0.2.21_80").touch()
+    watcher.poll()
+    for index in range(5):
+        (tmp_path / f"junk{index}").touch()
+    (tmp_path / "192.0.2.21_80").unlink()
+    (tmp_path / "192.0.2.22_80").touch()
+    with caplog.at_level(logging.WARNING, logger="lvsha.checks.maintenance"):
+        watcher.poll()
+        watcher.poll()
+    assert pool.calls == [("disable", WEB_21)]  # neither undrained nor drained blind
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot read maintenance directory {tmp_path}: more than 5 entries: "
+        "not read until there are fewer"
+    ]
+    for index in range(5):
+        (tmp_path / f"junk{index}").unlink()
+    watcher.poll()
+    assert pool.calls == [("disable", WEB_21), ("enable", WEB_21), ("disable", WEB_22)]
