@@ -2,7 +2,9 @@
 
 Started by the parent (`lvsha run`) as `python -m lvsha.daemon.checker_process CONFIG`. It
 never shares a loop with VRRP; it learns the VRRP role from the parent, which relays the VRRP
-child's state messages, so the kernel's sync daemon can follow it.
+child's state messages, so the kernel's sync daemon can follow it. The parent's first message
+(`VrrpRoles`) says the roles it last heard: a checker restarted on the master starts the
+master sync daemon, not the backup one.
 """
 
 from __future__ import annotations
@@ -38,8 +40,36 @@ from lvsha.ipvs.syncd import (
     sync_settings,
 )
 from lvsha.ipvs.syncer import IpvsSyncer, OnStop
+from lvsha.messages import ChildReady, Message, VrrpRoles, VrrpStateChanged
 
 log = logging.getLogger("lvsha.checker")
+
+ROLES_WAIT = 2.0
+"""Seconds from start-up to wait for the parent's `VrrpRoles` before the sync daemon starts
+(as a backup) without them."""
+
+
+async def read_parent(channel: ParentChannel, inbox: asyncio.Queue[Message | None]) -> None:
+    """Queue what the parent sends from start-up on, so nothing is lost before the follower
+    exists; None marks the end (no parent, or it closed the channel)."""
+    try:
+        async for message in channel.messages():
+            inbox.put_nowait(message)
+    finally:
+        inbox.put_nowait(None)
+
+
+async def first_message(
+    inbox: asyncio.Queue[Message | None], deadline: float
+) -> tuple[Message | None, bool]:
+    """The parent's first message, or None if the channel ended or `deadline` (loop time)
+    passed first; and whether the channel is still open."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            message = await inbox.get()
+    except TimeoutError:
+        return None, True
+    return message, message is not None
 
 
 def _samples(pool: CheckPool, syncer: IpvsSyncer, lag: LoopLag) -> Iterable[Sample]:
@@ -65,6 +95,9 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await channel.open()
+    inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+    reader = asyncio.create_task(read_parent(channel, inbox), name="parent-reader")
+    roles_deadline = loop.time() + ROLES_WAIT
     lag = LoopLag()
     lag.start()
     table: IpvsTablePort
@@ -95,6 +128,9 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     # Subscribe before starting, or verdicts published in between would be lost.
     pool.subscribe(syncer.on_verdict)
     pool.start()
+    watcher = MaintenanceWatcher(pool, run_dir / "maintenance")
+    # Before the first plan, so a drained real server stays drained across a restart.
+    await watcher.refresh()
     try:
         await syncer.start(pool.verdicts().values())
     except IpvsError as exc:
@@ -106,7 +142,15 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
         follower = SyncDaemonFollower(
             daemons, glob.lvs_sync_daemon.vrrp_instance, sync_settings(glob.lvs_sync_daemon)
         )
-        await follower.start()
+        first, open_ = await first_message(inbox, roles_deadline)
+        if first is None and open_:
+            log.warning(
+                "no VRRP roles from the parent within %g s: starting the sync daemon as backup",
+                ROLES_WAIT,
+            )
+        await follower.start(first if isinstance(first, VrrpRoles) else None)
+        if first is not None and not isinstance(first, VrrpRoles):
+            await follow(follower, first)
     # Everything built so far (the plan, thousands of checks and their states) lives as long as
     # the process: keep it out of the cyclic collector, whose full passes over it would
     # otherwise stall the loop for 100 ms and more at 10,000 checks.
@@ -114,20 +158,20 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     gc.freeze()
 
     async def follow_parent() -> None:
-        async for message in channel.messages():
-            if follower is not None and message.get("type") == "vrrp_state":
-                await follower.on_vrrp_state(message)
+        while (message := await inbox.get()) is not None:
+            if follower is not None:
+                await follow(follower, message)
 
     tasks = [
         asyncio.create_task(follow_parent(), name="parent-messages"),
-        asyncio.create_task(MaintenanceWatcher(pool, run_dir / "maintenance").run()),
+        asyncio.create_task(watcher.run(), name="maintenance"),
         asyncio.create_task(
             export_periodically(
                 run_dir / "metrics-checker.prom", lambda: _samples(pool, syncer, lag)
             )
         ),
     ]
-    channel.send({"type": "ready"})
+    channel.send(ChildReady())
     log.info(
         "checker running: %d checks (%d distinct) on %d real servers",
         len(plan.targets),
@@ -135,9 +179,10 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
         len(pool.real_servers),
     )
     await stop.wait()
+    reader.cancel()
     for task in tasks:
         task.cancel()
-    for task in tasks:
+    for task in [reader, *tasks]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await syncer.stop()
@@ -151,6 +196,16 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
         await daemons.close()
     channel.close()
     return 0
+
+
+async def follow(follower: SyncDaemonFollower, message: Message) -> None:
+    match message:
+        case VrrpStateChanged():
+            await follower.on_vrrp_state(message)
+        case VrrpRoles():
+            await follower.on_vrrp_roles(message)
+        case _:
+            log.debug("ignoring %s from the parent", type(message).__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from pyroute2.netlink.generic.ipvs import (
 from lvsha.config.model import LvsSyncDaemon
 from lvsha.ipvs.netlink import IpvsGenlEndpoint
 from lvsha.ipvs.port import IpvsError
+from lvsha.messages import VrrpRoles, VrrpStateChanged
 from lvsha.vrrp.events import VrrpState
 
 log = logging.getLogger(__name__)
@@ -277,8 +278,9 @@ def describe_operation(operation: SyncOperation) -> str:
 class SyncDaemonFollower:
     """Keeps the kernel's sync daemon in step with one VRRP instance's role.
 
-    Call `start` once the port is open (it runs the backup daemon, as keepalived does before
-    the instance has a role), then `on_vrrp_state` with each ``vrrp_state`` message the VRRP
+    Call `start` once the port is open, with the roles the parent reported (`VrrpRoles`) if
+    any: without a role for the instance it runs the backup daemon, as keepalived does before
+    the instance has a role. Then call `on_vrrp_state` with each `VrrpStateChanged` the VRRP
     process sends. Each time the running daemons are read back from the kernel, so a daemon
     someone else stopped or started is put right too. A refusal is logged and the remaining
     operations still run; the next role change tries again.
@@ -291,25 +293,39 @@ class SyncDaemonFollower:
         self.role: VrrpState | None = None
         self._lock = asyncio.Lock()
 
-    async def start(self) -> list[SyncOperation]:
-        """Make the daemons match the current role (none yet: the backup daemon)."""
+    async def start(self, roles: VrrpRoles | None = None) -> list[SyncOperation]:
+        """Make the daemons match the instance's role in `roles` (none known: the backup
+        daemon)."""
+        if roles is not None:
+            self._take_role(roles.state_of(self.instance))
         return await self._follow()
 
-    async def on_vrrp_state(self, message: Mapping[str, object]) -> list[SyncOperation]:
-        """Follow a ``{"type": "vrrp_state", "instance": ..., "new": ...}`` message.
-
-        Messages about other instances change nothing. Returns the operations carried out.
-        """
-        if message.get("type") != "vrrp_state":
-            raise ValueError(f"not a vrrp_state message: {message!r}")
-        if message.get("instance") != self.instance:
+    async def on_vrrp_roles(self, roles: VrrpRoles) -> list[SyncOperation]:
+        """Follow the parent's account of every instance's state; one without ours changes
+        nothing."""
+        if not self._take_role(roles.state_of(self.instance)):
             return []
-        new = message.get("new")
-        try:
-            self.role = VrrpState[str(new)]
-        except KeyError:
-            raise ValueError(f"vrrp_state message with unknown state {new!r}") from None
         return await self._follow()
+
+    async def on_vrrp_state(self, change: VrrpStateChanged) -> list[SyncOperation]:
+        """Follow one instance's state change; changes of other instances change nothing.
+        Returns the operations carried out."""
+        if change.instance != self.instance or not self._take_role(change.new):
+            return []
+        return await self._follow()
+
+    def _take_role(self, state: str | None) -> bool:
+        """Take a state name from the parent as the role; False (logged) if it names none."""
+        if state is None:
+            return False
+        try:
+            self.role = VrrpState[state]
+        except KeyError:
+            # The parent relays what the VRRP process sent: a name this side does not know is
+            # a version skew, not a reason to stop following.
+            log.error("%s: ignoring unknown VRRP state %r from the parent", self.instance, state)
+            return False
+        return True
 
     async def stop(self) -> list[SyncOperation]:
         """Stop the daemons, as when the instance stops."""

@@ -34,6 +34,7 @@ from lvsha.ipvs.syncd import (
     SyncSettings,
     SyncState,
 )
+from lvsha.messages import VrrpStateChanged
 from tests.kernel.ipvsadm import ipvsadm
 
 pytestmark = pytest.mark.kernel
@@ -191,8 +192,8 @@ async def test_a_missing_interface_is_refused_by_name(daemons: NetlinkSyncDaemon
     assert ipvsadm_daemons() == []
 
 
-def vrrp_state(new: str) -> dict[str, object]:
-    return {"type": "vrrp_state", "instance": "VI_1", "new": new}
+def vrrp_state(new: str) -> VrrpStateChanged:
+    return VrrpStateChanged("VI_1", "BACKUP", new, "test", 100)
 
 
 async def test_the_follower_swaps_daemons_as_the_role_changes(

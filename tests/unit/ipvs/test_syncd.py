@@ -35,6 +35,7 @@ from lvsha.ipvs.syncd import (
     runs_with,
     sync_settings,
 )
+from lvsha.messages import VrrpRoles, VrrpStateChanged
 from lvsha.vrrp.events import VrrpState
 
 MASTER, BACKUP = SyncState.MASTER, SyncState.BACKUP
@@ -247,8 +248,8 @@ async def test_memory_port_refuses_as_the_kernel_does() -> None:
 # --- the follower -----------------------------------------------------------------------
 
 
-def vrrp_state(new: str, instance: str = "VI_1") -> dict[str, object]:
-    return {"type": "vrrp_state", "instance": instance, "old": "BACKUP", "new": new}
+def vrrp_state(new: str, instance: str = "VI_1") -> VrrpStateChanged:
+    return VrrpStateChanged(instance, "BACKUP", new, "test", 100)
 
 
 async def states(port: MemorySyncDaemons) -> list[SyncState]:
@@ -285,20 +286,51 @@ async def test_follower_ignores_other_instances() -> None:
     assert await states(port) == [BACKUP]
 
 
-@pytest.mark.parametrize(
-    ("message", "complaint"),
-    [
-        ({"type": "vrrp_state", "instance": "VI_1", "new": "PRIMARY"}, "unknown state 'PRIMARY'"),
-        ({"type": "vrrp_state", "instance": "VI_1"}, "unknown state None"),
-        ({"type": "check", "instance": "VI_1", "new": "MASTER"}, "not a vrrp_state message"),
-    ],
-)
-async def test_follower_refuses_messages_it_cannot_follow(
-    message: dict[str, object], complaint: str
+async def test_follower_logs_and_ignores_a_state_it_does_not_know(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    follower = SyncDaemonFollower(MemorySyncDaemons(INTERFACES), "VI_1", SETTINGS)
-    with pytest.raises(ValueError, match=complaint):
-        await follower.on_vrrp_state(message)
+    port = MemorySyncDaemons(INTERFACES)
+    follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
+    await follower.on_vrrp_state(vrrp_state("MASTER"))
+    with caplog.at_level(logging.ERROR, logger="lvsha.ipvs.syncd"):
+        assert await follower.on_vrrp_state(vrrp_state("PRIMARY")) == []
+        assert await follower.on_vrrp_roles(VrrpRoles((("VI_1", "PRIMARY"),))) == []
+    assert follower.role is VrrpState.MASTER
+    assert await states(port) == [MASTER]
+    assert [r.getMessage() for r in caplog.records] == [
+        "VI_1: ignoring unknown VRRP state 'PRIMARY' from the parent"
+    ] * 2
+
+
+async def test_follower_starts_in_the_role_the_parent_reported() -> None:
+    # A restarted checker on the master: the master daemon at once, never the backup one.
+    port = MemorySyncDaemons(INTERFACES)
+    follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
+    roles = VrrpRoles((("VI_2", "BACKUP"), ("VI_1", "MASTER")))
+    assert await follower.start(roles) == [StartSyncDaemon(MASTER, SETTINGS)]
+    assert follower.role is VrrpState.MASTER
+    assert await states(port) == [MASTER]
+
+
+@pytest.mark.parametrize("roles", [VrrpRoles(()), VrrpRoles((("VI_2", "MASTER"),)), None])
+async def test_follower_without_a_reported_role_runs_the_backup_daemon(
+    roles: VrrpRoles | None,
+) -> None:
+    port = MemorySyncDaemons(INTERFACES)
+    follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
+    assert await follower.start(roles) == [StartSyncDaemon(BACKUP, SETTINGS)]
+    assert follower.role is None
+
+
+async def test_follower_follows_roles_reported_later() -> None:
+    port = MemorySyncDaemons(INTERFACES)
+    follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
+    await follower.start()
+    assert await follower.on_vrrp_roles(VrrpRoles((("VI_2", "MASTER"),))) == []
+    assert await follower.on_vrrp_roles(VrrpRoles((("VI_1", "MASTER"),))) == [
+        StopSyncDaemon(BACKUP),
+        StartSyncDaemon(MASTER, SETTINGS),
+    ]
 
 
 async def test_follower_logs_each_change(caplog: pytest.LogCaptureFixture) -> None:
