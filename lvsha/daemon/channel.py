@@ -1,15 +1,15 @@
-"""A child's end of the channel to the parent: JSON lines both ways."""
+"""A child's end of the channel to the parent: typed messages (lvsha.messages), a JSON line each."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator
 
 from lvsha.daemon.supervisor import CHANNEL_FD_ENV
+from lvsha.messages import Message, MessageError, decode, encode
 
 log = logging.getLogger("lvsha.channel")
 
@@ -28,23 +28,22 @@ class ParentChannel:
         if self._sock is not None:
             self._reader, self._writer = await asyncio.open_connection(sock=self._sock)
 
-    def send(self, message: dict[str, object]) -> None:
+    def send(self, message: Message) -> None:
         if self._writer is None or self._writer.is_closing():
             return
-        self._writer.write(json.dumps(message).encode() + b"\n")
+        self._writer.write(encode(message))
 
-    async def messages(self) -> AsyncIterator[dict[str, object]]:
+    async def messages(self) -> AsyncIterator[Message]:
         """What the parent sends, until it closes the channel."""
         if self._reader is None:
             return
         while line := await self._reader.readline():
             try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                log.error("malformed message from the parent: %r", line)
+                message = decode(line)
+            except MessageError as exc:
+                log.error("malformed message from the parent: %s: %r", exc, line[:200])
                 continue
-            if isinstance(message, dict):
-                yield message
+            yield message
 
     def close(self) -> None:
         """Close the channel; call it while the event loop still runs. Closing twice, or
