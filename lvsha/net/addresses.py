@@ -1,9 +1,11 @@
 """The addresses port: put VIPs on interfaces and take them off, and look interfaces up.
 
 lvsha must never take away an address it did not put there: an operator's address that
-happens to equal a VIP stays. So each port remembers which (interface, address) pairs this
-process added; adding an address that is already present (with any prefix length) adopts
-nothing, and removing it later leaves it in place.
+happens to equal a VIP stays. So each port records in the address ledger (lvsha.net.ledger)
+which (interface, address) pairs lvsha added, before adding them; adding an address that is
+already present (with any prefix length) adopts nothing, and removing it later leaves it in
+place. The ledger outlives the process: `reconcile` takes off what an earlier process added and
+left behind.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from lvsha.net.ledger import AddressLedger, LedgerError
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +101,9 @@ class AddressPort(Protocol):
         """Index and MAC address. Raises InterfaceNotFoundError."""
         ...
 
-    async def adopt(self, interface: str, vip: VirtualAddress) -> bool:
-        """Count `vip` as lvsha's if it is on `interface` now (left by an earlier run)."""
+    async def reconcile(self) -> list[tuple[str, VirtualAddress]]:
+        """Take off every address the ledger says lvsha added (an earlier process left them:
+        nothing is held before an instance leaves INITIALIZE); returns those removed."""
         ...
 
     async def primary_address(self, interface: str, family: Family) -> Address | None:
@@ -130,20 +135,38 @@ def pick_primary(
 class _TrackedAddresses(abc.ABC):
     """The ownership rules shared by every implementation; subclasses do the raw operations."""
 
-    def __init__(self) -> None:
+    def __init__(self, ledger: AddressLedger | None = None) -> None:
+        self.ledger = ledger if ledger is not None else AddressLedger(None)
         self._ours: dict[str, set[Address]] = {}
 
     def added_by_us(self, interface: str) -> frozenset[Address]:
         return frozenset(self._ours.get(interface, ()))
 
-    async def adopt(self, interface: str, vip: VirtualAddress) -> bool:
-        """Count `vip` as added by lvsha if it is on `interface` now: a VIP an earlier run
-        (killed, or a crashed child) left behind, which this run must be able to remove.
-        True when it was there."""
-        if await self._find(interface, vip) is None:
-            return False
-        self._ours.setdefault(interface, set()).add(vip.ip)
-        return True
+    async def reconcile(self) -> list[tuple[str, VirtualAddress]]:
+        removed = []
+        for interface, vip in sorted(self.ledger.entries(), key=str):
+            try:
+                present = await self._find(interface, vip)
+                if present is not None and await self._delete(interface, present):
+                    removed.append((interface, vip))
+                    log.warning(
+                        "removed %s from %s: an earlier lvsha process added it and did not "
+                        "take it off",
+                        vip,
+                        interface,
+                    )
+            except InterfaceNotFoundError:
+                pass  # the interface went, and its addresses with it
+            except AddressError as exc:
+                # Still ours: kept in the ledger, and the next removal tries again.
+                log.error(
+                    "cannot take off %s left on %s by an earlier run: %s", vip, interface, exc
+                )
+                self._ours.setdefault(interface, set()).add(vip.ip)
+                continue
+            self.ledger.forget([(interface, vip)])
+            self._ours.get(interface, set()).discard(vip.ip)
+        return removed
 
     @abc.abstractmethod
     async def _assigned(self, interface: str) -> list[AssignedAddress]:
@@ -179,7 +202,19 @@ class _TrackedAddresses(abc.ABC):
                 present.address,
             )
             return VipOutcome.NOT_OURS
-        if not await self._add(interface, vip, label if vip.version == 4 else None):
+        try:
+            # Written down before the kernel has it: a crash from here on leaves an entry
+            # that the next process reconciles, never an address nobody knows is ours.
+            self.ledger.record([(interface, vip)])
+        except LedgerError as exc:
+            raise AddressError(exc.errno, f"not adding {vip} to {interface}: {exc}") from None
+        try:
+            added = await self._add(interface, vip, label if vip.version == 4 else None)
+        except BaseException:
+            self.ledger.forget([(interface, vip)])
+            raise
+        if not added:
+            self.ledger.forget([(interface, vip)])
             log.warning("%s got %s from someone else just now: not ours", interface, vip)
             return VipOutcome.NOT_OURS
         ours.add(vip.ip)
@@ -191,12 +226,16 @@ class _TrackedAddresses(abc.ABC):
         present = await self._find(interface, vip)
         if present is None:
             ours.discard(vip.ip)
+            self.ledger.forget([(interface, vip)])
             return VipOutcome.ABSENT
         if vip.ip not in ours:
             log.warning("%s has %s, not added by lvsha: left in place", interface, vip)
             return VipOutcome.NOT_OURS
         ours.discard(vip.ip)
-        if not await self._delete(interface, present):
+        deleted = await self._delete(interface, present)
+        # Forgotten only once the kernel has let go of it (or never had it).
+        self.ledger.forget([(interface, vip)])
+        if not deleted:
             return VipOutcome.ABSENT
         log.info("removed %s from %s", present.address, interface)
         return VipOutcome.REMOVED
@@ -215,8 +254,12 @@ class MemoryInterface:
 class MemoryAddresses(_TrackedAddresses):
     """Implements `AddressPort` on dictionaries, for unit tests and dry runs."""
 
-    def __init__(self, interfaces: dict[str, MemoryInterface] | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        interfaces: dict[str, MemoryInterface] | None = None,
+        ledger: AddressLedger | None = None,
+    ) -> None:
+        super().__init__(ledger)
         self.interfaces: dict[str, MemoryInterface] = dict(interfaces or {})
 
     def _get(self, name: str) -> MemoryInterface:
@@ -260,8 +303,8 @@ class NetlinkAddresses(_TrackedAddresses):
     Opens its netlink socket on first use, in the network namespace of the calling thread.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ledger: AddressLedger | None = None) -> None:
+        super().__init__(ledger)
         self._ipr: Any = None
 
     async def _route(self) -> Any:
