@@ -1,15 +1,22 @@
-"""What every lvsha process does at start: load the file (or log why not), and, for a child,
-make sure it never outlives its parent."""
+"""What every lvsha process does at start: load the configuration (or log why not), and, for a
+child, make sure it never outlives its parent.
+
+The parent validates the file once and keeps the result; a child reads the parent's snapshot of
+the text it validated, from a sealed memory file the parent passes down, never the file on disk.
+A file edited (or broken) on disk therefore changes nothing until a reload, and a child
+restarted after a crash runs the configuration its parent runs.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import logging
 import os
 import signal
 
-from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.config import ConfigError, LvshaConfig, load_file, load_text
 from lvsha.daemon.supervisor import PARENT_PID_ENV
 
 _PR_SET_PDEATHSIG = 1
@@ -21,9 +28,55 @@ def load_or_log(path: str, log: logging.Logger, consequence: str) -> LvshaConfig
     try:
         return load_file(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
-        log.error("%s: %d configuration error(s)", consequence, len(exc.problems))
+        log_problems(exc, log, consequence)
+        return None
+
+
+def log_problems(error: ConfigError, log: logging.Logger, consequence: str) -> None:
+    for problem in error.problems:
+        log.error("%s", problem)
+    log.error("%s: %d configuration error(s)", consequence, len(error.problems))
+
+
+def snapshot_fd(text: str, name: str) -> int:
+    """A sealed memory file holding `text`, for children to inherit (see `read_snapshot`)."""
+    fd = os.memfd_create(f"lvsha-config:{os.path.basename(name)}", os.MFD_ALLOW_SEALING)
+    data = text.encode("utf-8")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    return fd
+
+
+def read_snapshot(fd: int) -> str:
+    """The text of the parent's snapshot; pread, so children sharing it never race on an offset."""
+    size = os.fstat(fd).st_size
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).decode("utf-8")
+
+
+def load_snapshot(fd: int, name: str, log: logging.Logger) -> LvshaConfig | None:
+    """The configuration the parent validated (`name` is the file it came from, for messages)."""
+    try:
+        text = read_snapshot(fd)
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("cannot read the configuration snapshot from the parent (fd %d): %s", fd, exc)
+        return None
+    finally:
+        os.close(fd)
+    try:
+        return load_text(text, name)
+    except ConfigError as exc:
+        log_problems(exc, log, "not starting")
         return None
 
 

@@ -1,54 +1,177 @@
-"""`lvsha run`: validate, then supervise the VRRP and checker children until told to stop."""
+"""`lvsha run`: validate, then supervise the VRRP and checker children until told to stop.
+
+The parent owns the last good configuration: it validates the file at start (and again, off
+the supervising loop, on SIGHUP), keeps the text it validated in a sealed memory file, and
+starts or restarts children from that snapshot. It also owns everything that faces a client:
+the event stream is served here, never in the VRRP process, so no client can take a
+descriptor or a moment from VRRP.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
-from lvsha.daemon.child import load_or_log
+from lvsha.config import ConfigError, LvshaConfig, load_text
+from lvsha.config.source import Location, Problem
+from lvsha.daemon.child import log_problems, snapshot_fd
+from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
+from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
 
 log = logging.getLogger("lvsha")
 
+DEFAULT_MAX_CONFIG_SIZE = 16 << 20
 
-def run(config_path: str, run_dir: str, dry_run: bool = False) -> int:
+
+def validate(path: str, max_size: int) -> tuple[str, LvshaConfig]:
+    """The file's text and its validated configuration; raises ConfigError."""
+    # TODO(lead): switch to the loader's bounded reader once it lands.
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            [Problem(Location(path, 1, 1), (), f"cannot read the file: {exc}")]
+        ) from None
+    return text, load_text(text, path)
+
+
+class _Parent:
+    """The parent's state: the snapshot its children run, their last VRRP states, the stream."""
+
+    def __init__(self, config_path: str, run_dir: Path, max_size: int) -> None:
+        self.config_path = config_path
+        self.run_dir = run_dir
+        self.max_size = max_size
+        self.events = EventStream(str(run_dir / "events.sock"))
+        self.roles: dict[str, str] = {}
+        """Each VRRP instance's last reported state, for a checker that (re)starts."""
+        self.supervisor: Supervisor | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
+
+    def children(self, config: LvshaConfig, snapshot: int, dry_run: bool) -> list[ChildSpec]:
+        source = ("--config-fd", str(snapshot), "--config-name", self.config_path)
+        run_dir = ("--run-dir", str(self.run_dir))
+        specs = []
+        if config.vrrp_instances:
+            intervals = [i.advert_interval for i in config.vrrp_instances.values()]
+            specs.append(
+                ChildSpec(
+                    "vrrp",
+                    child_argv("lvsha.daemon.vrrp_process", *source, *run_dir),
+                    # A leaving master may hold its VIPs for a Master_Down_Interval.
+                    stop_timeout=max([10.0, *(4 * i + 2 for i in intervals)]),
+                    pass_fds=(snapshot,),
+                )
+            )
+        if config.virtual_servers:
+            argv = child_argv("lvsha.daemon.checker_process", *source, *run_dir)
+            specs.append(
+                ChildSpec(
+                    "checker", [*argv, "--dry-run"] if dry_run else argv, pass_fds=(snapshot,)
+                )
+            )
+        return specs
+
+    def on_message(self, child: str, message: Message) -> None:
+        if child == "vrrp" and isinstance(message, VrrpStateChanged):
+            self._vrrp_state(message)
+
+    def _vrrp_state(self, change: VrrpStateChanged) -> None:
+        self.roles[change.instance] = change.new
+        self.events.publish(
+            "vrrp_state",
+            instance=change.instance,
+            old=change.old,
+            new=change.new,
+            reason=change.reason,
+            priority=change.priority,
+        )
+        # The checker follows the VRRP role (the kernel's connection sync daemon).
+        if self.supervisor is not None:
+            self.supervisor.send("checker", change)
+
+    def on_started(self, child: str) -> None:
+        if child == "checker" and self.supervisor is not None:
+            # Before anything else: a restarted checker must not guess the role.
+            self.supervisor.send("checker", VrrpRoles(tuple(sorted(self.roles.items()))))
+
+    def on_exited(self, child: str) -> None:
+        if child != "vrrp":
+            return
+        # Whatever the dead process held, it no longer runs VRRP; its successor reconciles
+        # the addresses and reports its own states.
+        for instance, state in sorted(self.roles.items()):
+            if state != "INITIALIZE":
+                self._vrrp_state(
+                    VrrpStateChanged(instance, state, "INITIALIZE", "VRRP process exited", 0)
+                )
+
+    def on_reload(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.create_task(self._reload())
+
+    async def _reload(self) -> None:
+        while True:
+            self._reload_again = False
+            try:
+                # In a thread: the supervising loop keeps restarting children meanwhile.
+                await asyncio.to_thread(validate, self.config_path, self.max_size)
+            except ConfigError as exc:
+                log_problems(exc, log, "SIGHUP: keeping the running configuration")
+            else:
+                log.warning(
+                    "SIGHUP: %s is valid, but this version applies a changed configuration "
+                    "only on restart; nothing was changed, and restarted children keep "
+                    "running the configuration lvsha started with",
+                    self.config_path,
+                )
+            if not self._reload_again:
+                return
+
+
+def run(
+    config_path: str,
+    run_dir: str,
+    dry_run: bool = False,
+    max_config_size: int = DEFAULT_MAX_CONFIG_SIZE,
+) -> int:
     setup_logging("main")
-    config = load_or_log(config_path, log, "not starting")
-    if config is None:
+    try:
+        text, config = validate(config_path, max_config_size)
+    except ConfigError as exc:
+        log_problems(exc, log, "not starting")
         return 1
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    children = []
-    if config.vrrp_instances:
-        intervals = [i.advert_interval for i in config.vrrp_instances.values()]
-        children.append(
-            ChildSpec(
-                "vrrp",
-                child_argv("lvsha.daemon.vrrp_process", config_path, "--run-dir", run_dir),
-                # A leaving master may hold its VIPs for a Master_Down_Interval.
-                stop_timeout=max([10.0, *(4 * i + 2 for i in intervals)]),
-            )
-        )
-    if config.virtual_servers:
-        argv = child_argv("lvsha.daemon.checker_process", config_path, "--run-dir", run_dir)
-        children.append(ChildSpec("checker", [*argv, "--dry-run"] if dry_run else argv))
+    snapshot = snapshot_fd(text, config_path)
+    parent = _Parent(config_path, Path(run_dir), max_config_size)
+    try:
+        return asyncio.run(_supervise(parent, parent.children(config, snapshot, dry_run)))
+    finally:
+        os.close(snapshot)
 
-    def on_reload() -> None:
-        if load_or_log(config_path, log, "SIGHUP: keeping the running configuration") is None:
-            return
-        log.warning(
-            "SIGHUP: %s is valid, but this version applies a changed configuration only on "
-            "restart; nothing was changed",
-            config_path,
-        )
 
-    supervisor = Supervisor(children, on_reload=on_reload)
-
-    def relay(child: str, message: dict[str, object]) -> None:
-        # The checker follows the VRRP role (the kernel's connection sync daemon).
-        if child == "vrrp" and message.get("type") == "vrrp_state":
-            supervisor.send("checker", message)
-
-    supervisor.on_message = relay
-    return asyncio.run(supervisor.run())
+async def _supervise(parent: _Parent, children: list[ChildSpec]) -> int:
+    try:
+        await parent.events.start()
+    except (EventStreamError, OSError) as exc:
+        log.error("not starting: event stream: %s", exc)
+        return 1
+    supervisor = Supervisor(
+        children,
+        on_message=parent.on_message,
+        on_reload=parent.on_reload,
+        on_started=parent.on_started,
+        on_exited=parent.on_exited,
+    )
+    parent.supervisor = supervisor
+    try:
+        return await supervisor.run()
+    finally:
+        await parent.events.close()

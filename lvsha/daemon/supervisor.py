@@ -1,16 +1,24 @@
 """The parent process: starts the children, restarts a crashed one, relays signals.
 
 VRRP runs in a child of its own so that it never waits behind anything else (DESIGN.md).
-Each child gets one end of a socket pair on which it writes JSON lines to the parent
-(`{"type": "ready"}`, role changes); the parent reports READY to systemd once every child
-that must be ready says so.
+Each child gets one end of a socket pair on which the two exchange typed messages
+(lvsha.messages); the parent reports READY to systemd once every child that must be ready
+says so.
+
+Nothing a child started may outlive it. Each child runs in a process group of its own, which
+the parent kills once the child is gone, and the parent is a child subreaper: a process
+orphaned below it (a script's own child that escaped its group, a script whose parent-death
+signal was lost) is re-parented to the parent instead of to PID 1, and is killed and reaped
+here. A child that keeps failing the same way before it ever becomes ready makes the parent
+give up and exit non-zero, so that systemd reports it, instead of looping forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -18,14 +26,17 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lvsha.daemon.sdnotify import sd_notify
+from lvsha.messages import ChildReady, Message, MessageError, decode, encode
 
 log = logging.getLogger("lvsha.supervisor")
 
 CHANNEL_FD_ENV = "LVSHA_CHANNEL_FD"
 PARENT_PID_ENV = "LVSHA_PARENT_PID"
+
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass
@@ -36,6 +47,8 @@ class ChildSpec:
     argv: list[str]
     stop_timeout: float = 10.0
     """SIGTERM, then SIGKILL after this many seconds."""
+    pass_fds: tuple[int, ...] = ()
+    """Descriptors the child inherits besides its channel (the configuration snapshot)."""
 
 
 @dataclass
@@ -45,10 +58,11 @@ class _Child:
     started_at: float = 0.0
     restarts: int = 0
     ready: bool = False
-    channel: socket.socket | None = None
     writer: asyncio.StreamWriter | None = None
     reader_task: asyncio.Task[None] | None = None
-    messages: list[dict[str, object]] = field(default_factory=list)
+    failed_starts: int = 0
+    """Runs in a row that ended before the child said it was ready."""
+    last_failure: str | None = None
 
 
 class Supervisor:
@@ -57,24 +71,41 @@ class Supervisor:
     RESTART_BACKOFF_MAX = 30.0
     STABLE_AFTER = 60.0
     """A child that ran this long restarts without backoff next time."""
+    GIVE_UP_AFTER = 5
+    """Failed starts in a row, each ending the same way before ready, after which lvsha stops."""
 
     def __init__(
         self,
         children: list[ChildSpec],
-        on_message: Callable[[str, dict[str, object]], None] | None = None,
+        on_message: Callable[[str, Message], None] | None = None,
         on_reload: Callable[[], None] | None = None,
+        on_started: Callable[[str], None] | None = None,
+        on_exited: Callable[[str], None] | None = None,
     ) -> None:
         self._children = [_Child(spec) for spec in children]
         self.on_message = on_message
         self._on_reload = on_reload
+        self.on_started = on_started
+        """Called once a child runs and its channel is open: the place for first messages."""
+        self.on_exited = on_exited
+        """Called when a child has exited, before it is restarted."""
         self._stopping = asyncio.Event()
         self._announced_ready = False
+        self._exit_code = 0
+        self._starting = 0
+        """Children being spawned: their pid is not known yet, so no orphan hunt meanwhile."""
+        self._hunt_deferred = False
+
+    def specs(self) -> list[ChildSpec]:
+        return [c.spec for c in self._children]
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        become_subreaper()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
         try:
             watchers = [asyncio.create_task(self._keep_running(c)) for c in self._children]
             await self._stopping.wait()
@@ -84,20 +115,26 @@ class Supervisor:
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
+            await self._last_orphans()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                 loop.remove_signal_handler(sig)
         log.info("stopped")
-        return 0
+        return self._exit_code
 
-    def send(self, child_name: str, message: dict[str, object]) -> bool:
-        """Write one JSON line to a running child's channel; False when it is not running."""
+    def send(self, child_name: str, message: Message) -> bool:
+        """Write one message to a running child's channel; False when it is not running."""
         for child in self._children:
             writer = child.writer
             if child.spec.name == child_name and writer is not None and not writer.is_closing():
-                writer.write(json.dumps(message).encode() + b"\n")
+                writer.write(encode(message))
                 return True
         return False
+
+    def stop(self, exit_code: int = 0) -> None:
+        """Stop every child and return `exit_code` from `run`."""
+        self._exit_code = max(self._exit_code, exit_code)
+        self._stopping.set()
 
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self._stopping.is_set():
@@ -111,20 +148,46 @@ class Supervisor:
     async def _keep_running(self, child: _Child) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
-            await self._start(child)
+            try:
+                await self._start(child)
+            except OSError as exc:
+                log.error("cannot start the %s child: %s", child.spec.name, exc)
+                self.stop(1)
+                return
             assert child.process is not None
             code = await child.process.wait()
+            was_ready = child.ready
             await self._close_channel(child)
+            self._kill_group(child)
+            if self.on_exited is not None:
+                self.on_exited(child.spec.name)
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - child.started_at
             if ran >= self.STABLE_AFTER:
                 backoff = 1.0
+            how = _describe_exit(code)
+            if was_ready:
+                child.failed_starts = 0
+            else:
+                same = child.last_failure == how
+                child.failed_starts = child.failed_starts + 1 if same else 1
+                child.last_failure = how
+            if child.failed_starts >= self.GIVE_UP_AFTER:
+                log.critical(
+                    "%s child exited with %s before it was ready, %d times in a row: giving "
+                    "up and stopping lvsha (its log lines above say why)",
+                    child.spec.name,
+                    how,
+                    child.failed_starts,
+                )
+                self.stop(1)
+                return
             log.error(
                 "%s child (pid %d) exited with %s after %.1f s; restarting in %.0f s",
                 child.spec.name,
                 child.process.pid,
-                _describe_exit(code),
+                how,
                 ran,
                 backoff,
             )
@@ -141,36 +204,53 @@ class Supervisor:
         )
         env.pop("NOTIFY_SOCKET", None)  # only the parent talks to systemd
         child.ready = False
-        child.process = await asyncio.create_subprocess_exec(
-            *child.spec.argv, pass_fds=(child_end.fileno(),), env=env
-        )
-        child_end.close()
+        self._starting += 1
+        try:
+            child.process = await asyncio.create_subprocess_exec(
+                *child.spec.argv,
+                pass_fds=(child_end.fileno(), *child.spec.pass_fds),
+                env=env,
+                # A group of its own, which dies with it: see _kill_group.
+                process_group=0,
+            )
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+            self._starting -= 1
+            if self._hunt_deferred and not self._starting:
+                self._hunt_deferred = False
+                self._reap_orphans()
         child.started_at = time.monotonic()
-        child.channel = parent_end
-        child.reader_task = asyncio.create_task(self._read_channel(child, parent_end))
-        log.info("%s child started (pid %d)", child.spec.name, child.process.pid)
-
-    async def _read_channel(self, child: _Child, channel: socket.socket) -> None:
-        reader, writer = await asyncio.open_connection(sock=channel)
+        reader, writer = await asyncio.open_connection(sock=parent_end)
         child.writer = writer
+        child.reader_task = asyncio.create_task(self._read_channel(child, reader, writer))
+        log.info("%s child started (pid %d)", child.spec.name, child.process.pid)
+        if self.on_started is not None:
+            self.on_started(child.spec.name)
+
+    async def _read_channel(
+        self, child: _Child, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             while line := await reader.readline():
                 try:
-                    message = json.loads(line)
-                except json.JSONDecodeError:
-                    log.error("%s child sent a malformed message: %r", child.spec.name, line)
-                    continue
-                if not isinstance(message, dict):
-                    log.error("%s child sent a non-object message: %r", child.spec.name, line)
+                    message = decode(line)
+                except MessageError as exc:
+                    log.error("%s child sent a malformed message: %s", child.spec.name, exc)
                     continue
                 self._handle(child, message)
+        except (ConnectionError, ValueError) as exc:  # ValueError: a line over the limit
+            log.error("%s child's channel failed: %s", child.spec.name, exc)
         finally:
             child.writer = None
             writer.close()
 
-    def _handle(self, child: _Child, message: dict[str, object]) -> None:
-        if message.get("type") == "ready":
+    def _handle(self, child: _Child, message: Message) -> None:
+        if isinstance(message, ChildReady):
             child.ready = True
+            child.failed_starts = 0
             if not self._announced_ready and all(c.ready for c in self._children):
                 self._announced_ready = True
                 sd_notify("READY=1")
@@ -183,6 +263,43 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await asyncio.wait_for(child.reader_task, 1.0)
             child.reader_task = None
+
+    def _kill_group(self, child: _Child) -> None:
+        """Kill whatever is left in a dead child's process group (its scripts), then reap
+        what was re-parented to us."""
+        if child.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+        self._reap_orphans()
+
+    async def _last_orphans(self) -> None:
+        """On the way out: nothing below us survives; wait (bounded) until all are reaped."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2.0
+        self._reap_orphans()
+        while loop.time() < until and any(pid not in self._known_pids() for pid in own_children()):
+            await asyncio.sleep(0.02)
+            self._reap_orphans()
+
+    def _known_pids(self) -> set[int]:
+        return {
+            c.process.pid
+            for c in self._children
+            if c.process is not None and c.process.returncode is None
+        }
+
+    def _reap_orphans(self) -> None:
+        """Kill and reap every process re-parented to us that is not a running child."""
+        if self._starting:
+            self._hunt_deferred = True
+            return
+        killed = reap_adopted(self._known_pids())
+        if killed:
+            log.warning(
+                "killed %d process(es) left behind by a child: %s",
+                len(killed),
+                ", ".join(f"{pid} ({name})" for pid, name in killed),
+            )
 
     async def _stop(self, child: _Child) -> None:
         process = child.process
@@ -201,11 +318,67 @@ class Supervisor:
             process.kill()
             await process.wait()
         await self._close_channel(child)
+        self._kill_group(child)
+
+
+def become_subreaper() -> None:
+    """Orphans below this process come to it, not to PID 1 (prctl PR_SET_CHILD_SUBREAPER)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning(
+            "prctl(PR_SET_CHILD_SUBREAPER) failed: %s; a script's orphans may outlive lvsha",
+            os.strerror(ctypes.get_errno()),
+        )
+
+
+def own_children() -> dict[int, tuple[str, str]]:
+    """This process's children: pid -> (state letter, command name), from /proc."""
+    me = str(os.getpid())
+    found: dict[int, tuple[str, str]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                text = stat.read().decode(errors="replace")
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) >= 2 and fields[1] == me:
+            found[int(entry)] = (fields[0], name)
+    return found
+
+
+def reap_adopted(known: set[int]) -> list[tuple[int, str]]:
+    """SIGKILL our children that are not in `known` (orphans re-parented to us) and reap those
+    already dead, without waiting; returns those that were killed. Each death raises SIGCHLD,
+    which calls this again to reap it. Never waits for a pid in `known` (asyncio's)."""
+    killed = []
+    for pid, (state, name) in own_children().items():
+        if pid in known:
+            continue
+        if state in "ZX":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        killed.append((pid, name))
+    return killed
 
 
 def _describe_exit(code: int) -> str:
     if code < 0:
-        return f"signal {signal.Signals(-code).name}"
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
     return f"status {code}"
 
 

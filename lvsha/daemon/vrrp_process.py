@@ -1,7 +1,10 @@
 """The VRRP child process: its own event loop, nothing else running on it.
 
-Started by the parent (`lvsha run`) as `python -m lvsha.daemon.vrrp_process CONFIG`; reports
-"ready" and every state change to the parent on the channel in $LVSHA_CHANNEL_FD.
+Started by the parent (`lvsha run`) as `python -m lvsha.daemon.vrrp_process --config-fd N
+--config-name FILE`, reading the configuration snapshot the parent validated; reports
+`ChildReady` and every state change to the parent on the channel in $LVSHA_CHANNEL_FD. It serves
+no client: the parent does that. Every VIP it adds is first written to the address ledger in the
+run directory, and at start it takes off what an earlier VRRP process left there.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from pathlib import Path
 
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
-from lvsha.daemon.child import die_with_parent, load_or_log
-from lvsha.daemon.events import EventStream
+from lvsha.daemon.child import die_with_parent, load_or_log, load_snapshot
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.daemon.notify import Notifier
+from lvsha.messages import ChildReady
 from lvsha.net.addresses import NetlinkAddresses
 from lvsha.net.announce import PacketAnnouncer
+from lvsha.net.ledger import LEDGER_FILE, AddressLedger
 from lvsha.net.links import LinkMonitor
 from lvsha.vrrp.engine import StartupError, VrrpEngine
 from lvsha.vrrp.events import VrrpState
@@ -56,6 +60,17 @@ def _set_realtime(priority: int | None) -> None:
         log.info("VRRP process runs with real-time priority %d (SCHED_FIFO)", priority)
 
 
+def reserve_descriptors() -> None:
+    """Raise the soft descriptor limit to the hard one: this process serves no client, so
+    what it opens is its sockets and its scripts' pipes, and those must never run out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
+
+
 def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
     samples = lag.samples("vrrp")
     for name, instance in engine.instances.items():
@@ -80,18 +95,15 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
     await channel.open()
     lag = LoopLag()
     lag.start()
-    events = EventStream(str(run_dir / "events.sock"))
-    await events.start()
     notifier = Notifier()
     announcer = PacketAnnouncer()
     links = LinkMonitor(_watched_interfaces(config))
-    async with NetlinkAddresses() as addresses:
+    async with NetlinkAddresses(AddressLedger(run_dir / LEDGER_FILE)) as addresses:
         engine = VrrpEngine(
             config,
             addresses=addresses,
             announcer=announcer,
             notifier=notifier,
-            events=events,
             report=channel.send,
         )
         try:
@@ -100,7 +112,6 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
         except StartupError as exc:
             log.error("%s", exc)
             await engine.stop()
-            await events.close()
             return 1
 
         async def follow_links() -> None:
@@ -115,7 +126,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
         # collector's way, so a collection never stalls an advert or a GARP.
         gc.collect()
         gc.freeze()
-        channel.send({"type": "ready"})
+        channel.send(ChildReady())
         log.info("VRRP running: %s", ", ".join(config.vrrp_instances))
         await stop.wait()
         log.info("stopping: releasing mastership")
@@ -127,21 +138,28 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
         lag.stop()
         links.close()
         announcer.close()
-    await events.close()
     channel.close()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lvsha-vrrp")
-    parser.add_argument("config")
+    parser.add_argument("config", nargs="?", help="a file, when run by hand")
+    parser.add_argument("--config-fd", type=int, help="the parent's configuration snapshot")
+    parser.add_argument("--config-name", default="<snapshot>", help="its file, for messages")
     parser.add_argument("--run-dir", default="/run/lvsha")
     args = parser.parse_args(argv)
     setup_logging("vrrp")
     die_with_parent(log)
-    config = load_or_log(args.config, log, "not starting")
+    if args.config_fd is not None:
+        config = load_snapshot(args.config_fd, args.config_name, log)
+    elif args.config is not None:
+        config = load_or_log(args.config, log, "not starting")
+    else:
+        parser.error("give a configuration file or --config-fd")
     if config is None:
         return 1
+    reserve_descriptors()
     _set_realtime(config.global_.vrrp.realtime_priority)
     channel = ParentChannel()
     try:

@@ -1,8 +1,9 @@
-"""Everything VRRP in one process: instances, trackers, sync groups, hooks and the event stream.
+"""Everything VRRP in one process: instances, trackers, sync groups and notify hooks.
 
 The engine builds one InstanceRunner per configured instance, feeds them link changes,
 tracker verdicts, received adverts and sync-group orders, and reports each state change to
-the log, the notify hooks, the event stream and the parent process.
+the log, the notify hooks and the parent process (which serves the event stream: no
+client-facing socket lives in the VRRP process).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Literal
 from lvsha.checks.script import ScriptCommand
 from lvsha.config.model import LvshaConfig
 from lvsha.config.vrrp import Notify
-from lvsha.daemon.events import EventStream
 from lvsha.daemon.notify import Notifier, NotifyHooks, NotifyState, Transition
+from lvsha.messages import Message, VrrpStateChanged
 from lvsha.net.addresses import AddressPort
 from lvsha.net.announce import Announcer
 from lvsha.net.garp import GarpSettings
@@ -115,14 +116,12 @@ class VrrpEngine:
         addresses: AddressPort,
         announcer: Announcer,
         notifier: Notifier,
-        events: EventStream | None,
-        report: Callable[[dict[str, object]], None],
+        report: Callable[[Message], None],
     ) -> None:
         self.config = config
         self._addresses = addresses
         self._announcer = announcer
         self._notifier = notifier
-        self._events = events
         self._report = report
         self.instances: dict[str, _Instance] = {}
         self._groups = {n: SyncGroup(n, g.instances) for n, g in config.sync_groups.items()}
@@ -132,7 +131,11 @@ class VrrpEngine:
         self._dispatching = False
 
     async def start(self, link_states: dict[str, bool]) -> None:
-        """Open every instance's socket and start it; `link_states` from the link monitor."""
+        """Open every instance's socket and start it; `link_states` from the link monitor.
+
+        First, every address an earlier process added and left behind comes off: each
+        instance starts in INITIALIZE, which holds no VIP, and a backup must never hold one."""
+        await self._addresses.reconcile()
         for name in self.config.vrrp_instances:
             self.instances[name] = await self._build(name, link_states)
         glob = self.config.global_
@@ -179,19 +182,6 @@ class VrrpEngine:
             HeldAddress(vip.address, vip.device or inst.interface, vip.label)
             for vip in [*inst.virtual_ipaddresses, *inst.virtual_ipaddresses_excluded]
         ]
-        for address in held:
-            # An owner's VIPs are the host's own addresses; anyone else's found on the
-            # interface were left by an earlier run of ours (a crash), and a backup must be
-            # able to take them off.
-            if inst.priority != 255 and await self._addresses.adopt(
-                address.interface, address.address
-            ):
-                log.warning(
-                    "%s: %s was already on %s (left by an earlier run?): lvsha manages it",
-                    name,
-                    address.address,
-                    address.interface,
-                )
         try:
             for interface in dict.fromkeys(h.interface for h in held):
                 # Build the frames now: the first one costs ~100 ms (scapy), not at failover.
@@ -295,16 +285,11 @@ class VrrpEngine:
             change.reason,
             machine.priority,
         )
-        fields: dict[str, object] = {
-            "instance": name,
-            "old": change.old.name,
-            "new": change.new.name,
-            "reason": change.reason,
-            "priority": machine.priority,
-        }
-        if self._events is not None:
-            self._events.publish("vrrp_state", **fields)
-        self._report({"type": "vrrp_state", **fields})
+        self._report(
+            VrrpStateChanged(
+                name, change.old.name, change.new.name, change.reason, machine.priority
+            )
+        )
         state = _NOTIFY_STATES.get(change.new)
         if state is not None:
             transition = Transition.instance(name, state, machine.priority)
