@@ -24,7 +24,7 @@ from lvsha.checks.pool import CheckPool, raise_file_limit
 from lvsha.checks.targets import check_plan
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
-from lvsha.daemon.child import die_with_parent, load_or_log
+from lvsha.daemon.child import add_config_arguments, child_config, die_with_parent
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.ipvs.desired import Health
@@ -210,13 +210,13 @@ async def follow(follower: SyncDaemonFollower, message: Message) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lvsha-checker")
-    parser.add_argument("config")
+    add_config_arguments(parser)
     parser.add_argument("--run-dir", default="/run/lvsha")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     setup_logging("checker")
     die_with_parent(log)
-    config = load_or_log(args.config, log, "not starting")
+    config = child_config(parser, args, log)
     if config is None:
         return 1
     channel = ParentChannel()

@@ -9,6 +9,7 @@ restarted after a crash runs the configuration its parent runs.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import fcntl
@@ -78,6 +79,24 @@ def load_snapshot(fd: int, name: str, log: logging.Logger) -> LvshaConfig | None
     except ConfigError as exc:
         log_problems(exc, log, "not starting")
         return None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """A child's configuration options: the parent's snapshot, or a file when run by hand."""
+    parser.add_argument("config", nargs="?", help="a configuration file, when run by hand")
+    parser.add_argument("--config-fd", type=int, help="the parent's configuration snapshot")
+    parser.add_argument("--config-name", default="<snapshot>", help="its file, for messages")
+
+
+def child_config(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, log: logging.Logger
+) -> LvshaConfig | None:
+    """The configuration `add_config_arguments` asked for; None after logging why not."""
+    if args.config_fd is not None:
+        return load_snapshot(args.config_fd, args.config_name, log)
+    if args.config is None:
+        parser.error("give a configuration file or --config-fd")
+    return load_or_log(args.config, log, "not starting")
 
 
 def die_with_parent(log: logging.Logger) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
-from lvsha.daemon.child import die_with_parent, load_or_log, load_snapshot
+from lvsha.daemon.child import add_config_arguments, child_config, die_with_parent
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.daemon.notify import Notifier
@@ -84,6 +84,8 @@ def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
             samples.append(
                 ("lvsha_vrrp_adverts_dropped_total", {**labels, "reason": reason.value}, count)
             )
+        suppressed = float(machine.reassertions_suppressed)
+        samples.append(("lvsha_vrrp_reassertions_suppressed_total", labels, suppressed))
     return samples
 
 
@@ -144,19 +146,12 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lvsha-vrrp")
-    parser.add_argument("config", nargs="?", help="a file, when run by hand")
-    parser.add_argument("--config-fd", type=int, help="the parent's configuration snapshot")
-    parser.add_argument("--config-name", default="<snapshot>", help="its file, for messages")
+    add_config_arguments(parser)
     parser.add_argument("--run-dir", default="/run/lvsha")
     args = parser.parse_args(argv)
     setup_logging("vrrp")
     die_with_parent(log)
-    if args.config_fd is not None:
-        config = load_snapshot(args.config_fd, args.config_name, log)
-    elif args.config is not None:
-        config = load_or_log(args.config, log, "not starting")
-    else:
-        parser.error("give a configuration file or --config-fd")
+    config = child_config(parser, args, log)
     if config is None:
         return 1
     reserve_descriptors()
