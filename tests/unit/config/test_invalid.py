@@ -53,7 +53,7 @@ CASES = [
         "global: router_id: lb1\n",
         "router_id^: lb1",
         "",
-        "YAML: mapping values are not allowed here",
+        "YAML: mapping values are not allowed",
     ),
     Case(
         "duplicate-key",
