@@ -12,9 +12,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 
 class Model(BaseModel):
-    """Strict and frozen: no unknown keys, no quiet type coercion ("5" is not 5)."""
+    """Strict and frozen: no unknown keys, no quiet type coercion ("5" is not 5), and no
+    infinity or NaN (`.inf`, `1e400`), which no duration or count can mean."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)

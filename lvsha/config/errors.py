@@ -12,7 +12,10 @@ from pydantic_core import ErrorDetails
 
 from lvsha.config.checks import CHECK_TYPES
 from lvsha.config.model import LvshaConfig
-from lvsha.config.source import Path, Problem, SourceMap
+from lvsha.config.source import OversizedNumber, Path, Problem, SourceMap
+
+MAX_MESSAGE = 400
+"""Messages quote the values they refuse; a megabyte-long value is quoted by its two ends."""
 
 # keepalived keywords people will type out of habit, and what they are called here.
 KEEPALIVED_SPELLINGS = {
@@ -169,6 +172,8 @@ def _message(error: ErrorDetails, path: Path, data: object, parent: object) -> s
         if isinstance(value, str):
             return f"expected true or false, got the string '{value}': write true or false"
         return f"expected true or false, got {_describe(value)}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {_describe(value)}"
     if kind in ("int_type", "int_from_float", "float_type"):
         what = "a whole number" if kind != "float_type" else "a number"
         if isinstance(value, str):
@@ -202,11 +207,20 @@ def _message(error: ErrorDetails, path: Path, data: object, parent: object) -> s
     return f"{error['msg']}, got {_describe(value)}"
 
 
+def _clip(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    half = MAX_MESSAGE // 2
+    return f"{message[:half]} [... {len(message) - 2 * half} characters ...] {message[-half:]}"
+
+
 def problems_from_validation(
     error: ValidationError, data: object, source: SourceMap
 ) -> list[Problem]:
     problems = []
     for detail in error.errors(include_url=False):
+        if isinstance(detail.get("input"), OversizedNumber) and detail["type"] != "extra_forbidden":
+            continue  # the loader reported this number where it stands
         path, parent, about_key = _clean_path(detail["loc"], data)
         if detail["type"] == "missing":
             location = source.value(path[:-1])
@@ -217,5 +231,5 @@ def problems_from_validation(
         message = _message(detail, path, data, parent)
         if about_key:
             message = f"bad name: {message}"
-        problems.append(Problem(location, path, message))
+        problems.append(Problem(location, path, _clip(message)))
     return problems
