@@ -10,6 +10,9 @@ from lvsha.config.base import IPAddress, Model, Name
 from lvsha.config.checks import Check, CheckTiming
 from lvsha.config.vrrp import Family
 
+U32_MAX = 4294967295
+"""IPVS carries thresholds and fwmarks as unsigned 32-bit netlink attributes."""
+
 
 def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
@@ -48,10 +51,13 @@ class RealServer(Model):
         None, description="Overrides the virtual server's forwarding for this server."
     )
     upper_threshold: int = Field(
-        0, ge=0, description="Connection limit above which IPVS sends no more; 0: none."
+        0, ge=0, le=U32_MAX, description="Connection limit above which IPVS sends no more; 0: none."
     )
     lower_threshold: int = Field(
-        0, ge=0, description="Connections below which a throttled server is used again."
+        0,
+        ge=0,
+        le=U32_MAX,
+        description="Connections below which a throttled server is used again.",
     )
     inhibit_on_failure: bool | None = Field(
         None, description="Default: the virtual server's inhibit_on_failure."
@@ -71,7 +77,7 @@ class VirtualServer(Model):
     )
     protocol: Protocol | None = Field(None, description="TCP, UDP or SCTP; required with address.")
     fwmark: int | None = Field(
-        None, ge=1, le=4294967295, description="Firewall mark instead of address/port/protocol."
+        None, ge=1, le=U32_MAX, description="Firewall mark instead of address/port/protocol."
     )
     family: Family = Field("ipv4", description="Default: the address's family; for fwmark ipv4.")
     scheduler: Scheduler = Field("wlc", description="IPVS scheduler (lvs_sched).")
@@ -89,10 +95,13 @@ class VirtualServer(Model):
         description="Prefix length grouping clients for persistence; default 32 / 128.",
     )
     ops: bool = Field(False, description="One-packet scheduling (UDP only).")
+    # keepalived keeps quorum and hysteresis as unsigned 32-bit numbers; so do we.
     quorum: int = Field(
-        1, ge=1, description="Healthy weight below which the sorry server takes over."
+        1, ge=1, le=U32_MAX, description="Healthy weight below which the sorry server takes over."
     )
-    hysteresis: int = Field(0, ge=0, description="Band around quorum that avoids flapping.")
+    hysteresis: int = Field(
+        0, ge=0, le=U32_MAX, description="Band around quorum that avoids flapping."
+    )
     sorry_server: SorryServer | None = None
     inhibit_on_failure: bool = Field(
         False, description="Failed servers stay at weight 0 instead of being removed."

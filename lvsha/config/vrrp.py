@@ -127,6 +127,7 @@ class VrrpInstance(Model):
     advert_interval: Seconds = Field(
         1.0,
         gt=0,
+        le=255,  # the v2 maximum; the version-specific rule is checked once the version is known
         description="v2: whole seconds 1-255; v3: 0.01-40.95 s in 10 ms steps.",
     )
     version: Literal[2, 3] = Field(
