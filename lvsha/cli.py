@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 
 from lvsha import __version__
 from lvsha.config import ConfigError, LvshaConfig, load_file
+from lvsha.config.files import DEFAULT_MAX_SIZE, describe_size
 from lvsha.daemon import run as daemon_run
+from lvsha.daemon.rundir import run_dir_problem
 from lvsha.drill import main as drill_main
 
 
@@ -34,12 +37,36 @@ def summary(config: LvshaConfig) -> str:
     return ", ".join(parts)
 
 
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def byte_count(text: str) -> int:
+    """A size in bytes: 33554432, or with a binary unit: 32M, 32MiB, 1G."""
+    match = re.fullmatch(r"\s*([0-9]{1,15})\s*(?:([KMG])(?:i?B)?)?\s*", text, re.IGNORECASE)
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a size: write bytes (33554432) or with a unit (32M, 1G)"
+        )
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()]
+
+
+def _add_max_config_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-config-size",
+        type=byte_count,
+        default=DEFAULT_MAX_SIZE,
+        metavar="BYTES",
+        help="refuse configuration files larger than this, unread (default: "
+        f"{describe_size(DEFAULT_MAX_SIZE)}); a unit may follow: 32M, 1G",
+    )
+
+
 def _check_config(args: argparse.Namespace) -> int:
     failed = False
     documents = []
     for path in args.files:
         try:
-            config = load_file(path)
+            config = load_file(path, max_size=args.max_config_size)
         except ConfigError as exc:
             failed = True
             for problem in exc.problems:
@@ -84,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the normalized configuration as JSON, every default filled in, so you "
         "can see what each omitted key means",
     )
+    _add_max_config_size(check)
     check.set_defaults(handler=_check_config)
 
     run = commands.add_parser(
@@ -108,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the IPVS table and the connection sync daemon in memory instead of the "
         "kernel's (VRRP still runs for real)",
     )
+    _add_max_config_size(run)
     run.set_defaults(handler=_run)
 
     drill = commands.add_parser(
@@ -125,7 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return daemon_run.run(args.config, args.run_dir, args.dry_run)
+    problem = run_dir_problem(args.run_dir)
+    if problem is not None:
+        print(f"lvsha run: {problem}", file=sys.stderr)
+        return 2
+    return daemon_run.run(
+        args.config, args.run_dir, args.dry_run, max_config_size=args.max_config_size
+    )
 
 
 def _drill(args: argparse.Namespace) -> int:

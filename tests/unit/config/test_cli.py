@@ -71,7 +71,10 @@ def test_help_reads_well() -> None:
     assert "check-config" in done.stdout and "validate configuration files" in done.stdout
     sub = run("check-config", "--help")
     assert sub.returncode == 0
-    assert "usage: lvsha check-config [-h] [--json] FILE [FILE ...]" in sub.stdout
+    usage = " ".join(sub.stdout.split("\n\n")[0].split())
+    assert (
+        usage == "usage: lvsha check-config [-h] [--json] [--max-config-size BYTES] FILE [FILE ...]"
+    )
     assert "FILE:LINE:COL" in sub.stdout and "--json" in sub.stdout
 
 
