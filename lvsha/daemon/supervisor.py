@@ -68,6 +68,7 @@ class _Child:
 class Supervisor:
     """Keeps the children running until SIGTERM/SIGINT, then stops them in reverse order."""
 
+    RESTART_BACKOFF_FIRST = 1.0
     RESTART_BACKOFF_MAX = 30.0
     STABLE_AFTER = 60.0
     """A child that ran this long restarts without backoff next time."""
@@ -146,7 +147,7 @@ class Supervisor:
             self._on_reload()
 
     async def _keep_running(self, child: _Child) -> None:
-        backoff = 1.0
+        backoff = self.RESTART_BACKOFF_FIRST
         while not self._stopping.is_set():
             try:
                 await self._start(child)
@@ -165,7 +166,7 @@ class Supervisor:
                 return
             ran = time.monotonic() - child.started_at
             if ran >= self.STABLE_AFTER:
-                backoff = 1.0
+                backoff = self.RESTART_BACKOFF_FIRST
             how = _describe_exit(code)
             if was_ready:
                 child.failed_starts = 0
