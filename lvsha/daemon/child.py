@@ -75,7 +75,8 @@ def load_snapshot(fd: int, name: str, log: logging.Logger) -> LvshaConfig | None
     finally:
         os.close(fd)
     try:
-        return load_text(text, name)
+        # The parent applied the size limit it was given; the snapshot is within it.
+        return load_text(text, name, max_size=len(text.encode("utf-8", "surrogatepass")))
     except ConfigError as exc:
         log_problems(exc, log, "not starting")
         return None

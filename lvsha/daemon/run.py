@@ -14,8 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from lvsha.config import ConfigError, LvshaConfig, load_text
-from lvsha.config.source import Location, Problem
+from lvsha.config import DEFAULT_MAX_SIZE, ConfigError, LvshaConfig, load_text, read_config_text
 from lvsha.daemon.child import log_problems, snapshot_fd
 from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
@@ -24,19 +23,11 @@ from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
 
 log = logging.getLogger("lvsha")
 
-DEFAULT_MAX_CONFIG_SIZE = 16 << 20
-
 
 def validate(path: str, max_size: int) -> tuple[str, LvshaConfig]:
     """The file's text and its validated configuration; raises ConfigError."""
-    # TODO(lead): switch to the loader's bounded reader once it lands.
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            [Problem(Location(path, 1, 1), (), f"cannot read the file: {exc}")]
-        ) from None
-    return text, load_text(text, path)
+    text = read_config_text(path, max_size)
+    return text, load_text(text, path, max_size)
 
 
 class _Parent:
@@ -140,7 +131,7 @@ def run(
     config_path: str,
     run_dir: str,
     dry_run: bool = False,
-    max_config_size: int = DEFAULT_MAX_CONFIG_SIZE,
+    max_config_size: int = DEFAULT_MAX_SIZE,
 ) -> int:
     setup_logging("main")
     try:
