@@ -6,6 +6,9 @@ in its own session and process group, with stdin on /dev/null, the environment i
 group gets SIGKILL, so a script leaves no process behind (a descendant that starts its own session
 escapes this). Output (stdout and stderr together) is read to the end but only the last
 `output_limit` bytes are kept, for the failure reason.
+
+Script security (keepalived's enable_script_security, but stricter) checks everything that will
+run as code, not only argv[0]: see `security_refusal`.
 """
 
 from __future__ import annotations
@@ -13,17 +16,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import logging
 import os
 import pwd
+import shlex
 import shutil
 import signal
-import stat
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lvsha.checks.result import ProbeResult
+from lvsha.checks.script_security import (
+    EXECVP_DEFAULT_PATH,
+    insecure_path_reason,
+    security_refusal,
+)
+
+__all__ = [
+    "SCRIPT_PATH",
+    "ScriptCommand",
+    "ScriptRefusedError",
+    "ScriptRun",
+    "ScriptTarget",
+    "insecure_path_reason",
+    "judge_exit",
+    "judge_run",
+    "locate_script",
+    "probe_script",
+    "resolve_program",
+    "run_script",
+]
+
+log = logging.getLogger(__name__)
 
 SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH given to scripts, and searched for a bare command name."""
@@ -46,7 +72,8 @@ class ScriptCommand:
     dynamic_weight: bool = False
     """keepalived's misc_dynamic: exit 2-255 is healthy with weight = status - 2."""
     script_security: bool = True
-    """keepalived's enable_script_security: refuse a program anyone but root could replace."""
+    """keepalived's enable_script_security: refuse a command when anyone but root could replace
+    the program, its #! interpreter or the script an interpreter reads (see script_security)."""
     output_limit: int = 4096
 
     def __post_init__(self) -> None:
@@ -86,35 +113,6 @@ def resolve_program(program: str) -> str | None:
     if os.path.isabs(program) and os.path.isfile(program) and os.access(program, os.X_OK):
         return program
     return None
-
-
-def insecure_path_reason(executable: str) -> str | None:
-    """Why `executable` could be replaced by someone other than root, or None when it cannot.
-
-    Checks every directory from "/" down and then the file, both as written and after resolving
-    symlinks.
-    """
-    real = os.path.realpath(executable)
-    for path in dict.fromkeys([*_root_down_to(executable), *_root_down_to(real)]):
-        try:
-            status = os.stat(path)
-        except OSError as error:
-            return f"script security: cannot stat {path}: {error.strerror or error}"
-        if status.st_uid != 0:
-            return f"script security: {path} is owned by uid {status.st_uid}, not root"
-        if status.st_mode & stat.S_IWOTH:
-            return f"script security: {path} is world-writable"
-        if status.st_mode & stat.S_IWGRP:
-            return f"script security: {path} is group-writable"
-    return None
-
-
-def _root_down_to(path: str) -> list[str]:
-    paths = [path]
-    while (parent := os.path.dirname(path)) != path:
-        paths.append(parent)
-        path = parent
-    return paths[::-1]
 
 
 class _UnknownIdentityError(Exception):
@@ -224,8 +222,11 @@ class ScriptRun:
         return self.returncode is None
 
 
-def locate_script(command: ScriptCommand) -> str:
-    """The executable `command` would run, after script security; raises ScriptRefusedError."""
+def locate_script(command: ScriptCommand, search_path: str = SCRIPT_PATH) -> str:
+    """The executable `command` would run, after script security; raises ScriptRefusedError.
+
+    `search_path` is the PATH the command will see, for what it looks up itself (env, bash).
+    """
     program = command.argv[0]
     executable = resolve_program(program)
     if executable is None:
@@ -235,10 +236,28 @@ def locate_script(command: ScriptCommand) -> str:
             raise ScriptRefusedError(f"script path is not absolute: {program}")
         raise ScriptRefusedError(f"script is not an executable file: {program}")
     if command.script_security:
-        insecure = insecure_path_reason(executable)
-        if insecure is not None:
-            raise ScriptRefusedError(insecure)
+        refusal = security_refusal([executable, *command.argv[1:]], search_path)
+        _log_refusal(command.argv, refusal)
+        if refusal is not None:
+            raise ScriptRefusedError(refusal)
     return executable
+
+
+_REFUSALS_REMEMBERED = 1024
+_logged_refusals: dict[tuple[str, ...], str] = {}
+"""The refusal last logged for each command, so a track script refused every second logs once."""
+
+
+def _log_refusal(argv: tuple[str, ...], refusal: str | None) -> None:
+    if refusal is None:
+        _logged_refusals.pop(argv, None)
+        return
+    if _logged_refusals.get(argv) == refusal:
+        return
+    if len(_logged_refusals) >= _REFUSALS_REMEMBERED:
+        _logged_refusals.pop(next(iter(_logged_refusals)))
+    _logged_refusals[argv] = refusal
+    log.warning("not running %s: %s", " ".join(map(shlex.quote, argv)), refusal)
 
 
 async def run_script(
@@ -250,7 +269,7 @@ async def run_script(
     """
     loop = asyncio.get_running_loop()
     started_at = loop.time()
-    executable = locate_script(command)
+    executable = locate_script(command, environment.get("PATH", EXECVP_DEFAULT_PATH))
     try:
         identity = _identity(command)
     except _UnknownIdentityError as error:

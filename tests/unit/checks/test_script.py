@@ -271,14 +271,20 @@ async def test_secure_script_runs(secure_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "problem"), [(0o777, "world-writable"), (0o775, "group-writable")]
+    ("mode", "problem", "fix"),
+    [(0o777, "world-writable", "chmod go-w"), (0o775, "group-writable", "chmod g-w")],
 )
-async def test_writable_directory_is_refused(secure_dir: Path, mode: int, problem: str) -> None:
+async def test_writable_directory_is_refused(
+    secure_dir: Path, mode: int, problem: str, fix: str
+) -> None:
     script = write_script(secure_dir, "exit 0")
     secure_dir.chmod(mode)
     result = await run(ScriptCommand((str(script),)))
     assert not result.ok
-    assert result.reason == f"script security: {secure_dir} is {problem}"
+    assert result.reason == (
+        f"script security: {secure_dir} is {problem}, on the path of {script}; "
+        f"fix: {fix} {secure_dir}, or move {script} to a directory only root can write"
+    )
     # The operator can opt out, as with keepalived without enable_script_security.
     assert (await run(ScriptCommand((str(script),), script_security=False))).ok
 
@@ -287,7 +293,9 @@ async def test_writable_script_file_is_refused(secure_dir: Path) -> None:
     script = write_script(secure_dir, "exit 0")
     script.chmod(0o757)
     result = await run(ScriptCommand((str(script),)))
-    assert result.reason == f"script security: {script} is world-writable"
+    assert result.reason == (
+        f"script security: {script} is world-writable; fix: chmod go-w {script}"
+    )
 
 
 async def test_script_owned_by_another_user_is_refused(secure_dir: Path) -> None:
@@ -295,7 +303,10 @@ async def test_script_owned_by_another_user_is_refused(secure_dir: Path) -> None
     nobody = pwd.getpwnam("nobody")
     os.chown(script, nobody.pw_uid, nobody.pw_gid)
     result = await run(ScriptCommand((str(script),)))
-    assert result.reason == f"script security: {script} is owned by uid {nobody.pw_uid}, not root"
+    assert result.reason == (
+        f"script security: {script} is owned by uid {nobody.pw_uid}, not root; "
+        f"fix: chown root {script}"
+    )
 
 
 async def test_symlink_into_a_writable_directory_is_refused(secure_dir: Path) -> None:
@@ -306,13 +317,19 @@ async def test_symlink_into_a_writable_directory_is_refused(secure_dir: Path) ->
     link = secure_dir / "check"
     link.symlink_to(target)
     result = await run(ScriptCommand((str(link),)))
-    assert result.reason == f"script security: {writable} is world-writable"
+    assert result.reason == (
+        f"script security: {writable} is world-writable, on the path of {link}; "
+        f"fix: chmod go-w {writable}, or move {link} to a directory only root can write"
+    )
 
 
 async def test_script_under_tmp_is_refused(tmp_path: Path) -> None:
     script = write_script(tmp_path, "exit 0")
     result = await run(ScriptCommand((str(script),)))
-    assert result.reason == "script security: /tmp is world-writable"
+    assert result.reason == (
+        f"script security: /tmp is world-writable, on the path of {script}; "
+        f"fix: move {script} to a directory only root can write"
+    )
 
 
 # Running as an unprivileged user.

@@ -237,7 +237,8 @@ async def test_a_refused_hook_is_logged_and_the_queue_goes_on(
     assert lines(log) == ["any INSTANCE VI_1 MASTER 150"]
     assert (
         "notify master hook for INSTANCE VI_1 MASTER 150 not run: "
-        "script security: /tmp is world-writable"
+        f"script security: /tmp is world-writable, on the path of {script}; "
+        f"fix: move {script} to a directory only root can write"
     ) in caplog.text
     await notifier.close()
 

@@ -229,7 +229,11 @@ async def test_an_insecure_script_is_refused_with_its_reason(tmp_path: Path) -> 
     runner.start()
     try:
         assert await wait_until(lambda: len(recorder.changes) == 1)
-        assert recorder.changes == [("insecure", False, "script security: /tmp is world-writable")]
+        reason = (
+            f"script security: /tmp is world-writable, on the path of {script}; "
+            f"fix: move {script} to a directory only root can write"
+        )
+        assert recorder.changes == [("insecure", False, reason)]
         assert not (tmp_path / "ran").exists()
     finally:
         await runner.close()
