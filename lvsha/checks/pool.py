@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+from lvsha.checks.flaplog import CoalescingLog
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.state import (
     CheckEvent,
@@ -310,6 +311,10 @@ class CheckPool:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
+        self._changes: CoalescingLog[RealServerId, _Change] = CoalescingLog(
+            log, _change_line, _flap_line, _unlogged_line
+        )
+        """Verdict changes as log lines, coalesced while a real server flaps."""
 
     # Queries.
 
@@ -398,6 +403,7 @@ class CheckPool:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         await self._tools.close()
+        self._changes.flush()
 
     # Operator commands.
 
@@ -605,17 +611,40 @@ class CheckPool:
             return
         self._verdicts[verdict.real_server] = verdict
         if previous is not None:
-            log.info(
-                "%s: %s -> %s%s (%s%s)",
-                verdict.real_server,
-                previous.health.value,
-                verdict.health.value,
-                "" if verdict.weight is None else f" weight {verdict.weight}",
-                "" if verdict.check is None else f"{verdict.check}: ",
-                verdict.reason,
-            )
+            change = _Change(previous.health, verdict)
+            log.debug("%s", _change_line(verdict.real_server, change))
+            self._changes.changed(verdict.real_server, change)
         for listener in list(self._listeners):
             try:
                 listener(verdict)
             except Exception:
                 log.exception("verdict listener %r failed", listener)
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """A verdict change, for the log."""
+
+    before: Health
+    verdict: RealServerVerdict
+
+    def now(self) -> str:
+        verdict = self.verdict
+        weight = "" if verdict.weight is None else f" weight {verdict.weight}"
+        check = "" if verdict.check is None else f"{verdict.check}: "
+        return f"{verdict.health.value}{weight} ({check}{verdict.reason})"
+
+
+def _change_line(real_server: RealServerId, change: _Change) -> str:
+    return f"{real_server}: {change.before.value} -> {change.now()}"
+
+
+def _flap_line(real_server: RealServerId, change: _Change, changes: int, span: float) -> str:
+    return f"{real_server}: flapped {changes} times in the last {span:.0f} s, now {change.now()}"
+
+
+def _unlogged_line(changes: int, real_servers: int, span: float) -> str:
+    return (
+        f"{changes} more verdict changes of {real_servers} real servers in the last "
+        f"{span:.0f} s not logged one by one (too many at once; debug level shows each)"
+    )

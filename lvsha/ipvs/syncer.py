@@ -27,6 +27,7 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 
+from lvsha.checks.flaplog import CoalescingLog
 from lvsha.checks.pool import RealServerVerdict
 from lvsha.checks.targets import RealServerId
 from lvsha.ipvs.desired import Health, QuorumState, Verdict, desired_service
@@ -287,6 +288,27 @@ def _options_text(options: ServiceOptions) -> str:
     return text
 
 
+def _operation_line(_: tuple[ServiceKey, DestinationKey], text: str) -> str:
+    return f"IPVS: {text}"
+
+
+def _operations_line(
+    where: tuple[ServiceKey, DestinationKey], text: str, changes: int, span: float
+) -> str:
+    service, destination = where
+    return (
+        f"IPVS: destination {destination} of service {service}: {changes} operations in the "
+        f"last {span:.0f} s, the last: {text}"
+    )
+
+
+def _unlogged_operations_line(changes: int, destinations: int, span: float) -> str:
+    return (
+        f"IPVS: {changes} more operations on {destinations} destinations in the last "
+        f"{span:.0f} s not logged one by one (too many at once; debug level shows each)"
+    )
+
+
 class LatencyStats(RecentSamples):
     """Seconds from a verdict's arrival to the kernel's acknowledgement of the operation it
     caused, over the last `window` samples."""
@@ -347,6 +369,10 @@ class IpvsSyncer:
         self.drift = 0
         """Differences found between the kernel and what lvsha last left in it."""
         self.passes = 0
+        self._destination_log: CoalescingLog[tuple[ServiceKey, DestinationKey], str] = (
+            CoalescingLog(log, _operation_line, _operations_line, _unlogged_operations_line)
+        )
+        """Operations on destinations as log lines, coalesced while a real server flaps."""
 
     # Queries.
 
@@ -460,6 +486,7 @@ class IpvsSyncer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._destination_log.flush()
         if self._on_stop is OnStop.KEEP:
             log.info("IPVS syncer stopped; the table is left as it is")
             return
@@ -533,6 +560,7 @@ class IpvsSyncer:
         now = self._loop.time()
         believed = self._believed
         periodic = now >= self._reread_due
+        drifted = False
         if believed is None or self._reread_requested or periodic:
             if believed is not None and periodic and self._dirty:
                 # Verdicts are waiting: they reach the kernel first, not after a re-read of
@@ -544,15 +572,18 @@ class IpvsSyncer:
             if believed is not None:
                 for line in describe_drift(believed, found, self.managed()):
                     self.drift += 1
+                    drifted = True
                     log.warning("IPVS drift: %s; correcting", line)
             believed = self._believed = found
             self._dirty = None
             now = self._loop.time()
             self._reread_due = now + self._resync_interval
-        await self._replan(believed, now)
+        await self._replan(believed, now, corrections=drifted)
         self.passes += 1
 
-    async def _replan(self, believed: dict[ServiceKey, Service], now: float) -> None:
+    async def _replan(
+        self, believed: dict[ServiceKey, Service], now: float, *, corrections: bool = False
+    ) -> None:
         """Plan the services marked dirty (all after a read) against `believed`, and apply."""
         for real_server, until in list(self._holds.items()):
             if until <= now:
@@ -585,13 +616,19 @@ class IpvsSyncer:
         arrivals, self._arrivals = self._arrivals, {}
         managed = replanned | self._retired
         operations = plan(desired.services, believed, managed=managed)
-        await self._apply(operations, arrivals)
+        await self._apply(operations, arrivals, corrections=corrections)
         assert self._believed is not None
         self._retired = {key for key in self._retired if key in self._believed}
 
     async def _apply(
-        self, operations: list[Operation], arrivals: dict[RealServerId, float]
+        self,
+        operations: list[Operation],
+        arrivals: dict[RealServerId, float],
+        *,
+        corrections: bool = False,
     ) -> None:
+        """Apply `operations` in one batch. Those on destinations are logged coalesced while
+        they flap, except `corrections` of drift, each worth its own line."""
         assert self._loop is not None and self._believed is not None
         # As planned: a reconfiguration while operations are in flight does not change them.
         locations = self._locations
@@ -624,7 +661,11 @@ class IpvsSyncer:
             apply_to_table(self._believed, operation)
             self.operations[type(operation).__name__] += 1
             last_ack[service] = acked
-            log.info("IPVS: %s", text)
+            if destination is None or corrections:
+                log.info("IPVS: %s", text)
+            else:
+                log.debug("IPVS: %s", text)
+                self._destination_log.changed((service, destination), text)
             if destination is not None:
                 for real_server in by_destination.pop((service, destination), ()):
                     self.latency.record(acked - arrivals.pop(real_server))

@@ -5,6 +5,7 @@ import itertools
 import logging
 import os
 import random
+import re
 import resource
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -684,3 +685,35 @@ async def test_close_leaves_no_tcp_socket_open() -> None:
         listener.close()
         for filler in fillers:
             filler.close()
+
+
+async def test_a_flapping_real_server_is_logged_once_then_summarised(
+    probes: FakeProbes, pools: Callable[..., CheckPool], caplog: pytest.LogCaptureFixture
+) -> None:
+    target = fake_target(probes, "web", CheckParams(interval=0.01, timeout=1.0, retries=0))
+    probes.outcome["web"] = "fail"
+    pool = pools(plan_of(target))
+    published: list[RealServerVerdict] = []
+    pool.subscribe(published.append)
+
+    def flap(verdict: RealServerVerdict) -> None:
+        probes.outcome["web"] = "ok" if verdict.health is Health.UNHEALTHY else "fail"
+
+    pool.subscribe(flap)
+    with caplog.at_level(logging.INFO, logger="lvsha.checks.pool"):
+        pool.start()
+        # the first change is logged as it happens, with its reason
+        await wait_for(lambda: len(published) >= 2, "the first down verdict")
+        changes = [r.getMessage() for r in caplog.records if "192.0.2.1:80" in r.getMessage()]
+        assert changes == [
+            "virtual_servers[0] 192.0.2.1:80: healthy -> unhealthy (fake web: fake fail)"
+        ]
+        await wait_for(lambda: len(published) >= 21, "20 changes")
+        await pool.close()
+    changes = [r.getMessage() for r in caplog.records if "192.0.2.1:80" in r.getMessage()]
+    assert len(changes) == 2, changes
+    assert re.fullmatch(
+        r"virtual_servers\[0\] 192\.0\.2\.1:80: flapped \d+ times in the last \d+ s, now "
+        r"(healthy|unhealthy) \(fake web: fake (ok|fail)\)",
+        changes[1],
+    ), changes[1]

@@ -801,3 +801,31 @@ def test_latency_stats() -> None:
     assert stats.max == pytest.approx(0.200)
     with pytest.raises(ValueError, match="quantile"):
         stats.quantile(1.5)
+
+
+# Log volume.
+
+
+async def test_a_flapping_destination_is_logged_once_then_summarised(
+    syncers: list[IpvsSyncer], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = RecordingPort(HEALTHY_TABLE)
+    syncer = await start(port, syncers)
+    with caplog.at_level(logging.INFO, logger="lvsha.ipvs.syncer"):
+        for flip in range(20):
+            health = Health.UNHEALTHY if flip % 2 == 0 else Health.HEALTHY
+            syncer.on_verdict(verdict(WEB_A, health))
+            present = flip % 2 == 1
+            await eventually(
+                lambda: ("10.0.0.1" in port.weights(WEB)) is present,  # noqa: B023
+                f"flip {flip}",
+            )
+        lines = [r.getMessage() for r in caplog.records if "10.0.0.1:80" in r.getMessage()]
+        assert lines == ["IPVS: delete destination 10.0.0.1:80 of service TCP 192.0.2.10:80"]
+        await syncer.stop()
+    lines = [r.getMessage() for r in caplog.records if "10.0.0.1:80" in r.getMessage()]
+    assert lines[1:] == [
+        "IPVS: destination 10.0.0.1:80 of service TCP 192.0.2.10:80: 19 operations in the last "
+        "0 s, the last: add destination 10.0.0.1:80 to service TCP 192.0.2.10:80 (weight 2, "
+        "direct_route)"
+    ]
