@@ -100,3 +100,25 @@ class Director:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def child_pid(self, module: str) -> int | None:
+        """The pid of the running child of this director's parent that runs `module`
+        (e.g. lvsha.daemon.vrrp_process), or None."""
+        assert self.process is not None
+        parent = str(self.process.pid)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = stat[stat.rfind(")") + 2 :].split()[1]
+            if ppid == parent and module.encode() in cmdline:
+                return int(entry.name)
+        return None
+
+    def holds(self, address: str) -> bool:
+        """Whether `address` (no prefix length) is on this director's eth0."""
+        return f" {address}/" in self.host.ip("-o", "addr", "show", "dev", "eth0")
