@@ -7,8 +7,9 @@ the priority, which is the effective priority for an instance and always 0 for a
 
 Unlike keepalived, which starts hooks without waiting for each other, hooks run strictly one after
 another in the order the transitions were reported, each killed with its process group after the
-hooks' timeout. The caller only enqueues. The queue is bounded: when it is full the oldest waiting
-hook is dropped (and logged), because the newest transitions describe the state that holds now.
+hooks' timeout, or when the process running them dies (through `run_script`). The caller only
+enqueues. The queue is bounded: when it is full the oldest waiting hook is dropped (and logged),
+because the newest transitions describe the state that holds now.
 """
 
 from __future__ import annotations

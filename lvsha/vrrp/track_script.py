@@ -3,6 +3,7 @@
 TrackScriptState is pure: runs start and finish with an explicit `now`, health changes come out,
 and `next_run_at` says when the next run is due. TrackScriptRunner is its asyncio edge: it runs
 the script with `run_script` and calls `on_change(script_name, healthy, reason)` on each change.
+Through `run_script`, a running script is killed when its VRRP process dies, even by SIGKILL.
 
 Start-up follows keepalived (vrrp_init_script, vrrp_script_child_thread in 2.2): a script starts
 in INIT, neither healthy nor failed, so no weight applies and an instance tracking it with weight 0

@@ -18,6 +18,7 @@ from lvsha.checks.script import (
     insecure_path_reason,
     probe_script,
 )
+from tests.unit.checks.orphans import script_outlives_its_starter
 
 TARGET = ScriptTarget(
     real_server_address="192.0.2.10",
@@ -367,3 +368,14 @@ async def test_nobody_cannot_run_a_script_it_cannot_read(secure_dir: Path) -> No
     result = await run(ScriptCommand((str(script),), user="nobody"))
     assert not result.ok
     assert result.reason == f"script cannot run {script}: Permission denied"
+
+
+# Nothing outlives the process that started it.
+
+
+@pytest.mark.parametrize(
+    "user", [None, pytest.param("nobody", marks=needs_root)], ids=["as-us", "as-nobody"]
+)
+def test_a_script_dies_when_the_process_that_started_it_is_killed(user: str | None) -> None:
+    # As nobody the parent-death signal must be armed after the uid switch, which clears it.
+    assert script_outlives_its_starter("run_script", user) == []

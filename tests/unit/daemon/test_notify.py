@@ -17,6 +17,7 @@ from lvsha.daemon.notify import (
     Transition,
     hook_runs,
 )
+from tests.unit.checks.orphans import script_outlives_its_starter
 
 MASTER, BACKUP, FAULT, STOP = (
     NotifyState.MASTER,
@@ -299,3 +300,7 @@ async def test_cancelled_close_kills_the_running_hook(tmp_path: Path) -> None:
         await asyncio.wait_for(notifier.close(), 0.2)
     assert await wait_until(lambda: not alive(int(pids.read_text())))
     assert not log.exists()
+
+
+def test_a_notify_hook_dies_when_its_process_is_killed() -> None:
+    assert script_outlives_its_starter("notify") == []

@@ -17,6 +17,7 @@ from lvsha.vrrp.track_script import (
     TrackScriptState,
     TrackScriptTransitionError,
 )
+from tests.unit.checks.orphans import script_outlives_its_starter
 
 # Pure state, with a hand-stepped clock.
 
@@ -280,3 +281,7 @@ async def test_start_twice_is_refused(tmp_path: Path) -> None:
             runner.start()
     finally:
         await runner.close()
+
+
+def test_a_track_script_dies_when_its_vrrp_process_is_killed() -> None:
+    assert script_outlives_its_starter("track_script") == []
