@@ -30,11 +30,16 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from lvsha.checks.flaplog import CoalescingLog
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.state import (
+    PRESUMED_DOWN_REASON,
+    PRESUMED_UP_REASON,
     CheckEvent,
     CheckState,
     CheckStatus,
     CheckTransitionError,
+    Presumption,
     in_service,
+    initial_health,
+    presumed_status,
     real_server_status,
 )
 from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools, RealServerId
@@ -301,6 +306,8 @@ class CheckPool:
             if check not in checks_of_server:
                 checks_of_server.append(check)
         self._drained: dict[RealServerId, str] = {}
+        self._presumed: dict[RealServerId, Presumption] = {}
+        """How real servers stood before this start, until their checks have all spoken."""
         self._verdicts: dict[RealServerId, RealServerVerdict] = {}
         self._listeners: list[VerdictListener] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -358,22 +365,45 @@ class CheckPool:
 
     # Life cycle.
 
-    def start(self) -> None:
-        """Schedule every check's first round at a random point within its warm-up."""
+    def start(self, presumed: Mapping[RealServerId, Presumption] | None = None) -> None:
+        """Schedule every check's first round at a random point within its warm-up.
+
+        `presumed` says how real servers stood before this start (from the IPVS table a
+        previous checker left): each stays so until its checks have spoken (see
+        `lvsha.checks.state`). Real servers without one start as `alpha` says.
+        """
         if self._loop is not None:
             raise RuntimeError("the check pool is already started")
         self._loop = asyncio.get_running_loop()
         if any(check.callback_probe is not None for check in self._checks):
             self._connector = TcpConnector(self._loop)
             self._hang_guard = DeadlineTimer(self._loop, self._hangs, self._cut_hung)
+        self._presumed = {
+            real_server: presumption
+            for real_server, presumption in (presumed or {}).items()
+            if real_server in self._checks_of
+        }
         now = self._loop.time()
         for check in self._checks:
             target = self._targets[check.index]
             first_probe_at = now + self._rng.uniform(0.0, target.warmup)
-            check.state = CheckState(target.params, now, first_probe_at)
+            initial = None
+            if any(rs in self._presumed for rs in check.real_servers):
+                presumed_up = (
+                    self._presumed[rs].up for rs in check.real_servers if rs in self._presumed
+                )
+                initial = initial_health(target.params.alpha, presumed_up)
+            check.state = CheckState(target.params, now, first_probe_at, initial)
             self._scheduler.schedule(check.index, first_probe_at)
         for real_server in self._checks_of:
-            self._publish(self._judge(real_server, "no probe yet", None, now))
+            presumption = self._presumed.get(real_server)
+            if presumption is None:
+                reason = "no probe yet"
+            elif presumption.up:
+                reason = PRESUMED_UP_REASON
+            else:
+                reason = PRESUMED_DOWN_REASON
+            self._publish(self._judge(real_server, reason, None, now))
         log.info(
             "check pool started: %d checks (%d distinct) for %d real servers",
             len(self._plan.targets),
@@ -590,7 +620,11 @@ class CheckPool:
         self, real_server: RealServerId, reason: str, check: str | None, now: float
     ) -> RealServerVerdict:
         states = [c.state for c in self._checks_of[real_server] if c.state is not None]
-        statuses = [state.status for state in states]
+        presumption = self._presumed.get(real_server)
+        if presumption is not None and all(state.spoken for state in states):
+            del self._presumed[real_server]  # its checks have all spoken
+            presumption = None
+        statuses = [presumed_status(s.status, s.spoken, presumption) for s in states]
         if real_server in self._drained:
             statuses.append(CheckStatus.DISABLED)
         status = real_server_status(statuses)
@@ -603,6 +637,8 @@ class CheckPool:
         # Several dynamic weights: the lowest, the most cautious reading of them.
         weights = [state.weight for state in states if state.weight is not None]
         weight = min(weights) if weights else None
+        if weight is None and presumption is not None and presumption.weight is not None:
+            weight = presumption.weight  # the weight it had, until a probe gives one
         return RealServerVerdict(real_server, health, weight, reason, check, now)
 
     def _publish(self, verdict: RealServerVerdict) -> None:

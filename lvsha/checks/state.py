@@ -12,6 +12,12 @@ Start-up: with `alpha` a check starts Down and must pass `rise` rounds. Without 
 Unknown, meaning "no round completed yet", and Unknown counts as in service, as keepalived puts
 real servers in service at start; its first round settles it either way, with no rise or fall
 grace, since nothing has been proven yet.
+
+Restart: a checker that restarts finds the IPVS table its predecessor left, which says how each
+real server stood. A `Presumption` carries that: a real server that was in service stays in
+service (Unknown: its first round settles it), one that was out stays out (Down: it must pass
+`rise` rounds, as with alpha), until its checks have spoken. Without one (a first start on an
+empty table) `alpha` decides, as above.
 """
 
 from __future__ import annotations
@@ -133,20 +139,78 @@ class CheckTransitionError(Exception):
     """An input the current status cannot take (enabling a check that is not disabled, ...)."""
 
 
-class CheckState:
-    """One (real server, check) pair."""
+@dataclass(frozen=True, slots=True)
+class Presumption:
+    """How a real server stood before this start, as the IPVS table shows it."""
 
-    def __init__(self, params: CheckParams, now: float, first_probe_at: float | None = None):
+    up: bool
+    """In service (present at a weight, or at weight 0 without inhibit_on_failure), or out."""
+    weight: int | None = None
+    """The weight it had when that differs from the configured one; None: the configured."""
+
+
+PRESUMED_UP_REASON = "in service in the IPVS table at start, no probe yet"
+PRESUMED_DOWN_REASON = "out of service in the IPVS table at start, no probe yet"
+
+
+def initial_health(alpha: bool, presumed_up: Iterable[bool] = ()) -> CheckStatus:
+    """The health a check starts in, given how the real servers it serves stood before
+    (`presumed_up`, one per real server with a presumption; none on a first start).
+
+    One that was in service anywhere starts Unknown (in service, settled by its first round),
+    so no real server that was serving is taken out before a probe says so; one that was out
+    everywhere starts Down. Without presumptions, alpha decides.
+    """
+    presumed = list(presumed_up)
+    if not presumed:
+        return CheckStatus.DOWN if alpha else CheckStatus.UNKNOWN
+    return CheckStatus.UNKNOWN if any(presumed) else CheckStatus.DOWN
+
+
+def presumed_status(
+    status: CheckStatus, spoken: bool, presumption: Presumption | None
+) -> CheckStatus:
+    """What a check counts as for one real server: its `status`, or, until it has `spoken`
+    (ended a round), how that real server stood before (a check shared with a real server
+    that was serving starts Unknown, but counts as Down for one that was out)."""
+    if presumption is None or spoken or status is CheckStatus.DISABLED:
+        return status
+    return CheckStatus.UP if presumption.up else CheckStatus.DOWN
+
+
+class CheckState:
+    """One (real server, check) pair.
+
+    `initial` is the health to start in (see `initial_health`); None lets `alpha` decide.
+    """
+
+    def __init__(
+        self,
+        params: CheckParams,
+        now: float,
+        first_probe_at: float | None = None,
+        initial: CheckStatus | None = None,
+    ):
         self.params = params
         self._now = now
-        self._health = CheckStatus.DOWN if params.alpha else CheckStatus.UNKNOWN
+        if initial is None:
+            initial = CheckStatus.DOWN if params.alpha else CheckStatus.UNKNOWN
+            reason = "alpha: not yet proven healthy" if params.alpha else "no probe yet"
+        elif initial is CheckStatus.UNKNOWN:
+            reason = PRESUMED_UP_REASON
+        elif initial is CheckStatus.DOWN:
+            reason = PRESUMED_DOWN_REASON
+        else:
+            raise ValueError(f"a check starts Unknown or Down, not {initial.name}")
+        self._health = initial
         self._disabled = False
         self._weight: int | None = None
         self._failed_attempts = 0
         self._consecutive_passes = 0
         self._consecutive_failures = 0
+        self._rounds = 0
         self._next_probe_at = now if first_probe_at is None else first_probe_at
-        self._reason = "alpha: not yet proven healthy" if params.alpha else "no probe yet"
+        self._reason = reason
 
     @property
     def status(self) -> CheckStatus:
@@ -170,6 +234,11 @@ class CheckState:
     def failed_attempts(self) -> int:
         """Failed attempts so far in the current round."""
         return self._failed_attempts
+
+    @property
+    def spoken(self) -> bool:
+        """Whether a round has ended: the probes, not a presumption, say how it stands."""
+        return self._rounds > 0
 
     @property
     def consecutive_passes(self) -> int:
@@ -237,6 +306,7 @@ class CheckState:
 
     def _end_round(self, passed: bool) -> None:
         self._failed_attempts = 0
+        self._rounds += 1
         if passed:
             self._consecutive_passes += 1
             self._consecutive_failures = 0

@@ -39,7 +39,7 @@ from lvsha.ipvs.syncd import (
     SyncDaemonPort,
     sync_settings,
 )
-from lvsha.ipvs.syncer import IpvsSyncer, OnStop
+from lvsha.ipvs.syncer import IpvsSyncer, OnStop, presumptions
 from lvsha.messages import ChildReady, Message, VrrpRoles, VrrpStateChanged
 
 log = logging.getLogger("lvsha.checker")
@@ -125,14 +125,29 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
         resync_interval=glob.ipvs.resync_interval,
         on_stop=OnStop.REMOVE if glob.ipvs.on_stop == "remove" else OnStop.KEEP,
     )
+    try:
+        observed = await syncer.read_table()
+    except IpvsError as exc:
+        log.error("cannot read the IPVS table: %s", exc)
+        return 1
+    # A restart starts each real server as the table a previous checker left shows it.
+    presumed = presumptions(syncer.services, observed)
+    if presumed:
+        log.info(
+            "%d real servers start as the IPVS table shows them until their checks have "
+            "spoken: %d in service, %d out",
+            len(presumed),
+            sum(p.up for p in presumed.values()),
+            sum(not p.up for p in presumed.values()),
+        )
     # Subscribe before starting, or verdicts published in between would be lost.
     pool.subscribe(syncer.on_verdict)
-    pool.start()
+    pool.start(presumed)
     watcher = MaintenanceWatcher(pool, run_dir / "maintenance")
     # Before the first plan, so a drained real server stays drained across a restart.
     await watcher.refresh()
     try:
-        await syncer.start(pool.verdicts().values())
+        await syncer.start(pool.verdicts().values(), observed)
     except IpvsError as exc:
         log.error("cannot read or apply the IPVS table: %s", exc)
         await pool.close()

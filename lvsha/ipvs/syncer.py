@@ -8,8 +8,10 @@ re-read of the kernel table is due (differences from what lvsha last wrote are d
 and corrected), or when an adopted destination's grace ends.
 
 Adoption: a restart must not flap a healthy destination out and back in, which would drop its
-connections. Before their checks have spoken, real servers with `alpha` checks are Unhealthy;
-so a configured destination found in the kernel at start is held as it is (as healthy, at the
+connections, nor put a failed one back in before a probe has passed. So the check pool starts
+each real server of a service already in the kernel as the table shows it (`presumptions`),
+until its checks have spoken. A configured destination found in the kernel that is still
+unhealthy to the pool (a real server new in a reload, say) is held as it is (as healthy, at the
 weight it has) until a probe result changes its verdict or its `settle_time` has passed.
 
 Only services lvsha manages are touched: those of the current configuration, and those of the
@@ -29,6 +31,7 @@ from types import MappingProxyType
 
 from lvsha.checks.flaplog import CoalescingLog
 from lvsha.checks.pool import RealServerVerdict
+from lvsha.checks.state import Presumption
 from lvsha.checks.targets import RealServerId
 from lvsha.ipvs.desired import Health, QuorumState, Verdict, desired_service
 from lvsha.ipvs.model import (
@@ -146,6 +149,51 @@ def adoption_holds(
             ):
                 holds[real_server.id] = now + real_server.settle_time
     return holds
+
+
+def presumptions(
+    services: Iterable[ConfiguredService], observed: IpvsTable
+) -> dict[RealServerId, Presumption]:
+    """How each real server stood in the table a previous checker left, for the check pool to
+    start from until its checks have spoken (`lvsha.checks.state`).
+
+    Only services already in the kernel say anything: on a first start (or for a service new
+    in the configuration) there is no presumption and `alpha` decides. In a service that is
+    there, a destination present at a weight is in service (at that weight if it differs from
+    the configured one); one absent is out, and so is one at weight 0 under
+    inhibit_on_failure, which is how lvsha leaves a failed one. At weight 0 without
+    inhibit_on_failure it was drained (or given 0 by its check): in service at weight 0, so it
+    stays as it is.
+    """
+    presumed: dict[RealServerId, Presumption] = {}
+    for service in services:
+        present = observed.get(service.key)
+        if present is None:
+            continue
+        spec = service.spec
+        sorry = spec.sorry_server
+        destinations = present.destinations_by_key
+        specs = {real_server.key: real_server for real_server in spec.real_servers}
+        for real_server in service.real_servers:
+            if sorry is not None and sorry.destination.key == real_server.destination:
+                continue  # the sorry server may stand in its place: the table cannot tell
+            found = destinations.get(real_server.destination)
+            if found is None:
+                presumed[real_server.id] = Presumption(up=False)
+                continue
+            real_server_spec = specs[real_server.destination]
+            inhibit = (
+                spec.inhibit_on_failure
+                if real_server_spec.inhibit_on_failure is None
+                else real_server_spec.inhibit_on_failure
+            )
+            if found.weight == 0 and inhibit:
+                presumed[real_server.id] = Presumption(up=False)
+            elif found.weight == real_server_spec.destination.weight:
+                presumed[real_server.id] = Presumption(up=True)
+            else:
+                presumed[real_server.id] = Presumption(up=True, weight=found.weight)
+    return presumed
 
 
 def adopted_quorum(service: ConfiguredService, observed: Service | None) -> QuorumState | None:
@@ -400,18 +448,28 @@ class IpvsSyncer:
 
     # Inputs.
 
-    async def start(self, verdicts: Iterable[RealServerVerdict] = ()) -> None:
+    async def read_table(self) -> IpvsTable:
+        """The kernel's table as it is now (for `presumptions` before the check pool starts,
+        then `start`). Raises IpvsError."""
+        return await self._port.list_services()
+
+    async def start(
+        self, verdicts: Iterable[RealServerVerdict] = (), observed: IpvsTable | None = None
+    ) -> None:
         """Read and adopt the kernel's table, apply the first plan, then run in the background.
 
         `verdicts` are the current ones (e.g. `CheckPool.verdicts().values()`); a real server
-        without one is unhealthy until one arrives. Raises IpvsError if the table cannot be
-        read; refused operations are logged and retried, as later.
+        without one is unhealthy until one arrives. `observed` is the table `read_table` gave
+        just before, to spare a second read of a large table. Raises IpvsError if the table
+        cannot be read; refused operations are logged and retried, as later.
         """
         if self._loop is not None:
             raise RuntimeError("the IPVS syncer is already started")
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
-        observed = dict(await self._port.list_services())
+        if observed is None:
+            observed = await self._port.list_services()
+        observed = dict(observed)
         self._believed = observed
         self._reread_due = now + self._resync_interval
         self._holds = adoption_holds(self._services, observed, now)

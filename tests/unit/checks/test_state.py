@@ -16,9 +16,12 @@ from lvsha.checks.state import (
     Disabled,
     Down,
     Enabled,
+    Presumption,
     Up,
     WeightChanged,
     in_service,
+    initial_health,
+    presumed_status,
     real_server_status,
 )
 
@@ -338,3 +341,68 @@ def test_invariants_over_random_results(
                     assert check.status is not CheckStatus.DISABLED
         assert reported is check.status
         assert (check.status is CheckStatus.DISABLED) == (reported is CheckStatus.DISABLED)
+
+
+# Restart: starting from how the IPVS table showed each real server.
+
+UP_, DOWN_ = CheckStatus.UP, CheckStatus.DOWN
+UNKNOWN_ = CheckStatus.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("alpha", "presumed_up", "initial"),
+    [
+        (False, [], UNKNOWN_),  # a first start: today's semantics
+        (True, [], DOWN_),
+        (False, [False], DOWN_),  # it was out: it stays out, alpha or not
+        (True, [False], DOWN_),
+        (True, [True], UNKNOWN_),  # it was serving: in service until its first round
+        (False, [True], UNKNOWN_),
+        (True, [False, True], UNKNOWN_),  # shared with one that was serving
+        (False, [False, False], DOWN_),
+    ],
+)
+def test_initial_health(alpha: bool, presumed_up: list[bool], initial: CheckStatus) -> None:
+    assert initial_health(alpha, presumed_up) is initial
+
+
+def test_a_check_presumed_down_stays_down_until_rise_passes() -> None:
+    check = CheckState(params(rise=2, retries=2), now=0.0, initial=DOWN_)
+    assert check.status is DOWN_ and not check.spoken
+    assert "out of service in the IPVS table" in check.reason
+    clock = Clock(check)
+    assert clock.probe(PASS) == []
+    assert check.spoken and check.status is DOWN_
+    assert clock.probe(PASS) == [Up("tcp connect ok", 10.0)]
+
+
+def test_a_check_presumed_up_in_an_alpha_check_is_settled_by_its_first_round() -> None:
+    check = CheckState(params(alpha=True, rise=3, fall=3), now=0.0, initial=UNKNOWN_)
+    assert in_service(check.status)
+    assert Clock(check).probe(PASS) == [Up("tcp connect ok", 0.0)]  # no rise wait: it served
+    failing = CheckState(params(alpha=True, rise=3, fall=3), now=0.0, initial=UNKNOWN_)
+    assert Clock(failing).probe(REFUSED) == [Down("tcp connect refused", 0.0)]
+
+
+def test_a_check_cannot_start_up_or_disabled() -> None:
+    for status in (UP_, CheckStatus.DISABLED):
+        with pytest.raises(ValueError, match="starts Unknown or Down"):
+            CheckState(params(), now=0.0, initial=status)
+
+
+@pytest.mark.parametrize(
+    ("status", "spoken", "presumption", "counted"),
+    [
+        (UNKNOWN_, False, None, UNKNOWN_),
+        (UNKNOWN_, False, Presumption(up=True), UP_),
+        (UNKNOWN_, False, Presumption(up=False), DOWN_),  # shared, but this one was out
+        (DOWN_, False, Presumption(up=False), DOWN_),
+        (UP_, True, Presumption(up=False), UP_),  # it has spoken
+        (DOWN_, True, Presumption(up=True), DOWN_),
+        (CheckStatus.DISABLED, False, Presumption(up=True), CheckStatus.DISABLED),
+    ],
+)
+def test_presumed_status(
+    status: CheckStatus, spoken: bool, presumption: Presumption | None, counted: CheckStatus
+) -> None:
+    assert presumed_status(status, spoken, presumption) is counted

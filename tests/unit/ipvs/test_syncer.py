@@ -16,6 +16,7 @@ from ipaddress import ip_address
 import pytest
 
 from lvsha.checks.pool import RealServerVerdict
+from lvsha.checks.state import Presumption
 from lvsha.checks.targets import RealServerId
 from lvsha.config import load_text
 from lvsha.ipvs.desired import Health, QuorumState, Verdict
@@ -53,6 +54,7 @@ from lvsha.ipvs.syncer import (
     describe_drift,
     describe_operation,
     desired_table,
+    presumptions,
 )
 
 CONFIG = """
@@ -829,3 +831,34 @@ async def test_a_flapping_destination_is_logged_once_then_summarised(
         "0 s, the last: add destination 10.0.0.1:80 to service TCP 192.0.2.10:80 (weight 2, "
         "direct_route)"
     ]
+
+
+def test_presumptions_read_how_each_real_server_stood() -> None:
+    found: dict[ServiceKey, Service] = {
+        # web: 10.0.0.1 at a dynamic weight, 10.0.0.2 absent (failed, no inhibit)
+        WEB: Service(WEB, ServiceOptions("wrr"), (dest("10.0.0.1", 80, 7),)),
+        # dns (inhibit_on_failure): 10.0.0.11 failed (weight 0), 10.0.0.12 at its weight
+        DNS: Service(
+            DNS,
+            ServiceOptions("rr"),
+            (dest("10.0.0.11", 53, 0, NAT), dest("10.0.0.12", 53, 3, NAT)),
+        ),
+        # mail is not in the kernel: a first start for it, no presumption
+    }
+    assert presumptions(SERVICES, found) == {
+        WEB_A: Presumption(up=True, weight=7),
+        WEB_B: Presumption(up=False),
+        DNS_A: Presumption(up=False),
+        DNS_B: Presumption(up=True),
+    }
+    assert presumptions(SERVICES, {}) == {}
+
+
+def test_a_drained_real_server_is_presumed_in_at_weight_zero() -> None:
+    found: dict[ServiceKey, Service] = {
+        WEB: Service(WEB, ServiceOptions("wrr"), (dest("10.0.0.1", 80, 2), dest("10.0.0.2", 80, 0)))
+    }
+    assert presumptions(SERVICES, found) == {
+        WEB_A: Presumption(up=True),
+        WEB_B: Presumption(up=True, weight=0),
+    }
