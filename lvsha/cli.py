@@ -71,8 +71,7 @@ def _check_config(args: argparse.Namespace) -> int:
             failed = True
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
-            count = len(exc.problems)
-            print(f"{path}: {_plural(count, 'error')}", file=sys.stderr)
+            print(f"{path}: {_plural(exc.total, 'error')}", file=sys.stderr)
             continue
         if args.json:
             documents.append(config.model_dump(mode="json", by_alias=True))

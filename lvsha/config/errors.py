@@ -215,10 +215,14 @@ def _clip(message: str) -> str:
 
 
 def problems_from_validation(
-    error: ValidationError, data: object, source: SourceMap
-) -> list[Problem]:
-    problems = []
-    for detail in error.errors(include_url=False):
+    error: ValidationError, data: object, source: SourceMap, limit: int
+) -> tuple[list[Problem], int]:
+    """Problems for the first `limit` errors, and how many more there were."""
+    problems: list[Problem] = []
+    details = error.errors(include_url=False)
+    for count, detail in enumerate(details):
+        if len(problems) >= limit:
+            return problems, len(details) - count
         if isinstance(detail.get("input"), OversizedNumber) and detail["type"] != "extra_forbidden":
             continue  # the loader reported this number where it stands
         path, parent, about_key = _clean_path(detail["loc"], data)
@@ -232,4 +236,4 @@ def problems_from_validation(
         if about_key:
             message = f"bad name: {message}"
         problems.append(Problem(location, path, _clip(message)))
-    return problems
+    return problems, 0

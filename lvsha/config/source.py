@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -26,10 +26,11 @@ MAX_DEPTH = 64
 """Nesting limit, counting collections (mappings and sequences) inside one another, aliases
 expanded. lvsha's deepest setting (a check's status list) sits 8 collections deep."""
 
-MAX_NODES = 500_000
+MAX_NODES = 250_000
 """Limit on YAML nodes (keys, values, items), each alias counted as a full copy of what it
-names. A director with 10,000 real servers, each with a health check, is about 150,000 nodes;
-validating the full budget takes about a second here (bench/config_input.py)."""
+names. A director with 10,000 real servers, each with a health check, is about 140,000 nodes.
+A file at the limit takes about a second of CPU to check, valid or full of errors, whatever
+its aliases (bench/config_input.py), half the 2 s that issue 9 allows."""
 
 MAX_NUMBER_LENGTH = 40
 """Longest plain number accepted: every number lvsha takes fits in 10 digits (2^32 - 1), and
@@ -66,13 +67,36 @@ class Problem:
         return f"{self.location}: {where}: {self.message}"
 
 
-class ConfigError(Exception):
-    """A configuration with one or more problems; `problems` lists all of them in file order."""
+MAX_PROBLEMS = 100
+"""Problems listed at most: past a hundred, the rest are the same mistake repeated, and
+building each message costs time (a generated file can hold a hundred thousand)."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(
+
+class ConfigError(Exception):
+    """A configuration with one or more problems; `problems` lists them in file order.
+
+    Past `MAX_PROBLEMS`, the first ones are listed, followed by one that counts the rest
+    (`omitted`, added to whatever the caller already left out); `total` counts them all.
+    """
+
+    def __init__(self, problems: list[Problem], omitted: int = 0) -> None:
+        ordered = sorted(
             problems, key=lambda p: (p.location.file, p.location.line, p.location.column)
         )
+        listed = ordered[:MAX_PROBLEMS]
+        self.omitted = omitted + len(ordered) - len(listed)
+        self.total = len(listed) + self.omitted
+        if self.omitted and listed:
+            last = listed[-1]
+            listed.append(
+                Problem(
+                    last.location,
+                    (),
+                    f"and {self.omitted} more problems not listed (only the first "
+                    f"{MAX_PROBLEMS} are): fix these, then check again",
+                )
+            )
+        self.problems = listed
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -86,44 +110,54 @@ def format_path(path: Path) -> str:
     return out
 
 
-@dataclass
 class SourceMap:
     """Where each key and value of a loaded document stands in its file.
 
-    A path below an alias is looked up below the anchored node the alias names, so a mistake in
+    Positions are kept beside each mapping and list of the data, and a path is found by walking
+    the data itself: a path through an alias walks into the anchored content, so a mistake in
     shared content points at the one place to fix it.
     """
 
-    file: str
-    values: dict[Path, Location] = field(default_factory=dict)
-    keys: dict[Path, Location] = field(default_factory=dict)
-    aliases: dict[Path, Path] = field(default_factory=dict)
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.root: object = None
+        self.root_mark: Any = None
+        # id(container) -> (container, its positions): the container is held so its id stays
+        # unique; positions are (key mark, value mark) per key, or a value mark per item.
+        self.tables: dict[int, tuple[object, dict[str, tuple[Any, Any]] | list[Any]]] = {}
 
-    def _through_aliases(self, path: Path) -> Path:
-        # Anchors precede their aliases, so each rewrite moves to earlier text: this ends.
-        rewritten = True
-        while rewritten and self.aliases:
-            rewritten = False
-            for end in range(len(path) - 1, 0, -1):
-                target = self.aliases.get(path[:end])
-                if target is not None:
-                    path = target + path[end:]
-                    rewritten = True
-                    break
-        return path
+    def at_mark(self, mark: Any) -> Location:
+        if mark is None:
+            return Location(self.file, 1, 1)
+        return Location(self.file, mark.line + 1, mark.column + 1)
+
+    def _walk(self, path: Path) -> tuple[bool, Any, Any]:
+        """Whether all of `path` was found, and the key and value marks of the deepest part
+        found (the key mark is None for list items and the root)."""
+        node, key_mark, value_mark = self.root, None, self.root_mark
+        for part in path:
+            entry = self.tables.get(id(node))
+            if entry is None:
+                return False, key_mark, value_mark
+            marks = entry[1]
+            if isinstance(marks, dict) and isinstance(part, str) and part in marks:
+                key_mark, value_mark = marks[part]
+                node = node[part]  # type: ignore[index]
+            elif isinstance(marks, list) and isinstance(part, int) and 0 <= part < len(marks):
+                key_mark, value_mark = None, marks[part]
+                node = node[part]  # type: ignore[index]
+            else:
+                return False, key_mark, value_mark
+        return True, key_mark, value_mark
 
     def value(self, path: Path) -> Location:
         """The location of the value at `path`, or of its nearest enclosing node."""
-        path = self._through_aliases(path)
-        for end in range(len(path), -1, -1):
-            loc = self.values.get(path[:end])
-            if loc is not None:
-                return loc
-        return Location(self.file, 1, 1)
+        return self.at_mark(self._walk(path)[2])
 
     def key(self, path: Path) -> Location:
         """The location of the key that names `path` (the value's own for list items)."""
-        return self.keys.get(self._through_aliases(path)) or self.value(path)
+        found, key_mark, value_mark = self._walk(path)
+        return self.at_mark(key_mark if found and key_mark is not None else value_mark)
 
 
 # YAML 1.2 core schema, minus the exotic spellings nobody writes in a config file.
@@ -134,6 +168,8 @@ _INT = re.compile(r"^[-+]?(?:[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+)$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+_NUMBER_START = frozenset("+-.0123456789")
+_WORD_START = frozenset(["", "~", "n", "N", "t", "T", "f", "F"])  # null, true, false
 
 
 class OversizedNumber:
@@ -149,15 +185,19 @@ class OversizedNumber:
         return f"<a number of {self.length} characters>"
 
 
-def _scalar(text: str, plain: bool) -> object:
-    if not plain:
-        return text  # quoted, block or explicitly tagged: always a string
-    if _NULL.match(text):
-        return None
-    if _TRUE.match(text):
-        return True
-    if _FALSE.match(text):
-        return False
+def _plain_scalar(text: str) -> object:
+    first = text[:1]
+    if first not in _NUMBER_START:
+        # names and addresses are most values: try only the patterns that could match
+        if first not in _WORD_START:
+            return text
+        if _NULL.match(text):
+            return None
+        if _TRUE.match(text):
+            return True
+        if _FALSE.match(text):
+            return False
+        return text
     if _INT.match(text):
         if len(text) > MAX_NUMBER_LENGTH:
             return OversizedNumber(len(text))
@@ -180,9 +220,8 @@ _NO_KEY = object()
 @dataclass(frozen=True, slots=True)
 class _Anchor:
     value: object
-    path: Path | None  # None when the anchored node was read but not kept (e.g. a duplicate key)
-    nodes: int
-    height: int
+    nodes: int  # as expanded, the anchored node included
+    height: int  # collections nested in it, itself included
 
 
 @dataclass(slots=True)
@@ -190,12 +229,12 @@ class _Frame:
     """A mapping or sequence being filled."""
 
     container: dict[str, object] | list[object]
-    path: Path
-    kept: bool  # its entries go into the data and the source map
-    is_key: bool  # a collection used as a mapping key: read, reported, dropped
+    marks: dict[str, tuple[Any, Any]] | list[Any]
+    slot: str | int | None  # its key or index in its parent; None for the root
     anchor: str | None
     nodes_before: int
-    key: object = None  # mappings: the key waiting for its value (None: expecting a key)
+    key: object = None  # mappings: the key waiting for its value; None: a key comes next
+    key_mark: Any = None
     height: int = 0
 
 
@@ -204,80 +243,37 @@ class _Composer:
         self.map = SourceMap(file)
         self.problems: list[Problem] = []
         self.stack: list[_Frame] = []
+        self.top: _Frame | None = None
         self.anchors: dict[str, _Anchor] = {}
         self.anchor_lines: dict[str, int] = {}
         self.open_anchors: set[str] = set()
         self.nodes = 0
-        self.root: object = None
 
     def loc(self, event: yaml.Event) -> Location:
-        mark = event.start_mark
-        if mark is None:  # the parsers always set it; the stubs allow None
-            return Location(self.map.file, 1, 1)
-        return Location(self.map.file, mark.line + 1, mark.column + 1)
+        return self.map.at_mark(event.start_mark)
+
+    def problem(self, event: yaml.Event, path: Path, message: str) -> None:
+        self.problems.append(Problem(self.loc(event), path, message))
 
     def fail(self, event: yaml.Event, message: str, path: Path = ()) -> ConfigError:
         return ConfigError([Problem(self.loc(event), path, message)])
 
-    def count(self, event: yaml.Event, nodes: int) -> None:
-        self.nodes += nodes
-        if self.nodes > MAX_NODES:
-            raise self.fail(
-                event,
-                f"the document has more than {MAX_NODES:,} YAML nodes (keys, values and list "
-                "items, each alias counted as a copy of what it names): a director with "
-                "10,000 real servers has about 150,000; if aliases multiply here, write the "
-                "content out, or split the configuration",
-            )
+    def too_many(self, event: yaml.Event) -> ConfigError:
+        return self.fail(
+            event,
+            f"the document has more than {MAX_NODES:,} YAML nodes (keys, values and list "
+            "items, each alias counted as a copy of what it names): a director with 10,000 "
+            "real servers has about 140,000; if aliases multiply content here, write it out",
+        )
 
-    def feed(self, event: yaml.Event) -> None:
-        if isinstance(event, yaml.ScalarEvent):
-            self.scalar(event)
-        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            self.start(event)
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            self.end()
-        elif isinstance(event, yaml.AliasEvent):
-            self.alias(event)
+    def too_deep(self, event: yaml.Event) -> ConfigError:
+        return self.fail(
+            event,
+            f"YAML nesting deeper than {MAX_DEPTH} levels (mappings and lists inside one "
+            "another, aliases expanded): lvsha's settings nest at most 8 deep; flatten the file",
+        )
 
-    def place(self, event: yaml.NodeEvent) -> tuple[Path | None, bool]:
-        """Where the node that `event` starts goes: its path (None for a mapping key), and
-        whether it is kept."""
-        if not self.stack:
-            return (), True
-        parent = self.stack[-1]
-        if isinstance(parent.container, list):
-            return (*parent.path, len(parent.container)), parent.kept
-        if parent.key is None:
-            return None, parent.kept
-        if parent.key is _NO_KEY:
-            return (*parent.path, "?"), False
-        assert isinstance(parent.key, str)
-        return (*parent.path, parent.key), parent.kept
-
-    def attach(self, path: Path, kept: bool, value: object, event: yaml.Event) -> None:
-        if kept:
-            self.map.values[path] = self.loc(event)
-        if not self.stack:
-            self.root = value
-            return
-        parent = self.stack[-1]
-        if isinstance(parent.container, list):
-            parent.container.append(value)
-        else:
-            # Built even where not kept: an anchor there may still be named by an alias.
-            if isinstance(parent.key, str):
-                parent.container[parent.key] = value
-            parent.key = None
-
-    def child_height(self, height: int) -> None:
-        if self.stack:
-            frame = self.stack[-1]
-            frame.height = max(frame.height, height)
-
-    def remember(self, anchor: str | None, event: yaml.Event) -> None:
-        if anchor is None:
-            return
+    def remember(self, anchor: str, event: yaml.Event) -> None:
         if anchor in self.anchor_lines:
             raise self.fail(
                 event,
@@ -286,62 +282,80 @@ class _Composer:
             )
         self.anchor_lines[anchor] = self.loc(event).line
 
-    def key(self, event: yaml.ScalarEvent, parent: _Frame) -> None:
-        text: str = event.value
-        path = (*parent.path, text)
+    def path(self) -> Path:
+        """The path of the collection being filled (built only for a problem: it is long)."""
+        return tuple(f.slot for f in self.stack if f.slot is not None)
+
+    def next_slot(self, frame: _Frame | None) -> str | int | None:
+        """The key or index of the node about to be attached to `frame`."""
+        if frame is None:
+            return None
+        if isinstance(frame.container, list):
+            return len(frame.container)
+        return frame.key if isinstance(frame.key, str) else "?"
+
+    def next_path(self, frame: _Frame | None) -> Path:
+        slot = self.next_slot(frame)
+        return self.path() if slot is None else (*self.path(), slot)
+
+    def attach(self, frame: _Frame | None, value: object, mark: Any) -> None:
+        if frame is None:
+            self.map.root, self.map.root_mark = value, mark
+        elif isinstance(frame.container, list):
+            frame.container.append(value)
+            frame.marks.append(mark)  # type: ignore[union-attr]
+        else:
+            key = frame.key
+            if isinstance(key, str):
+                frame.container[key] = value
+                frame.marks[key] = (frame.key_mark, mark)  # type: ignore[call-overload]
+            frame.key = None
+
+    def key(self, event: yaml.ScalarEvent, frame: _Frame, text: str) -> None:
         if text == "<<" and not event.style:
-            self.problems.append(
-                Problem(
-                    self.loc(event),
-                    parent.path,
-                    "YAML merge keys (<<) are not supported: write the keys out",
-                )
+            self.problem(
+                event, self.path(), "YAML merge keys (<<) are not supported: write the keys out"
             )
-            parent.key = _NO_KEY
-        elif isinstance(parent.container, dict) and text in parent.container:
-            first = self.map.keys.get(path)
-            where = f" (first set at line {first.line})" if first else ""
-            self.problems.append(
-                Problem(
-                    self.loc(event),
-                    path,
-                    f"duplicate key '{text}'{where}: remove one of them",
-                )
+            frame.key = _NO_KEY
+        elif text in frame.container:
+            first = self.map.at_mark(frame.marks[text][0])  # type: ignore[call-overload]
+            self.problem(
+                event,
+                (*self.path(), text),
+                f"duplicate key '{text}' (first set at line {first.line}): remove one of them",
             )
-            parent.key = _NO_KEY
+            frame.key = _NO_KEY
         else:
             # keys are names: never read them as numbers or booleans
-            if parent.kept:
-                self.map.keys[path] = self.loc(event)
-            parent.key = text
-
-    def bad_key(self, event: yaml.Event, parent: _Frame, what: str) -> None:
-        self.problems.append(Problem(self.loc(event), parent.path, what))
-        parent.key = _NO_KEY
+            frame.key, frame.key_mark = text, event.start_mark
 
     def scalar(self, event: yaml.ScalarEvent) -> None:
-        self.count(event, 1)
-        self.remember(event.anchor, event)
-        path, kept = self.place(event)
-        value: object = event.value
-        if path is None:
-            self.key(event, self.stack[-1])
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.too_many(event)
+        anchor = event.anchor
+        if anchor is not None:
+            self.remember(anchor, event)
+        frame = self.top
+        text: str = event.value
+        value: object = text
+        if frame is not None and frame.key is None and isinstance(frame.container, dict):
+            self.key(event, frame, text)
         else:
-            explicit = event.tag not in (None, "!")
-            value = _scalar(event.value, not event.style and not explicit)
-            if isinstance(value, OversizedNumber):
-                self.problems.append(
-                    Problem(
-                        self.loc(event),
-                        path,
+            tag = event.tag
+            if not event.style and (tag is None or tag == "!"):  # plain and untagged
+                value = _plain_scalar(text)
+                if isinstance(value, OversizedNumber):
+                    self.problem(
+                        event,
+                        self.next_path(frame),
                         f"a number written with {value.length} characters: no setting takes "
-                        f"one of more than {MAX_NUMBER_LENGTH} (the largest, 4294967295, "
-                        "has 10 digits)",
+                        f"one of more than {MAX_NUMBER_LENGTH} (the largest, 4294967295, has "
+                        "10 digits)",
                     )
-                )
-            self.attach(path, kept, value, event)
-        if event.anchor is not None:
-            self.anchors[event.anchor] = _Anchor(value, path if kept else None, 1, 0)
+            self.attach(frame, value, event.start_mark)
+        if anchor is not None:
+            self.anchors[anchor] = _Anchor(value, 1, 0)
 
     def alias(self, event: yaml.AliasEvent) -> None:
         name = event.anchor or ""
@@ -355,55 +369,57 @@ class _Composer:
         if anchor is None:
             raise self.fail(event, f"YAML: found undefined alias '*{name}'")
         if len(self.stack) + anchor.height > MAX_DEPTH:
-            raise self._too_deep(event)
-        self.count(event, anchor.nodes)
-        path, kept = self.place(event)
-        if path is None:
-            self.bad_key(event, self.stack[-1], "a key must be a plain string, not an alias")
+            raise self.too_deep(event)
+        self.nodes += anchor.nodes
+        if self.nodes > MAX_NODES:
+            raise self.too_many(event)
+        frame = self.top
+        if frame is not None and frame.key is None and isinstance(frame.container, dict):
+            self.problem(event, self.path(), "a key must be a plain string, not an alias")
+            frame.key = _NO_KEY
             return
-        if kept and anchor.path is not None:
-            self.map.aliases[path] = anchor.path
-        self.attach(path, kept, anchor.value, event)
-        self.child_height(anchor.height)
-
-    def _too_deep(self, event: yaml.Event) -> ConfigError:
-        return self.fail(
-            event,
-            f"YAML nesting deeper than {MAX_DEPTH} levels (mappings and lists inside one "
-            "another, aliases expanded): lvsha's settings nest at most 8 deep; flatten the file",
-        )
+        self.attach(frame, anchor.value, event.start_mark)
+        if frame is not None and anchor.height > frame.height:
+            frame.height = anchor.height
 
     def start(self, event: yaml.CollectionStartEvent) -> None:
         if len(self.stack) >= MAX_DEPTH:
-            raise self._too_deep(event)
-        self.count(event, 1)
-        self.remember(event.anchor, event)
-        path, kept = self.place(event)
-        container: dict[str, object] | list[object] = (
-            {} if isinstance(event, yaml.MappingStartEvent) else []
-        )
-        is_key = path is None
-        if path is None:
-            self.bad_key(event, self.stack[-1], "a key must be a plain string")
-            path, kept = (*self.stack[-1].path, "?"), False
+            raise self.too_deep(event)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.too_many(event)
+        anchor = event.anchor
+        if anchor is not None:
+            self.remember(anchor, event)
+            self.open_anchors.add(anchor)
+        container: dict[str, object] | list[object]
+        marks: dict[str, tuple[Any, Any]] | list[Any]
+        if isinstance(event, yaml.MappingStartEvent):
+            container, marks = {}, {}
         else:
-            self.attach(path, kept, container, event)
-        if event.anchor is not None:
-            self.open_anchors.add(event.anchor)
-        self.stack.append(_Frame(container, path, kept, is_key, event.anchor, self.nodes - 1))
+            container, marks = [], []
+        frame = self.top
+        if frame is not None and frame.key is None and isinstance(frame.container, dict):
+            self.problem(event, self.path(), "a key must be a plain string")
+            frame.key = _NO_KEY
+            slot: str | int | None = "?"  # read to its end, then dropped with its value
+        else:
+            slot = self.next_slot(frame)
+            self.attach(frame, container, event.start_mark)
+            self.map.tables[id(container)] = (container, marks)
+        self.top = _Frame(container, marks, slot, anchor, self.nodes - 1)
+        self.stack.append(self.top)
 
-    def end(self) -> None:
+    def end(self, event: yaml.Event) -> None:
         frame = self.stack.pop()
+        self.top = self.stack[-1] if self.stack else None
         height = frame.height + 1
         if frame.anchor is not None:
             self.open_anchors.discard(frame.anchor)
-            self.anchors[frame.anchor] = _Anchor(
-                frame.container,
-                frame.path if frame.kept and not frame.is_key else None,
-                self.nodes - frame.nodes_before,
-                height,
-            )
-        self.child_height(height)
+            nodes = self.nodes - frame.nodes_before
+            self.anchors[frame.anchor] = _Anchor(frame.container, nodes, height)
+        if self.top is not None and height > self.top.height:
+            self.top.height = height
 
 
 def _reader_location(file: str, text: str, position: int) -> Location:
@@ -411,6 +427,36 @@ def _reader_location(file: str, text: str, position: int) -> Location:
         position = len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
     line_start = text.rfind("\n", 0, position) + 1
     return Location(file, text.count("\n", 0, position) + 1, position - line_start + 1)
+
+
+def _compose(text: str, composer: _Composer) -> int:
+    """Feed every event of `text` to `composer`; the number of documents."""
+    handlers: dict[type[yaml.Event], Any] = {
+        yaml.ScalarEvent: composer.scalar,
+        yaml.MappingStartEvent: composer.start,
+        yaml.SequenceStartEvent: composer.start,
+        yaml.MappingEndEvent: composer.end,
+        yaml.SequenceEndEvent: composer.end,
+        yaml.AliasEvent: composer.alias,
+    }
+    documents = 0
+    parser = _PARSER(text)
+    try:
+        while True:
+            event = parser.get_event()
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
+            elif isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise composer.fail(
+                        event, "YAML: a second document ('---'): the file must hold one document"
+                    )
+            elif isinstance(event, yaml.StreamEndEvent) or event is None:
+                return documents
+    finally:
+        parser.dispose()
 
 
 def load_yaml(text: str, file: str) -> tuple[object, SourceMap, list[Problem]]:
@@ -422,18 +468,8 @@ def load_yaml(text: str, file: str) -> tuple[object, SourceMap, list[Problem]]:
     reported with everything else.
     """
     composer = _Composer(file)
-    documents = 0
     try:
-        for event in yaml.parse(text, Loader=_PARSER):
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise composer.fail(
-                        event,
-                        "YAML: a second document ('---'): the file must hold one document",
-                    )
-            else:
-                composer.feed(event)
+        documents = _compose(text, composer)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -449,4 +485,4 @@ def load_yaml(text: str, file: str) -> tuple[object, SourceMap, list[Problem]]:
         raise ConfigError([Problem(Location(file, 1, 1), (), f"YAML: {exc}")]) from None
     if documents == 0:
         return {}, composer.map, composer.problems
-    return composer.root, composer.map, composer.problems
+    return composer.map.root, composer.map, composer.problems
