@@ -327,7 +327,8 @@ async def run_script(
             preexec_fn=_die_with_parent(),
             **identity,
         )
-    except (OSError, subprocess.SubprocessError) as error:
+    except (OSError, ValueError, subprocess.SubprocessError) as error:
+        # ValueError: a NUL byte in an argument or the environment, which exec cannot carry.
         detail = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise ScriptRefusedError(f"script cannot run {executable}: {detail}") from None
 

@@ -234,6 +234,11 @@ async def test_relative_or_missing_program_paths_are_refused() -> None:
     assert missing.reason == "script is not an executable file: /nonexistent/check"
 
 
+async def test_an_argument_exec_cannot_carry_is_a_refusal_not_a_crash() -> None:
+    result = await run(ScriptCommand(("/bin/sh", "-c", "exit 0", "a\0b")))
+    assert result.reason == "script cannot run /bin/sh: embedded null byte"
+
+
 def test_command_validation() -> None:
     with pytest.raises(ValueError):
         ScriptCommand(())
