@@ -10,6 +10,7 @@ descriptor or a moment from VRRP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from lvsha.config import DEFAULT_MAX_SIZE, ConfigError, LvshaConfig, load_text, 
 from lvsha.daemon.child import log_problems, snapshot_fd
 from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
+from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
 from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
 
@@ -67,6 +69,22 @@ class _Parent:
                 )
             )
         return specs
+
+    def samples(self, lag: LoopLag) -> list[Sample]:
+        events = self.events
+        samples = lag.samples("main")
+        samples += [
+            ("lvsha_event_stream_clients", {}, float(events.clients)),
+            ("lvsha_event_stream_connections_total", {}, float(events.connections_total)),
+            ("lvsha_event_stream_refused_total", {}, float(events.refused_total)),
+            ("lvsha_event_stream_evicted_total", {}, float(events.evicted_total)),
+            ("lvsha_event_stream_dropped_slow_total", {}, float(events.dropped_slow_total)),
+            ("lvsha_event_stream_accept_errors_total", {}, float(events.accept_errors_total)),
+        ]
+        if self.supervisor is not None:
+            for child, count in self.supervisor.restarts().items():
+                samples.append(("lvsha_child_restarts_total", {"child": child}, float(count)))
+        return samples
 
     def on_message(self, child: str, message: Message) -> None:
         if child == "vrrp" and isinstance(message, VrrpStateChanged):
@@ -162,7 +180,16 @@ async def _supervise(parent: _Parent, children: list[ChildSpec]) -> int:
         on_exited=parent.on_exited,
     )
     parent.supervisor = supervisor
+    lag = LoopLag()
+    lag.start()
+    exporter = asyncio.create_task(
+        export_periodically(parent.run_dir / "metrics-main.prom", lambda: parent.samples(lag))
+    )
     try:
         return await supervisor.run()
     finally:
+        exporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await exporter
+        lag.stop()
         await parent.events.close()

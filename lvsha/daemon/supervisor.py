@@ -100,6 +100,10 @@ class Supervisor:
     def specs(self) -> list[ChildSpec]:
         return [c.spec for c in self._children]
 
+    def restarts(self) -> dict[str, int]:
+        """How often each child was restarted."""
+        return {c.spec.name: c.restarts for c in self._children}
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         become_subreaper()
