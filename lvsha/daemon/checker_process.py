@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -103,7 +104,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     table: IpvsTablePort
     daemons: SyncDaemonPort
     if dry_run:
-        table, daemons = MemoryIpvsTable(), MemorySyncDaemons()
+        table, daemons = MemoryIpvsTable(), MemorySyncDaemons(_interface_mtus())
         log.info("dry run: the IPVS table and sync daemon are kept in memory only")
     else:
         netlink_table, netlink_daemons = NetlinkIpvsTable(), NetlinkSyncDaemons()
@@ -211,6 +212,18 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
         await daemons.close()
     channel.close()
     return 0
+
+
+def _interface_mtus() -> dict[str, int]:
+    """This network namespace's interfaces and their MTUs, so a dry run's sync daemon refuses
+    and defaults as the kernel would."""
+    mtus: dict[str, int] = {}
+    for _, name in socket.if_nameindex():
+        try:
+            mtus[name] = int(Path(f"/sys/class/net/{name}/mtu").read_text())
+        except (OSError, ValueError):
+            mtus[name] = 1500
+    return mtus
 
 
 async def follow(follower: SyncDaemonFollower, message: Message) -> None:

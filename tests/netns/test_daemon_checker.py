@@ -7,7 +7,9 @@ relayed by the parent to the checker, and the metrics the checker exports.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -135,3 +137,85 @@ def test_children_do_not_outlive_a_killed_parent(lab: Lab, tmp_path: Path) -> No
     finally:
         if director.running():
             director.crash()
+
+
+def start_dry_run(director: Director) -> None:
+    director.process = director.host.popen(
+        sys.executable, "-m", "lvsha", "run", str(director.config_path),
+        "--run-dir", str(director.workdir / "run"), "--dry-run",
+        stdout=director.log_path.open("ab"), stderr=-2, start_new_session=True,
+    )  # fmt: skip
+
+
+def syncd_lines(log: str) -> list[str]:
+    return re.findall(r"lvsha\.ipvs\.syncd: (VI .*sync daemon.*)", log)
+
+
+def test_a_restarted_checker_on_the_master_starts_the_master_sync_daemon(lab: Lab) -> None:
+    """Issue 9, finding 10a: it used to start the backup daemon ("no role yet") and keep it
+    until the next VRRP transition."""
+    host = lab.add_host("d", "192.0.2.11/24")
+    director = Director(host, CONFIG, VIP)
+    start_dry_run(director)
+    try:
+        wait_until(director.holds_vip, 20, what="master")
+        wait_until(
+            lambda: any(
+                "start the master sync daemon" in line for line in syncd_lines(director.log())
+            ),
+            10,
+            what="the first checker's master sync daemon",
+        )
+        checker = director.child_pid("lvsha.daemon.checker_process")
+        assert checker is not None
+        before = len(syncd_lines(director.log()))
+        os.kill(checker, signal.SIGKILL)
+        wait_until(
+            lambda: len(child_pids(director.log(), "checker")) == 2, 15, what="checker restarted"
+        )
+        wait_until(
+            lambda: len(syncd_lines(director.log())) > before, 10, what="the new checker's daemon"
+        )
+        assert director.holds_vip()
+        after = syncd_lines(director.log())[before:]
+        assert after[0].startswith("VI MASTER: start the master sync daemon"), after
+        assert not any("backup" in line for line in after), after
+    finally:
+        director.crash()
+
+
+def test_a_fifo_in_the_maintenance_directory_stops_no_check(lab: Lab, tmp_path: Path) -> None:
+    """Issue 9, finding 4: the checker opened a FIFO named for a real server in its event loop
+    and waited for a writer, with every health check stopped meanwhile."""
+    director_host = lab.add_host("d", "192.0.2.11/24")
+    rs1 = lab.add_host("rs1", "192.0.2.21/24")
+    rs2 = lab.add_host("rs2", "192.0.2.22/24")
+    (tmp_path / "index.html").write_text("ok\n")
+    web_server(rs1, tmp_path)
+    web_server(rs2, tmp_path)
+    director = Director(director_host, CONFIG, VIP)
+    maintenance = director.workdir / "run" / "maintenance"
+    maintenance.mkdir(parents=True)
+    os.mkfifo(maintenance / "192.0.2.21_8080")  # names rs1: not a regular file, ignored
+    (maintenance / "192.0.2.22_8080").write_text("upgrade\n")  # drains rs2
+    start_dry_run(director)
+    healthy = 'lvsha_real_servers{health="healthy"}'
+    try:
+        wait_until(lambda: metric(director, healthy) == 1.0, 20, what="rs1 up, rs2 drained")
+        assert metric(director, 'lvsha_ipvs_operations_total{operation="AddDestination"}') == 2.0
+        # the checks keep running: rs1's service stops and it leaves the table
+        lab.processes[0].kill()
+        wait_until(lambda: metric(director, healthy) == 0.0, 5, what="rs1 down")
+        wait_until(
+            lambda: (
+                metric(director, 'lvsha_ipvs_operations_total{operation="DeleteDestination"}')
+                == 1.0
+            ),
+            5,
+            what="rs1 removed from the table",
+        )
+    finally:
+        director.crash()
+    log = director.log()
+    assert log.count("is a FIFO, not a regular file: ignored") == 1
+    assert "maintenance file" in log and "upgrade" in log
