@@ -64,6 +64,8 @@ def test_lifecycle() -> None:
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["Restart"] == "on-failure"
     assert service["KillMode"] == "mixed"
+    # The address ledger in the run directory must outlive a killed lvsha (issue 9).
+    assert service["RuntimeDirectoryPreserve"] == "yes"
 
 
 def test_capabilities_are_only_what_lvsha_uses() -> None:
