@@ -172,11 +172,28 @@ class UdpCheck(PortCheck):
     expect_regex: Regex | None = Field(None, description="The reply must match this pattern.")
 
 
+def _dns_name(value: object) -> object:
+    # RFC 1035 2.3.4: labels of 1-63 octets, 255 octets in all on the wire (253 as text);
+    # anything longer makes every query fail to build, so the check could never pass.
+    if isinstance(value, str) and value != ".":
+        labels = value.removesuffix(".").split(".")
+        if len(value.removesuffix(".").encode()) > 253 or any(
+            not 1 <= len(label.encode()) <= 63 for label in labels
+        ):
+            raise ValueError(
+                f"'{value}' is not a valid DNS name: labels of 1-63 characters, separated by "
+                "single dots, 253 characters in all"
+            )
+    return value
+
+
 class DnsCheck(PortCheck):
     """A DNS query that must get an answer of the asked type."""
 
     type: Literal["dns"]
-    name: str = Field(".", min_length=1, description="Name to query.")
+    name: Annotated[str, BeforeValidator(_dns_name)] = Field(
+        ".", min_length=1, description="Name to query."
+    )
     query_type: Literal["A", "AAAA", "NS", "MX", "SOA", "TXT", "CNAME", "PTR", "SRV"] = "SOA"
 
 

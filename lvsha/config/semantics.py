@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from lvsha.config.checks import DnsCheck, HttpCheck, HttpsCheck, PortCheck, UdpCheck
+from lvsha.config.checks import HttpCheck, HttpsCheck, PortCheck, UdpCheck
 from lvsha.config.lvs import RealServer, VirtualServer
 from lvsha.config.model import LvshaConfig
 from lvsha.config.source import Path, format_path
@@ -20,6 +20,8 @@ from lvsha.config.vrrp import VrrpInstance, VrrpScript
 
 # Adverts must fit an Ethernet MTU: 20/40 bytes of IP header, 8 of VRRP, 4/16 per address.
 MAX_VIPS = {"ipv4": 255, "ipv6": 90}
+# 65,535 bytes of IPv4 datagram less 20 of IP header and 8 of UDP header.
+MAX_UDP_PAYLOAD = 65507
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +347,6 @@ def _checks(out: _Findings, path: Path, rs: RealServer) -> None:
                 out.add((*cpath, "ca_file"), "ca_file is only used with tls_verify: true")
         if isinstance(check, UdpCheck):
             _udp(out, cpath, check)
-        if isinstance(check, DnsCheck) and check.name != "." and ".." in check.name:
-            out.add((*cpath, "name"), f"'{check.name}' is not a valid DNS name")
 
 
 def _udp(out: _Findings, path: Path, check: UdpCheck) -> None:
@@ -367,6 +367,17 @@ def _udp(out: _Findings, path: Path, check: UdpCheck) -> None:
                 bytes.fromhex(text)
             except ValueError:
                 out.add((*path, key), f"'{text}' is not hex bytes (e.g. '0a1b ff')")
+    payload = (
+        len(check.payload.encode())
+        if check.payload is not None
+        else len(check.payload_hex or "") // 2
+    )
+    if payload > MAX_UDP_PAYLOAD:
+        key = "payload" if check.payload is not None else "payload_hex"
+        out.add(
+            (*path, key),
+            f"{payload} bytes do not fit one UDP datagram (at most {MAX_UDP_PAYLOAD})",
+        )
 
 
 def _virtual_servers(out: _Findings, config: LvshaConfig, explicit: list[bool]) -> None:
