@@ -38,8 +38,8 @@ def run_dir_problem(run_dir: str) -> str | None:
     for candidate in (path, *path.parents):
         try:
             mode = os.stat(candidate).st_mode
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # look further up
         except OSError as exc:
             return f"run directory '{run_dir}': cannot examine {candidate}: {exc.strerror}"
         if stat.S_ISDIR(mode):
