@@ -1,0 +1,86 @@
+"""The parent's state (lvsha.daemon.run): reloads validate off the supervising loop, the last
+VRRP states go to a starting checker, a dead VRRP child's instances read INITIALIZE."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from lvsha.config import ConfigError, LvshaConfig
+from lvsha.daemon import run
+from lvsha.daemon.supervisor import Supervisor
+from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
+
+
+class RecordingSupervisor(Supervisor):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.sent: list[tuple[str, Message]] = []
+
+    def send(self, child_name: str, message: Message) -> bool:
+        self.sent.append((child_name, message))
+        return True
+
+
+def parent(tmp_path: Path) -> tuple[run._Parent, RecordingSupervisor]:
+    state = run._Parent(str(tmp_path / "lvsha.yaml"), tmp_path, 1 << 20)
+    supervisor = RecordingSupervisor()
+    state.supervisor = supervisor
+    return state, supervisor
+
+
+async def test_a_reload_validates_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # However long validation takes, the supervising loop keeps running (a child that dies
+    # meanwhile is restarted on time: issue 9, finding 5).
+    loop_thread = threading.current_thread()
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def slow_validate(path: str, max_size: int) -> tuple[str, LvshaConfig]:
+        threads.append(threading.current_thread())
+        release.wait(10)
+        raise ConfigError([])
+
+    monkeypatch.setattr(run, "validate", slow_validate)
+    state, _ = parent(tmp_path)
+    state.on_reload()
+    state.on_reload()  # before the file is read: the same pass covers it
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not threads:  # the loop runs while validation waits in its thread
+        assert loop.time() < deadline, "validation did not start"
+        await asyncio.sleep(0.01)
+    state.on_reload()  # while the file is being read: one more pass after this one
+    release.set()
+    assert state._reloading is not None
+    await asyncio.wait_for(state._reloading, 10)
+    assert len(threads) == 2
+    assert all(thread is not loop_thread for thread in threads)
+
+
+def test_a_starting_checker_hears_the_last_states_first(tmp_path: Path) -> None:
+    state, supervisor = parent(tmp_path)
+    state.on_started("checker")
+    state.on_message("vrrp", VrrpStateChanged("VI_2", "INITIALIZE", "BACKUP", "startup", 100))
+    state.on_message("vrrp", VrrpStateChanged("VI_1", "BACKUP", "MASTER", "timer", 150))
+    supervisor.sent.clear()
+    state.on_started("checker")
+    assert supervisor.sent == [("checker", VrrpRoles((("VI_1", "MASTER"), ("VI_2", "BACKUP"))))]
+    assert state.events.seq == 2
+
+
+def test_a_dead_vrrp_child_leaves_its_instances_initialize(tmp_path: Path) -> None:
+    state, supervisor = parent(tmp_path)
+    state.on_message("vrrp", VrrpStateChanged("VI_1", "BACKUP", "MASTER", "timer", 150))
+    supervisor.sent.clear()
+    state.on_exited("vrrp")
+    assert supervisor.sent == [
+        ("checker", VrrpStateChanged("VI_1", "MASTER", "INITIALIZE", "VRRP process exited", 0))
+    ]
+    state.on_exited("checker")  # changes nothing
+    assert state.roles == {"VI_1": "INITIALIZE"}
