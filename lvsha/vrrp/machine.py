@@ -160,6 +160,11 @@ class _Memory:
     preempt_hold_until: float | None = None
     ready_for_master: bool = False
     last_now: float = -math.inf
+    reasserted_at: float = -math.inf
+    """When a master last answered a lower-priority advert (re-assertion)."""
+    answered_release_at: float = -math.inf
+    """When a master last answered a priority-0 advert."""
+    answers_suppressed: int = 0
 
 
 class VrrpMachine:
@@ -189,6 +194,11 @@ class VrrpMachine:
     @property
     def master_adver_interval(self) -> float:
         return self._m.master_adver_interval
+
+    @property
+    def reassertions_suppressed(self) -> int:
+        """Adverts a master heard and did not answer, past one answer per advert interval."""
+        return self._m.answers_suppressed
 
     @property
     def holds_vips(self) -> bool:
@@ -447,11 +457,26 @@ class VrrpMachine:
     def _backup_follow_group(self, event: SyncGroupMaster, now: float) -> list[Action]:
         return self._enter_master(now, f"sync group {self.params.sync_group} became master")
 
+    def _answer_due(self, last: float, now: float) -> bool:
+        """At most one answer of each kind per advert interval, whatever arrives: a flood of
+        adverts must not turn the master into an amplifier (one advert and one GARP round
+        sent per packet heard). The unanswered ones are counted."""
+        if now - last >= self.params.advert_interval:
+            return True
+        self._m.answers_suppressed += 1
+        return False
+
     def _master_advert(self, event: AdvertReceived, now: float) -> list[Action]:
         if self._discards_advert(event):
             return []
         if event.priority == RELEASE_PRIORITY:
-            # RFC 5798 section 6.4.3: answer at once and restart the Adver_Timer.
+            # RFC 5798 section 6.4.3: answer at once and restart the Adver_Timer, so backups
+            # that heard the priority 0 hear a master before their Skew_Time runs out. Once
+            # per interval: our periodic advert covers any more within it. Kept apart from
+            # re-assertions, so a lower-priority flood cannot starve this answer.
+            if not self._answer_due(self._m.answered_release_at, now):
+                return []
+            self._m.answered_release_at = now
             self._m.deadline = now + self.params.advert_interval
             return [SendAdvert(self._m.priority)]
         if self._outranks_us(event):
@@ -466,8 +491,12 @@ class VrrpMachine:
         if event.source == self.params.primary_address:
             # Our own address with our own priority: a looped-back advert or an address clash.
             return []
-        # RFC 5798 says discard; like keepalived we re-assert at once, which also repairs ARP
-        # and neighbour caches after a split brain heals.
+        # RFC 5798 section 6.4.3 (and RFC 3768) say discard; like keepalived we re-assert
+        # at once, which also repairs ARP and neighbour caches after a split brain heals.
+        # One re-assertion per advert interval does that job; more only amplifies a flood.
+        if not self._answer_due(self._m.reasserted_at, now):
+            return []
+        self._m.reasserted_at = now
         return [SendAdvert(self._m.priority), Announce(self.params.vips)]
 
     def _master_adver_timer(self, event: TimerFired, now: float) -> list[Action]:

@@ -440,6 +440,56 @@ def test_master_reasserts_on_lower_priority_advert_keepalived() -> None:
     assert machine.next_deadline() == pytest.approx(21.0)
 
 
+def test_master_reasserts_at_most_once_per_advert_interval_under_a_flood() -> None:
+    # A flood of valid lower-priority adverts must not make the master an amplifier: one
+    # advert and one GARP round per advert interval re-asserts; the rest are counted.
+    machine = as_master(20.0, priority=150)
+    sent: list[Any] = []
+    now = 20.0
+    for _ in range(22_500):  # 9,000 adverts/s for 2.5 s
+        now += 1 / 9_000
+        sent += without_state_changes(machine.handle(advert(HIGHER_V4, 100), now))
+    assert machine.state is M
+    # The flood's first advert is answered, then one each time a full interval has passed;
+    # the periodic adverts at 21.0 and 22.0 come from the timer as always.
+    assert sent.count(Announce(VIPS_V4)) == 3
+    assert sent.count(SendAdvert(150)) == 3 + 2
+    assert len(sent) == 3 + 5
+    assert machine.reassertions_suppressed == 22_500 - 3
+
+
+def test_master_reasserts_again_once_an_interval_has_passed() -> None:
+    machine = as_master(20.0, priority=150, advert_interval=0.5)
+    reassert = [SendAdvert(150), Announce(VIPS_V4)]
+    assert machine.handle(advert(HIGHER_V4, 100), 20.1) == reassert
+    assert machine.handle(advert(HIGHER_V4, 100), 20.3) == []
+    assert machine.handle(advert(HIGHER_V4, 100), 20.59) == [SendAdvert(150)]  # the timer's
+    assert machine.handle(advert(HIGHER_V4, 100), 20.6) == reassert
+    assert machine.reassertions_suppressed == 2
+
+
+def test_priority_zero_answers_are_limited_apart_from_reassertions_rfc5798_6_4_3() -> None:
+    machine = as_master(20.0, priority=150)
+    assert machine.handle(advert(HIGHER_V4, 100), 20.1) == [SendAdvert(150), Announce(VIPS_V4)]
+    # A leaving master's priority 0 is still answered at once: a re-assertion flood must
+    # not starve the answer the backups' Skew_Time depends on.
+    assert machine.handle(advert(HIGHER_V4, 0), 20.2) == [SendAdvert(150)]
+    assert machine.next_deadline() == pytest.approx(21.2)
+    # A flood of priority 0 is answered once per interval, and does not hold the timer back.
+    assert machine.handle(advert(HIGHER_V4, 0), 20.3) == []
+    assert machine.handle(advert(HIGHER_V4, 0), 21.1) == []
+    assert machine.next_deadline() == pytest.approx(21.2)
+    assert machine.handle(advert(HIGHER_V4, 0), 21.25) == [SendAdvert(150), SendAdvert(150)]
+    assert machine.reassertions_suppressed == 2
+
+
+def test_a_higher_priority_advert_is_never_rate_limited() -> None:
+    machine = as_master(20.0, priority=150)
+    for k in range(100):
+        machine.handle(advert(LOWER_V4, 100), 20.0 + k / 1000)
+    assert transitions(machine.handle(advert(LOWER_V4, 200), 20.2)) == [(M, B)]
+
+
 @BOTH_VERSIONS
 def test_master_answers_priority_zero_with_advert_and_resets_timer_rfc5798_6_4_3(
     version: Literal[2, 3],
