@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lvsha.config import LvshaConfig
+from lvsha.daemon import runlock
 from lvsha.daemon.channel import ParentChannel
 from lvsha.daemon.child import add_config_arguments, child_config, die_with_parent
 from lvsha.daemon.logs import setup_logging
@@ -95,6 +96,13 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await channel.open()
+    try:
+        # Held until this process exits (never closed): the kernel lets go of it however
+        # the process dies.
+        await runlock.acquire(run_dir / "vrrp.lock", timeout=30.0)
+    except runlock.RunLockError as exc:
+        log.error("not starting: %s", exc)
+        return 1
     lag = LoopLag()
     lag.start()
     notifier = Notifier()
