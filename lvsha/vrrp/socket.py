@@ -4,12 +4,16 @@ It sends encoded adverts to the VRRP group (or to each unicast peer) from a pinn
 address with TTL/hop limit 255, and hands every advert that decodes to a callback. Decoding
 and the checks that need only the packet are the wire module's; the checks that need an
 instance's configuration are the caller's (`check_advert_for_instance`).
+
+Packets are input, never a bug: nothing a packet causes, in decoding or in the callback,
+escapes the reader into the event loop; it is counted as a drop and logged instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import socket
 import struct
 from collections import Counter
@@ -25,6 +29,7 @@ from lvsha.vrrp.wire import (
     VRRP_TTL,
     Advert,
     DropCounter,
+    DropReason,
     IpAddress,
     ReceivedAdvert,
     encode_advert,
@@ -34,6 +39,10 @@ from lvsha.vrrp.wire import (
 )
 
 AdvertHandler = Callable[[ReceivedAdvert], None]
+DropHandler = Callable[["DropReason | SocketDropReason", IpAddress | None, str], None]
+"""Told of every drop the socket sees, wire and socket reasons alike (see receive.DropLog)."""
+
+log = logging.getLogger("lvsha.vrrp")
 
 # Linux values the socket module of Python 3.11 does not export (linux/in.h, linux/in6.h).
 IP_PKTINFO = 8
@@ -121,9 +130,12 @@ class VrrpSocket:
         """Valid adverts this socket does not deliver, by reason."""
         self.adverts_not_sent = 0
         """Adverts lost because the send buffer was full; VRRP tolerates a lost advert."""
+        self.receive_errors = 0
+        """Reads or callbacks that raised; each is also a `RECEIVE_ERROR` drop."""
         self._sock = sock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_advert: AdvertHandler | None = None
+        self._on_drop: DropHandler | None = None
         self._unicast_peers = frozenset(settings.unicast_peers)
 
     @classmethod
@@ -146,12 +158,15 @@ class VrrpSocket:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def start(self, on_advert: AdvertHandler) -> None:
-        """Deliver every accepted advert to `on_advert`, from the running event loop."""
+    def start(self, on_advert: AdvertHandler, on_drop: DropHandler | None = None) -> None:
+        """Deliver every accepted advert to `on_advert`, from the running event loop, and
+        tell `on_drop` of every packet dropped (the caller's drops in `drops` included)."""
         if self._loop is not None:
             raise RuntimeError("VrrpSocket already started")
         self._loop = asyncio.get_running_loop()
         self._on_advert = on_advert
+        self._on_drop = on_drop
+        self.drops.listener = on_drop
         self._loop.add_reader(self._sock.fileno(), self._read_pending)
 
     def send(self, advert: Advert) -> None:
@@ -203,14 +218,40 @@ class VrrpSocket:
         self.close()
 
     def _read_pending(self) -> None:
+        # The reader callback: whatever a packet causes stays here (counted and logged), as
+        # an exception out of it would be logged by asyncio for every packet of a flood.
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
                 received = self._receive_one()
             except (BlockingIOError, InterruptedError):
                 return
-            if received is not None and self._accepts(received):
-                assert self._on_advert is not None
-                self._on_advert(received)
+            except OSError as exc:
+                # A pending socket error is reported once; the next wakeup reads on.
+                self._receive_failed(None, f"receive failed: {exc}", exc)
+                return
+            except Exception as exc:
+                self._receive_failed(None, f"decoding failed: {exc!r}", exc)
+                continue
+            if received is None:
+                continue
+            assert self._on_advert is not None
+            try:
+                if self._accepts(received):
+                    self._on_advert(received)
+            except Exception as exc:
+                self._receive_failed(received.source, f"handling failed: {exc!r}", exc)
+
+    def _receive_failed(self, source: IpAddress | None, detail: str, exc: Exception) -> None:
+        self.receive_errors += 1
+        if self.receive_errors == 1 and not isinstance(exc, OSError):
+            # A bug: one traceback to find it by; the rest are counted and rate-limited.
+            log.error(
+                "VRRP socket on %s: an advert raised (counted as %s from now on)",
+                self.settings.interface,
+                DropReason.RECEIVE_ERROR.value,
+                exc_info=exc,
+            )
+        self.drops.record(DropReason.RECEIVE_ERROR, source, detail)
 
     def _receive_one(self) -> ReceivedAdvert | None:
         if self.settings.family == socket.AF_INET:
@@ -236,7 +277,17 @@ class VrrpSocket:
         if reason is None:
             return True
         self.ignored[reason] += 1
+        if self._on_drop is not None:
+            self._on_drop(reason, received.source, _IGNORED_DETAIL[reason])
         return False
+
+
+_IGNORED_DETAIL = {
+    SocketDropReason.OWN_ADVERT: "our own advert looped back",
+    SocketDropReason.NOT_A_UNICAST_PEER: "not one of our unicast peers",
+    SocketDropReason.UNICAST_ON_MULTICAST_SOCKET: "sent by unicast, we use multicast",
+    SocketDropReason.MULTICAST_ON_UNICAST_SOCKET: "sent to the multicast group, we use unicast",
+}
 
 
 def _configure_ipv4(sock: socket.socket, settings: VrrpSocketSettings, ifindex: int) -> None:

@@ -13,7 +13,7 @@ import socket
 import struct
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeAlias
@@ -86,6 +86,12 @@ class DropReason(enum.Enum):
     # the receive path of an instance (lvsha.vrrp.receive)
     OWN_ADVERT = "own_advert"
     FAMILY_MISMATCH = "family_mismatch"
+    INSTANCE_NOT_RUNNING = "instance_not_running"
+    """The instance is in Initialize: its socket opens before it starts and closes after it
+    stops, and what arrives meanwhile is nobody's business (RFC 5798 6.4.1)."""
+    # the socket edge itself
+    RECEIVE_ERROR = "receive_error"
+    """Reading or handling the packet failed (an OS error, or a bug): counted, never raised."""
 
 
 class AdvertDropError(Exception):
@@ -97,14 +103,22 @@ class AdvertDropError(Exception):
         self.detail = detail
 
 
+DropListener = Callable[[DropReason, IpAddress | None, str], None]
+"""Told of every drop: the reason, the sender when known, and what differed."""
+
+
 class DropCounter:
-    """Dropped packets counted by reason, for the drops metric."""
+    """Dropped packets counted by reason, for the drops metric; `listener` (if any) hears
+    each drop with its sender and detail, for the log."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: DropListener | None = None) -> None:
         self._counts: Counter[DropReason] = Counter()
+        self.listener = listener
 
-    def record(self, reason: DropReason) -> None:
+    def record(self, reason: DropReason, source: IpAddress | None = None, detail: str = "") -> None:
         self._counts[reason] += 1
+        if self.listener is not None:
+            self.listener(reason, source, detail)
 
     def __getitem__(self, reason: DropReason) -> int:
         return self._counts[reason]
@@ -269,7 +283,8 @@ def decode_advert(datagram: VrrpDatagram) -> ReceivedAdvert:
     payload = datagram.payload
     if datagram.hop_limit != VRRP_TTL:
         raise AdvertDropError(
-            DropReason.TTL_NOT_255, f"TTL/hop limit {datagram.hop_limit} from {datagram.source}"
+            DropReason.TTL_NOT_255,
+            f"TTL/hop limit {datagram.hop_limit}, must be 255: it crossed a router (RFC 5798 7.1)",
         )
     if len(payload) < HEADER_LENGTH:
         raise AdvertDropError(DropReason.TRUNCATED, f"{len(payload)} bytes, header needs 8")
@@ -344,54 +359,82 @@ def receive_advert(datagram: VrrpDatagram, drops: DropCounter) -> ReceivedAdvert
     try:
         return decode_advert(datagram)
     except AdvertDropError as dropped:
-        drops.record(dropped.reason)
+        drops.record(dropped.reason, datagram.source, dropped.detail)
         return None
 
 
 def receive_ipv4_packet(packet: bytes, drops: DropCounter) -> ReceivedAdvert | None:
     """Split and decode one AF_INET raw-socket read, counting it in `drops` when dropped."""
     try:
-        return decode_advert(split_ipv4_packet(packet))
+        datagram = split_ipv4_packet(packet)
     except AdvertDropError as dropped:
-        drops.record(dropped.reason)
+        drops.record(dropped.reason, None, dropped.detail)
         return None
+    return receive_advert(datagram, drops)
 
 
 def check_advert_for_instance(received: ReceivedAdvert, instance: ReceivingInstance) -> None:
-    """Raise `AdvertDropError` unless `instance` may act on `received` (RFC 5798 / RFC 3768 7.1)."""
+    """Raise `AdvertDropError` unless `instance` may act on `received` (RFC 5798 / RFC 3768 7.1).
+
+    The detail names what differed, ours and theirs, for the operator's log; never a password.
+    """
     advert = received.advert
     if advert.vrid != instance.vrid:
         raise AdvertDropError(DropReason.VRID_MISMATCH, f"VRID {advert.vrid}, ours {instance.vrid}")
     if advert.version is not instance.version:
         raise AdvertDropError(
             DropReason.VERSION_MISMATCH,
-            f"VRRPv{advert.version.value} advert for a VRRPv{instance.version.value} instance",
+            f"VRRP version {advert.version.value}, ours {instance.version.value} (RFC 5798 7.1)",
         )
     if instance.address_owner:
         raise AdvertDropError(
-            DropReason.LOCAL_ADDRESS_OWNER, f"we own the addresses of VRID {instance.vrid}"
+            DropReason.LOCAL_ADDRESS_OWNER,
+            f"priority {advert.priority} for VRID {instance.vrid}, whose addresses we own "
+            "(priority 255, RFC 5798 7.1)",
         )
     if advert.version is VrrpVersion.V2:
         if advert.auth_type is not instance.auth_type:
             raise AdvertDropError(
                 DropReason.AUTH_TYPE_MISMATCH,
-                f"auth type {advert.auth_type.name}, ours {instance.auth_type.name}",
+                f"authentication {_auth_name(advert.auth_type)}, "
+                f"ours {_auth_name(instance.auth_type)} (RFC 2338 7.1)",
             )
         if advert.auth_data != instance.auth_password:
             raise AdvertDropError(
-                DropReason.AUTH_PASSWORD_MISMATCH, f"wrong password from {received.source}"
+                DropReason.AUTH_PASSWORD_MISMATCH,
+                "authentication password differs from ours (RFC 2338 7.1)",
             )
     # RFC 5798 7.1: an address list that differs from ours is dropped unless the owner sent it.
     if advert.priority != 255 and frozenset(advert.addresses) != instance.virtual_addresses:
+        theirs = frozenset(advert.addresses)
         raise AdvertDropError(
             DropReason.ADDRESS_LIST_MISMATCH,
-            f"advert lists {sorted(map(str, advert.addresses))} from {received.source}",
+            f"virtual addresses differ: only theirs {_few(theirs - instance.virtual_addresses)}, "
+            f"only ours {_few(instance.virtual_addresses - theirs)} (RFC 5798 7.1)",
         )
     if advert.version is VrrpVersion.V2 and advert.advert_interval != instance.advert_interval:
         raise AdvertDropError(
             DropReason.ADVERT_INTERVAL_MISMATCH,
-            f"interval {advert.advert_interval} s, ours {instance.advert_interval} s",
+            f"advert interval {advert.advert_interval} s, ours {instance.advert_interval} s "
+            "(RFC 3768 7.1)",
         )
+
+
+def _auth_name(auth_type: AuthType) -> str:
+    return "none" if auth_type is AuthType.NONE else "simple password"
+
+
+_FEW = 4
+"""Addresses named in a drop's detail; an advert may list 255, a log line should not."""
+
+
+def _few(addresses: frozenset[IpAddress]) -> str:
+    if not addresses:
+        return "none"
+    ordered = sorted(addresses, key=int)
+    shown = ", ".join(map(str, ordered[:_FEW]))
+    more = len(ordered) - _FEW
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def split_ipv4_packet(packet: bytes) -> VrrpDatagram:

@@ -336,7 +336,7 @@ def test_a_flipped_bit_in_an_ipv6_address_fails_the_v3_checksum() -> None:
 
 
 def test_drop_error_names_its_reason() -> None:
-    with pytest.raises(AdvertDropError, match=r"^ttl_not_255: TTL/hop limit 64 from 192\.0\.2\.1"):
+    with pytest.raises(AdvertDropError, match=r"^ttl_not_255: TTL/hop limit 64, must be 255"):
         decode_advert(v4_datagram(v2_message(), ttl=64))
 
 
