@@ -379,6 +379,25 @@ def test_the_largest_accepted_values_reach_the_ipvs_model_intact() -> None:
     assert real_server.destination.upper_threshold == 4294967295
 
 
+def test_lvsha_run_passes_the_size_limit_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def fake_run(*args: object, **kwargs: object) -> int:
+        calls.append((args, kwargs))
+        return 0
+
+    monkeypatch.setattr("lvsha.cli.daemon_run.run", fake_run)
+    run_dir = str(tmp_path / "run")
+    assert main(["run", "c.yaml", "--run-dir", run_dir, "--max-config-size", "32M"]) == 0
+    assert main(["run", "c.yaml", "--run-dir", run_dir]) == 0
+    assert calls == [
+        (("c.yaml", run_dir, False), {"max_config_size": 32 * 1024 * 1024}),
+        (("c.yaml", run_dir, False), {"max_config_size": DEFAULT_MAX_SIZE}),
+    ]
+
+
 # --- the run directory
 
 
