@@ -26,11 +26,11 @@ MAX_DEPTH = 64
 """Nesting limit, counting collections (mappings and sequences) inside one another, aliases
 expanded. lvsha's deepest setting (a check's status list) sits 8 collections deep."""
 
-MAX_NODES = 250_000
+MAX_NODES = 200_000
 """Limit on YAML nodes (keys, values, items), each alias counted as a full copy of what it
 names. A director with 10,000 real servers, each with a health check, is about 140,000 nodes.
-A file at the limit takes about a second of CPU to check, valid or full of errors, whatever
-its aliases (bench/config_input.py), half the 2 s that issue 9 allows."""
+The costliest file at the limit (one validation error per real server) takes about 1 s of CPU
+to check here (bench/config_input.py), leaving room under the 2 s that issue 9 allows."""
 
 MAX_NUMBER_LENGTH = 40
 """Longest plain number accepted: every number lvsha takes fits in 10 digits (2^32 - 1), and
