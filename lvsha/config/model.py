@@ -93,7 +93,9 @@ class GlobalConfig(Model):
         None, description="Default user for scripts and hooks; default: root."
     )
     enable_script_security: bool = Field(
-        True, description="Refuse scripts that a non-root user could modify."
+        True,
+        description="Refuse scripts that a non-root user could modify: the program, its #! "
+        "interpreter, and a script handed to a shell or interpreter (sh SCRIPT, python SCRIPT).",
     )
     check_defaults: CheckTiming = Field(default_factory=CheckTiming)
     vrrp: VrrpDefaults = Field(default_factory=VrrpDefaults)
