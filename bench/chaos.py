@@ -1,6 +1,7 @@
 """Chaos bench: random faults against two lvsha directors in namespaces, invariants after each.
 
-Run as root: `.venv/bin/python -m bench.chaos [--faults 200] [--seed N] [--json]`.
+Run as root: `.venv/bin/python -m bench.chaos [--faults 200] [--seed N] [--json]`; `--kind`
+(repeatable) and `--master-share` narrow the draw to reproduce one kind of fault.
 
 The lab is a client, two directors (A priority 150, B 100; VRRPv3, advert interval 0.1 s, two
 VIPs, a track script that is running a good part of the time) and a host with two real servers
@@ -14,14 +15,17 @@ VRRP child for 2 s; the config file changed on disk (a third VIP) or broken (inv
 a SIGKILL of the VRRP child (the file is restored once the fault has been judged); a link flap
 (the director's cable cut for 1 s).
 
-After each fault has settled (both directors' children running, one MASTER and one BACKUP
-reported on their event streams, for a second), it checks: each VIP on exactly one director; no
-address from lvsha's configuration on the backup; no process of this director's lvsha or of its
-track script outside the current children's trees; descriptors (parent and children) at most
-the baseline + 20 and their RSS at most 1.5 x the baseline; the third VIP never added anywhere
-(watched on netlink the whole time). A failed check is looked at again a second later and counts
-only if it still fails. It prints a table per fault kind (violations, lost probes, settle time)
-and `HOLDS` or `FAILS`; it exits 0 once it has printed, non-zero only when the lab failed.
+After each fault has settled (both directors' children running and ready, one MASTER and one
+BACKUP reported on their event streams, for a second), it checks: each VIP on exactly one
+director; no address from lvsha's configuration on the backup; no process of this director's
+lvsha or of its track script outside the current children's trees; descriptors (parent and
+children) at most the baseline + 20 and their RSS at most 1.5 x the baseline; the third VIP
+never added anywhere (watched on netlink the whole time). A failed check is looked at again a
+second later and counts only if it still fails. Then it waits (up to 10 s) for the client's
+probes to be answered again, and counts the probes lost since the fault (informational, as is a
+VIP still unanswered after 10 s; a fault on the backup that costs any probe is noted). It prints
+a table per fault kind (violations, lost probes, settle time) and `HOLDS` or `FAILS`; it exits 0
+once it has printed, non-zero only when the lab failed.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from typing import Any
 from lvsha.drill.capture import AddressEvent, open_address_socket, parse_address_messages
 from lvsha.drill.events import EventFollower
 from lvsha.drill.lab import Host, Lab, LabError
-from lvsha.drill.probe import VipProber, measure_outage
+from lvsha.drill.probe import VipProber, answered_in_time, measure_outage
 from lvsha.drill.reader import ReaderThread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +83,8 @@ SETTLE_HOLD = 1.0
 """Seconds the settled picture must hold before the checks run."""
 CONFIRM_AFTER = 1.0
 """Seconds after which a failed check is looked at again; it counts only if it fails again."""
+RECOVERY_TIMEOUT = 10.0
+"""Seconds after the checks that the bench waits for the client's probes to be answered."""
 OLD_CHILDREN_TIMEOUT = 20.0
 """Seconds a killed parent's children get to release and exit (PDEATHSIG: SIGTERM)."""
 STOP_SECONDS = 2.0
@@ -127,10 +133,15 @@ class Fault:
     on_master: bool
 
 
-def draw_faults(count: int, seed: int, master_share: float = MASTER_SHARE) -> list[Fault]:
-    """`count` faults, each kind with equal weight, on the master with `master_share`."""
+def draw_faults(
+    count: int,
+    seed: int,
+    master_share: float = MASTER_SHARE,
+    kinds: Sequence[FaultKind] = tuple(FaultKind),
+) -> list[Fault]:
+    """`count` faults, each of `kinds` with equal weight, on the master with `master_share`."""
     rng = random.Random(seed)
-    kinds = list(FaultKind)
+    kinds = list(kinds)
     return [
         Fault(index, rng.choice(kinds), rng.random() < master_share)
         for index in range(1, count + 1)
@@ -232,6 +243,10 @@ class FaultResult:
     lost_probes: int
     outage: float
     violations: tuple[Violation, ...] = ()
+    reachable: bool = True
+    """Whether the client had an answer from the first VIP within RECOVERY_TIMEOUT s of the
+    checks (informational: the must-show's invariants do not include it)."""
+    transients: tuple[str, ...] = ()
 
 
 def _spread(values: Sequence[float], fmt: str) -> str:
@@ -240,36 +255,36 @@ def _spread(values: Sequence[float], fmt: str) -> str:
     return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
 
 
+def _row(label: str, runs: Sequence[FaultResult]) -> list[str]:
+    def lost(on_master: bool) -> str:
+        return _spread(
+            [float(r.lost_probes) for r in runs if r.fault.on_master is on_master], ".0f"
+        )
+
+    return [
+        label,
+        str(len(runs)),
+        str(sum(r.fault.on_master for r in runs)),
+        str(sum(len(r.violations) for r in runs)),
+        str(sum(len(r.transients) for r in runs)),
+        str(sum(not r.reachable for r in runs)),
+        lost(True),
+        lost(False),
+        _spread([r.settle_seconds for r in runs if r.settle_seconds is not None], ".1f"),
+    ]
+
+
 def summary_table(results: Sequence[FaultResult]) -> list[str]:
     headings = [
-        "fault", "count", "on master", "violations", "lost probes min/med/max",
-        "settle s min/med/max",
+        "fault", "count", "on master", "violations", "transient", "VIP unanswered",
+        "lost probes on master", "lost probes on backup", "settle s",
     ]  # fmt: skip
     rows = [headings]
     for kind in FaultKind:
         runs = [r for r in results if r.fault.kind is kind]
-        if not runs:
-            continue
-        rows.append(
-            [
-                kind.value,
-                str(len(runs)),
-                str(sum(r.fault.on_master for r in runs)),
-                str(sum(len(r.violations) for r in runs)),
-                _spread([float(r.lost_probes) for r in runs], ".0f"),
-                _spread([r.settle_seconds for r in runs if r.settle_seconds is not None], ".1f"),
-            ]
-        )
-    rows.append(
-        [
-            "all",
-            str(len(results)),
-            str(sum(r.fault.on_master for r in results)),
-            str(sum(len(r.violations) for r in results)),
-            _spread([float(r.lost_probes) for r in results], ".0f"),
-            _spread([r.settle_seconds for r in results if r.settle_seconds is not None], ".1f"),
-        ]
-    )
+        if runs:
+            rows.append(_row(kind.value, runs))
+    rows.append(_row("all", results))
     widths = [max(len(row[i]) for row in rows) for i in range(len(headings))]
     return [
         "  ".join(
@@ -714,6 +729,8 @@ class FaultRunner:
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
         self.violations: list[Violation] = []
+        self.transients: list[str] = []
+        """Failed checks that passed when looked at again: not counted, but shown."""
         self.fault: Fault | None = None
         self.offsets: dict[str, int] = {}
 
@@ -759,6 +776,7 @@ class FaultRunner:
         bench = self.bench
         self.fault = fault
         self.violations = []
+        self.transients = []
         roles = {s: n for n, s in bench.roles().items() if s is not None}
         role = "MASTER" if fault.on_master else "BACKUP"
         target_name = roles.get(role) or ("a" if fault.on_master else "b")
@@ -777,7 +795,8 @@ class FaultRunner:
         if restore_file:
             target.write_config()
         assert bench.prober is not None
-        window_end = time.monotonic() - REPLY_TIMEOUT
+        answered = self._await_answer(bench.prober, time.monotonic())
+        window_end = time.monotonic() - REPLY_TIMEOUT if answered is None else answered
         probes = bench.prober.probes_since(fault_at - 1.0)
         outage = measure_outage(probes, fault_at, window_end, REPLY_TIMEOUT)
         return FaultResult(
@@ -787,7 +806,26 @@ class FaultRunner:
             outage.lost,
             outage.outage,
             tuple(self.violations),
+            reachable=answered is not None,
+            transients=tuple(self.transients),
         )
+
+    def _await_answer(self, prober: VipProber, since: float) -> float | None:
+        """The send time of the first probe sent after `since` that the VIP answered, waiting
+        up to RECOVERY_TIMEOUT s for one; None when none was. Counting lost probes up to it
+        gives this fault the whole of its outage and the next one a clean start."""
+        deadline = since + RECOVERY_TIMEOUT
+        while time.monotonic() < deadline + REPLY_TIMEOUT:
+            for probe in prober.probes_since(since):
+                if answered_in_time(probe, REPLY_TIMEOUT):
+                    return probe.sent_at
+            time.sleep(0.02)
+        assert self.fault is not None
+        _say(
+            f"fault {self.fault.index} ({self.fault.kind.value}): the client had no answer from "
+            f"{VIPS[0].ip} for {RECOVERY_TIMEOUT:.0f} s after the checks"
+        )
+        return None
 
     def _inject(self, kind: FaultKind, target: Director) -> bool:
         """Do the fault; True when the config file must be restored afterwards."""
@@ -838,6 +876,7 @@ class FaultRunner:
                     current = next(d for c, w, d in again if (c, w) == (check, who))
                     self._violate(check, f"{detail}; {CONFIRM_AFTER:.0f} s later: {current}", who)
                 else:
+                    self.transients.append(f"{check.value}: {detail}")
                     _say(
                         f"fault {self.fault.index if self.fault else 0}: transient, gone "
                         f"{CONFIRM_AFTER:.0f} s later: {detail}"
@@ -922,12 +961,28 @@ class BenchRun:
     starts: dict[str, int] = field(default_factory=dict)
 
 
+def backup_fault_note(results: Sequence[FaultResult]) -> str | None:
+    """A fault on the backup should cost the client nothing; say which ones did."""
+    costly = [r for r in results if not r.fault.on_master and r.lost_probes]
+    if not costly:
+        return None
+    kinds = Counter(r.fault.kind.value for r in costly)
+    return (
+        f"NOTE   {len(costly)} of {sum(not r.fault.on_master for r in results)} faults on the "
+        f"backup cost the client probes (max {max(r.lost_probes for r in costly)} lost): "
+        + ", ".join(f"{n} x {kind}" for kind, n in kinds.most_common())
+    )
+
+
 def report_lines(run: BenchRun) -> list[str]:
     results = run.results
     lines = [
         f"chaos bench: {len(results)} faults, seed {run.seed}, {run.seconds:.0f} s; "
         f"VRRPv3 at {ADVERT_INTERVAL} s, probes every {PROBE_INTERVAL * 1000:.0f} ms "
         f"(lost = unanswered within {REPLY_TIMEOUT} s)",
+        "(on master: faults that hit the master; transient: a failed check that passed 1 s "
+        f"later; VIP unanswered: no answer to the client {RECOVERY_TIMEOUT:.0f} s after the "
+        "checks; lost probes and settle s: min / median / max)",
         *summary_table(results),
         "violations by check:",
     ]
@@ -940,6 +995,14 @@ def report_lines(run: BenchRun) -> list[str]:
             f"RSS {figures['baseline_rss_kib']} -> {figures['max_rss_kib']} KiB; "
             f"lvsha run started {run.starts.get(name, 0)} times"
         )
+    for r in results:
+        where = f"fault {r.fault.index} ({r.fault.kind.value} on {r.target})"
+        if not r.reachable:
+            lines.append(
+                f"{where}: the client had no answer from {VIPS[0].ip} {RECOVERY_TIMEOUT:.0f} s "
+                f"after the checks ({r.lost_probes} probes lost)"
+            )
+        lines.extend(f"{where}: transient: {t}" for t in r.transients)
     violations = [v for r in results for v in r.violations]
     for violation in violations:
         lines.append(
@@ -947,6 +1010,9 @@ def report_lines(run: BenchRun) -> list[str]:
             f"{violation.detail}"
         )
         lines.extend(f"    {line}" for line in violation.log_excerpt.splitlines())
+    note = backup_fault_note(results)
+    if note is not None:
+        lines.append(note)
     lines.append(verdict_line(results))
     return lines
 
@@ -963,6 +1029,7 @@ def report_json(run: BenchRun) -> dict[str, Any]:
         "faults": len(run.results),
         "seconds": round(run.seconds, 1),
         "holds": not any(r.violations for r in run.results),
+        "note": backup_fault_note(run.results),
         "violations_by_check": {c.value: n for c, n in violations_by_check(run.results).items()},
         "resources": run.resources,
         "starts": run.starts,
@@ -975,6 +1042,8 @@ def report_json(run: BenchRun) -> dict[str, Any]:
                 "settle_seconds": r.settle_seconds,
                 "lost_probes": r.lost_probes,
                 "outage_seconds": round(r.outage, 4),
+                "vip_answered_after": r.reachable,
+                "transients": list(r.transients),
                 "violations": [violation(v) for v in r.violations],
             }
             for r in run.results
@@ -1058,6 +1127,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
+        "--kind",
+        action="append",
+        choices=[k.name.lower().replace("_", "-") for k in FaultKind],
+        help="draw only this kind of fault (repeatable), to reproduce one",
+    )
+    parser.add_argument(
+        "--master-share",
+        type=float,
+        default=MASTER_SHARE,
+        metavar="P",
+        help="share of faults that hit the master (default: %(default)s)",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the directors' configs and logs"
     )
     args = parser.parse_args(argv)
@@ -1065,7 +1147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench.chaos needs root (network namespaces)", file=sys.stderr)
         return EXIT_LAB_ERROR
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
-    faults = draw_faults(args.faults, seed)
+    kinds = (
+        [FaultKind[k.upper().replace("-", "_")] for k in args.kind]
+        if args.kind
+        else list(FaultKind)
+    )
+    faults = draw_faults(args.faults, seed, args.master_share, kinds)
     try:
         with _interruptible():
             run = run_bench(faults, seed, args.keep_logs)

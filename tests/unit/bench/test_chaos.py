@@ -14,6 +14,7 @@ from bench.chaos import (
     FaultResult,
     ProcessInfo,
     Violation,
+    backup_fault_note,
     descendants,
     director_config,
     draw_faults,
@@ -104,9 +105,11 @@ def test_without_a_parent_everything_of_the_director_is_left_over() -> None:
     assert leftover_processes(processes, mine, parent=None, children=[]) == [30]
 
 
-def result(index: int, kind: FaultKind, *violations: Check, lost: int = 0) -> FaultResult:
+def result(
+    index: int, kind: FaultKind, *violations: Check, lost: int = 0, on_master: bool = True
+) -> FaultResult:
     return FaultResult(
-        Fault(index, kind, True),
+        Fault(index, kind, on_master),
         "a",
         2.0,
         lost,
@@ -133,6 +136,19 @@ def test_the_table_has_a_row_per_kind_drawn_and_a_total() -> None:
     rows = summary_table([result(1, FaultKind.KILL_VRRP, lost=3), result(2, FaultKind.KILL_VRRP)])
     assert [row.split("  ")[0] for row in rows[1:]] == [FaultKind.KILL_VRRP.value, "all"]
     assert "0 / 2 / 3" in rows[1]
+
+
+def test_probes_lost_to_a_fault_on_the_backup_are_noted() -> None:
+    quiet = [
+        result(1, FaultKind.STOP_VRRP, lost=40),
+        result(2, FaultKind.STOP_VRRP, on_master=False),
+    ]
+    assert backup_fault_note(quiet) is None
+    costly = [*quiet, result(3, FaultKind.STOP_VRRP, lost=489, on_master=False)]
+    assert backup_fault_note(costly) == (
+        "NOTE   1 of 2 faults on the backup cost the client probes (max 489 lost): "
+        "1 x stop vrrp child 2 s"
+    )
 
 
 def test_the_director_configs_are_valid_and_only_the_changed_one_has_the_third_vip() -> None:
