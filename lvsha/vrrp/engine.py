@@ -25,6 +25,7 @@ from lvsha.net.addresses import AddressPort
 from lvsha.net.announce import Announcer
 from lvsha.net.garp import GarpSettings
 from lvsha.net.links import LinkChanged as LinkEvent
+from lvsha.net.sysctl import ensure_accept_local
 from lvsha.vrrp.events import (
     Action,
     Address,
@@ -45,7 +46,7 @@ from lvsha.vrrp.params import (
     sync_group_of,
     trackers,
 )
-from lvsha.vrrp.receive import advert_event, receiving_instance
+from lvsha.vrrp.receive import DropLog, advert_event, receiving_instance
 from lvsha.vrrp.socket import VrrpSocket, VrrpSocketSettings
 from lvsha.vrrp.syncgroup import SyncGroup
 from lvsha.vrrp.track_script import TrackScriptParams, TrackScriptRunner
@@ -172,6 +173,10 @@ class VrrpEngine:
         params = instance_params(self.config, name, source)
         machine = VrrpMachine(params)
         settings = VrrpSocketSettings(inst.interface, source, tuple(inst.unicast_peers))
+        if family == 4 and inst.priority != 255:
+            # A returning owner advertises from the address we may hold as its VIP: Linux
+            # drops such packets without accept_local, and we would never step down.
+            ensure_accept_local(inst.interface)
         try:
             sock = VrrpSocket.open(settings)
         except OSError as exc:
@@ -219,11 +224,13 @@ class VrrpEngine:
         own = frozenset({source})
 
         def on_advert(received: ReceivedAdvert) -> None:
-            event = advert_event(received, receiving, own, sock.drops)
+            # The socket is open before Startup and after Shutdown (Initialize): the receive
+            # path drops what the machine cannot take; the socket catches anything else.
+            event = advert_event(received, receiving, own, sock.drops, state=runner.state)
             if event is not None:
                 self._feed(name, event)
 
-        sock.start(on_advert)
+        sock.start(on_advert, on_drop=DropLog.on_running_loop(name))
         glob = self.config.global_
         return _Instance(
             runner,
