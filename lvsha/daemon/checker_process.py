@@ -25,7 +25,12 @@ from lvsha.checks.pool import CheckPool, raise_file_limit
 from lvsha.checks.targets import check_plan
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
-from lvsha.daemon.child import add_config_arguments, child_config, die_with_parent
+from lvsha.daemon.child import (
+    add_config_arguments,
+    child_config,
+    die_with_parent,
+    stop_within,
+)
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.ipvs.desired import Health
@@ -44,6 +49,9 @@ from lvsha.ipvs.syncer import IpvsSyncer, OnStop, presumptions
 from lvsha.messages import ChildReady, Message, VrrpRoles, VrrpStateChanged
 
 log = logging.getLogger("lvsha.checker")
+
+STOP_LIMIT = 15.0
+"""Seconds a stopping checker has before it ends itself."""
 
 ROLES_WAIT = 2.0
 """Seconds from start-up to wait for the parent's `VrrpRoles` before the sync daemon starts
@@ -93,8 +101,15 @@ def _samples(pool: CheckPool, syncer: IpvsSyncer, lag: LoopLag) -> Iterable[Samp
 async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_run: bool) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_stop() -> None:
+        # The parent kills a checker after 10 s (ChildSpec.stop_timeout); with no parent
+        # left, the checker must end itself.
+        stop_within(STOP_LIMIT)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop)
     await channel.open()
     inbox: asyncio.Queue[Message | None] = asyncio.Queue()
     reader = asyncio.create_task(read_parent(channel, inbox), name="parent-reader")

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import logging
+import math
 import os
 import signal
 
@@ -98,6 +99,14 @@ def child_config(
     if args.config is None:
         parser.error("give a configuration file or --config-fd")
     return load_or_log(args.config, log, "not starting")
+
+
+def stop_within(seconds: float) -> None:
+    """From now on the process has `seconds` to exit, or the kernel ends it (SIGALRM, left at
+    its default action). Armed when a stop begins: a child whose parent died has nobody else
+    to kill it if its stop hangs (a blocked system call, a wedged script)."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(1, math.ceil(seconds)))
 
 
 def die_with_parent(log: logging.Logger) -> None:

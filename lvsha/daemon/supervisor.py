@@ -5,12 +5,14 @@ Each child gets one end of a socket pair on which the two exchange typed message
 (lvsha.messages); the parent reports READY to systemd once every child that must be ready
 says so.
 
-Nothing a child started may outlive it. Each child runs in a process group of its own, which
-the parent kills once the child is gone, and the parent is a child subreaper: a process
-orphaned below it (a script's own child that escaped its group, a script whose parent-death
-signal was lost) is re-parented to the parent instead of to PID 1, and is killed and reaped
-here. A child that keeps failing the same way before it ever becomes ready makes the parent
-give up and exit non-zero, so that systemd reports it, instead of looping forever.
+Nothing a child started may outlive it. Scripts die with the child that started them (their
+parent-death signal), and the parent is a child subreaper: a process orphaned below it (a
+script's own child, a daemonising script) is re-parented to the parent instead of to PID 1,
+and is killed and reaped here. Children stay in the parent's process group, so that killing
+the group (a host crash in the drill) ends all of lvsha at once.
+
+A child that keeps failing the same way before it ever becomes ready makes the parent give
+up and exit non-zero, so that systemd reports it, instead of looping forever.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ class Supervisor:
             code = await child.process.wait()
             was_ready = child.ready
             await self._close_channel(child)
-            self._kill_group(child)
+            self._reap_orphans()
             if self.on_exited is not None:
                 self.on_exited(child.spec.name)
             if self._stopping.is_set():
@@ -215,8 +217,6 @@ class Supervisor:
                 *child.spec.argv,
                 pass_fds=(child_end.fileno(), *child.spec.pass_fds),
                 env=env,
-                # A group of its own, which dies with it: see _kill_group.
-                process_group=0,
             )
         except BaseException:
             parent_end.close()
@@ -269,14 +269,6 @@ class Supervisor:
                 await asyncio.wait_for(child.reader_task, 1.0)
             child.reader_task = None
 
-    def _kill_group(self, child: _Child) -> None:
-        """Kill whatever is left in a dead child's process group (its scripts), then reap
-        what was re-parented to us."""
-        if child.process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.process.pid, signal.SIGKILL)
-        self._reap_orphans()
-
     async def _last_orphans(self) -> None:
         """On the way out: nothing below us survives; wait (bounded) until all are reaped."""
         loop = asyncio.get_running_loop()
@@ -323,7 +315,7 @@ class Supervisor:
             process.kill()
             await process.wait()
         await self._close_channel(child)
-        self._kill_group(child)
+        self._reap_orphans()
 
 
 def become_subreaper() -> None:

@@ -24,7 +24,12 @@ from pathlib import Path
 from lvsha.config import LvshaConfig
 from lvsha.daemon import runlock
 from lvsha.daemon.channel import ParentChannel
-from lvsha.daemon.child import add_config_arguments, child_config, die_with_parent
+from lvsha.daemon.child import (
+    add_config_arguments,
+    child_config,
+    die_with_parent,
+    stop_within,
+)
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.daemon.notify import Notifier
@@ -93,8 +98,17 @@ def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
 async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    # The parent allows a leaving master a Master_Down_Interval and more (run.py); past
+    # that, and a little, the process ends itself even with no parent left to kill it.
+    intervals = [i.advert_interval for i in config.vrrp_instances.values()]
+    stop_limit = max([10.0, *(4 * i + 2 for i in intervals)]) + 5.0
+
+    def on_stop() -> None:
+        stop_within(stop_limit)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop)
     await channel.open()
     try:
         # Held until this process exits (never closed): the kernel lets go of it however
