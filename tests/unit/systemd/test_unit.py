@@ -91,5 +91,8 @@ def test_hardening() -> None:
         "RestrictNamespaces": "yes",
     }.items():
         assert service.get(key) == value, key
+    # Tunables are read-only but for the per-interface IPv4 settings (accept_local).
+    assert service["ProtectKernelTunables"] == "yes"
+    assert service["ReadWritePaths"] == "/proc/sys/net/ipv4/conf"
     families = set(service["RestrictAddressFamilies"].split())
     assert families == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"}
