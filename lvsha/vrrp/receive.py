@@ -55,15 +55,14 @@ def advert_event(
     own_addresses: frozenset[object],
     drops: DropCounter,
     *,
-    state: VrrpState | None = None,
+    state: VrrpState,
 ) -> AdvertReceived | None:
     """The machine event for a decoded advert, or None when it is not for us (counted).
 
     `own_addresses` are this router's source addresses: a multicast group loops our own
     adverts back on some setups, and they must not be taken for a peer's. `state` is the
     instance's machine state: in Initialize the machine takes no adverts, and the socket is
-    open before Startup and after Shutdown, so what arrives then is dropped here (None: the
-    caller checks the state itself).
+    open before Startup and after Shutdown, so what arrives then is dropped here.
     """
     source = received.source
     if state is VrrpState.INITIALIZE:
