@@ -40,6 +40,16 @@ def holders(directors: tuple[Director, ...], address: str = "192.0.2.100") -> li
     return [d.host.name for d in directors if d.holds(address)]
 
 
+def start_pair(pair: tuple[Director, Director]) -> tuple[Director, Director]:
+    """a master first, then b as its backup."""
+    a, b = pair
+    a.start()
+    wait_until(lambda: holders(pair) == ["a"], 10, what="a master")
+    b.start()
+    wait_until(lambda: "-> BACKUP" in b.log(), 10, what="b backup")
+    return a, b
+
+
 def kill_vrrp_child(director: Director) -> int:
     pid = director.child_pid(VRRP_CHILD)
     assert pid is not None, "no VRRP child"
@@ -68,11 +78,7 @@ def assert_only(directors: tuple[Director, ...], holder: str, seconds: float) ->
 def test_a_restarted_vrrp_child_takes_off_the_vip_its_predecessor_left(
     pair: tuple[Director, Director],
 ) -> None:
-    a, b = pair
-    a.start()
-    wait_until(lambda: holders(pair) == ["a"], 10, what="a master")
-    b.start()
-    wait_until(lambda: "-> BACKUP" in b.log(), 10, what="b backup")
+    a, _ = start_pair(pair)
     old = kill_vrrp_child(a)
     # b takes over; a's new child comes up as a backup (nopreempt) and must let go.
     wait_for_new_child(a, old)
@@ -84,11 +90,7 @@ def test_a_restarted_vrrp_child_takes_off_the_vip_its_predecessor_left(
 def test_a_restarted_child_runs_the_parents_configuration_not_the_edited_file(
     pair: tuple[Director, Director],
 ) -> None:
-    a, b = pair
-    a.start()
-    wait_until(lambda: holders(pair) == ["a"], 10, what="a master")
-    b.start()
-    wait_until(lambda: "-> BACKUP" in b.log(), 10, what="b backup")
+    a, b = start_pair(pair)
     # Edited on disk, not reloaded: a new VIP.
     edited = a.config_path.read_text().replace(
         "virtual_ipaddresses: ['192.0.2.100/24']",
@@ -108,11 +110,7 @@ def test_a_restarted_child_runs_the_parents_configuration_not_the_edited_file(
 def test_a_broken_file_on_disk_does_not_stop_a_crashed_child_from_restarting(
     pair: tuple[Director, Director],
 ) -> None:
-    a, b = pair
-    a.start()
-    wait_until(lambda: holders(pair) == ["a"], 10, what="a master")
-    b.start()
-    wait_until(lambda: "-> BACKUP" in b.log(), 10, what="b backup")
+    a, b = start_pair(pair)
     a.config_path.write_text("vrrp_instances: [this is: not valid\n")
     wait_for_new_child(a, kill_vrrp_child(a))
     wait_until(lambda: holders(pair) == ["b"], 10, what="b alone holds the VIP")
