@@ -97,7 +97,11 @@ class InstanceRunner:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._schedule: AnnouncementSchedule | None = None
-        self._work: asyncio.Queue[_Work | None] = asyncio.Queue()
+        self._work: asyncio.Queue[tuple[int, _Work] | None] = asyncio.Queue()
+        self._mastership = 0
+        """Counts departures from mastership. Queued work carries the count it was queued
+        under: an add or an announcement queued for a mastership that has already ended is
+        skipped, so a router that is master for a moment never announces as a backup."""
         self._rounds_queued = 0
         """Announcement rounds in the work queue, not yet carried out."""
         self._announced_early: set[VirtualAddress] = set()
@@ -124,15 +128,16 @@ class InstanceRunner:
                 # Master again within the grace: the VIPs never left.
                 self._pending_removal.cancel()
                 self._pending_removal = None
-            self._work.put_nowait(action)
+            self._work.put_nowait((self._mastership, action))
         elif isinstance(action, RemoveVips):
             self._schedule = None
+            self._mastership += 1
             if action.handover:
                 self._pending_removal = self._loop.call_later(
                     HANDOVER_GRACE, self._remove_after_grace, action
                 )
             else:
-                self._work.put_nowait(action)
+                self._work.put_nowait((self._mastership, action))
         elif isinstance(action, Announce):
             # A fresh spell of announcements: on becoming master, and when a master
             # re-asserts itself after hearing a lower priority (repairs ARP caches).
@@ -142,7 +147,7 @@ class InstanceRunner:
 
     def _remove_after_grace(self, action: RemoveVips) -> None:
         self._pending_removal = None
-        self._work.put_nowait(action)
+        self._work.put_nowait((self._mastership, action))
 
     def _send(self, priority: int) -> None:
         a = self._advert
@@ -169,7 +174,7 @@ class InstanceRunner:
             return
         for _ in range(self._schedule.due(self._loop.time())):
             self._rounds_queued += 1
-            self._work.put_nowait(_AnnounceRound())
+            self._work.put_nowait((self._mastership, _AnnounceRound()))
 
     def _rearm(self) -> None:
         if self._timer is not None:
@@ -200,19 +205,29 @@ class InstanceRunner:
         self._rearm()  # woken early on purpose: re-arm for what is left
 
     async def _do_work(self) -> None:
-        while (work := await self._work.get()) is not None:
+        while (item := await self._work.get()) is not None:
+            mastership, work = item
             what = type(work).__name__.lstrip("_")
+            if mastership != self._mastership and not isinstance(work, RemoveVips):
+                # Queued while master, and no longer master: the removal queued since
+                # takes care of what was added; nothing more is added or announced.
+                if isinstance(work, _AnnounceRound):
+                    self._rounds_queued -= 1
+                log.debug("%s: %s skipped: no longer master", self.name, what)
+                continue
             try:
-                await self._apply(work)
+                await self._apply(work, mastership)
             except (InterfaceNotFoundError, AddressError, AnnounceError) as exc:
                 # The world, not lvsha: an interface gone or down, a kernel refusal.
                 log.error("%s: %s failed: %s", self.name, what, exc)
             except Exception:
                 log.exception("%s: %s failed", self.name, what)
 
-    async def _apply(self, work: _Work) -> None:
+    async def _apply(self, work: _Work, mastership: int) -> None:
         if isinstance(work, AddVips):
             for held in self._held:
+                if mastership != self._mastership:
+                    break  # stepped down while adding: add no more
                 outcome = await self._addresses.add_vip(held.interface, held.address, held.label)
                 if self._rounds_queued and outcome is not VipOutcome.NOT_OURS:
                     await self._announce_early(held)
@@ -251,6 +266,6 @@ class InstanceRunner:
         if self._pending_removal is not None:
             self._pending_removal.cancel()
             self._pending_removal = None
-            self._work.put_nowait(RemoveVips(()))
+            self._work.put_nowait((self._mastership, RemoveVips(())))
         self._work.put_nowait(None)
         await self._worker

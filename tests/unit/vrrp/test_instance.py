@@ -49,12 +49,12 @@ class Timed(VrrpMachine):
         return super().handle(event, now)
 
 
-def runner(interval: float = 0.05) -> tuple[InstanceRunner, MemoryAddresses]:
+def runner(interval: float = 0.05, priority: int = 100) -> tuple[InstanceRunner, MemoryAddresses]:
     params = InstanceParams(
         name="VI",
         vrid=7,
         version=3,
-        priority=100,
+        priority=priority,
         advert_interval=interval,
         primary_address=IPv4Address("192.0.2.11"),
         vips=(VIP,),
@@ -63,7 +63,7 @@ def runner(interval: float = 0.05) -> tuple[InstanceRunner, MemoryAddresses]:
     return (
         InstanceRunner(
             Timed(params),
-            advert=Advert(VrrpVersion.V3, 7, 100, round(interval * 100), (VIP.ip,)),
+            advert=Advert(VrrpVersion.V3, 7, priority, round(interval * 100), (VIP.ip,)),
             sender=Sent(),
             addresses=addresses,
             announcer=RecordingAnnouncer(),
@@ -113,6 +113,26 @@ async def test_becoming_master_again_within_the_grace_keeps_the_vips() -> None:
     await asyncio.sleep(HANDOVER_GRACE * 1.5)
     assert holds(addresses)
     await run.close()
+
+
+async def test_a_mastership_that_ended_before_its_vips_were_added_adds_and_announces_nothing() -> (
+    None
+):
+    # Master for a moment (here: an owner whose link drops at once; in the chaos bench, a
+    # backup woken from SIGSTOP whose master-down timer had run out): the add and the
+    # announcements queued for that moment must not run once it is over, or a backup
+    # answers ARP for the VIP and sends clients away from the real master.
+    run, addresses = runner(priority=255)
+    run.feed(Startup())
+    assert run.state is VrrpState.MASTER
+    run.feed(LinkChanged(up=False))
+    assert run.machine.state is VrrpState.FAULT
+    announcer = run._announcer
+    assert isinstance(announcer, RecordingAnnouncer)
+    await run.close()  # works off the whole queue
+    assert not holds(addresses)
+    assert addresses.ledger.entries() == frozenset()
+    assert announcer.announcements == []
 
 
 async def test_fault_removes_the_vips_at_once() -> None:
