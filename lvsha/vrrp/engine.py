@@ -207,6 +207,7 @@ class VrrpEngine:
                 garp.burst, garp.interval, garp.delay, garp.refresh, garp.refresh_burst
             ),
             on_action=self._on_action,
+            read_input=sock.read_pending,
         )
         found_trackers = trackers(self.config, name)
         # A track script starts in INIT: it applies no weight until its first result, so its

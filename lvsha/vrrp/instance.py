@@ -84,8 +84,12 @@ class InstanceRunner:
         held: Sequence[HeldAddress],
         garp: GarpSettings,
         on_action: Callable[[InstanceRunner, Action], None],
+        read_input: Callable[[], None] | None = None,
     ) -> None:
+        """`read_input` reads the adverts waiting in the socket, feeding them in; it is called
+        before a timeout is acted on."""
         self.machine = machine
+        self._read_input = read_input
         self.name = machine.params.name
         self._advert = advert
         self._sender = sender
@@ -198,6 +202,13 @@ class InstanceRunner:
     def _on_timer(self) -> None:
         self._timer = None
         due = self.machine.next_deadline()
+        if due is not None and due <= self._loop.time() and self._read_input is not None:
+            # Adverts already received go in before the timeout is acted on. After a stall
+            # (SIGSTOP, a paused VM) the machine still counts the timeout as first, but the
+            # step down that the waiting adverts cause then happens in this same callback,
+            # before any add or announcement of that moment's mastership can run.
+            self._read_input()
+            due = self.machine.next_deadline()
         if due is not None and due <= self._loop.time():
             self.feed(TimerFired())  # feed() re-arms
             return
@@ -229,6 +240,17 @@ class InstanceRunner:
                 if mastership != self._mastership:
                     break  # stepped down while adding: add no more
                 outcome = await self._addresses.add_vip(held.interface, held.address, held.label)
+                if mastership != self._mastership:
+                    # Stepped down while the kernel added it: never announce it now; the
+                    # removal queued since takes it off.
+                    if outcome is VipOutcome.ADDED:
+                        log.info(
+                            "%s: added %s to %s, no longer master: not announced",
+                            self.name,
+                            held.address,
+                            held.interface,
+                        )
+                    break
                 if self._rounds_queued and outcome is not VipOutcome.NOT_OURS:
                     await self._announce_early(held)
                 if outcome is VipOutcome.ADDED:
@@ -240,6 +262,8 @@ class InstanceRunner:
             self._rounds_queued -= 1
             early, self._announced_early = self._announced_early, set()
             for interface in dict.fromkeys(h.interface for h in self._held):
+                if mastership != self._mastership:
+                    break
                 due = [
                     h.address
                     for h in self._held

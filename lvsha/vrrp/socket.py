@@ -217,6 +217,11 @@ class VrrpSocket:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def read_pending(self) -> None:
+        """Read and deliver what is waiting now, without waiting for the loop's callback."""
+        if self._on_advert is not None and self._sock.fileno() != -1:
+            self._read_pending()
+
     def _read_pending(self) -> None:
         # The reader callback: whatever a packet causes stays here (counted and logged), as
         # an exception out of it would be logged by asyncio for every packet of a flood.

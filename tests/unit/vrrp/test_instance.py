@@ -16,6 +16,7 @@ from lvsha.vrrp.events import (
     Event,
     LinkChanged,
     Startup,
+    StateChanged,
     TimerFired,
     VirtualAddress,
     VrrpState,
@@ -212,3 +213,94 @@ async def test_each_vip_is_announced_right_after_its_add_and_once_per_round() ->
     assert journal == first_round + second_round
     await run.close()
     assert len(journal) == 9  # no frame sent twice within a round
+
+
+class SlowAddresses(MemoryAddresses):
+    """Adds only when the test says so: a step down can happen while the kernel adds."""
+
+    def __init__(self) -> None:
+        super().__init__({"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
+        self.adding = asyncio.Event()
+        self.proceed = asyncio.Event()
+
+    async def add_vip(
+        self, interface: str, vip: VirtualAddress, label: str | None = None
+    ) -> VipOutcome:
+        self.adding.set()
+        await self.proceed.wait()
+        return await super().add_vip(interface, vip, label)
+
+
+async def test_a_step_down_while_the_vip_is_being_added_announces_nothing() -> None:
+    addresses = SlowAddresses()
+    announcer = RecordingAnnouncer()
+    params = InstanceParams(
+        name="VI",
+        vrid=7,
+        version=3,
+        priority=255,
+        advert_interval=0.05,
+        primary_address=IPv4Address("192.0.2.11"),
+        vips=(VIP,),
+    )
+    run = InstanceRunner(
+        VrrpMachine(params),
+        advert=Advert(VrrpVersion.V3, 7, 255, 5, (VIP.ip,)),
+        sender=Sent(),
+        addresses=addresses,
+        announcer=announcer,
+        held=[HeldAddress(VIP, "eth0")],
+        garp=GarpSettings(burst=1, delay=0),
+        on_action=lambda runner, action: None,
+    )
+    run.feed(Startup())  # the owner: master at once, the add starts
+    await asyncio.wait_for(addresses.adding.wait(), 2)
+    run.feed(LinkChanged(up=False))  # gone while the kernel adds
+    addresses.proceed.set()
+    await run.close()
+    assert announcer.announcements == []
+    assert not holds(addresses)
+
+
+async def test_adverts_waiting_in_the_socket_go_in_before_a_timeout() -> None:
+    # A backup whose master-down timer ran out while it was stopped, with the master's
+    # adverts waiting unread: it may count the timeout first, but steps down within the same
+    # callback, so nothing of that moment's mastership is added or announced.
+    states: list[VrrpState] = []
+    waiting = [AdvertReceived(PEER, 200, 0.05)]
+
+    def read_input() -> None:
+        while waiting:
+            run.feed(waiting.pop())
+
+    params = InstanceParams(
+        name="VI",
+        vrid=7,
+        version=3,
+        priority=100,
+        advert_interval=0.05,
+        primary_address=IPv4Address("192.0.2.11"),
+        vips=(VIP,),
+    )
+    addresses = MemoryAddresses({"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
+    announcer = RecordingAnnouncer()
+    run = InstanceRunner(
+        VrrpMachine(params),
+        advert=Advert(VrrpVersion.V3, 7, 100, 5, (VIP.ip,)),
+        sender=Sent(),
+        addresses=addresses,
+        announcer=announcer,
+        held=[HeldAddress(VIP, "eth0")],
+        garp=GarpSettings(burst=1, delay=0),
+        on_action=lambda runner, action: (
+            states.append(action.new) if isinstance(action, StateChanged) else None
+        ),
+        read_input=read_input,
+    )
+    run.feed(Startup())
+    await wait_for(lambda: not waiting, 2)  # the master-down timer ran, the advert went in
+    assert run.state is VrrpState.BACKUP
+    assert VrrpState.MASTER in states  # the timeout still counted first, for a moment
+    await run.close()
+    assert announcer.announcements == []
+    assert not holds(addresses)
