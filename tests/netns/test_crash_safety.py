@@ -163,6 +163,7 @@ def test_event_stream_clients_cannot_starve_vrrp(lab: Lab) -> None:
         for _ in range(1000):
             with contextlib.suppress(OSError):
                 clients.append(_connect(path))
+        opened = list(clients)
         for _ in range(20_000):
             with contextlib.suppress(OSError):
                 _connect(path).close()
@@ -184,6 +185,11 @@ def test_event_stream_clients_cannot_starve_vrrp(lab: Lab) -> None:
         assert "MASTER" not in b.log().split("-> BACKUP", 1)[1]
         added = log.count("\n") - lines_before
         assert added < 100, f"{added} log lines:\n{log[-3000:]}"
+        print(
+            f"event stream: {len(opened)} clients connected and never read, then 20,000 "
+            "connect/close cycles; "
+            f"a stayed MASTER, b BACKUP; {added} log lines"
+        )
     finally:
         for client in clients:
             client.close()
