@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -50,7 +50,14 @@ class Timed(VrrpMachine):
         return super().handle(event, now)
 
 
-def runner(interval: float = 0.05, priority: int = 100) -> tuple[InstanceRunner, MemoryAddresses]:
+def runner(
+    interval: float = 0.05,
+    priority: int = 100,
+    *,
+    addresses: MemoryAddresses | None = None,
+    on_action: Callable[[InstanceRunner, Action], None] = lambda runner, action: None,
+    read_input: Callable[[], None] | None = None,
+) -> tuple[InstanceRunner, MemoryAddresses]:
     params = InstanceParams(
         name="VI",
         vrid=7,
@@ -60,7 +67,8 @@ def runner(interval: float = 0.05, priority: int = 100) -> tuple[InstanceRunner,
         primary_address=IPv4Address("192.0.2.11"),
         vips=(VIP,),
     )
-    addresses = MemoryAddresses({"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
+    if addresses is None:
+        addresses = MemoryAddresses({"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
     return (
         InstanceRunner(
             Timed(params),
@@ -70,10 +78,17 @@ def runner(interval: float = 0.05, priority: int = 100) -> tuple[InstanceRunner,
             announcer=RecordingAnnouncer(),
             held=[HeldAddress(VIP, "eth0")],
             garp=GarpSettings(burst=1, delay=0),
-            on_action=lambda runner, action: None,
+            on_action=on_action,
+            read_input=read_input,
         ),
         addresses,
     )
+
+
+def announcements(run: InstanceRunner) -> list[object]:
+    announcer = run._announcer
+    assert isinstance(announcer, RecordingAnnouncer)
+    return list(announcer.announcements)
 
 
 def holds(addresses: MemoryAddresses) -> bool:
@@ -128,12 +143,10 @@ async def test_a_mastership_that_ended_before_its_vips_were_added_adds_and_annou
     assert run.state is VrrpState.MASTER
     run.feed(LinkChanged(up=False))
     assert run.machine.state is VrrpState.FAULT
-    announcer = run._announcer
-    assert isinstance(announcer, RecordingAnnouncer)
     await run.close()  # works off the whole queue
     assert not holds(addresses)
     assert addresses.ledger.entries() == frozenset()
-    assert announcer.announcements == []
+    assert announcements(run) == []
 
 
 async def test_fault_removes_the_vips_at_once() -> None:
@@ -233,32 +246,13 @@ class SlowAddresses(MemoryAddresses):
 
 async def test_a_step_down_while_the_vip_is_being_added_announces_nothing() -> None:
     addresses = SlowAddresses()
-    announcer = RecordingAnnouncer()
-    params = InstanceParams(
-        name="VI",
-        vrid=7,
-        version=3,
-        priority=255,
-        advert_interval=0.05,
-        primary_address=IPv4Address("192.0.2.11"),
-        vips=(VIP,),
-    )
-    run = InstanceRunner(
-        VrrpMachine(params),
-        advert=Advert(VrrpVersion.V3, 7, 255, 5, (VIP.ip,)),
-        sender=Sent(),
-        addresses=addresses,
-        announcer=announcer,
-        held=[HeldAddress(VIP, "eth0")],
-        garp=GarpSettings(burst=1, delay=0),
-        on_action=lambda runner, action: None,
-    )
+    run, _ = runner(priority=255, addresses=addresses)
     run.feed(Startup())  # the owner: master at once, the add starts
     await asyncio.wait_for(addresses.adding.wait(), 2)
     run.feed(LinkChanged(up=False))  # gone while the kernel adds
     addresses.proceed.set()
     await run.close()
-    assert announcer.announcements == []
+    assert announcements(run) == []
     assert not holds(addresses)
 
 
@@ -273,25 +267,7 @@ async def test_adverts_waiting_in_the_socket_go_in_before_a_timeout() -> None:
         while waiting:
             run.feed(waiting.pop())
 
-    params = InstanceParams(
-        name="VI",
-        vrid=7,
-        version=3,
-        priority=100,
-        advert_interval=0.05,
-        primary_address=IPv4Address("192.0.2.11"),
-        vips=(VIP,),
-    )
-    addresses = MemoryAddresses({"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
-    announcer = RecordingAnnouncer()
-    run = InstanceRunner(
-        VrrpMachine(params),
-        advert=Advert(VrrpVersion.V3, 7, 100, 5, (VIP.ip,)),
-        sender=Sent(),
-        addresses=addresses,
-        announcer=announcer,
-        held=[HeldAddress(VIP, "eth0")],
-        garp=GarpSettings(burst=1, delay=0),
+    run, addresses = runner(
         on_action=lambda runner, action: (
             states.append(action.new) if isinstance(action, StateChanged) else None
         ),
@@ -302,5 +278,5 @@ async def test_adverts_waiting_in_the_socket_go_in_before_a_timeout() -> None:
     assert run.state is VrrpState.BACKUP
     assert VrrpState.MASTER in states  # the timeout still counted first, for a moment
     await run.close()
-    assert announcer.announcements == []
+    assert announcements(run) == []
     assert not holds(addresses)
