@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 
@@ -118,45 +119,61 @@ class Attempt:
     error: str | None
 
 
-class Client:
-    """Requests to the VIP in a loop, from a thread inside the client's namespace."""
+Record = TypeVar("Record")
 
-    def __init__(self, host: Host) -> None:
+
+class Recorder(Generic[Record]):
+    """A loop in a thread inside `host`'s namespace that appends records until stopped;
+    `records()` reads them meanwhile, `stop()` ends the loop and raises what it raised."""
+
+    def __init__(self, host: Host, name: str) -> None:
         self._host = host
         self._stop = threading.Event()
-        self._attempts: list[Attempt] = []
+        self._records: list[Record] = []
         self._lock = threading.Lock()
         self._failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, name="client")
+        self._thread = threading.Thread(target=self._run, name=name)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> list[Attempt]:
-        """Stop the loop (if it was started) and return every attempt made."""
+    def stop(self) -> list[Record]:
+        """Stop the loop (if it was started) and return every record taken."""
         self._stop.set()
         if self._thread.ident is None:
             return []
-        self._thread.join(timeout=REQUEST_TIMEOUT * 5)
+        self._thread.join(timeout=30)
         if self._failure:
             raise self._failure[0]
-        return self.attempts()
+        return self.records()
 
-    def attempts(self) -> list[Attempt]:
+    def records(self) -> list[Record]:
         with self._lock:
-            return list(self._attempts)
+            return list(self._records)
+
+    def _record(self, record: Record) -> None:
+        with self._lock:
+            self._records.append(record)
 
     def _run(self) -> None:
         try:
-            self._host.call(self._loop)
+            self._host.call(self._body)
         except BaseException as error:
             self._failure.append(error)
 
-    def _loop(self) -> None:
+    def _body(self) -> None:
+        raise NotImplementedError
+
+
+class Client(Recorder[Attempt]):
+    """Requests to the VIP in a loop, from a thread inside the client's namespace."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host, "client")
+
+    def _body(self) -> None:
         while not self._stop.is_set():
-            attempt = request_once()
-            with self._lock:
-                self._attempts.append(attempt)
+            self._record(request_once())
             self._stop.wait(REQUEST_PACE)
 
 
@@ -217,41 +234,16 @@ class Sample:
     weights: Mapping[str, int] | None
 
 
-class TableWatch:
+class TableWatch(Recorder[Sample]):
     """Reads the director's IPVS table over netlink every WATCH_INTERVAL s, from a thread
     inside its namespace, until stopped; far finer than ipvsadm runs in the one-vCPU VM."""
 
     def __init__(self, host: Host) -> None:
-        self._host = host
+        super().__init__(host, "table-watch")
         self._key = AddressKey(TransportProtocol.TCP, ip_address(VIP), VIP_PORT)
-        self._stop = threading.Event()
-        self._samples: list[Sample] = []
-        self._lock = threading.Lock()
-        self._failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, name="table-watch")
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> list[Sample]:
-        """Stop reading (if it was started) and return every sample taken."""
-        self._stop.set()
-        if self._thread.ident is None:
-            return []
-        self._thread.join(timeout=30)
-        if self._failure:
-            raise self._failure[0]
-        return self.samples()
-
-    def samples(self) -> list[Sample]:
-        with self._lock:
-            return list(self._samples)
-
-    def _run(self) -> None:
-        try:
-            self._host.call(lambda: asyncio.run(self._loop()))
-        except BaseException as error:
-            self._failure.append(error)
+    def _body(self) -> None:
+        asyncio.run(self._loop())
 
     async def _loop(self) -> None:
         async with NetlinkIpvsTable() as port:
@@ -262,8 +254,7 @@ class TableWatch:
                     if service is None
                     else {str(d.address): d.weight for d in service.destinations}
                 )
-                with self._lock:
-                    self._samples.append(Sample(time.monotonic(), weights))
+                self._record(Sample(time.monotonic(), weights))
                 await asyncio.sleep(WATCH_INTERVAL)
 
 
@@ -311,12 +302,12 @@ def test_a_stopped_real_server_leaves_after_fall_and_returns_after_rise(
         )
         client.start()
         wait_until(
-            lambda: {a.server for a in client.attempts()} >= set(REAL_SERVERS),
+            lambda: {a.server for a in client.records()} >= set(REAL_SERVERS),
             SETTLE,
             interval=0.05,
             what="responses from all three real servers",
         )
-        before_stop = client.attempts()
+        before_stop = client.records()
         assert {a.server for a in before_stop if a.server} == set(REAL_SERVERS)
         assert [a for a in before_stop if a.error] == []
 
@@ -336,7 +327,7 @@ def test_a_stopped_real_server_leaves_after_fall_and_returns_after_rise(
         }
         # Enough traffic after the removal for "no failure from then on" to mean something.
         wait_until(
-            lambda: sum(1 for a in client.attempts() if a.started > removed_seen + MARGIN) >= 30,
+            lambda: sum(1 for a in client.records() if a.started > removed_seen + MARGIN) >= 30,
             30,
             interval=0.05,
             what="30 requests after the removal",
@@ -353,7 +344,7 @@ def test_a_stopped_real_server_leaves_after_fall_and_returns_after_rise(
         )
         back_seen = time.monotonic()
         wait_until(
-            lambda: any(a.server == "rs1" and a.started > restarted_at for a in client.attempts()),
+            lambda: any(a.server == "rs1" and a.started > restarted_at for a in client.records()),
             20,
             interval=0.05,
             what="the client served by rs1 again",
@@ -439,7 +430,7 @@ def test_a_restarted_checker_keeps_a_failed_real_server_out(
         old_checker = director.child_pid(CHECKER)
         assert old_checker is not None
         watch.start()
-        wait_until(lambda: len(watch.samples()) >= 5, 30, what="the table watch reading")
+        wait_until(lambda: len(watch.records()) >= 5, 30, what="the table watch reading")
         killed_at = time.monotonic()
         os.kill(old_checker, signal.SIGKILL)
         wait_until(
