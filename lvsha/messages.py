@@ -7,10 +7,18 @@ types raises `MessageError`: the receiver logs it and carries on.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import pickle
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias, get_type_hints
+
+from lvsha.config.model import LvshaConfig
+
+MAX_LINE = 256 * 1024 * 1024
+"""The longest channel line a reader accepts: an `ApplyConfig` carries a whole configuration
+(a file of 10,000 real servers is a few MiB; the configuration size limit is what bounds it)."""
 
 
 class MessageError(ValueError):
@@ -49,10 +57,62 @@ class VrrpRoles:
         return dict(self.states).get(instance)
 
 
-Message: TypeAlias = ChildReady | VrrpStateChanged | VrrpRoles
+@dataclass(frozen=True, slots=True)
+class ApplyConfig:
+    """Parent -> child: run this configuration from now on, changing only what differs from
+    the one running. The parent has validated it; the child never parses or validates a file,
+    so applying costs it no more than unpickling a finished model. The VRRP child gets the
+    configuration without its virtual servers (`for_vrrp`): its size does not grow with the
+    real servers. The child answers with `ConfigApplied` for the same generation."""
+
+    kind: ClassVar[str] = "apply_config"
+    generation: int
+    digest: str
+    """SHA-256 of the file's text, in hex: what the logs, events and metrics name."""
+    snapshot: str
+    """The validated `LvshaConfig`, pickled, in base64 (the parent is trusted: it started us)."""
+
+    @classmethod
+    def of(cls, generation: int, digest: str, config: LvshaConfig) -> ApplyConfig:
+        data = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        return cls(generation, digest, base64.b64encode(data).decode("ascii"))
+
+    def config(self) -> LvshaConfig:
+        """The configuration; raises MessageError when the snapshot is not one."""
+        try:
+            config = pickle.loads(base64.b64decode(self.snapshot, validate=True))
+        except Exception as exc:  # whatever unpickling raises, this is no configuration
+            raise MessageError(f"{self.kind}: the snapshot does not unpickle: {exc}") from None
+        if not isinstance(config, LvshaConfig):
+            raise MessageError(f"{self.kind}: the snapshot is a {type(config).__name__}")
+        return config
+
+
+def for_vrrp(config: LvshaConfig) -> LvshaConfig:
+    """What the VRRP child needs of a configuration: everything but the virtual servers."""
+    return config.model_copy(update={"virtual_servers": []})
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigApplied:
+    """Child -> parent: the outcome of `ApplyConfig` of this generation.
+
+    `ok`: the child now runs it. Otherwise `errors` says what failed, and the child has gone
+    back to the configuration it ran before, entirely; where it could not, `left` says exactly
+    what state it left (empty when the rollback was complete)."""
+
+    kind: ClassVar[str] = "config_applied"
+    generation: int
+    ok: bool
+    errors: tuple[str, ...] = ()
+    left: str = ""
+
+
+Message: TypeAlias = ChildReady | VrrpStateChanged | VrrpRoles | ApplyConfig | ConfigApplied
 
 _KINDS: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (ChildReady, VrrpStateChanged, VrrpRoles)
+    cls.kind: cls
+    for cls in (ChildReady, VrrpStateChanged, VrrpRoles, ApplyConfig, ConfigApplied)
 }
 
 
@@ -89,6 +149,12 @@ def _typed(kind: str, name: str, hint: Any, value: Any) -> Any:
         return value
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint == tuple[str, ...] and isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise MessageError(f"{kind}.{name}: expected a list of strings")
+        return tuple(value)
     if hint == tuple[tuple[str, str], ...] and isinstance(value, list):
         pairs = []
         for item in value:

@@ -9,7 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 
 from lvsha.daemon.supervisor import CHANNEL_FD_ENV
-from lvsha.messages import Message, MessageError, decode, encode
+from lvsha.messages import MAX_LINE, Message, MessageError, decode, encode
 
 log = logging.getLogger("lvsha.channel")
 
@@ -26,7 +26,9 @@ class ParentChannel:
 
     async def open(self) -> None:
         if self._sock is not None:
-            self._reader, self._writer = await asyncio.open_connection(sock=self._sock)
+            self._reader, self._writer = await asyncio.open_connection(
+                sock=self._sock, limit=MAX_LINE
+            )
 
     def send(self, message: Message) -> None:
         if self._writer is None or self._writer.is_closing():

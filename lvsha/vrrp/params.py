@@ -12,6 +12,15 @@ SCRIPT_PREFIX = "script:"
 INTERFACE_PREFIX = "interface:"
 
 
+InstanceIdentity = tuple[str, int, str]
+"""(interface, VRID, family): what makes a VRRP instance the same one on the wire."""
+
+
+def instance_identity(inst: VrrpInstance) -> InstanceIdentity:
+    """An instance's identity across configurations: a renamed instance is the same one."""
+    return (inst.interface, inst.virtual_router_id, inst.family)
+
+
 def sync_group_of(config: LvshaConfig, instance: str) -> str | None:
     for name, group in config.sync_groups.items():
         if instance in group.instances:
