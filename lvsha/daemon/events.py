@@ -34,12 +34,12 @@ import json
 import logging
 import os
 import socket
-import stat
 import struct
 import termios
 import time
 from collections.abc import Callable
 
+from lvsha.daemon.unixsock import SocketPathError, listen_unix, unlink_if_ours
 from lvsha.ratelimit import DEFAULT_INTERVAL, RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -242,22 +242,13 @@ class EventStream:
         if self._listener is not None:
             raise RuntimeError("event stream already started")
         gid = self._group_id()
-        self._remove_stale_socket()
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            listener.bind(self.path)
-            # Set before listen(): until then nobody can connect through looser permissions.
-            os.chmod(self.path, self.mode)
-            if gid is not None:
-                os.chown(self.path, -1, gid)
-            self._socket_inode = os.stat(self.path).st_ino
-            listener.listen(LISTEN_BACKLOG)
-            listener.setblocking(False)
-        except BaseException:
-            listener.close()
-            self._unlink_own_socket()
-            raise
+            listener = listen_unix(
+                self.path, self.mode, gid, LISTEN_BACKLOG, what="event socket", log=logger
+            )
+        except SocketPathError as exc:
+            raise EventStreamError(str(exc)) from None
+        self._socket_inode = os.stat(self.path).st_ino
         self._listener = listener
         self._accepting = asyncio.get_running_loop().create_task(
             self._accept_forever(listener), name=f"accept {self.path}"
@@ -423,34 +414,6 @@ class EventStream:
                 f"event socket group {self.group!r} does not exist: create it or choose another"
             ) from None
 
-    def _remove_stale_socket(self) -> None:
-        try:
-            status = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(status.st_mode):
-            raise EventStreamError(
-                f"{self.path} exists and is not a socket: move it away or choose another path"
-            )
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(1.0)
-        try:
-            probe.connect(self.path)
-        except ConnectionRefusedError:
-            logger.info("replacing stale event socket %s", self.path)
-            os.unlink(self.path)
-            return
-        except OSError as error:
-            raise EventStreamError(f"cannot check {self.path}: {error}") from None
-        finally:
-            probe.close()
-        raise EventStreamError(
-            f"{self.path} is in use by another running process: stop it or choose another path"
-        )
-
     def _unlink_own_socket(self) -> None:
-        # Only our own socket: a newer process may have replaced it already.
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(self.path).st_ino == self._socket_inode:
-                os.unlink(self.path)
+        unlink_if_ours(self.path, self._socket_inode)
         self._socket_inode = None
