@@ -65,6 +65,8 @@ class _Child:
     failed_starts: int = 0
     """Runs in a row that ended before the child said it was ready."""
     last_failure: str | None = None
+    removed: bool = False
+    """Stopped for good by `Supervisor.remove` (a reload that no longer needs it)."""
 
 
 class Supervisor:
@@ -98,6 +100,7 @@ class Supervisor:
         self._starting = 0
         """Children being spawned: their pid is not known yet, so no orphan hunt meanwhile."""
         self._hunt_deferred = False
+        self._watchers: dict[str, asyncio.Task[None]] = {}
 
     def specs(self) -> list[ChildSpec]:
         return [c.spec for c in self._children]
@@ -114,11 +117,13 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
         try:
-            watchers = [asyncio.create_task(self._keep_running(c)) for c in self._children]
+            for child in self._children:
+                self._watch(child)
             await self._stopping.wait()
             sd_notify("STOPPING=1")
             for child in reversed(self._children):
                 await self._stop(child)
+            watchers = list(self._watchers.values())
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
@@ -128,6 +133,40 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
         log.info("stopped")
         return self._exit_code
+
+    def _watch(self, child: _Child) -> None:
+        self._watchers[child.spec.name] = asyncio.create_task(
+            self._keep_running(child), name=f"child {child.spec.name}"
+        )
+
+    def running(self) -> list[str]:
+        """The children kept running (started or restarting), in start order."""
+        return [c.spec.name for c in self._children]
+
+    def add(self, spec: ChildSpec) -> None:
+        """Start one more child (a reload that needs it) and keep it running like the others.
+        Call it while `run` runs."""
+        if any(c.spec.name == spec.name for c in self._children):
+            raise ValueError(f"a {spec.name} child is already running")
+        child = _Child(spec)
+        self._children.append(child)
+        self._watch(child)
+
+    async def remove(self, name: str) -> None:
+        """Stop one child for good (a reload that no longer needs it), as at shutdown."""
+        for child in self._children:
+            if child.spec.name == name:
+                break
+        else:
+            return
+        child.removed = True
+        await self._stop(child)
+        watcher = self._watchers.pop(name, None)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        self._children.remove(child)
+        log.info("%s child stopped: the configuration no longer needs it", name)
 
     def send(self, child_name: str, message: Message) -> bool:
         """Write one message to a running child's channel; False when it is not running."""
@@ -168,7 +207,7 @@ class Supervisor:
             self._reap_orphans()
             if self.on_exited is not None:
                 self.on_exited(child.spec.name)
-            if self._stopping.is_set():
+            if self._stopping.is_set() or child.removed:
                 return
             ran = time.monotonic() - child.started_at
             if ran >= self.STABLE_AFTER:
