@@ -32,7 +32,6 @@ from lvsha.daemon.child import (
 )
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
-from lvsha.daemon.notify import Notifier
 from lvsha.messages import ChildReady
 from lvsha.net.addresses import NetlinkAddresses
 from lvsha.net.announce import PacketAnnouncer
@@ -40,6 +39,7 @@ from lvsha.net.ledger import LEDGER_FILE, AddressLedger
 from lvsha.net.links import LinkMonitor
 from lvsha.vrrp.engine import StartupError, VrrpEngine
 from lvsha.vrrp.events import VrrpState
+from lvsha.vrrp.notify import Notifier
 
 log = logging.getLogger("lvsha.vrrp")
 

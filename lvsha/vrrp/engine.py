@@ -19,7 +19,6 @@ from typing import Literal
 from lvsha.checks.script import ScriptCommand
 from lvsha.config.model import LvshaConfig
 from lvsha.config.vrrp import Notify
-from lvsha.daemon.notify import Notifier, NotifyHooks, NotifyState, Transition
 from lvsha.messages import Message, VrrpStateChanged
 from lvsha.net.addresses import AddressPort
 from lvsha.net.announce import Announcer
@@ -38,6 +37,7 @@ from lvsha.vrrp.events import (
 )
 from lvsha.vrrp.instance import HeldAddress, InstanceRunner
 from lvsha.vrrp.machine import VrrpMachine
+from lvsha.vrrp.notify import Notifier, NotifyHooks, NotifyState, Transition
 from lvsha.vrrp.params import (
     INTERFACE_PREFIX,
     SCRIPT_PREFIX,

@@ -38,7 +38,7 @@ async def main() -> None:
 asyncio.run(main())
 """,
     "notify": """
-from lvsha.daemon.notify import Notifier, NotifyHooks, NotifyState, Transition
+from lvsha.vrrp.notify import Notifier, NotifyHooks, NotifyState, Transition
 async def main() -> None:
     hooks = NotifyHooks(master=command, timeout=1000.0)
     Notifier().notify(hooks, Transition.instance("VI", NotifyState.MASTER, 100))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lvsha.checks.script import ScriptCommand
-from lvsha.daemon.notify import (
+from lvsha.vrrp.notify import (
     Notifier,
     NotifyHooks,
     NotifyState,
@@ -188,7 +188,7 @@ async def test_notify_returns_at_once(tmp_path: Path) -> None:
 async def test_a_hanging_hook_is_killed_and_the_next_one_runs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="lvsha.daemon.notify")
+    caplog.set_level(logging.INFO, logger="lvsha.vrrp.notify")
     pids, log = tmp_path / "pids", tmp_path / "hooks"
     hanging = shell(f"trap '' TERM; echo $$ > \"{pids}\"; sleep 30 & wait")
     notifier = Notifier()
@@ -204,7 +204,7 @@ async def test_a_hanging_hook_is_killed_and_the_next_one_runs(
 
 
 async def test_exit_status_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="lvsha.daemon.notify")
+    caplog.set_level(logging.INFO, logger="lvsha.vrrp.notify")
     notifier = Notifier()
     hooks = NotifyHooks(master=shell("echo 'vip add failed' >&2; exit 3"), any=shell("exit 0"))
     notifier.notify(hooks, Transition.instance("VI_1", MASTER, 150))
