@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
+from typing import Literal
 
 from lvsha.drill.capture import (
     AddressEvent,
@@ -34,6 +35,7 @@ from lvsha.drill.events import EventStreamError
 from lvsha.drill.lab import Host, LabError, wait_until
 from lvsha.drill.probe import Probe, VipProber, measure_outage
 from lvsha.drill.vip_removal import VipRemover
+from lvsha.vrrp.params import master_down_interval
 
 DirectorLauncher = Callable[[Host, Path], "subprocess.Popen[bytes]"]
 """Starts a director process in a host, given its configuration file."""
@@ -66,10 +68,12 @@ class Election:
     vip: IPv4Interface
     interface: str
     advert_interval: float
+    version: Literal[2, 3] = 3
 
     def master_down_interval(self, priority: int) -> float:
-        # RFC 5798 6.1: 3 x Master_Adver_Interval + Skew_Time.
-        return 3 * self.advert_interval + (256 - priority) * self.advert_interval / 256
+        """A backup's Master_Down_Interval at `priority`, by the VRRP machine's own rule
+        (Skew_Time differs between v2 and v3)."""
+        return master_down_interval(self.version, priority, self.advert_interval)
 
 
 @dataclass(frozen=True, slots=True)

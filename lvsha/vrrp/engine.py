@@ -41,17 +41,20 @@ from lvsha.vrrp.notify import Notifier, NotifyHooks, NotifyState, Transition
 from lvsha.vrrp.params import (
     INTERFACE_PREFIX,
     SCRIPT_PREFIX,
+    advert_for,
     instance_params,
+    is_address_owner,
+    receiving_instance,
     source_address,
     sync_group_of,
     trackers,
 )
-from lvsha.vrrp.receive import DropLog, advert_event, receiving_instance
+from lvsha.vrrp.receive import DropLog, advert_event
 from lvsha.vrrp.socket import VrrpSocket, VrrpSocketSettings
 from lvsha.vrrp.syncgroup import SyncGroup
 from lvsha.vrrp.track_script import TrackScriptParams, TrackScriptRunner
 from lvsha.vrrp.tracking import TrackingState
-from lvsha.vrrp.wire import Advert, AuthType, ReceivedAdvert, VrrpVersion
+from lvsha.vrrp.wire import ReceivedAdvert
 
 log = logging.getLogger("lvsha.vrrp")
 
@@ -88,22 +91,6 @@ def notify_hooks(notify: Notify, user: str | None, security: bool) -> NotifyHook
         stop=command(notify.stop),
         any=command(notify.any),
         timeout=notify.timeout,
-    )
-
-
-def advert_for(config: LvshaConfig, name: str) -> Advert:
-    """The advert this instance sends, priority aside (each SendAdvert sets it)."""
-    inst = config.vrrp_instances[name]
-    v2 = inst.version == 2
-    password = inst.authentication.password.encode()[:8] if inst.authentication else b""
-    return Advert(
-        version=VrrpVersion(inst.version),
-        vrid=inst.virtual_router_id,
-        priority=inst.priority,
-        advert_interval=int(inst.advert_interval) if v2 else round(inst.advert_interval * 100),
-        addresses=tuple(vip.address.ip for vip in inst.virtual_ipaddresses),
-        auth_type=AuthType.SIMPLE_PASSWORD if v2 and password else AuthType.NONE,
-        auth_data=password if v2 else b"",
     )
 
 
@@ -173,7 +160,7 @@ class VrrpEngine:
         params = instance_params(self.config, name, source)
         machine = VrrpMachine(params)
         settings = VrrpSocketSettings(inst.interface, source, tuple(inst.unicast_peers))
-        if family == 4 and inst.priority != 255:
+        if family == 4 and not is_address_owner(inst):
             # A returning owner advertises from the address we may hold as its VIP: Linux
             # drops such packets without accept_local, and we would never step down.
             ensure_accept_local(inst.interface)
@@ -198,7 +185,7 @@ class VrrpEngine:
         garp = inst.garp
         runner = InstanceRunner(
             machine,
-            advert=advert_for(self.config, name),
+            advert=advert_for(inst),
             sender=sock,
             addresses=self._addresses,
             announcer=self._announcer,

@@ -68,6 +68,20 @@ class ClockWentBackwardsError(VrrpError):
     pass
 
 
+def advert_interval_units(version: Literal[2, 3], seconds: float) -> int:
+    """The advert interval as the wire carries it: whole seconds 1..255 in v2 (RFC 3768
+    section 5.3.7), centiseconds 1..4095 in v3 (RFC 5798 section 5.2.7). Raises ValueError
+    for a value the version cannot carry. `lvsha.vrrp.params` hands it to everyone else."""
+    if version == 2:
+        if seconds != int(seconds) or not 1 <= seconds <= 255:
+            raise ValueError(f"v2 advert interval {seconds} s is not 1..255 s")
+        return int(seconds)
+    centis = seconds * 100
+    if abs(centis - round(centis)) > 1e-6 or not 1 <= round(centis) <= 4095:
+        raise ValueError(f"v3 advert interval {seconds} s is not 0.01..40.95 s in steps of 0.01 s")
+    return round(centis)
+
+
 def skew_time(version: Literal[2, 3], priority: int, master_adver_interval: float) -> float:
     """RFC 3768 section 6.1 (v2) and RFC 5798 section 6.1 (v3)."""
     if version == 2:
@@ -132,19 +146,10 @@ class InstanceParams:
             raise ValueError(f"{where}: nopreempt and preempt_delay need initial state BACKUP")
 
     def _check_advert_interval(self, where: str) -> None:
-        interval = self.advert_interval
-        if self.version == 2:
-            # RFC 3768 section 5.3.7: an 8-bit count of whole seconds.
-            if interval != int(interval) or not 1 <= interval <= 255:
-                raise ValueError(f"{where}: v2 advert interval {interval} s is not 1..255 s")
-        else:
-            # RFC 5798 section 5.2.7: a 12-bit count of centiseconds.
-            centis = interval * 100
-            if abs(centis - round(centis)) > 1e-6 or not 1 <= round(centis) <= 4095:
-                raise ValueError(
-                    f"{where}: v3 advert interval {interval} s is not 0.01..40.95 s "
-                    "in steps of 0.01 s"
-                )
+        try:
+            advert_interval_units(self.version, self.advert_interval)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
 
 
 @dataclass(slots=True)

@@ -1,12 +1,38 @@
-"""From the validated configuration to the plain values the VRRP machine and trackers take."""
+"""From the validated configuration to the plain values the VRRP machine, the wire, the receive
+checks and the trackers take. Everyone else asks here (the drill included): each value derived
+from an instance's configuration is derived once."""
 
 from __future__ import annotations
 
 from lvsha.config.model import LvshaConfig
 from lvsha.config.vrrp import VrrpInstance
 from lvsha.vrrp.events import Address
-from lvsha.vrrp.machine import InitialState, InstanceParams
+from lvsha.vrrp.machine import (
+    OWNER_PRIORITY,
+    InitialState,
+    InstanceParams,
+    advert_interval_units,
+    master_down_interval,
+)
 from lvsha.vrrp.tracking import Tracker
+from lvsha.vrrp.wire import Advert, AuthType, ReceivingInstance, VrrpVersion
+
+__all__ = [
+    "INTERFACE_PREFIX",
+    "OWNER_PRIORITY",
+    "SCRIPT_PREFIX",
+    "InstanceIdentity",
+    "advert_for",
+    "advert_interval_units",
+    "instance_identity",
+    "instance_params",
+    "is_address_owner",
+    "master_down_interval",
+    "receiving_instance",
+    "source_address",
+    "sync_group_of",
+    "trackers",
+]
 
 SCRIPT_PREFIX = "script:"
 INTERFACE_PREFIX = "interface:"
@@ -66,3 +92,42 @@ def trackers(config: LvshaConfig, name: str) -> list[Tracker]:
         Tracker(INTERFACE_PREFIX + track.interface, track.weight) for track in inst.track_interfaces
     ]
     return found
+
+
+def is_address_owner(inst: VrrpInstance) -> bool:
+    """Priority 255: this router owns the VIPs (RFC 5798 section 5.2.4)."""
+    return inst.priority == OWNER_PRIORITY
+
+
+def _password(inst: VrrpInstance) -> bytes:
+    # keepalived's auth_pass keeps its first 8 characters, as the packet does.
+    return inst.authentication.password.encode()[:8] if inst.authentication else b""
+
+
+def advert_for(inst: VrrpInstance) -> Advert:
+    """The advert this instance sends, priority aside (each SendAdvert sets it)."""
+    v2 = inst.version == 2
+    password = _password(inst)
+    return Advert(
+        version=VrrpVersion(inst.version),
+        vrid=inst.virtual_router_id,
+        priority=inst.priority,
+        advert_interval=advert_interval_units(inst.version, inst.advert_interval),
+        addresses=tuple(vip.address.ip for vip in inst.virtual_ipaddresses),
+        auth_type=AuthType.SIMPLE_PASSWORD if v2 and password else AuthType.NONE,
+        auth_data=password if v2 else b"",
+    )
+
+
+def receiving_instance(inst: VrrpInstance) -> ReceivingInstance:
+    """What received adverts are checked against: adverts carry only the non-excluded VIPs."""
+    password = _password(inst)
+    return ReceivingInstance(
+        vrid=inst.virtual_router_id,
+        version=VrrpVersion(inst.version),
+        advert_interval=advert_interval_units(inst.version, inst.advert_interval),
+        virtual_addresses=frozenset(vip.address.ip for vip in inst.virtual_ipaddresses),
+        address_owner=is_address_owner(inst),
+        auth_type=AuthType.SIMPLE_PASSWORD if password else AuthType.NONE,
+        auth_password=password,
+    )
