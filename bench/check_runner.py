@@ -19,10 +19,10 @@ import resource
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from lvsha.checks.pool import CheckPool, RealServerVerdict, raise_file_limit
+from lvsha.checks.pool import CheckPool, raise_file_limit
 from lvsha.checks.targets import check_plan
+from lvsha.checks.verdict import Health, RealServerVerdict
 from lvsha.config import load_file
-from lvsha.ipvs.desired import Health
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-from lvsha.checks.pool import RealServerVerdict
+from lvsha.checks.verdict import Health, RealServerVerdict
 from lvsha.config import load_text
-from lvsha.ipvs.desired import Health
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.model import (
     AddressKey,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lvsha.checks.state import CheckTransitionError
-from lvsha.checks.targets import RealServerId
+from lvsha.checks.verdict import RealServerId
 
 log = logging.getLogger(__name__)
 

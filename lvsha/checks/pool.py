@@ -42,9 +42,9 @@ from lvsha.checks.state import (
     presumed_status,
     real_server_status,
 )
-from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools, RealServerId
+from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools
 from lvsha.checks.tcp_fast import DeadlineTimer, ProbeCallback, TcpConnector
-from lvsha.ipvs.desired import Health, Verdict
+from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict
 from lvsha.stats import RecentSamples
 
 log = logging.getLogger(__name__)
@@ -170,26 +170,6 @@ class ProbeScheduler(Generic[K]):
         if next_due is not None:
             self.schedule(key, next_due)
         return self.start_due(now)
-
-
-@dataclass(frozen=True, slots=True)
-class RealServerVerdict:
-    """What the checks (or an operator) say about one real server, published when it changes."""
-
-    real_server: RealServerId
-    health: Health
-    weight: int | None
-    """A dynamic weight from a script check; None keeps the configured weight."""
-    reason: str
-    check: str | None
-    """The check whose result changed the verdict, e.g. "tcp 192.0.2.21:80"; None otherwise."""
-    at: float
-    """Event loop time of the change."""
-
-    @property
-    def verdict(self) -> Verdict:
-        """As `lvsha.ipvs.desired` takes it."""
-        return Verdict(self.health, self.weight)
 
 
 VerdictListener = Callable[[RealServerVerdict], None]

@@ -3,9 +3,13 @@
 Each (virtual server, real server, check) of the configuration becomes one `CheckTarget`. Its
 `key` holds everything that decides what the probe does and when (type, target address and port,
 every probe parameter, timing and warm-up), so identical checks of a real server that several
-virtual servers share have one key, and the pool runs them once. A script check also passes its
-virtual service to the program (LVSHA_VS), so script checks are shared only within one virtual
-server.
+virtual servers share have one key, and the pool runs them once. A script check also tells the
+program which virtual service, real server and check it runs for (LVSHA_VS, LVSHA_CHECK), so
+script checks are never shared.
+
+Nothing here depends on where a virtual server stands in the file (only `origin`, which is for
+messages): a reload that inserts a virtual server before others changes no key and no
+`RealServerId`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from lvsha.checks.state import CheckParams
 from lvsha.checks.tcp import probe_tcp
 from lvsha.checks.tcp_fast import ProbeCallback, TcpAttempt, TcpConnector, TcpEndpoint
 from lvsha.checks.udp import ReplyMatch, UdpParams, probe_udp
+from lvsha.checks.verdict import RealServerId, host_port
 from lvsha.config.checks import (
     Check,
     CheckTiming,
@@ -47,26 +52,6 @@ from lvsha.config.lvs import RealServer, VirtualServer
 from lvsha.config.model import LvshaConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RealServerId:
-    """A real server of one virtual server: (index in `virtual_servers`, address, port)."""
-
-    virtual_server: int
-    address: str
-    """Canonical text form (`ipaddress`), so "2001:DB8::0:1" and "2001:db8::1" are one server."""
-    port: int
-    virtual_server_name: str | None = field(default=None, compare=False)
-    """The virtual server's `name`, for logs and maintenance files; not part of the identity."""
-
-    def __str__(self) -> str:
-        service = self.virtual_server_name or f"virtual_servers[{self.virtual_server}]"
-        return f"{service} {host_port(self.address, self.port)}"
-
-
-def host_port(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +196,9 @@ def check_plan(config: LvshaConfig) -> CheckPlan:
     targets: list[CheckTarget] = []
     real_servers: list[RealServerId] = []
     for vs_index, vs in enumerate(config.virtual_servers):
+        service = virtual_service_id(vs)
         for rs_index, rs in enumerate(vs.real_servers):
-            real_server = real_server_id(vs_index, vs, rs)
+            real_server = real_server_id(vs, rs, service)
             real_servers.append(real_server)
             for check_index, check in enumerate(rs.checks):
                 origin = (
@@ -221,7 +207,9 @@ def check_plan(config: LvshaConfig) -> CheckPlan:
                 targets.append(
                     CheckTarget(
                         real_server=real_server,
-                        probe=_probe(config, vs, real_server, check, origin),
+                        probe=_probe(
+                            config, vs, real_server, check, origin, check_index=check_index
+                        ),
                         params=check_params(check),
                         warmup=_warmup(check),
                         origin=origin,
@@ -230,9 +218,13 @@ def check_plan(config: LvshaConfig) -> CheckPlan:
     return CheckPlan(tuple(targets), tuple(real_servers))
 
 
-def real_server_id(vs_index: int, vs: VirtualServer, rs: RealServer) -> RealServerId:
+def real_server_id(vs: VirtualServer, rs: RealServer, service: str | None = None) -> RealServerId:
+    """`rs`'s identity: its virtual service (`service`, when the caller has it already) and
+    its address and port, whatever the virtual server's place in the file or its name."""
     port = rs.port if rs.port is not None else (vs.port or 0)
-    return RealServerId(vs_index, str(rs.address), port, vs.name)
+    if service is None:
+        service = virtual_service_id(vs)
+    return RealServerId(service, str(rs.address), port, vs.name)
 
 
 def check_params(check: CheckTiming) -> CheckParams:
@@ -261,11 +253,26 @@ def virtual_service_label(vs: VirtualServer) -> str:
     return f"{host_port(address, vs.port or 0)}/{protocol}"
 
 
+def virtual_service_id(vs: VirtualServer) -> str:
+    """The virtual service's identity, as `RealServerId` carries it: what the kernel keys the
+    service by (protocol, address and port; or firewall mark and family), written as
+    `virtual_service_label` writes it, the family added to a firewall mark."""
+    if vs.fwmark is not None:
+        return f"fwmark {vs.fwmark}/{vs.family}"
+    return virtual_service_label(vs)
+
+
 def _probe(
-    config: LvshaConfig, vs: VirtualServer, real_server: RealServerId, check: Check, origin: str
+    config: LvshaConfig,
+    vs: VirtualServer,
+    real_server: RealServerId,
+    check: Check,
+    origin: str,
+    *,
+    check_index: int,
 ) -> Probe:
     if isinstance(check, ScriptCheck):
-        return _script_probe(config, vs, real_server, check, origin)
+        return _script_probe(config, vs, real_server, check, check_index)
     address = str(check.address) if check.address is not None else real_server.address
     if check.bind_address is not None and not isinstance(check, TcpCheck):
         log.warning(
@@ -340,7 +347,7 @@ def _script_probe(
     vs: VirtualServer,
     real_server: RealServerId,
     check: ScriptCheck,
-    origin: str,
+    check_index: int,
 ) -> ScriptProbe:
     command = ScriptCommand(
         argv=check.command,
@@ -352,7 +359,9 @@ def _script_probe(
         real_server_address=real_server.address,
         real_server_port=real_server.port,
         virtual_service=virtual_service_label(vs),
-        check_name=origin,
+        # By identity, not by place in the file (the origin): the check's key includes it.
+        check_name=f"{real_server.virtual_service} "
+        f"{host_port(real_server.address, real_server.port)} checks[{check_index}]",
     )
     return ScriptProbe(command, target, check.timeout)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from lvsha.checks.maintenance import MaintenanceWatcher
 from lvsha.checks.pool import CheckPool, raise_file_limit
 from lvsha.checks.targets import check_plan
+from lvsha.checks.verdict import Health
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
 from lvsha.daemon.child import (
@@ -33,7 +34,6 @@ from lvsha.daemon.child import (
 )
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
-from lvsha.ipvs.desired import Health
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort

@@ -23,27 +23,11 @@ Whether quorum is held is the only memory this needs; it goes in and comes out a
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lvsha.checks.verdict import Health, Verdict
 from lvsha.ipvs.model import Destination, DestinationKey, Service, ServiceKey, ServiceOptions
-
-
-class Health(enum.Enum):
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    DISABLED = "disabled"
-    """Drained by the operator: kept at weight 0 whatever its checks say."""
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the checks (or the operator) currently say about one real server."""
-
-    health: Health
-    weight: int | None = None
-    """A dynamic weight from the checks; None keeps the configured weight."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lvsha.checks.targets import RealServerId, real_server_id
+from lvsha.checks.targets import real_server_id, virtual_service_id
+from lvsha.checks.verdict import RealServerId
 from lvsha.config.lvs import RealServer, SorryServer, VirtualServer
 from lvsha.config.model import LvshaConfig
 from lvsha.ipvs.desired import RealServerSpec, SorryServerSpec, VirtualServiceSpec
@@ -69,10 +70,10 @@ class ConfiguredService:
 def configured_services(config: LvshaConfig) -> tuple[ConfiguredService, ...]:
     """Every virtual server of a configuration as `lvsha.config.load_file` returns it
     (normalized: real server ports, forwarding and inhibit_on_failure already inherited)."""
-    return tuple(configured_service(index, vs) for index, vs in enumerate(config.virtual_servers))
+    return tuple(configured_service(vs) for vs in config.virtual_servers)
 
 
-def configured_service(index: int, vs: VirtualServer) -> ConfiguredService:
+def configured_service(vs: VirtualServer) -> ConfiguredService:
     key = service_key(vs)
     real_servers = tuple(_real_server_spec(vs, rs) for rs in vs.real_servers)
     spec = VirtualServiceSpec(
@@ -84,8 +85,9 @@ def configured_service(index: int, vs: VirtualServer) -> ConfiguredService:
         sorry_server=None if vs.sorry_server is None else _sorry_server_spec(vs, vs.sorry_server),
         inhibit_on_failure=vs.inhibit_on_failure,
     )
+    service = virtual_service_id(vs)
     configured = tuple(
-        ConfiguredRealServer(real_server_id(index, vs, rs), real_server.key, settle_time(rs))
+        ConfiguredRealServer(real_server_id(vs, rs, service), real_server.key, settle_time(rs))
         for rs, real_server in zip(vs.real_servers, real_servers, strict=True)
     )
     return ConfiguredService(spec, configured, vs.name)

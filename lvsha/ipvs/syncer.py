@@ -30,10 +30,9 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 
 from lvsha.checks.flaplog import CoalescingLog
-from lvsha.checks.pool import RealServerVerdict
 from lvsha.checks.state import Presumption
-from lvsha.checks.targets import RealServerId
-from lvsha.ipvs.desired import Health, QuorumState, Verdict, desired_service
+from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict, Verdict
+from lvsha.ipvs.desired import QuorumState, desired_service
 from lvsha.ipvs.model import (
     Destination,
     DestinationKey,

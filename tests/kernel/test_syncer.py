@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from lvsha.checks.pool import RealServerVerdict
+from lvsha.checks.verdict import Health, RealServerVerdict
 from lvsha.config import load_text
-from lvsha.ipvs.desired import Health
 from lvsha.ipvs.model import (
     AddressKey,
     Destination,
@@ -263,9 +262,8 @@ async def test_quorum_swaps_the_sorry_server(port: CountingPort, syncers: list[I
 
 SYNCER_PROCESS = """
 import asyncio, sys
-from lvsha.checks.pool import RealServerVerdict
+from lvsha.checks.verdict import Health, RealServerVerdict
 from lvsha.config import load_text
-from lvsha.ipvs.desired import Health
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.specs import configured_services
 from lvsha.ipvs.syncer import IpvsSyncer

@@ -26,12 +26,12 @@ import dns.message
 import dns.query
 import pytest
 
-from lvsha.checks.pool import CheckPool, RealServerVerdict
+from lvsha.checks.pool import CheckPool
 from lvsha.checks.state import CheckState
-from lvsha.checks.targets import RealServerId, check_plan
+from lvsha.checks.targets import check_plan
+from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict
 from lvsha.config import load_text
 from lvsha.drill.lab import Host, Lab, wait_until
-from lvsha.ipvs.desired import Health
 from tests.netns import servers
 
 pytestmark = pytest.mark.netns
@@ -191,15 +191,16 @@ def run_pool(
     host.call(lambda: asyncio.run(main()))
 
 
-def rs(virtual_server: int, address: str, port: int) -> RealServerId:
-    return RealServerId(virtual_server, address, port)
+def rs(vip_port: int, address: str, port: int) -> RealServerId:
+    """The real server `address`:`port` of the virtual server `virtual_server(vip_port, ...)`."""
+    return RealServerId(f"{VIP}:{vip_port}/tcp", address, port)
 
 
 def test_tcp_listener_stopped_and_restarted(lab: Lab) -> None:
     client, server = lab_hosts(lab)
     listener_args = ("--address", SERVER, "--port", "8080")
     listener = servers.start(server, "tcp", *listener_args)
-    web = rs(0, SERVER, 8080)
+    web = rs(80, SERVER, 8080)
 
     async def scenario(pool: CheckPool, verdicts: VerdictLog, started_at: float) -> None:
         assert verdicts.seen[0].health is Health.UNHEALTHY  # alpha: Down until proven
@@ -235,7 +236,7 @@ def test_http_status_body_digest_and_hang(lab: Lab, tmp_path: Path) -> None:
         server, "http", "--address", SERVER, "--port", "80", "--mode-file", str(mode_file)
     )
     digest = hashlib.md5(servers.PAGE).hexdigest()
-    web = rs(0, SERVER, 80)
+    web = rs(80, SERVER, 80)
 
     async def scenario(pool: CheckPool, verdicts: VerdictLog, started_at: float) -> None:
         up = await verdicts.next_of(web, 1)
@@ -286,7 +287,7 @@ def test_https_self_signed_certificate(lab: Lab, tmp_path: Path) -> None:
         "--cert", str(cert), "--key", str(key),
     )  # fmt: skip
     # One real server in three virtual servers, so each check has a verdict of its own.
-    unverified, verified, trusted = rs(0, SERVER, 443), rs(1, SERVER, 443), rs(2, SERVER, 443)
+    unverified, verified, trusted = rs(443, SERVER, 443), rs(444, SERVER, 443), rs(445, SERVER, 443)
     trusting = f"{{type: https, tls_verify: true, ca_file: '{cert}', alpha: true}}"
     text = config(
         virtual_server(443, SERVER, 443, "{type: https, alpha: true}"),
@@ -318,7 +319,7 @@ def test_udp_echo_server_stopped_and_restarted(lab: Lab) -> None:
     client, server = lab_hosts(lab)
     echo_args = ("--address", SERVER, "--port", "7")
     echo = servers.start(server, "udp", *echo_args)
-    service = rs(0, SERVER, 7)
+    service = rs(7, SERVER, 7)
 
     async def scenario(pool: CheckPool, verdicts: VerdictLog, started_at: float) -> None:
         up = await verdicts.next_of(service, 1)
@@ -375,7 +376,7 @@ def test_dns_server_stopped_and_restarted(lab: Lab) -> None:
     client, server = lab_hosts(lab)
     dnsmasq = start_dnsmasq(server)
     client.call(until_dns_answers)
-    resolver = rs(0, SERVER, 53)
+    resolver = rs(53, SERVER, 53)
     answer = "dns answer for svc.lab.test/A"
 
     def restart() -> None:
@@ -406,7 +407,7 @@ def test_dns_server_stopped_and_restarted(lab: Lab) -> None:
 
 def test_icmp_reachable_cut_off_absent_and_unrouted(lab: Lab) -> None:
     client, server = lab_hosts(lab)
-    live, absent, unrouted = rs(0, SERVER, 80), rs(1, ABSENT, 80), rs(2, UNROUTED, 80)
+    live, absent, unrouted = rs(80, SERVER, 80), rs(81, ABSENT, 80), rs(82, UNROUTED, 80)
     text = config(
         virtual_server(80, SERVER, 80, "{type: icmp, alpha: true}"),
         virtual_server(81, ABSENT, 80, "{type: icmp}"),

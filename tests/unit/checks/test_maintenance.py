@@ -22,15 +22,15 @@ from lvsha.checks.maintenance import (
     drained_by,
     parse_file_name,
 )
-from lvsha.checks.pool import CheckPool, RealServerVerdict
+from lvsha.checks.pool import CheckPool
 from lvsha.checks.state import CheckTransitionError
-from lvsha.checks.targets import CheckPlan, RealServerId
-from lvsha.ipvs.desired import Health
+from lvsha.checks.targets import CheckPlan
+from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict
 
-WEB_21 = RealServerId(0, "192.0.2.21", 80, "web_front")
-WEB_22 = RealServerId(0, "192.0.2.22", 80, "web_front")
-TLS_21 = RealServerId(1, "192.0.2.21", 443, "tls")
-V6 = RealServerId(2, "2001:db8::21", 443)
+WEB_21 = RealServerId("192.0.2.80:80/tcp", "192.0.2.21", 80, "web_front")
+WEB_22 = RealServerId("192.0.2.80:80/tcp", "192.0.2.22", 80, "web_front")
+TLS_21 = RealServerId("192.0.2.80:443/tcp", "192.0.2.21", 443, "tls")
+V6 = RealServerId("[2001:db8::80]:443/tcp", "2001:db8::21", 443)
 SERVERS = (WEB_21, WEB_22, TLS_21, V6)
 ME = pwd.getpwuid(os.getuid()).pw_name
 

@@ -20,7 +20,6 @@ from lvsha.checks.pool import (
     CheckPool,
     LatenessStats,
     ProbeScheduler,
-    RealServerVerdict,
     in_flight_budget,
 )
 from lvsha.checks.result import ProbeResult
@@ -34,13 +33,12 @@ from lvsha.checks.targets import (
     CheckPlan,
     CheckTarget,
     ProbeTools,
-    RealServerId,
     TcpProbe,
     check_plan,
 )
 from lvsha.checks.tcp_fast import ProbeCallback, TcpConnector
+from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict
 from lvsha.config import load_text
-from lvsha.ipvs.desired import Health
 
 # The pure scheduler, on a hand-stepped clock.
 
@@ -215,7 +213,11 @@ def fake_target(
     warmup: float = 0.0,
 ) -> CheckTarget:
     return CheckTarget(
-        RealServerId(vs, address, 80), FakeProbe(name, probes), params, warmup, f"test {name}"
+        RealServerId(f"vs{vs}", address, 80),
+        FakeProbe(name, probes),
+        params,
+        warmup,
+        f"test {name}",
     )
 
 
@@ -435,7 +437,7 @@ async def test_an_operator_disables_and_enables_a_real_server(
     with pytest.raises(CheckTransitionError):
         pool.enable(target.real_server, "again")
     with pytest.raises(KeyError):
-        pool.disable(RealServerId(9, "192.0.2.99", 80), "unknown")
+        pool.disable(RealServerId("vs9", "192.0.2.99", 80), "unknown")
 
 
 class RecordingHttpClient(HttpClient):
@@ -533,7 +535,7 @@ async def test_tcp_checks_through_the_pool(
         pool = pools(check_plan(config))
         queue = pool.verdict_queue()
         pool.start()
-        victim = RealServerId(0, "127.0.0.1", free_ports[1])
+        victim = RealServerId("192.0.2.80:80/tcp", "127.0.0.1", free_ports[1])
         servers[free_ports[1]].close()
         down = await next_verdict(queue, victim, Health.UNHEALTHY)
         assert down.reason == "tcp connect refused"
@@ -553,7 +555,10 @@ async def test_tcp_checks_through_the_pool(
         up = await next_verdict(queue, victim, Health.HEALTHY)
         assert up.reason == "tcp connect ok"
         assert passes_at_up == [2]
-        others = [RealServerId(0, "127.0.0.1", port) for port in (free_ports[0], free_ports[2])]
+        service = "192.0.2.80:80/tcp"
+        others = [
+            RealServerId(service, "127.0.0.1", port) for port in (free_ports[0], free_ports[2])
+        ]
         assert all(pool.verdicts()[rs].health is Health.HEALTHY for rs in others)
         assert asyncio.all_tasks() == {asyncio.current_task()}  # TCP probes run without tasks
     finally:
@@ -568,10 +573,10 @@ async def test_callback_probe_results_fan_out_without_a_task(
     probes: FakeProbes, pools: Callable[..., CheckPool]
 ) -> None:
     first = CheckTarget(
-        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("web", probes), QUICK, 0.0, "t0"
+        RealServerId("vs0", "192.0.2.1", 80), FakeCallbackProbe("web", probes), QUICK, 0.0, "t0"
     )
     second = CheckTarget(
-        RealServerId(1, "192.0.2.1", 80), FakeCallbackProbe("web", probes), QUICK, 0.0, "t1"
+        RealServerId("vs1", "192.0.2.1", 80), FakeCallbackProbe("web", probes), QUICK, 0.0, "t1"
     )
     pool = pools(plan_of(first, second))
     assert pool.distinct_checks == 1
@@ -591,7 +596,7 @@ async def test_a_raising_callback_probe_fails_is_logged_once_and_goes_on(
     probes: FakeProbes, pools: Callable[..., CheckPool], caplog: pytest.LogCaptureFixture
 ) -> None:
     target = CheckTarget(
-        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("bad", probes), QUICK, 0.0, "t"
+        RealServerId("vs0", "192.0.2.1", 80), FakeCallbackProbe("bad", probes), QUICK, 0.0, "t"
     )
     probes.outcome["bad"] = "raise"
     pool = pools(plan_of(target))
@@ -612,7 +617,7 @@ async def test_a_hanging_callback_probe_is_cut_and_cancelled(
 ) -> None:
     params = CheckParams(interval=100.0, timeout=0.05, retries=0)
     target = CheckTarget(
-        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("stuck", probes), params, 0.0, "t"
+        RealServerId("vs0", "192.0.2.1", 80), FakeCallbackProbe("stuck", probes), params, 0.0, "t"
     )
     probes.outcome["stuck"] = "hang"
     pool = pools(plan_of(target), hang_margin=0.05)
@@ -628,7 +633,7 @@ async def test_a_second_verdict_of_a_callback_probe_is_ignored(
     probes: FakeProbes, pools: Callable[..., CheckPool]
 ) -> None:
     target = CheckTarget(
-        RealServerId(0, "192.0.2.1", 80), FakeCallbackProbe("twice", probes), SLOW, 0.0, "t"
+        RealServerId("vs0", "192.0.2.1", 80), FakeCallbackProbe("twice", probes), SLOW, 0.0, "t"
     )
     probes.outcome["twice"] = "twice"
     pool = pools(plan_of(target))
@@ -648,7 +653,9 @@ async def test_close_cancels_callback_probes_in_flight(probes: FakeProbes) -> No
     for name in names:
         probes.outcome[name] = "hang"
     targets = [
-        CheckTarget(RealServerId(0, f"192.0.2.{i}", 80), FakeCallbackProbe(n, probes), SLOW, 0.0, n)
+        CheckTarget(
+            RealServerId("vs0", f"192.0.2.{i}", 80), FakeCallbackProbe(n, probes), SLOW, 0.0, n
+        )
         for i, n in enumerate(names)
     ]
     pool = CheckPool(plan_of(*targets))
@@ -674,7 +681,7 @@ async def test_close_leaves_no_tcp_socket_open() -> None:
         params = CheckParams(interval=100.0, timeout=30.0, retries=0)
         targets = [
             CheckTarget(
-                RealServerId(0, "127.0.0.1", port + i),
+                RealServerId("vs0", "127.0.0.1", port + i),
                 TcpProbe("127.0.0.1", port, 30.0, s),
                 params,
                 0.0,
@@ -713,15 +720,13 @@ async def test_a_flapping_real_server_is_logged_once_then_summarised(
         # the first change is logged as it happens, with its reason
         await wait_for(lambda: len(published) >= 2, "the first down verdict")
         changes = [r.getMessage() for r in caplog.records if "192.0.2.1:80" in r.getMessage()]
-        assert changes == [
-            "virtual_servers[0] 192.0.2.1:80: healthy -> unhealthy (fake web: fake fail)"
-        ]
+        assert changes == ["vs0 192.0.2.1:80: healthy -> unhealthy (fake web: fake fail)"]
         await wait_for(lambda: len(published) >= 21, "20 changes")
         await pool.close()
     changes = [r.getMessage() for r in caplog.records if "192.0.2.1:80" in r.getMessage()]
     assert len(changes) == 2, changes
     assert re.fullmatch(
-        r"virtual_servers\[0\] 192\.0\.2\.1:80: flapped \d+ times in the last \d+ s, now "
+        r"vs0 192\.0\.2\.1:80: flapped \d+ times in the last \d+ s, now "
         r"(healthy|unhealthy) \(fake web: fake (ok|fail)\)",
         changes[1],
     ), changes[1]

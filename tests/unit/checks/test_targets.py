@@ -10,13 +10,13 @@ from lvsha.checks.targets import (
     DnsProbe,
     HttpProbe,
     IcmpProbe,
-    RealServerId,
     ScriptProbe,
     TcpProbe,
     UdpProbe,
     check_plan,
 )
 from lvsha.checks.udp import ReplyMatch
+from lvsha.checks.verdict import RealServerId
 from lvsha.config import load_text
 
 
@@ -62,8 +62,8 @@ virtual_servers:
 def test_identical_checks_of_several_virtual_servers_share_one_key() -> None:
     plan = plan_of(SHARED)
     first, second, third = plan.targets
-    assert first.real_server == RealServerId(0, "192.0.2.21", 80)
-    assert second.real_server == RealServerId(1, "192.0.2.21", 80)
+    assert first.real_server == RealServerId("192.0.2.80:80/tcp", "192.0.2.21", 80)
+    assert second.real_server == RealServerId("192.0.2.80:8080/tcp", "192.0.2.21", 80)
     assert first.real_server != second.real_server
     assert first.key == second.key
     assert first.probe == TcpProbe("192.0.2.21", 80, 2.0)
@@ -76,10 +76,10 @@ def test_identical_checks_of_several_virtual_servers_share_one_key() -> None:
 
 def test_every_real_server_is_listed_even_without_checks() -> None:
     plan = plan_of(SHARED)
-    assert RealServerId(0, "192.0.2.22", 80) in plan.real_servers
+    assert RealServerId("192.0.2.80:80/tcp", "192.0.2.22", 80) in plan.real_servers
     assert len(plan.real_servers) == 4
     assert str(plan.real_servers[0]) == "web 192.0.2.21:80"
-    assert str(plan.real_servers[2]) == "virtual_servers[1] 192.0.2.21:80"
+    assert str(plan.real_servers[2]) == "192.0.2.80:8080/tcp 192.0.2.21:80"
 
 
 def test_warmup_defaults_to_the_interval_and_can_be_set() -> None:
@@ -118,7 +118,7 @@ virtual_servers:
 """
     )
     tcp_port, tcp_address, icmp = plan.targets
-    assert tcp_port.real_server == RealServerId(0, "2001:db8::21", 80)
+    assert tcp_port.real_server == RealServerId("[2001:db8::80]:80/tcp", "2001:db8::21", 80)
     assert tcp_port.probe == TcpProbe("2001:db8::21", 8081, 5.0)
     assert tcp_address.probe == TcpProbe("2001:db8::99", 80, 5.0, source="2001:db8::1")
     assert isinstance(icmp.probe, IcmpProbe)
@@ -286,7 +286,7 @@ virtual_servers:
     assert target.probe.target.real_server_address == "2001:db8::31"
     assert target.probe.target.real_server_port == 25
     assert target.probe.target.virtual_service == "[2001:db8::80]:25/tcp"
-    assert target.probe.target.check_name == "virtual_servers[0].real_servers[0].checks[0]"
+    assert target.probe.target.check_name == "[2001:db8::80]:25/tcp [2001:db8::31]:25 checks[0]"
 
 
 def test_script_checks_are_not_shared_between_virtual_servers() -> None:
@@ -317,4 +317,4 @@ virtual_servers:
 def test_origin_names_the_configuration_path() -> None:
     plan = plan_of(SHARED)
     target = only(plan, "virtual_servers[1].real_servers[0].checks[0]")
-    assert target.real_server.virtual_server == 1
+    assert target.real_server.virtual_service == "192.0.2.80:8080/tcp"

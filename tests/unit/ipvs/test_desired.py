@@ -7,13 +7,12 @@ from ipaddress import ip_address
 
 import pytest
 
+from lvsha.checks.verdict import Health, Verdict
 from lvsha.ipvs.desired import (
     DesiredService,
-    Health,
     QuorumState,
     RealServerSpec,
     SorryServerSpec,
-    Verdict,
     VirtualServiceSpec,
     desired_service,
 )

@@ -18,8 +18,8 @@ import pytest
 from lvsha.checks.pool import CheckPool
 from lvsha.checks.state import PRESUMED_DOWN_REASON
 from lvsha.checks.targets import check_plan
+from lvsha.checks.verdict import Health
 from lvsha.config import load_text
-from lvsha.ipvs.desired import Health
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.model import AddressKey, Destination, Forwarding, Service, ServiceOptions
 from lvsha.ipvs.model import TransportProtocol as Proto

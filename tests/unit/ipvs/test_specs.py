@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from lvsha.checks.targets import check_plan
+from lvsha.checks.verdict import Health, Verdict
 from lvsha.config import load_file, load_text
-from lvsha.ipvs.desired import Health, RealServerSpec, SorryServerSpec, Verdict, desired_service
+from lvsha.ipvs.desired import RealServerSpec, SorryServerSpec, desired_service
 from lvsha.ipvs.model import (
     AddressKey,
     Destination,

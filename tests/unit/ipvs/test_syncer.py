@@ -15,11 +15,10 @@ from ipaddress import ip_address
 
 import pytest
 
-from lvsha.checks.pool import RealServerVerdict
 from lvsha.checks.state import Presumption
-from lvsha.checks.targets import RealServerId
+from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict, Verdict
 from lvsha.config import load_text
-from lvsha.ipvs.desired import Health, QuorumState, Verdict
+from lvsha.ipvs.desired import QuorumState
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.model import (
     AddressKey,
