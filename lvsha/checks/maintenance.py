@@ -27,12 +27,13 @@ reading run in a worker thread, never in the event loop, and a directory of more
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import pwd
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -226,7 +227,13 @@ def _describe_all(directory: Path, names: Iterable[str]) -> dict[str, str]:
 
 class MaintenanceWatcher:
     """Applies the maintenance directory to a pool: `run()` every interval from the event loop
-    (the file system work in a thread), or `poll()` once, synchronously, outside any loop."""
+    (the file system work in a thread), or `poll()` once, synchronously, outside any loop.
+
+    A reload changes the pool's real servers: it does so inside `paused()`, and refreshes
+    before the new real servers reach IPVS, so one a file selects enters drained. A drained
+    real server the reload removed is undrained (its file no longer selects a configured
+    server); if it comes back, the refresh drains it again.
+    """
 
     def __init__(
         self,
@@ -251,6 +258,8 @@ class MaintenanceWatcher:
         """Present entries that are not regular files, already logged."""
         self._missing_logged = False
         self._error_logged: str | None = None
+        self._lock = asyncio.Lock()
+        """One poll at a time; a reload holds it while it changes the pool's real servers."""
 
     @property
     def drained(self) -> dict[RealServerId, str]:
@@ -263,9 +272,23 @@ class MaintenanceWatcher:
 
     async def refresh(self) -> None:
         """One poll, the listing and the reading of new files in a worker thread."""
-        look = await asyncio.to_thread(
-            _look, self.directory, self._pool.real_servers, self.max_entries
-        )
+        async with self._lock:
+            await self._refresh()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """No poll runs inside (one in progress ends first): change the pool's real servers
+        here, then await the refresh this yields, before they reach IPVS."""
+        async with self._lock:
+            yield self._refresh
+
+    async def _refresh(self) -> None:
+        while True:
+            real_servers = self._pool.real_servers
+            look = await asyncio.to_thread(_look, self.directory, real_servers, self.max_entries)
+            now = self._pool.real_servers
+            if now is real_servers or now == real_servers:
+                break  # else a reload changed them meanwhile: look again
         new = self._take(look)
         if new is None:
             return
@@ -312,14 +335,16 @@ class MaintenanceWatcher:
                 self.directory / name,
             )
         self._unmatched = set(look.unmatched)
+        configured = set(self._pool.real_servers)
         for real_server, name in list(self._applied.items()):
             if real_server not in wanted:
                 del self._applied[real_server]
+                why = "removed" if real_server in configured else "left by a reload"
                 try:
                     self._pool.enable(
-                        real_server, f"maintenance file {self.directory / name} removed"
+                        real_server, f"maintenance file {self.directory / name} {why}"
                     )
-                except CheckTransitionError:
+                except (CheckTransitionError, KeyError):
                     log.info("%s was enabled by someone else before %s went", real_server, name)
         self._already_disabled &= wanted.keys()
         return {
@@ -335,6 +360,8 @@ class MaintenanceWatcher:
             reason = reasons[name]
             try:
                 self._pool.disable(real_server, reason)
+            except KeyError:
+                continue  # a reload removed it since the listing
             except CheckTransitionError:
                 log.info("%s is already disabled; %s changes nothing", real_server, reason)
                 self._already_disabled.add(real_server)

@@ -55,6 +55,9 @@ MIN_IN_FLIGHT = 64
 DEFAULT_HANG_MARGIN = 1.0
 """Seconds past a check's timeout after which the pool gives up on a probe that did not."""
 DEFAULT_LATENESS_WINDOW = 10_000
+REVIVE_LIMIT = 60.0
+"""Seconds a check a reload stopped keeps its state for a reload that brings it back (a
+rollback): older, it starts afresh."""
 
 K = TypeVar("K")
 
@@ -171,6 +174,16 @@ class ProbeScheduler(Generic[K]):
             self.schedule(key, next_due)
         return self.start_due(now)
 
+    def forget(self, keys: Iterable[K]) -> None:
+        """Drop `keys`, waiting or in flight (their probes cancelled): they start no more, and
+        their slots are free (`start_due` fills them)."""
+        gone = set(keys)
+        self._in_flight -= gone
+        if not gone.isdisjoint(self._scheduled):
+            self._scheduled -= gone
+            self._due = [entry for entry in self._due if entry[2] not in gone]
+            heapq.heapify(self._due)
+
 
 VerdictListener = Callable[[RealServerVerdict], None]
 
@@ -195,6 +208,7 @@ class _Check:
         "callback_probe",
         "description",
         "due",
+        "frozen_at",
         "index",
         "key",
         "misbehaving",
@@ -202,14 +216,20 @@ class _Check:
         "real_servers",
         "run",
         "state",
+        "target",
     )
 
     def __init__(self, index: int, target: CheckTarget):
         self.index = index
+        """Never reused: a stale reference to a stopped check finds nothing under it."""
         self.key = target.key
+        self.target = target
+        """The first target of the check: its probe, parameters and warm-up are the key's."""
         self.description = target.probe.describe()
         self.origins: list[str] = []
         self.real_servers: list[RealServerId] = []
+        self.frozen_at = math.inf
+        """When a reload stopped it (it may be revived, state and all, until REVIVE_LIMIT)."""
         self.state: CheckState | None = None
         self.misbehaving = False
         """The probe raised or hung last time; logged once until it behaves again."""
@@ -246,8 +266,60 @@ class _CallbackRun:
         self.pool._complete(check, result)
 
 
+@dataclass(frozen=True, slots=True)
+class PoolChange:
+    """What `CheckPool.reconfigure` changed."""
+
+    kept: int
+    """Checks that run on as they were: state, counters and schedule."""
+    started: tuple[CheckKey, ...]
+    """Checks new to the pool (or whose parameters changed: a new key), starting afresh."""
+    revived: tuple[CheckKey, ...]
+    """Checks the previous reload stopped, running again with the state they had."""
+    stopped: tuple[CheckKey, ...]
+    """Checks no real server uses any more (probes in flight cancelled)."""
+    added: tuple[RealServerId, ...]
+    removed: tuple[RealServerId, ...]
+    rejudged: tuple[RealServerId, ...]
+    """Real servers kept whose set of checks changed."""
+
+    def describe(self) -> str:
+        return (
+            f"checks: {self.kept} kept, {len(self.started)} started, {len(self.revived)} "
+            f"revived, {len(self.stopped)} stopped; real servers: {len(self.added)} added, "
+            f"{len(self.removed)} removed, {len(self.rejudged)} with other checks"
+        )
+
+
+@dataclass(slots=True)
+class _Grouped:
+    """A plan's targets grouped by check key, as the pool runs them."""
+
+    targets: dict[CheckKey, CheckTarget]
+    """The first target of each key."""
+    origins: dict[CheckKey, list[str]]
+    real_servers: dict[CheckKey, dict[RealServerId, None]]
+    """Ordered sets."""
+    checks_of: dict[RealServerId, dict[CheckKey, None]]
+
+
+def _group(plan: CheckPlan) -> _Grouped:
+    grouped = _Grouped({}, {}, {}, {rs: {} for rs in plan.real_servers})
+    for target in plan.targets:
+        key = target.key
+        if key not in grouped.targets:
+            grouped.targets[key] = target
+            grouped.origins[key] = []
+            grouped.real_servers[key] = {}
+        grouped.origins[key].append(target.origin)
+        grouped.real_servers[key][target.real_server] = None
+        grouped.checks_of.setdefault(target.real_server, {})[key] = None
+    return grouped
+
+
 class CheckPool:
-    """Runs a `CheckPlan`: construct, `start()` inside the running loop, `close()` at the end."""
+    """Runs a `CheckPlan`: construct, `start()` inside the running loop, `close()` at the end;
+    `reconfigure()` in between moves it to another plan, changing only what differs."""
 
     def __init__(
         self,
@@ -269,28 +341,32 @@ class CheckPool:
         if max_in_flight is None:
             max_in_flight = in_flight_budget()
         self._scheduler: ProbeScheduler[int] = ProbeScheduler(max_in_flight, self.lateness)
-        self._checks: list[_Check] = []
-        self._targets: dict[int, CheckTarget] = {}
-        self._checks_of: dict[RealServerId, list[_Check]] = {rs: [] for rs in plan.real_servers}
-        by_key: dict[CheckKey, _Check] = {}
-        for target in plan.targets:
-            check = by_key.get(target.key)
-            if check is None:
-                check = by_key[target.key] = _Check(len(self._checks), target)
-                self._checks.append(check)
-                self._targets[check.index] = target
-            check.origins.append(target.origin)
-            if target.real_server not in check.real_servers:
-                check.real_servers.append(target.real_server)
-            checks_of_server = self._checks_of.setdefault(target.real_server, [])
-            if check not in checks_of_server:
-                checks_of_server.append(check)
+        self._checks: dict[int, _Check] = {}
+        """The checks running, by index."""
+        self._by_key: dict[CheckKey, _Check] = {}
+        self._frozen: dict[CheckKey, _Check] = {}
+        """Checks the last reload stopped, kept with their state in case a reload (a rollback)
+        brings them back."""
+        self._next_index = 0
+        grouped = _group(plan)
+        for key, target in grouped.targets.items():
+            check = self._new_check(target)
+            check.origins = grouped.origins[key]
+            check.real_servers = list(grouped.real_servers[key])
+        self._checks_of: dict[RealServerId, list[_Check]] = {
+            rs: [self._by_key[key] for key in keys] for rs, keys in grouped.checks_of.items()
+        }
+        self._real_servers = tuple(self._checks_of)
         self._drained: dict[RealServerId, str] = {}
+        """Drained real servers; a reload keeps those it removes (dormant): the drain holds
+        again if they come back, until `enable`."""
         self._presumed: dict[RealServerId, Presumption] = {}
         """How real servers stood before this start, until their checks have all spoken."""
         self._verdicts: dict[RealServerId, RealServerVerdict] = {}
         self._listeners: list[VerdictListener] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._cancelled: set[asyncio.Task[None]] = set()
+        """Probe tasks of stopped checks, cancelled, until they have ended."""
         self._connector: TcpConnector | None = None
         self._hang_guard: DeadlineTimer[int] | None = None
         """Callback probes in flight by check index, due to be cut if they give no verdict."""
@@ -307,7 +383,12 @@ class CheckPool:
 
     @property
     def real_servers(self) -> tuple[RealServerId, ...]:
-        return tuple(self._checks_of)
+        """The same tuple until a reload changes the real servers."""
+        return self._real_servers
+
+    @property
+    def plan(self) -> CheckPlan:
+        return self._plan
 
     @property
     def distinct_checks(self) -> int:
@@ -323,7 +404,9 @@ class CheckPool:
 
     def check_states(self) -> dict[CheckKey, CheckState]:
         """Each distinct check's state, read-only by convention (empty before `start`)."""
-        return {check.key: check.state for check in self._checks if check.state is not None}
+        return {
+            check.key: check.state for check in self._checks.values() if check.state is not None
+        }
 
     def is_drained(self, real_server: RealServerId) -> bool:
         return real_server in self._drained
@@ -355,26 +438,14 @@ class CheckPool:
         if self._loop is not None:
             raise RuntimeError("the check pool is already started")
         self._loop = asyncio.get_running_loop()
-        if any(check.callback_probe is not None for check in self._checks):
-            self._connector = TcpConnector(self._loop)
-            self._hang_guard = DeadlineTimer(self._loop, self._hangs, self._cut_hung)
         self._presumed = {
             real_server: presumption
             for real_server, presumption in (presumed or {}).items()
             if real_server in self._checks_of
         }
         now = self._loop.time()
-        for check in self._checks:
-            target = self._targets[check.index]
-            first_probe_at = now + self._rng.uniform(0.0, target.warmup)
-            initial = None
-            if any(rs in self._presumed for rs in check.real_servers):
-                presumed_up = (
-                    self._presumed[rs].up for rs in check.real_servers if rs in self._presumed
-                )
-                initial = initial_health(target.params.alpha, presumed_up)
-            check.state = CheckState(target.params, now, first_probe_at, initial)
-            self._scheduler.schedule(check.index, first_probe_at)
+        for check in self._checks.values():
+            self._first_round(check, now)
         for real_server in self._checks_of:
             presumption = self._presumed.get(real_server)
             if presumption is None:
@@ -392,6 +463,142 @@ class CheckPool:
         )
         self._arm()
 
+    def _new_check(self, target: CheckTarget) -> _Check:
+        check = _Check(self._next_index, target)
+        self._next_index += 1
+        self._checks[check.index] = check
+        self._by_key[check.key] = check
+        return check
+
+    def _first_round(self, check: _Check, now: float) -> None:
+        """Start `check` as at start-up: its first round within its warm-up, from the health
+        `alpha` or the presumptions of its real servers give it."""
+        assert self._loop is not None
+        if check.callback_probe is not None and self._connector is None:
+            self._connector = TcpConnector(self._loop)
+            self._hang_guard = DeadlineTimer(self._loop, self._hangs, self._cut_hung)
+        target = check.target
+        first_probe_at = now + self._rng.uniform(0.0, target.warmup)
+        initial = None
+        if any(rs in self._presumed for rs in check.real_servers):
+            presumed_up = (
+                self._presumed[rs].up for rs in check.real_servers if rs in self._presumed
+            )
+            initial = initial_health(target.params.alpha, presumed_up)
+        check.state = CheckState(target.params, now, first_probe_at, initial)
+        self._scheduler.schedule(check.index, first_probe_at)
+
+    def reconfigure(self, plan: CheckPlan) -> PoolChange:
+        """Run `plan` from now on, changing only what differs from the plan running.
+
+        A check whose key is in both plans runs on untouched: its state, counters and schedule
+        (a probe in flight completes and counts), whichever real servers use it now. A check
+        only the new plan has starts as at start-up, alone; one it no longer has stops (its
+        probe in flight is cancelled) and is kept frozen until the next reload, which revives
+        it with its state if it brings it back within REVIVE_LIMIT seconds (a rollback).
+
+        A new real server starts as at start-up (`alpha`). A real server kept with a check
+        added or changed keeps its verdict until its new checks have spoken, as a restarted
+        checker's real servers do (`Presumption`): changing a check's timing does not take a
+        healthy server out of service. Drains hold: by identity, so a drained server that a
+        reload removes and a later one brings back is still drained.
+        """
+        if self._closed:
+            raise RuntimeError("the check pool is closed")
+        now = self._loop.time() if self._loop is not None else 0.0
+        grouped = _group(plan)
+        old_checks_of = self._checks_of
+        # Before anything changes: how kept real servers whose checks change stand now.
+        standing: dict[RealServerId, Presumption] = {}
+        rejudged: list[RealServerId] = []
+        for rs, keys in grouped.checks_of.items():
+            old = old_checks_of.get(rs)
+            if old is None or [c.key for c in old] == list(keys):
+                continue
+            rejudged.append(rs)
+            if self._loop is not None and any(key not in self._by_key for key in keys):
+                standing[rs] = self._standing(rs)
+        stopped = [c for key, c in self._by_key.items() if key not in grouped.targets]
+        for gone in stopped:
+            self._stop_check(gone, now)
+        self._scheduler.forget(gone.index for gone in stopped)
+        frozen, self._frozen = self._frozen, {gone.key: gone for gone in stopped}
+        revived: list[CheckKey] = []
+        started: list[_Check] = []
+        kept = 0
+        for key, target in grouped.targets.items():
+            check = self._by_key.get(key)
+            if check is not None:
+                kept += 1
+            elif (thawed := frozen.pop(key, None)) is not None and (
+                now - thawed.frozen_at <= REVIVE_LIMIT
+            ):
+                check = self._checks[thawed.index] = self._by_key[key] = thawed
+                check.frozen_at = math.inf
+                revived.append(key)
+            else:
+                check = self._new_check(target)
+                started.append(check)
+            check.origins = grouped.origins[key]
+            check.real_servers = list(grouped.real_servers[key])
+        self._checks_of = {
+            rs: [self._by_key[key] for key in keys] for rs, keys in grouped.checks_of.items()
+        }
+        self._real_servers = tuple(self._checks_of)
+        self._plan = plan
+        added = tuple(rs for rs in self._checks_of if rs not in old_checks_of)
+        removed = tuple(rs for rs in old_checks_of if rs not in self._checks_of)
+        for rs in removed:
+            self._presumed.pop(rs, None)
+            self._verdicts.pop(rs, None)
+        self._presumed.update(standing)
+        if self._loop is not None:
+            for key in revived:
+                check = self._by_key[key]
+                assert check.state is not None
+                self._scheduler.schedule(check.index, max(now, check.state.next_probe_at))
+            for check in started:
+                self._first_round(check, now)
+            for rs in (*rejudged, *added):
+                reason = "no probe yet" if rs in added else "checks changed by a reload"
+                self._publish(self._judge(rs, reason, None, now))
+            self._launch(self._scheduler.start_due(now))
+            self._arm()
+        change = PoolChange(
+            kept=kept,
+            started=tuple(check.key for check in started),
+            revived=tuple(revived),
+            stopped=tuple(check.key for check in stopped),
+            added=added,
+            removed=removed,
+            rejudged=tuple(rejudged),
+        )
+        log.info("check pool reconfigured: %s", change.describe())
+        return change
+
+    def _stop_check(self, check: _Check, now: float) -> None:
+        """Stop a check a reload dropped: cancel its probe in flight, keep its state."""
+        del self._checks[check.index]
+        del self._by_key[check.key]
+        check.frozen_at = now
+        if check.run is not None:
+            self._abandon(check.run)
+        task = self._tasks.pop(check.index, None)
+        if task is not None:
+            task.cancel()
+            self._cancelled.add(task)
+            task.add_done_callback(self._cancelled.discard)
+
+    def _standing(self, real_server: RealServerId) -> Presumption:
+        """How `real_server` stands by its checks (drains aside), as a presumption."""
+        status, weight = self._checks_say(real_server)
+        return Presumption(up=in_service(status), weight=weight)
+
+    async def stopped_probes(self) -> None:
+        """Wait until the probes of checks a reload stopped have ended (they were cancelled)."""
+        if self._cancelled:
+            await asyncio.gather(*self._cancelled, return_exceptions=True)
+
     async def close(self) -> None:
         """Stop scheduling, cancel the probes in flight, close the shared probe resources."""
         if self._closed:
@@ -402,12 +609,12 @@ class CheckPool:
             self._timer = None
         if self._hang_guard is not None:
             self._hang_guard.close()
-        for check in self._checks:
+        for check in self._checks.values():
             if check.run is not None:
                 self._abandon(check.run)
         if self._connector is not None:
             self._connector.close()
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._cancelled]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -427,10 +634,14 @@ class CheckPool:
         self._rejudge(real_server, reason, None)
 
     def enable(self, real_server: RealServerId, reason: str) -> None:
-        self._known(real_server)
+        """End a drain; also a dormant one, of a real server a reload removed."""
         if real_server not in self._drained:
+            self._known(real_server)
             raise CheckTransitionError(f"{real_server} is not disabled")
         del self._drained[real_server]
+        if real_server not in self._checks_of:
+            log.debug("%s (not configured) enabled: %s", real_server, reason)
+            return
         log.info("%s enabled: %s", real_server, reason)
         self._rejudge(real_server, reason, None)
 
@@ -463,7 +674,7 @@ class CheckPool:
     def _launch(self, starts: Iterable[ProbeStart[int]]) -> None:
         assert self._loop is not None
         for start in starts:
-            check = self._checks[start.key]
+            check = self._checks[start.key]  # forgotten keys never start
             check.due = start.due
             if check.callback_probe is not None:
                 self._start_callback_probe(check, check.callback_probe, start.started_at)
@@ -491,14 +702,15 @@ class CheckPool:
         run.hung_at = self._hang_guard.add(check.index, now, limit)
 
     def _hangs(self, index: int, hung_at: float) -> bool:
-        run = self._checks[index].run
+        check = self._checks.get(index)
+        run = None if check is None else check.run
         return run is not None and run.hung_at == hung_at
 
     def _cut_hung(self, indexes: list[int], now: float) -> None:
         for index in indexes:
-            check = self._checks[index]
-            run = check.run
-            if run is None:
+            check = self._checks.get(index)
+            run = None if check is None else check.run
+            if check is None or run is None:
                 continue
             assert check.state is not None
             self._abandon(run)
@@ -523,12 +735,14 @@ class CheckPool:
 
     async def _run(self, check: _Check) -> None:
         result = await self._probe(check)
+        if self._tasks.get(check.index) is not asyncio.current_task():
+            return  # a reload stopped the check; the probe ignored its cancellation
         del self._tasks[check.index]
         self._complete(check, result)
 
     def _complete(self, check: _Check, result: ProbeResult) -> None:
         """A probe of `check` is over: feed its state, start what its slot lets start, judge."""
-        if self._closed:
+        if self._closed or self._checks.get(check.index) is not check:
             return
         assert self._loop is not None and check.state is not None
         now = self._loop.time()
@@ -548,7 +762,7 @@ class CheckPool:
         guard = asyncio.timeout(limit)
         try:
             async with guard:
-                result = await self._targets[check.index].probe.run(self._tools)
+                result = await check.target.probe.run(self._tools)
         except Exception as error:
             latency = self._loop.time() - started_at
             if isinstance(error, TimeoutError) and guard.expired():
@@ -599,27 +813,32 @@ class CheckPool:
     def _judge(
         self, real_server: RealServerId, reason: str, check: str | None, now: float
     ) -> RealServerVerdict:
-        states = [c.state for c in self._checks_of[real_server] if c.state is not None]
-        presumption = self._presumed.get(real_server)
-        if presumption is not None and all(state.spoken for state in states):
-            del self._presumed[real_server]  # its checks have all spoken
-            presumption = None
-        statuses = [presumed_status(s.status, s.spoken, presumption) for s in states]
+        status, weight = self._checks_say(real_server)
         if real_server in self._drained:
-            statuses.append(CheckStatus.DISABLED)
-        status = real_server_status(statuses)
-        if status is CheckStatus.DISABLED:
             health = Health.DISABLED
         elif in_service(status):
             health = Health.HEALTHY
         else:
             health = Health.UNHEALTHY
+        return RealServerVerdict(real_server, health, weight, reason, check, now)
+
+    def _checks_say(self, real_server: RealServerId) -> tuple[CheckStatus, int | None]:
+        """What `real_server`'s checks (or its presumption, until they have spoken) make of
+        it, drains aside: its combined status and dynamic weight."""
+        states = [c.state for c in self._checks_of[real_server] if c.state is not None]
+        presumption = self._presumed.get(real_server)
+        if presumption is not None and all(state.spoken for state in states):
+            del self._presumed[real_server]  # its checks have all spoken
+            presumption = None
+        status = real_server_status(
+            presumed_status(s.status, s.spoken, presumption) for s in states
+        )
         # Several dynamic weights: the lowest, the most cautious reading of them.
         weights = [state.weight for state in states if state.weight is not None]
         weight = min(weights) if weights else None
         if weight is None and presumption is not None and presumption.weight is not None:
             weight = presumption.weight  # the weight it had, until a probe gives one
-        return RealServerVerdict(real_server, health, weight, reason, check, now)
+        return status, weight
 
     def _publish(self, verdict: RealServerVerdict) -> None:
         previous = self._verdicts.get(verdict.real_server)

@@ -82,6 +82,14 @@ class IpvsSettings(Model):
         description="Re-read the kernel table this often to correct drift. A re-read dumps "
         "every service (as ipvsadm -Ln does): with thousands of entries, allow it more time.",
     )
+    drain_removed: Seconds = Field(
+        0.0,
+        ge=0,
+        le=86400,
+        description="A real server that a reload removes from a virtual server stays in IPVS "
+        "at weight 0 this long (no new connections; established ones go on), then is deleted. "
+        "0: deleted at once, as keepalived does. A removed virtual server is deleted at once.",
+    )
 
 
 class GlobalConfig(Model):

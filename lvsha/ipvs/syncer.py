@@ -16,6 +16,13 @@ weight it has) until a probe result changes its verdict or its `settle_time` has
 
 Only services lvsha manages are touched: those of the current configuration, and those of the
 previous one until they are gone from the kernel. Never "everything in the kernel".
+
+Reload (`apply_config`): only services whose configuration changed are planned again, so an
+unchanged entry gets no operation at all, and changes are edits, never delete-and-add (see
+`lvsha.ipvs.plan`). New real servers enter as their verdicts say (`alpha`, rise); removed
+services are deleted; a real server removed from a service that stays is deleted at once, or,
+with `drain_removed`, kept at weight 0 that long first, so its connections can finish. The
+reload waits for that pass and learns what the kernel refused, so it can go back.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 
 from lvsha.checks.flaplog import CoalescingLog
@@ -80,6 +87,20 @@ class OnStop(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """An operation the kernel refused (or did not get to, as its service was refused); or,
+    without a service, a pass that failed as a whole."""
+
+    service: ServiceKey | None
+    text: str
+    """As `describe_operation` says it."""
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.text}: {self.error}"
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredTable:
     services: dict[ServiceKey, Service]
     quorum: dict[ServiceKey, QuorumState]
@@ -94,12 +115,14 @@ def desired_table(
     observed: IpvsTable,
     quorum: Mapping[ServiceKey, QuorumState],
     now: float,
+    draining: Mapping[ServiceKey, Iterable[Destination]] | None = None,
 ) -> DesiredTable:
     """The table the kernel should have now.
 
     A real server without a verdict counts as unhealthy. One that is held (its hold ends after
     `now`) and unhealthy, but present in `observed`, counts as healthy at its observed weight,
-    so it stays exactly as it is.
+    so it stays exactly as it is. `draining` destinations (real servers a reload removed) are
+    in their service at weight 0, unless the service has another entry with their key.
     """
     table: dict[ServiceKey, Service] = {}
     quorum_now: dict[ServiceKey, QuorumState] = {}
@@ -119,7 +142,14 @@ def desired_table(
                 verdict = Verdict(Health.HEALTHY, held_as.weight)
             effective[real_server.destination] = verdict
         result = desired_service(service.spec, effective, quorum.get(service.key))
-        table[service.key] = result.service
+        leaving = () if draining is None else draining.get(service.key, ())
+        if leaving:
+            pool = result.service.destinations
+            keys = {destination.key for destination in pool}
+            drained = tuple(replace(d, weight=0) for d in leaving if d.key not in keys)
+            table[service.key] = Service(service.key, result.service.options, pool + drained)
+        else:
+            table[service.key] = result.service
         quorum_now[service.key] = result.quorum
         if result.sorry_server_active:
             sorry_active.add(service.key)
@@ -379,14 +409,22 @@ class IpvsSyncer:
         on_stop: OnStop = OnStop.KEEP,
         error_retry_delay: float = DEFAULT_ERROR_RETRY_DELAY,
         latency_window: int = DEFAULT_LATENCY_WINDOW,
+        drain_removed: float = 0.0,
     ) -> None:
         if resync_interval <= 0:
             raise ValueError(f"resync_interval must be > 0, got {resync_interval}")
         if error_retry_delay < 0:
             raise ValueError(f"error_retry_delay must be >= 0, got {error_retry_delay}")
+        if drain_removed < 0:
+            raise ValueError(f"drain_removed must be >= 0, got {drain_removed}")
         self._port = port
         self._resync_interval = resync_interval
         self._on_stop = on_stop
+        self._drain_removed = drain_removed
+        self._draining: dict[ServiceKey, dict[DestinationKey, tuple[Destination, float]]] = {}
+        """Destinations of real servers a reload removed, kept at weight 0 until a time."""
+        self._pass_lock = asyncio.Lock()
+        """One pass at a time: the task's, or the one a reload waits for."""
         self._error_retry_delay = error_retry_delay
         self._services: tuple[ConfiguredService, ...] = ()
         self._locations: dict[RealServerId, tuple[ServiceKey, DestinationKey]] = {}
@@ -441,6 +479,14 @@ class IpvsSyncer:
     def held(self) -> frozenset[RealServerId]:
         """Adopted real servers whose destinations are still left as found."""
         return frozenset(self._holds)
+
+    @property
+    def draining(self) -> dict[ServiceKey, dict[DestinationKey, float]]:
+        """Destinations of removed real servers kept at weight 0, and until when."""
+        return {
+            key: {destination: until for destination, (_, until) in entries.items()}
+            for key, entries in self._draining.items()
+        }
 
     def managed(self) -> set[ServiceKey]:
         return {service.key for service in self._services} | self._retired
@@ -502,32 +548,109 @@ class IpvsSyncer:
         self._mark_dirty(self._locations[verdict.real_server][0])
         self._wake.set()
 
-    def reconfigure(self, services: Sequence[ConfiguredService]) -> None:
-        """A new configuration: services no longer in it are removed (once), new real servers
-        already in the kernel are adopted like at start."""
-        old_keys = {service.key for service in self._services}
+    def reconfigure(
+        self,
+        services: Sequence[ConfiguredService],
+        *,
+        verdicts: Iterable[RealServerVerdict] = (),
+        drain_removed: float | None = None,
+    ) -> set[ServiceKey]:
+        """A new configuration, for the next pass; returns the services it changes (added,
+        changed or removed): only those are planned again.
+
+        Services no longer configured are removed (once); new real servers already in the
+        kernel are adopted like at start; `verdicts` are taken for real servers new to the
+        syncer (the check pool's current ones: their changes may have been published before
+        the syncer knew them). A real server removed from a service that stays drains for
+        `drain_removed` seconds (None: as before) if it is in the kernel.
+        """
+        if drain_removed is not None:
+            if drain_removed < 0:
+                raise ValueError(f"drain_removed must be >= 0, got {drain_removed}")
+            self._drain_removed = drain_removed
+        old = {service.key: service for service in self._services}
         old_ids = set(self._locations)
         self._set_services(services)
-        new_keys = {service.key for service in self._services}
-        self._retired = (self._retired | old_keys) - new_keys
+        new = {service.key: service for service in self._services}
+        removed = old.keys() - new.keys()
+        touched = {key for key, service in new.items() if old.get(key) != service} | removed
+        self._retired = (self._retired | removed) - new.keys()
         for gone in old_ids - self._locations.keys():
             self._verdicts.pop(gone, None)
             self._holds.pop(gone, None)
             self._arrivals.pop(gone, None)
-        for key in old_keys - new_keys:
+        for key in removed:
             self._quorum.pop(key, None)
+            self._draining.pop(key, None)
+        now = self._loop.time() if self._loop is not None else 0.0
+        for key in touched - removed:
+            self._drain_leavers(old.get(key), new[key], now)
+        new_ids = self._locations.keys() - old_ids
+        for verdict in verdicts:
+            if verdict.real_server in new_ids:
+                self._take(verdict, arrived_at=None)
         if self._believed is not None and self._loop is not None:
-            new_ids = self._locations.keys() - old_ids
-            self._holds.update(
-                adoption_holds(self._services, self._believed, self._loop.time(), new_ids)
-            )
-        self._dirty = None
+            self._holds.update(adoption_holds(self._services, self._believed, now, new_ids))
+        if self._dirty is not None:
+            self._dirty |= touched
         log.info(
-            "IPVS syncer reconfigured: %d services, %d to remove",
+            "IPVS syncer reconfigured: %d services, %d changed, %d to remove, %d real servers "
+            "draining",
             len(self._services),
+            len(touched - removed),
             len(self._retired),
+            sum(len(entries) for entries in self._draining.values()),
         )
         self._wake.set()
+        return touched
+
+    def _drain_leavers(
+        self, old: ConfiguredService | None, new: ConfiguredService, now: float
+    ) -> None:
+        """Start draining the real servers `old` had and `new` has not; stop draining those
+        `new` has again."""
+        draining = self._draining.pop(new.key, {})
+        configured = {real_server.destination for real_server in new.real_servers}
+        for key in configured & draining.keys():
+            del draining[key]
+        present = None if self._believed is None else self._believed.get(new.key)
+        if old is not None and present is not None and self._drain_removed > 0:
+            found = present.destinations_by_key
+            for real_server in old.real_servers:
+                key = real_server.destination
+                if key not in configured and key in found and key not in draining:
+                    draining[key] = (found[key], now + self._drain_removed)
+                    log.info(
+                        "IPVS: %s left the configuration: weight 0 for %g s, then deleted",
+                        real_server.id,
+                        self._drain_removed,
+                    )
+        if draining:
+            self._draining[new.key] = draining
+
+    async def apply_config(
+        self,
+        services: Sequence[ConfiguredService],
+        *,
+        verdicts: Iterable[RealServerVerdict] = (),
+        drain_removed: float | None = None,
+    ) -> list[Refusal]:
+        """`reconfigure`, then a pass that the caller waits for (after any pass in progress).
+
+        Returns what the kernel refused of the operations on the services the configuration
+        changed (empty: the kernel table now follows it). Refusals elsewhere are logged and
+        retried as always. A pass that fails as a whole (the table cannot be read) is one
+        refusal."""
+        async with self._pass_lock:
+            touched = self.reconfigure(services, verdicts=verdicts, drain_removed=drain_removed)
+            if self._loop is None:
+                return []  # not started: start() makes the first pass
+            try:
+                refusals = await self._pass()
+            except Exception as error:
+                self._pass_failed(error)
+                return [Refusal(None, "IPVS sync pass", f"{type(error).__name__}: {error}")]
+        return [refusal for refusal in refusals if refusal.service in touched]
 
     def request_resync(self) -> None:
         """Re-read the kernel table and correct it now rather than at the next interval."""
@@ -594,35 +717,46 @@ class IpvsSyncer:
         wakeups = [self._reread_due]
         now = self._loop.time()
         wakeups.extend(until for until in self._holds.values() if until > now)
+        wakeups.extend(
+            until
+            for entries in self._draining.values()
+            for _, until in entries.values()
+            if until > now
+        )
         return min(wakeups)
 
     async def _guarded_pass(self) -> None:
+        async with self._pass_lock:
+            try:
+                await self._pass()
+            except Exception as error:
+                self._pass_failed(error)
+
+    def _pass_failed(self, error: Exception) -> None:
+        # A bug or an unreadable table must not end syncing: start over from a fresh read.
         assert self._loop is not None
-        try:
-            await self._pass()
-        except Exception as error:
-            # A bug or an unreadable table must not end syncing: start over from a fresh read.
-            self.errors += 1
-            log.exception("IPVS sync pass failed; re-reading the table: %s", error)
-            self._believed = None
-            self._dirty = None
-            self._reread_due = self._loop.time() + self._error_retry_delay
+        self.errors += 1
+        log.error("IPVS sync pass failed; re-reading the table: %s", error, exc_info=error)
+        self._believed = None
+        self._dirty = None
+        self._reread_due = self._loop.time() + self._error_retry_delay
 
     def _mark_dirty(self, service: ServiceKey) -> None:
         if self._dirty is not None:
             self._dirty.add(service)
 
-    async def _pass(self) -> None:
+    async def _pass(self) -> list[Refusal]:
         assert self._loop is not None
         now = self._loop.time()
         believed = self._believed
         periodic = now >= self._reread_due
         drifted = False
+        refusals: list[Refusal] = []
         if believed is None or self._reread_requested or periodic:
             if believed is not None and periodic and self._dirty:
                 # Verdicts are waiting: they reach the kernel first, not after a re-read of
                 # the whole table (seconds for thousands of entries on a slow machine).
-                await self._replan(believed, now)
+                refusals += await self._replan(believed, now)
             self._reread_requested = False
             found = dict(await self._port.list_services())
             believed = self._believed
@@ -635,18 +769,28 @@ class IpvsSyncer:
             self._dirty = None
             now = self._loop.time()
             self._reread_due = now + self._resync_interval
-        await self._replan(believed, now, corrections=drifted)
+        refusals += await self._replan(believed, now, corrections=drifted)
         self.passes += 1
+        return refusals
 
     async def _replan(
         self, believed: dict[ServiceKey, Service], now: float, *, corrections: bool = False
-    ) -> None:
-        """Plan the services marked dirty (all after a read) against `believed`, and apply."""
+    ) -> list[Refusal]:
+        """Plan the services marked dirty (all after a read) against `believed`, and apply;
+        returns what the kernel refused."""
         for real_server, until in list(self._holds.items()):
             if until <= now:
                 del self._holds[real_server]
                 self._mark_dirty(self._locations[real_server][0])
                 log.info("%s: adoption hold over, following its verdict", real_server)
+        for key, entries in list(self._draining.items()):
+            for destination_key, (_, until) in list(entries.items()):
+                if until <= now:
+                    del entries[destination_key]
+                    self._mark_dirty(key)
+                    log.info("IPVS: %s of service %s drained: deleting it", destination_key, key)
+            if not entries:
+                del self._draining[key]
         # Only services whose inputs changed since the last pass are planned again: what
         # lvsha believes of the others already equals what it wants of them.
         dirty, self._dirty = self._dirty, set()
@@ -661,6 +805,10 @@ class IpvsSyncer:
             observed=believed,
             quorum=self._quorum,
             now=now,
+            draining={
+                key: [destination for destination, _ in entries.values()]
+                for key, entries in self._draining.items()
+            },
         )
         replanned = desired.services.keys()
         self._log_sorry_changes(services, desired)
@@ -673,9 +821,10 @@ class IpvsSyncer:
         arrivals, self._arrivals = self._arrivals, {}
         managed = replanned | self._retired
         operations = plan(desired.services, believed, managed=managed)
-        await self._apply(operations, arrivals, corrections=corrections)
+        refusals = await self._apply(operations, arrivals, corrections=corrections)
         assert self._believed is not None
         self._retired = {key for key in self._retired if key in self._believed}
+        return refusals
 
     async def _apply(
         self,
@@ -683,7 +832,7 @@ class IpvsSyncer:
         arrivals: dict[RealServerId, float],
         *,
         corrections: bool = False,
-    ) -> None:
+    ) -> list[Refusal]:
         """Apply `operations` in one batch. Those on destinations are logged coalesced while
         they flap, except `corrections` of drift, each worth its own line."""
         assert self._loop is not None and self._believed is not None
@@ -695,6 +844,7 @@ class IpvsSyncer:
         last_ack: dict[ServiceKey, float] = {}
         failed_services: set[ServiceKey] = set()
         failing: set[tuple[Operation, int]] = set()
+        refusals: list[Refusal] = []
         texts = [describe_operation(operation, self._believed) for operation in operations]
         # One batch: the kernel takes every request in order and acknowledges each.
         results = await self._port.apply_operations(operations)
@@ -702,6 +852,7 @@ class IpvsSyncer:
         for operation, text, error in zip(operations, texts, results, strict=True):
             service, destination = operation_target(operation)
             if error is not None:
+                refusals.append(Refusal(service, text, str(error)))
                 if service in failed_services and not isinstance(operation, DeleteService):
                     # It depended on the service the kernel just refused to add.
                     log.debug("IPVS: %s refused with its service: %s", text, error)
@@ -742,6 +893,7 @@ class IpvsSyncer:
             retry_at = self._loop.time() + self._error_retry_delay
             self._reread_due = min(self._reread_due, retry_at)
         self._failing = failing
+        return refusals
 
     def _log_sorry_changes(
         self, services: Sequence[ConfiguredService], desired: DesiredTable
