@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from lvsha import __version__
+from lvsha import __version__, client
 from lvsha.config import ConfigError, LvshaConfig, load_file
 from lvsha.config.files import DEFAULT_MAX_SIZE, describe_size
-from lvsha.daemon import run as daemon_run
 from lvsha.daemon.rundir import run_dir_problem
 from lvsha.drill import main as drill_main
 
@@ -138,6 +139,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_max_config_size(run)
     run.set_defaults(handler=_run)
 
+    reload = commands.add_parser(
+        "reload",
+        help="apply the changed configuration file to the running daemon",
+        description="Ask the running lvsha to validate its configuration file again and "
+        "apply what changed, moving nothing that did not: unchanged VRRP instances keep "
+        "their state, unchanged checks their results, unchanged IPVS entries their "
+        "connections. Prints the plan (each change with what it costs: hitless, election, "
+        "VIP move, drain, connection reset) and the new configuration generation. With "
+        "--plan, only prints what would change. Exit status: 0 applied (or planned); 1 the "
+        "file has errors, printed as check-config prints them, and nothing changed; 2 the "
+        "reload was refused or a process could not apply it (what was applied is rolled "
+        "back; anything left is named); 3 the daemon cannot be reached.",
+        epilog="Example: lvsha reload --plan; lvsha reload",
+    )
+    reload.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="with --plan: the file to compare with the running configuration (default: "
+        "the daemon's own file, which is the only one a reload applies)",
+    )
+    reload.add_argument("--plan", action="store_true", help="print the plan, change nothing")
+    reload.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    reload.add_argument(
+        "--run-dir", default="/run/lvsha", help="the daemon's run directory (default: %(default)s)"
+    )
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up waiting for the answer after this long (default: %(default)g)",
+    )
+    reload.set_defaults(handler=_reload)
+
     drill = commands.add_parser(
         "drill",
         help="rehearse failovers in network namespaces",
@@ -157,9 +193,47 @@ def _run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"lvsha run: {problem}", file=sys.stderr)
         return 2
+    # Here, not at the top: only `lvsha run` pays for the daemon's imports (aiohttp, ...).
+    from lvsha.daemon import run as daemon_run  # noqa: PLC0415
+
     return daemon_run.run(
         args.config, args.run_dir, args.dry_run, max_config_size=args.max_config_size
     )
+
+
+def _reload(args: argparse.Namespace) -> int:
+    body = {"plan": args.plan, "file": None if args.file is None else os.path.abspath(args.file)}
+    socket_path = os.path.join(args.run_dir, "control.sock")
+    try:
+        status, answer = client.request(socket_path, "POST", "/v1/reload", body, args.timeout)
+    except client.ControlError as exc:
+        print(f"lvsha reload: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    if "outcome" not in answer:
+        print(f"lvsha reload: HTTP {status}: {answer.get('error', answer)}", file=sys.stderr)
+        return 3
+    return _report_reload(answer, quiet=args.json)
+
+
+def _report_reload(answer: dict[str, Any], *, quiet: bool) -> int:
+    outcome = answer["outcome"]
+    running = f"generation {answer['generation']} (sha256 {str(answer['digest'])[:12]})"
+    if not quiet:
+        if answer.get("plan_text"):
+            print(answer["plan_text"])
+        if outcome == "plan":
+            print(f"plan for {answer['file']} against the running {running}; nothing changed")
+        elif outcome == "applied":
+            print(f"reload applied: {answer['file']} runs as {running}")
+        for line in answer.get("errors", []):
+            print(line, file=sys.stderr)
+        for line in answer.get("left", []):
+            print(f"left: {line}", file=sys.stderr)
+        if outcome not in ("plan", "applied"):
+            print(f"reload {outcome}: still running {running}", file=sys.stderr)
+    return {"applied": 0, "plan": 0, "invalid": 1}.get(outcome, 2)
 
 
 def _drill(args: argparse.Namespace) -> int:

@@ -1,9 +1,11 @@
 """`lvsha run`: validate, then supervise the VRRP and checker children until told to stop.
 
-The parent owns the last good configuration: it validates the file at start (and again, off
-the supervising loop, on SIGHUP), keeps the text it validated in a sealed memory file, and
-starts or restarts children from that snapshot. It also owns everything that faces a client:
-the event stream is served here, never in the VRRP process, so no client can take a
+The parent owns the running configuration: it validates the file at start, keeps the text it
+validated in a sealed memory file, and starts or restarts children from that snapshot. A
+reload (`lvsha reload` on the control socket, or SIGHUP) validates the file again off the
+supervising loop and applies it child by child (lvsha.daemon.reload); each applied file is a
+new generation. The parent also owns everything that faces a client: the event stream and the
+control socket are served here, never in the VRRP process, so no client can take a
 descriptor or a moment from VRRP.
 """
 
@@ -15,60 +17,81 @@ import logging
 import os
 from pathlib import Path
 
-from lvsha.config import DEFAULT_MAX_SIZE, ConfigError, LvshaConfig, load_text, read_config_text
+from lvsha.config import DEFAULT_MAX_SIZE, ConfigError
 from lvsha.daemon.child import log_problems, snapshot_fd
+from lvsha.daemon.control import CONTROL_SOCKET, ControlServer
 from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.daemon.reload import (
+    ReloadAnswer,
+    Reloader,
+    Running,
+    digest_of,
+    renamed_instances,
+    validate,
+)
+from lvsha.daemon.reload_plan import ReloadPlan
 from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
+from lvsha.daemon.unixsock import SocketPathError
 from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
 
 log = logging.getLogger("lvsha")
 
 
-def validate(path: str, max_size: int) -> tuple[str, LvshaConfig]:
-    """The file's text and its validated configuration; raises ConfigError."""
-    text = read_config_text(path, max_size)
-    return text, load_text(text, path, max_size)
-
-
 class _Parent:
-    """The parent's state: the snapshot its children run, their last VRRP states, the stream."""
+    """The parent's state: the configuration its children run, their last VRRP states, the
+    stream, and the reloads."""
 
-    def __init__(self, config_path: str, run_dir: Path, max_size: int) -> None:
-        self.config_path = config_path
+    def __init__(self, running: Running, run_dir: Path, max_size: int, dry_run: bool) -> None:
         self.run_dir = run_dir
-        self.max_size = max_size
+        self.dry_run = dry_run
         self.events = EventStream(str(run_dir / "events.sock"))
         self.roles: dict[str, str] = {}
         """Each VRRP instance's last reported state, for a checker that (re)starts."""
         self.supervisor: Supervisor | None = None
-        self._reloading: asyncio.Task[None] | None = None
-        self._reload_again = False
+        self.reloader = Reloader(
+            running,
+            max_size,
+            send=self._send,
+            children=lambda: [] if self.supervisor is None else self.supervisor.running(),
+            add_child=self._add_child,
+            remove_child=self._remove_child,
+            on_applied=self._applied,
+        )
+        self._signalled: asyncio.Task[None] | None = None
+        self._signalled_again = False
 
-    def children(self, config: LvshaConfig, snapshot: int, dry_run: bool) -> list[ChildSpec]:
-        source = ("--config-fd", str(snapshot), "--config-name", self.config_path)
+    @property
+    def running(self) -> Running:
+        return self.reloader.running
+
+    def children(self, running: Running) -> list[ChildSpec]:
+        return [
+            self.child_spec(name, running)
+            for name in ("vrrp", "checker")
+            if (name == "vrrp" and running.config.vrrp_instances)
+            or (name == "checker" and running.config.virtual_servers)
+        ]
+
+    def child_spec(self, name: str, running: Running) -> ChildSpec:
+        source = ("--config-fd", str(running.snapshot), "--config-name", running.path)
         run_dir = ("--run-dir", str(self.run_dir))
-        specs = []
-        if config.vrrp_instances:
-            intervals = [i.advert_interval for i in config.vrrp_instances.values()]
-            specs.append(
-                ChildSpec(
-                    "vrrp",
-                    child_argv("lvsha.daemon.vrrp_process", *source, *run_dir),
-                    # A leaving master may hold its VIPs for a Master_Down_Interval.
-                    stop_timeout=max([10.0, *(4 * i + 2 for i in intervals)]),
-                    pass_fds=(snapshot,),
-                )
+        if name == "vrrp":
+            intervals = [i.advert_interval for i in running.config.vrrp_instances.values()]
+            return ChildSpec(
+                "vrrp",
+                child_argv("lvsha.daemon.vrrp_process", *source, *run_dir),
+                # A leaving master may hold its VIPs for a Master_Down_Interval.
+                stop_timeout=max([10.0, *(4 * i + 2 for i in intervals)]),
+                pass_fds=(running.snapshot,),
             )
-        if config.virtual_servers:
-            argv = child_argv("lvsha.daemon.checker_process", *source, *run_dir)
-            specs.append(
-                ChildSpec(
-                    "checker", [*argv, "--dry-run"] if dry_run else argv, pass_fds=(snapshot,)
-                )
-            )
-        return specs
+        argv = child_argv("lvsha.daemon.checker_process", *source, *run_dir)
+        return ChildSpec(
+            "checker",
+            [*argv, "--dry-run"] if self.dry_run else argv,
+            pass_fds=(running.snapshot,),
+        )
 
     def samples(self, lag: LoopLag) -> list[Sample]:
         events = self.events
@@ -81,6 +104,11 @@ class _Parent:
             ("lvsha_event_stream_dropped_slow_total", {}, float(events.dropped_slow_total)),
             ("lvsha_event_stream_accept_errors_total", {}, float(events.accept_errors_total)),
         ]
+        running = self.running
+        samples.append(("lvsha_config_generation", {}, float(running.generation)))
+        samples.append(("lvsha_config_info", {"digest": running.digest, "file": running.path}, 1.0))
+        for outcome, count in self.reloader.counts.items():
+            samples.append(("lvsha_config_reloads_total", {"outcome": outcome}, float(count)))
         if self.supervisor is not None:
             for child, count in self.supervisor.restarts().items():
                 samples.append(("lvsha_child_restarts_total", {"child": child}, float(count)))
@@ -89,6 +117,7 @@ class _Parent:
     def on_message(self, child: str, message: Message) -> None:
         if child == "vrrp" and isinstance(message, VrrpStateChanged):
             self._vrrp_state(message)
+        self.reloader.child_message(child, message)
 
     def _vrrp_state(self, change: VrrpStateChanged) -> None:
         self.roles[change.instance] = change.new
@@ -101,15 +130,18 @@ class _Parent:
             priority=change.priority,
         )
         # The checker follows the VRRP role (the kernel's connection sync daemon).
-        if self.supervisor is not None:
-            self.supervisor.send("checker", change)
+        self._send("checker", change)
+
+    def _send(self, child: str, message: Message) -> bool:
+        return self.supervisor is not None and self.supervisor.send(child, message)
 
     def on_started(self, child: str) -> None:
-        if child == "checker" and self.supervisor is not None:
+        if child == "checker":
             # Before anything else: a restarted checker must not guess the role.
-            self.supervisor.send("checker", VrrpRoles(tuple(sorted(self.roles.items()))))
+            self._send("checker", VrrpRoles(tuple(sorted(self.roles.items()))))
 
     def on_exited(self, child: str) -> None:
+        self.reloader.child_exited(child)
         if child != "vrrp":
             return
         # Whatever the dead process held, it no longer runs VRRP; its successor reconciles
@@ -120,28 +152,91 @@ class _Parent:
                     VrrpStateChanged(instance, state, "INITIALIZE", "VRRP process exited", 0)
                 )
 
-    def on_reload(self) -> None:
-        if self._reloading is not None and not self._reloading.done():
-            self._reload_again = True
-            return
-        self._reloading = asyncio.create_task(self._reload())
+    def _add_child(self, name: str, running: Running) -> None:
+        if self.supervisor is not None:
+            self.supervisor.add(self.child_spec(name, running))
 
-    async def _reload(self) -> None:
-        while True:
-            self._reload_again = False
-            try:
-                # In a thread: the supervising loop keeps restarting children meanwhile.
-                await asyncio.to_thread(validate, self.config_path, self.max_size)
-            except ConfigError as exc:
-                log_problems(exc, log, "SIGHUP: keeping the running configuration")
-            else:
-                log.warning(
-                    "SIGHUP: %s is valid, but this version applies a changed configuration "
-                    "only on restart; nothing was changed, and restarted children keep "
-                    "running the configuration lvsha started with",
-                    self.config_path,
+    async def _remove_child(self, name: str) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.remove(name)
+        if name == "vrrp":
+            self.roles.clear()
+
+    def _applied(self, old: Running, new: Running, plan: ReloadPlan) -> None:
+        """A new configuration runs: children restarted from now on start from it."""
+        if self.supervisor is not None:
+            for spec in self.supervisor.specs():
+                fresh = self.child_spec(spec.name, new)
+                spec.argv, spec.pass_fds, spec.stop_timeout = (
+                    fresh.argv,
+                    fresh.pass_fds,
+                    fresh.stop_timeout,
                 )
-            if not self._reload_again:
+        for was, now in renamed_instances(old.config, new.config).items():
+            if was in self.roles:
+                self.roles[now] = self.roles.pop(was)
+        for gone in set(self.roles) - set(new.config.vrrp_instances):
+            del self.roles[gone]
+        counts = plan.to_json().get("counts", {})
+        log.info(
+            "configuration %s applied from %s (was %s): %s",
+            new.describe(),
+            new.path,
+            old.describe(),
+            f"{len(plan.changes)} change(s), {counts}" if plan.changes else "no changes",
+        )
+        self.events.publish(
+            "config_applied",
+            generation=new.generation,
+            digest=new.digest,
+            file=new.path,
+            changes=len(plan.changes),
+            cost=plan.cost().value,
+        )
+
+    async def reload(self, file: str | None, plan_only: bool) -> ReloadAnswer:
+        answer = await self.reloader.reload(file, plan_only=plan_only)
+        if answer.outcome in ("invalid", "failed", "refused"):
+            for line in [*answer.errors, *answer.left]:
+                log.error("reload: %s", line)
+            log.error(
+                "reload of %s %s: still running %s",
+                answer.file,
+                answer.outcome,
+                self.running.describe(),
+            )
+            self.events.publish(
+                "config_refused",
+                outcome=answer.outcome,
+                file=answer.file,
+                generation=self.running.generation,
+                errors=len(answer.errors),
+            )
+        return answer
+
+    def status(self) -> dict[str, object]:
+        """What runs: the configuration's generation and file, the children, the VRRP roles."""
+        running = self.running
+        return {
+            "file": running.path,
+            "generation": running.generation,
+            "digest": running.digest,
+            "children": [] if self.supervisor is None else self.supervisor.running(),
+            "vrrp_states": dict(sorted(self.roles.items())),
+        }
+
+    def on_sighup(self) -> None:
+        if self._signalled is not None and not self._signalled.done():
+            self._signalled_again = True
+            return
+        self._signalled = asyncio.create_task(self._sighup())
+
+    async def _sighup(self) -> None:
+        while True:
+            self._signalled_again = False
+            log.info("SIGHUP: reloading %s", self.running.path)
+            await self.reload(None, plan_only=False)
+            if not self._signalled_again:
                 return
 
 
@@ -158,24 +253,32 @@ def run(
         log_problems(exc, log, "not starting")
         return 1
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    snapshot = snapshot_fd(text, config_path)
-    parent = _Parent(config_path, Path(run_dir), max_config_size)
+    running = Running(config_path, text, config, 1, digest_of(text), snapshot_fd(text, config_path))
+    log.info("configuration %s from %s", running.describe(), config_path)
+    parent = _Parent(running, Path(run_dir), max_config_size, dry_run)
     try:
-        return asyncio.run(_supervise(parent, parent.children(config, snapshot, dry_run)))
+        return asyncio.run(_supervise(parent))
     finally:
-        os.close(snapshot)
+        os.close(parent.running.snapshot)
 
 
-async def _supervise(parent: _Parent, children: list[ChildSpec]) -> int:
+async def _supervise(parent: _Parent) -> int:
     try:
         await parent.events.start()
     except (EventStreamError, OSError) as exc:
         log.error("not starting: event stream: %s", exc)
         return 1
+    control = ControlServer(str(parent.run_dir / CONTROL_SOCKET), parent.reload, parent.status)
+    try:
+        await control.start()
+    except (SocketPathError, OSError) as exc:
+        log.error("not starting: control socket: %s", exc)
+        await parent.events.close()
+        return 1
     supervisor = Supervisor(
-        children,
+        parent.children(parent.running),
         on_message=parent.on_message,
-        on_reload=parent.on_reload,
+        on_reload=parent.on_sighup,
         on_started=parent.on_started,
         on_exited=parent.on_exited,
     )
@@ -192,4 +295,5 @@ async def _supervise(parent: _Parent, children: list[ChildSpec]) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await exporter
         lag.stop()
+        await control.close()
         await parent.events.close()

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-SOCKET_NAMES = ("events.sock",)
+SOCKET_NAMES = ("events.sock", "control.sock")
 """Every Unix socket lvsha binds in its run directory."""
 
 MAX_SOCKET_PATH = 107

@@ -388,7 +388,7 @@ def test_lvsha_run_passes_the_size_limit_on(
         calls.append((args, kwargs))
         return 0
 
-    monkeypatch.setattr("lvsha.cli.daemon_run.run", fake_run)
+    monkeypatch.setattr("lvsha.daemon.run.run", fake_run)
     run_dir = str(tmp_path / "run")
     assert main(["run", "c.yaml", "--run-dir", run_dir, "--max-config-size", "32M"]) == 0
     assert main(["run", "c.yaml", "--run-dir", run_dir]) == 0
@@ -402,12 +402,12 @@ def test_lvsha_run_passes_the_size_limit_on(
 
 
 def test_run_dir_too_long_for_its_sockets() -> None:
-    room = MAX_SOCKET_PATH - len("/events.sock")
+    room = MAX_SOCKET_PATH - len("/control.sock")
     fits = "/" + "r" * (room - 1)
     assert run_dir_problem(fits) is None  # does not exist yet: lvsha creates it
     problem = run_dir_problem(fits + "r")
     assert problem is not None
-    assert f"events.sock in it would be a {MAX_SOCKET_PATH + 1}-byte socket path" in problem
+    assert f"control.sock in it would be a {MAX_SOCKET_PATH + 1}-byte socket path" in problem
     assert f"use a run directory of at most {room} bytes" in problem
 
 

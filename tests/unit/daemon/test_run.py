@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lvsha.config import ConfigError, LvshaConfig
-from lvsha.daemon import run
+from lvsha.config import ConfigError, LvshaConfig, load_text
+from lvsha.daemon import reload, run
+from lvsha.daemon.child import snapshot_fd
 from lvsha.daemon.supervisor import Supervisor
 from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
 
@@ -25,8 +26,19 @@ class RecordingSupervisor(Supervisor):
         return True
 
 
+TEXT = """\
+vrrp_instances:
+  VI_1: {interface: eth0, virtual_router_id: 51, priority: 150, virtual_ipaddresses: [10.0.0.1]}
+"""
+
+
 def parent(tmp_path: Path) -> tuple[run._Parent, RecordingSupervisor]:
-    state = run._Parent(str(tmp_path / "lvsha.yaml"), tmp_path, 1 << 20)
+    path = str(tmp_path / "lvsha.yaml")
+    Path(path).write_text(TEXT)
+    running = reload.Running(
+        path, TEXT, load_text(TEXT, path), 1, reload.digest_of(TEXT), snapshot_fd(TEXT, path)
+    )
+    state = run._Parent(running, tmp_path, 1 << 20, dry_run=True)
     supervisor = RecordingSupervisor()
     state.supervisor = supervisor
     return state, supervisor
@@ -46,19 +58,19 @@ async def test_a_reload_validates_off_the_loop(
         release.wait(10)
         raise ConfigError([])
 
-    monkeypatch.setattr(run, "validate", slow_validate)
+    monkeypatch.setattr(reload, "validate", slow_validate)
     state, _ = parent(tmp_path)
-    state.on_reload()
-    state.on_reload()  # before the file is read: the same pass covers it
+    state.on_sighup()
+    state.on_sighup()  # before the file is read: the same pass covers it
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5
     while not threads:  # the loop runs while validation waits in its thread
         assert loop.time() < deadline, "validation did not start"
         await asyncio.sleep(0.01)
-    state.on_reload()  # while the file is being read: one more pass after this one
+    state.on_sighup()  # while the file is being read: one more pass after this one
     release.set()
-    assert state._reloading is not None
-    await asyncio.wait_for(state._reloading, 10)
+    assert state._signalled is not None
+    await asyncio.wait_for(state._signalled, 10)
     assert len(threads) == 2
     assert all(thread is not loop_thread for thread in threads)
 

@@ -61,7 +61,8 @@ def test_lifecycle() -> None:
     service = service_section()
     assert service["Type"] == "notify"
     assert service["ExecStartPre"] == f"{INSTALLED} check-config ${{LVSHA_CONFIG}}"
-    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # Synchronous: `systemctl reload` fails when the reload was refused (issue 10).
+    assert service["ExecReload"] == f"{INSTALLED} reload"
     assert service["Restart"] == "on-failure"
     assert service["KillMode"] == "mixed"
     # The address ledger in the run directory must outlive a killed lvsha (issue 9).
