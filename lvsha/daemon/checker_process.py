@@ -5,6 +5,13 @@ never shares a loop with VRRP; it learns the VRRP role from the parent, which re
 child's state messages, so the kernel's sync daemon can follow it. The parent's first message
 (`VrrpRoles`) says the roles it last heard: a checker restarted on the master starts the
 master sync daemon, not the backup one.
+
+A reload reaches the checker as `ApplyConfig`, taken in order with the other messages, one at
+a time (`Checker.apply`). Each part moves to the new configuration changing only what differs:
+the check pool (unchanged checks keep their state and schedule), the maintenance drains, the
+IPVS table (one pass, which the reload waits for: only changed entries get operations) and the
+sync daemon. If the kernel refuses part of it, every part goes back to the configuration it
+ran before and the answer (`ConfigApplied`) says why, and what was left if going back failed.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import signal
 import socket
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lvsha.checks.maintenance import MaintenanceWatcher
 from lvsha.checks.pool import CheckPool, raise_file_limit
-from lvsha.checks.targets import check_plan
+from lvsha.checks.targets import CheckPlan, check_plan
 from lvsha.checks.verdict import Health
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
@@ -37,16 +45,27 @@ from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort
-from lvsha.ipvs.specs import configured_services
+from lvsha.ipvs.specs import ConfiguredService, configured_services
 from lvsha.ipvs.syncd import (
     MemorySyncDaemons,
     NetlinkSyncDaemons,
     SyncDaemonFollower,
     SyncDaemonPort,
+    SyncSettings,
     sync_settings,
 )
 from lvsha.ipvs.syncer import IpvsSyncer, OnStop, presumptions
-from lvsha.messages import ChildReady, Message, VrrpRoles, VrrpStateChanged
+from lvsha.messages import (
+    ApplyConfig,
+    ChildReady,
+    ConfigApplied,
+    Message,
+    MessageError,
+    VrrpRoles,
+    VrrpStateChanged,
+)
+from lvsha.vrrp.events import VrrpState
+from lvsha.vrrp.params import InstanceIdentity, instance_identity
 
 log = logging.getLogger("lvsha.checker")
 
@@ -56,6 +75,9 @@ STOP_LIMIT = 15.0
 ROLES_WAIT = 2.0
 """Seconds from start-up to wait for the parent's `VrrpRoles` before the sync daemon starts
 (as a backup) without them."""
+
+DIGEST_SHOWN = 12
+"""Hex digits of a configuration's SHA-256 that the log shows."""
 
 
 async def read_parent(channel: ParentChannel, inbox: asyncio.Queue[Message | None]) -> None:
@@ -81,7 +103,266 @@ async def first_message(
     return message, message is not None
 
 
-def _samples(pool: CheckPool, syncer: IpvsSyncer, lag: LoopLag) -> Iterable[Sample]:
+class VrrpRoleBook:
+    """The VRRP roles the parent reports, kept by instance identity (interface, VRID, family).
+
+    Messages name instances; the book maps a name to its identity through the running
+    configuration, or the one before it (a VRRP child that has not applied a reload yet still
+    says the old names), so a renamed instance keeps its role. State names become `VrrpState`
+    here, once: a name this side does not know (a version skew) is logged and ignored.
+    """
+
+    def __init__(self, config: LvshaConfig) -> None:
+        self._roles: dict[InstanceIdentity, VrrpState] = {}
+        self._names: dict[str, InstanceIdentity] = {}
+        self._previous: dict[str, InstanceIdentity] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: LvshaConfig) -> None:
+        self._previous = self._names
+        self._names = {
+            name: instance_identity(instance) for name, instance in config.vrrp_instances.items()
+        }
+
+    def identity(self, name: str) -> InstanceIdentity | None:
+        return self._names.get(name) or self._previous.get(name)
+
+    def role_of(self, name: str) -> VrrpState | None:
+        identity = self.identity(name)
+        return None if identity is None else self._roles.get(identity)
+
+    def take(self, message: VrrpStateChanged | VrrpRoles) -> list[InstanceIdentity]:
+        """Record what `message` says; returns the identities whose role it set."""
+        reported = (
+            [(message.instance, message.new)]
+            if isinstance(message, VrrpStateChanged)
+            else list(message.states)
+        )
+        taken = []
+        for name, state_name in reported:
+            try:
+                state = VrrpState[state_name]
+            except KeyError:
+                log.error("%s: ignoring unknown VRRP state %r from the parent", name, state_name)
+                continue
+            identity = self.identity(name)
+            if identity is None:
+                log.debug("VRRP state of %s, an instance this configuration has not", name)
+                continue
+            self._roles[identity] = state
+            taken.append(identity)
+        return taken
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """What the checker runs of a configuration, derived from it (pure, off the loop)."""
+
+    config: LvshaConfig
+    plan: CheckPlan
+    services: tuple[ConfiguredService, ...]
+
+
+def _derive(config: LvshaConfig) -> _Derived:
+    return _Derived(config, check_plan(config), configured_services(config))
+
+
+def _derive_message(message: ApplyConfig) -> _Derived:
+    return _derive(message.config())
+
+
+def _sync_target(config: LvshaConfig) -> tuple[str, SyncSettings] | None:
+    sync = config.global_.lvs_sync_daemon
+    return None if sync is None else (sync.vrrp_instance, sync_settings(sync))
+
+
+class Checker:
+    """The checker's parts for one configuration, and their move to the next (`apply`).
+
+    Construct, `await start()`, then `await start_sync_daemon(...)` once the roles are known,
+    `on_message` for each parent message, `await stop()`.
+    """
+
+    def __init__(
+        self,
+        config: LvshaConfig,
+        table: IpvsTablePort,
+        daemons: SyncDaemonPort,
+        maintenance_directory: Path,
+        *,
+        pool: CheckPool | None = None,
+    ) -> None:
+        derived = _derive(config)
+        self.config = config
+        self.daemons = daemons
+        self.pool = pool if pool is not None else CheckPool(derived.plan)
+        glob = config.global_
+        self.syncer = IpvsSyncer(
+            table,
+            derived.services,
+            resync_interval=glob.ipvs.resync_interval,
+            on_stop=OnStop(glob.ipvs.on_stop),
+            drain_removed=glob.ipvs.drain_removed,
+        )
+        self.watcher = MaintenanceWatcher(self.pool, maintenance_directory)
+        self.roles = VrrpRoleBook(config)
+        self.follower: SyncDaemonFollower | None = None
+        self.generation: int | None = None
+        """The generation of the last configuration applied; None: the one started with."""
+
+    async def start(self) -> None:
+        """Adopt the kernel's table, start the checks and the first IPVS pass. Raises
+        IpvsError if the table cannot be read."""
+        observed = await self.syncer.read_table()
+        # A restart starts each real server as the table a previous checker left shows it.
+        presumed = presumptions(self.syncer.services, observed)
+        if presumed:
+            log.info(
+                "%d real servers start as the IPVS table shows them until their checks have "
+                "spoken: %d in service, %d out",
+                len(presumed),
+                sum(p.up for p in presumed.values()),
+                sum(not p.up for p in presumed.values()),
+            )
+        # Subscribe before starting, or verdicts published in between would be lost.
+        self.pool.subscribe(self.syncer.on_verdict)
+        self.pool.start(presumed)
+        # Before the first plan, so a drained real server stays drained across a restart.
+        await self.watcher.refresh()
+        await self.syncer.start(self.pool.verdicts().values(), observed)
+
+    async def start_sync_daemon(self, first: Message | None) -> None:
+        """Start following the VRRP role, if configured, from the parent's first message."""
+        if isinstance(first, VrrpRoles):
+            self.roles.take(first)
+        target = _sync_target(self.config)
+        if target is not None:
+            instance, settings = target
+            self.follower = SyncDaemonFollower(self.daemons, instance, settings)
+            await self.follower.start(self.roles.role_of(instance))
+        if first is not None and not isinstance(first, VrrpRoles):
+            await self.on_message(first)
+
+    async def stop(self) -> None:
+        await self.syncer.stop()
+        await self.pool.close()
+        if self.follower is not None:
+            await self.follower.stop()
+
+    async def on_message(self, message: Message) -> ConfigApplied | None:
+        """Take one parent message; an `ApplyConfig` is applied before this returns, and its
+        answer returned."""
+        match message:
+            case VrrpStateChanged() | VrrpRoles():
+                taken = self.roles.take(message)
+                follower = self.follower
+                if follower is not None and self.roles.identity(follower.instance) in taken:
+                    role = self.roles.role_of(follower.instance)
+                    assert role is not None
+                    await follower.follow(role)
+            case ApplyConfig():
+                return await self.apply(message)
+            case _:
+                log.debug("ignoring %s from the parent", type(message).__name__)
+        return None
+
+    async def apply(self, message: ApplyConfig) -> ConfigApplied:
+        """Run the configuration `message` carries from now on; see the module docstring."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        digest = message.digest[:DIGEST_SHOWN]
+        name = f"configuration generation {message.generation} (sha256 {digest})"
+        try:
+            # Unpickling and deriving the plan cost CPU in proportion to the real servers:
+            # in a thread, so the loop keeps running probes meanwhile.
+            new = await asyncio.to_thread(_derive_message, message)
+        except MessageError as error:
+            log.error("%s refused: %s", name, error)
+            return ConfigApplied(message.generation, False, (str(error),))
+        old = _Derived(self.config, self.pool.plan, self.syncer.services)
+        try:
+            errors, summary = await self._move(old, new)
+        except Exception as error:  # a bug: go back, and say so rather than die
+            log.exception("%s: applying it failed", name)
+            errors, summary = [f"internal error: {type(error).__name__}: {error}"], ""
+        if not errors:
+            self.config = new.config
+            self.generation = message.generation
+            # What the reload built lives as long as what it replaced: out of the cyclic
+            # collector's way, as at start-up (a full collection here would stall the loop).
+            gc.freeze()
+            log.info("%s applied: %s (in %.3f s)", name, summary, loop.time() - began)
+            return ConfigApplied(message.generation, True)
+        for error_text in errors:
+            log.error("%s: %s", name, error_text)
+        left = await self._go_back(old, new)
+        if left:
+            log.error("%s: going back to the running configuration left %s", name, left)
+        else:
+            log.warning("%s refused; the running configuration is unchanged", name)
+        return ConfigApplied(message.generation, False, tuple(errors), left)
+
+    async def _move(self, old: _Derived, new: _Derived) -> tuple[list[str], str]:
+        """Move every part from `old` to `new`; the errors (nothing: done) and a summary."""
+        async with self.watcher.paused() as refresh:
+            change = self.pool.reconfigure(new.plan)
+            # New real servers a maintenance file selects are drained before they reach IPVS.
+            await refresh()
+        operations = dict(self.syncer.operations)
+        refusals = await self.syncer.apply_config(
+            new.services,
+            verdicts=self.pool.verdicts().values(),
+            drain_removed=new.config.global_.ipvs.drain_removed,
+        )
+        if refusals:
+            return [f"IPVS: {refusal}" for refusal in refusals], ""
+        errors = await self._move_sync_daemon(new.config)
+        if errors:
+            return errors, ""
+        self.syncer.resync_interval = new.config.global_.ipvs.resync_interval
+        self.syncer.on_stop = OnStop(new.config.global_.ipvs.on_stop)
+        done = {
+            kind: count - operations.get(kind, 0)
+            for kind, count in self.syncer.operations.items()
+            if count > operations.get(kind, 0)
+        }
+        ipvs = ", ".join(f"{count} {kind}" for kind, count in sorted(done.items())) or "none"
+        return [], f"{change.describe()}; IPVS operations: {ipvs}"
+
+    async def _move_sync_daemon(self, config: LvshaConfig) -> list[str]:
+        """Follow the instance and settings `config` names (by identity, through the book)."""
+        self.roles.reconfigure(config)
+        target = _sync_target(config)
+        follower = self.follower
+        if target is None:
+            if follower is not None:
+                self.follower = None
+                await follower.stop()
+            return []
+        instance, settings = target
+        role = self.roles.role_of(instance)
+        if follower is None:
+            self.follower = follower = SyncDaemonFollower(self.daemons, instance, settings)
+            follower.role = role
+            return await follower.converge()
+        return await follower.reconfigure(instance, settings, role)
+
+    async def _go_back(self, old: _Derived, new: _Derived) -> str:
+        """Put every part back as `old` runs it; what could not be, as one line (empty: all)."""
+        async with self.watcher.paused() as refresh:
+            self.pool.reconfigure(old.plan)
+            await refresh()
+        left = await self.syncer.apply_config(
+            old.services,
+            verdicts=self.pool.verdicts().values(),
+            drain_removed=old.config.global_.ipvs.drain_removed,
+        )
+        errors = await self._move_sync_daemon(old.config)
+        return "; ".join([*(f"IPVS: {refusal}" for refusal in left), *errors])
+
+
+def _samples(checker: Checker, lag: LoopLag) -> Iterable[Sample]:
+    pool, syncer = checker.pool, checker.syncer
     yield from lag.samples("checker")
     for q in (0.5, 0.99):
         label = {"quantile": str(q)}
@@ -130,58 +411,24 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
             log.error("cannot reach the kernel's IPVS: %s (is the ip_vs module loadable?)", exc)
             return 1
         table, daemons = netlink_table, netlink_daemons
-    glob = config.global_
-    plan = check_plan(config)
     # One descriptor per probe in flight: as many as the hard limit allows (see CheckPool).
     raise_file_limit()
-    pool = CheckPool(plan)
-    syncer = IpvsSyncer(
-        table,
-        configured_services(config),
-        resync_interval=glob.ipvs.resync_interval,
-        on_stop=OnStop.REMOVE if glob.ipvs.on_stop == "remove" else OnStop.KEEP,
-    )
+    checker = Checker(config, table, daemons, run_dir / "maintenance")
     try:
-        observed = await syncer.read_table()
-    except IpvsError as exc:
-        log.error("cannot read the IPVS table: %s", exc)
-        return 1
-    # A restart starts each real server as the table a previous checker left shows it.
-    presumed = presumptions(syncer.services, observed)
-    if presumed:
-        log.info(
-            "%d real servers start as the IPVS table shows them until their checks have "
-            "spoken: %d in service, %d out",
-            len(presumed),
-            sum(p.up for p in presumed.values()),
-            sum(not p.up for p in presumed.values()),
-        )
-    # Subscribe before starting, or verdicts published in between would be lost.
-    pool.subscribe(syncer.on_verdict)
-    pool.start(presumed)
-    watcher = MaintenanceWatcher(pool, run_dir / "maintenance")
-    # Before the first plan, so a drained real server stays drained across a restart.
-    await watcher.refresh()
-    try:
-        await syncer.start(pool.verdicts().values(), observed)
+        await checker.start()
     except IpvsError as exc:
         log.error("cannot read or apply the IPVS table: %s", exc)
-        await pool.close()
+        await checker.pool.close()
         return 1
-    follower: SyncDaemonFollower | None = None
-    if glob.lvs_sync_daemon is not None:
-        follower = SyncDaemonFollower(
-            daemons, glob.lvs_sync_daemon.vrrp_instance, sync_settings(glob.lvs_sync_daemon)
-        )
+    first: Message | None = None
+    if config.global_.lvs_sync_daemon is not None:
         first, open_ = await first_message(inbox, roles_deadline)
         if first is None and open_:
             log.warning(
                 "no VRRP roles from the parent within %g s: starting the sync daemon as backup",
                 ROLES_WAIT,
             )
-        await follower.start(first if isinstance(first, VrrpRoles) else None)
-        if first is not None and not isinstance(first, VrrpRoles):
-            await follow(follower, first)
+    await checker.start_sync_daemon(first)
     # Everything built so far (the plan, thousands of checks and their states) lives as long as
     # the process: keep it out of the cyclic collector, whose full passes over it would
     # otherwise stall the loop for 100 ms and more at 10,000 checks.
@@ -189,25 +436,25 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     gc.freeze()
 
     async def follow_parent() -> None:
+        # In order, one at a time: an ApplyConfig is answered before the next message is read.
         while (message := await inbox.get()) is not None:
-            if follower is not None:
-                await follow(follower, message)
+            answer = await checker.on_message(message)
+            if answer is not None:
+                channel.send(answer)
 
     tasks = [
         asyncio.create_task(follow_parent(), name="parent-messages"),
-        asyncio.create_task(watcher.run(), name="maintenance"),
+        asyncio.create_task(checker.watcher.run(), name="maintenance"),
         asyncio.create_task(
-            export_periodically(
-                run_dir / "metrics-checker.prom", lambda: _samples(pool, syncer, lag)
-            )
+            export_periodically(run_dir / "metrics-checker.prom", lambda: _samples(checker, lag))
         ),
     ]
     channel.send(ChildReady())
     log.info(
         "checker running: %d checks (%d distinct) on %d real servers",
-        len(plan.targets),
-        pool.distinct_checks,
-        len(pool.real_servers),
+        len(checker.pool.plan.targets),
+        checker.pool.distinct_checks,
+        len(checker.pool.real_servers),
     )
     await stop.wait()
     reader.cancel()
@@ -216,10 +463,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     for task in [reader, *tasks]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await syncer.stop()
-    await pool.close()
-    if follower is not None:
-        await follower.stop()
+    await checker.stop()
     lag.stop()
     if isinstance(table, NetlinkIpvsTable):
         await table.close()
@@ -239,16 +483,6 @@ def _interface_mtus() -> dict[str, int]:
         except (OSError, ValueError):
             mtus[name] = 1500
     return mtus
-
-
-async def follow(follower: SyncDaemonFollower, message: Message) -> None:
-    match message:
-        case VrrpStateChanged():
-            await follower.on_vrrp_state(message)
-        case VrrpRoles():
-            await follower.on_vrrp_roles(message)
-        case _:
-            log.debug("ignoring %s from the parent", type(message).__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

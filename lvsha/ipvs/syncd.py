@@ -34,7 +34,6 @@ from pyroute2.netlink.generic.ipvs import (
 from lvsha.config.model import LvsSyncDaemon
 from lvsha.ipvs.netlink import IpvsGenlEndpoint
 from lvsha.ipvs.port import IpvsError
-from lvsha.messages import VrrpRoles, VrrpStateChanged
 from lvsha.vrrp.events import VrrpState
 
 log = logging.getLogger(__name__)
@@ -278,12 +277,14 @@ def describe_operation(operation: SyncOperation) -> str:
 class SyncDaemonFollower:
     """Keeps the kernel's sync daemon in step with one VRRP instance's role.
 
-    Call `start` once the port is open, with the roles the parent reported (`VrrpRoles`) if
-    any: without a role for the instance it runs the backup daemon, as keepalived does before
-    the instance has a role. Then call `on_vrrp_state` with each `VrrpStateChanged` the VRRP
-    process sends. Each time the running daemons are read back from the kernel, so a daemon
-    someone else stopped or started is put right too. A refusal is logged and the remaining
-    operations still run; the next role change tries again.
+    Call `start` once the port is open, with the instance's role if the parent reported one:
+    without, it runs the backup daemon, as keepalived does before the instance has a role.
+    Then call `follow` with each of the instance's roles (the checker turns the VRRP process's
+    messages into typed roles, once, at its edge). Each time the running daemons are read back
+    from the kernel, so a daemon someone else stopped or started is put right too. A refusal is
+    logged and the remaining operations still run; the next role change tries again.
+    `reconfigure` applies a reload: other settings restart the daemon with them, another
+    instance (not a renamed one: the caller maps names by identity) brings its role.
     """
 
     def __init__(self, port: SyncDaemonPort, instance: str, settings: SyncSettings) -> None:
@@ -293,46 +294,46 @@ class SyncDaemonFollower:
         self.role: VrrpState | None = None
         self._lock = asyncio.Lock()
 
-    async def start(self, roles: VrrpRoles | None = None) -> list[SyncOperation]:
-        """Make the daemons match the instance's role in `roles` (none known: the backup
-        daemon)."""
-        if roles is not None:
-            self._take_role(roles.state_of(self.instance))
-        return await self._follow()
+    async def start(self, role: VrrpState | None = None) -> list[SyncOperation]:
+        """Make the daemons match `role` (None, no role known yet: the backup daemon)."""
+        if role is not None:
+            self.role = role
+        done, _ = await self._follow()
+        return done
 
-    async def on_vrrp_roles(self, roles: VrrpRoles) -> list[SyncOperation]:
-        """Follow the parent's account of every instance's state; one without ours changes
-        nothing."""
-        if not self._take_role(roles.state_of(self.instance)):
+    async def follow(self, role: VrrpState) -> list[SyncOperation]:
+        """The followed instance is now in `role`; returns the operations carried out."""
+        self.role = role
+        done, _ = await self._follow()
+        return done
+
+    async def reconfigure(
+        self, instance: str, settings: SyncSettings, role: VrrpState | None
+    ) -> list[str]:
+        """Follow `instance` (the same one renamed, or another) in `role` (None: not known
+        yet) with `settings`; returns what the kernel refused. Nothing changes in the kernel
+        unless the settings or the role do."""
+        self.instance = instance
+        if settings == self.settings and role is self.role:
             return []
-        return await self._follow()
+        self.settings = settings
+        self.role = role
+        _, errors = await self._follow()
+        return errors
 
-    async def on_vrrp_state(self, change: VrrpStateChanged) -> list[SyncOperation]:
-        """Follow one instance's state change; changes of other instances change nothing.
-        Returns the operations carried out."""
-        if change.instance != self.instance or not self._take_role(change.new):
-            return []
-        return await self._follow()
-
-    def _take_role(self, state: str | None) -> bool:
-        """Take a state name from the parent as the role; False (logged) if it names none."""
-        if state is None:
-            return False
-        try:
-            self.role = VrrpState[state]
-        except KeyError:
-            # The parent relays what the VRRP process sent: a name this side does not know is
-            # a version skew, not a reason to stop following.
-            log.error("%s: ignoring unknown VRRP state %r from the parent", self.instance, state)
-            return False
-        return True
+    async def converge(self) -> list[str]:
+        """Make the daemons match the role and settings as they are; returns what the kernel
+        refused."""
+        _, errors = await self._follow()
+        return errors
 
     async def stop(self) -> list[SyncOperation]:
         """Stop the daemons, as when the instance stops."""
         self.role = VrrpState.INITIALIZE
-        return await self._follow()
+        done, _ = await self._follow()
+        return done
 
-    async def _follow(self) -> list[SyncOperation]:
+    async def _follow(self) -> tuple[list[SyncOperation], list[str]]:
         # One at a time: a role change arriving meanwhile is planned from the kernel's new state.
         async with self._lock:
             role = self.role
@@ -340,21 +341,22 @@ class SyncDaemonFollower:
             try:
                 running = await self.port.list_daemons()
             except IpvsError as error:
-                log.error(
-                    "%s %s: cannot list IPVS sync daemons: %s", self.instance, role_name, error
-                )
-                return []
+                message = f"cannot list IPVS sync daemons: {error}"
+                log.error("%s %s: %s", self.instance, role_name, message)
+                return [], [message]
             done: list[SyncOperation] = []
+            errors: list[str] = []
             for operation in plan_sync_daemons(role, self.settings, running):
                 what = describe_operation(operation)
                 try:
                     await apply_sync_operation(self.port, operation)
                 except IpvsError as error:
                     log.error("%s %s: cannot %s: %s", self.instance, role_name, what, error)
+                    errors.append(f"cannot {what}: {error}")
                     continue
                 log.info("%s %s: %s", self.instance, role_name, what)
                 done.append(operation)
-            return done
+            return done, errors
 
 
 # --- in memory ----------------------------------------------------------------------------

@@ -488,6 +488,27 @@ class IpvsSyncer:
             for key, entries in self._draining.items()
         }
 
+    @property
+    def resync_interval(self) -> float:
+        return self._resync_interval
+
+    @resync_interval.setter
+    def resync_interval(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError(f"resync_interval must be > 0, got {seconds}")
+        self._resync_interval = seconds
+        if self._loop is not None:
+            self._reread_due = min(self._reread_due, self._loop.time() + seconds)
+            self._wake.set()
+
+    @property
+    def on_stop(self) -> OnStop:
+        return self._on_stop
+
+    @on_stop.setter
+    def on_stop(self, on_stop: OnStop) -> None:
+        self._on_stop = on_stop
+
     def managed(self) -> set[ServiceKey]:
         return {service.key for service in self._services} | self._retired
 

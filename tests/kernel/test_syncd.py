@@ -34,7 +34,7 @@ from lvsha.ipvs.syncd import (
     SyncSettings,
     SyncState,
 )
-from lvsha.messages import VrrpStateChanged
+from lvsha.vrrp.events import VrrpState
 from tests.kernel.ipvsadm import ipvsadm
 
 pytestmark = pytest.mark.kernel
@@ -192,10 +192,6 @@ async def test_a_missing_interface_is_refused_by_name(daemons: NetlinkSyncDaemon
     assert ipvsadm_daemons() == []
 
 
-def vrrp_state(new: str) -> VrrpStateChanged:
-    return VrrpStateChanged("VI_1", "BACKUP", new, "test", 100)
-
-
 async def test_the_follower_swaps_daemons_as_the_role_changes(
     daemons: NetlinkSyncDaemons, interface: str
 ) -> None:
@@ -208,15 +204,15 @@ async def test_the_follower_swaps_daemons_as_the_role_changes(
     await follower.start()
     assert shown() == [(BACKUP, interface, 51)]
     for role, state in [
-        ("MASTER", MASTER),
-        ("BACKUP", BACKUP),
-        ("MASTER", MASTER),
-        ("RELEASING", MASTER),
-        ("FAULT", BACKUP),
+        (VrrpState.MASTER, MASTER),
+        (VrrpState.BACKUP, BACKUP),
+        (VrrpState.MASTER, MASTER),
+        (VrrpState.RELEASING, MASTER),
+        (VrrpState.FAULT, BACKUP),
     ]:
-        await follower.on_vrrp_state(vrrp_state(role))
+        await follower.follow(role)
         assert shown() == [(state, interface, 51)], role
-    await follower.on_vrrp_state(vrrp_state("INITIALIZE"))
+    await follower.follow(VrrpState.INITIALIZE)
     assert shown() == []
 
 
@@ -234,7 +230,7 @@ async def test_the_follower_logs_a_missing_interface_by_name(
 ) -> None:
     follower = SyncDaemonFollower(daemons, "VI_1", SyncSettings("nosuch0", 51))
     with caplog.at_level(logging.ERROR, logger="lvsha.ipvs.syncd"):
-        assert await follower.on_vrrp_state(vrrp_state("MASTER")) == []
+        assert await follower.follow(VrrpState.MASTER) == []
     [record] = caplog.records
     assert "VI_1 MASTER: cannot start the master sync daemon" in record.getMessage()
     assert "no interface 'nosuch0'" in record.getMessage()

@@ -35,7 +35,6 @@ from lvsha.ipvs.syncd import (
     runs_with,
     sync_settings,
 )
-from lvsha.messages import VrrpRoles, VrrpStateChanged
 from lvsha.vrrp.events import VrrpState
 
 MASTER, BACKUP = SyncState.MASTER, SyncState.BACKUP
@@ -248,10 +247,6 @@ async def test_memory_port_refuses_as_the_kernel_does() -> None:
 # --- the follower -----------------------------------------------------------------------
 
 
-def vrrp_state(new: str, instance: str = "VI_1") -> VrrpStateChanged:
-    return VrrpStateChanged(instance, "BACKUP", new, "test", 100)
-
-
 async def states(port: MemorySyncDaemons) -> list[SyncState]:
     return [daemon.state for daemon in await port.list_daemons()]
 
@@ -261,76 +256,36 @@ async def test_follower_runs_the_backup_daemon_then_follows_the_role() -> None:
     follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
     assert await follower.start() == [StartSyncDaemon(BACKUP, SETTINGS)]
     assert await states(port) == [BACKUP]
-    assert await follower.on_vrrp_state(vrrp_state("MASTER")) == [
+    assert await follower.follow(VrrpState.MASTER) == [
         StopSyncDaemon(BACKUP),
         StartSyncDaemon(MASTER, SETTINGS),
     ]
     assert await states(port) == [MASTER]
-    assert await follower.on_vrrp_state(vrrp_state("RELEASING")) == []
-    assert await follower.on_vrrp_state(vrrp_state("FAULT")) == [
+    assert await follower.follow(VrrpState.RELEASING) == []
+    assert await follower.follow(VrrpState.FAULT) == [
         StopSyncDaemon(MASTER),
         StartSyncDaemon(BACKUP, SETTINGS),
     ]
-    assert await follower.on_vrrp_state(vrrp_state("BACKUP")) == []
+    assert await follower.follow(VrrpState.BACKUP) == []
     assert await states(port) == [BACKUP]
-    assert await follower.on_vrrp_state(vrrp_state("INITIALIZE")) == [StopSyncDaemon(BACKUP)]
+    assert await follower.follow(VrrpState.INITIALIZE) == [StopSyncDaemon(BACKUP)]
     assert await states(port) == []
-
-
-async def test_follower_ignores_other_instances() -> None:
-    port = MemorySyncDaemons(INTERFACES)
-    follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
-    await follower.start()
-    assert await follower.on_vrrp_state(vrrp_state("MASTER", instance="VI_2")) == []
-    assert follower.role is None
-    assert await states(port) == [BACKUP]
-
-
-async def test_follower_logs_and_ignores_a_state_it_does_not_know(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    port = MemorySyncDaemons(INTERFACES)
-    follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
-    await follower.on_vrrp_state(vrrp_state("MASTER"))
-    with caplog.at_level(logging.ERROR, logger="lvsha.ipvs.syncd"):
-        assert await follower.on_vrrp_state(vrrp_state("PRIMARY")) == []
-        assert await follower.on_vrrp_roles(VrrpRoles((("VI_1", "PRIMARY"),))) == []
-    assert follower.role is VrrpState.MASTER
-    assert await states(port) == [MASTER]
-    assert [r.getMessage() for r in caplog.records] == [
-        "VI_1: ignoring unknown VRRP state 'PRIMARY' from the parent"
-    ] * 2
 
 
 async def test_follower_starts_in_the_role_the_parent_reported() -> None:
     # A restarted checker on the master: the master daemon at once, never the backup one.
     port = MemorySyncDaemons(INTERFACES)
     follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
-    roles = VrrpRoles((("VI_2", "BACKUP"), ("VI_1", "MASTER")))
-    assert await follower.start(roles) == [StartSyncDaemon(MASTER, SETTINGS)]
+    assert await follower.start(VrrpState.MASTER) == [StartSyncDaemon(MASTER, SETTINGS)]
     assert follower.role is VrrpState.MASTER
     assert await states(port) == [MASTER]
 
 
-@pytest.mark.parametrize("roles", [VrrpRoles(()), VrrpRoles((("VI_2", "MASTER"),)), None])
-async def test_follower_without_a_reported_role_runs_the_backup_daemon(
-    roles: VrrpRoles | None,
-) -> None:
+async def test_follower_without_a_reported_role_runs_the_backup_daemon() -> None:
     port = MemorySyncDaemons(INTERFACES)
     follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
-    assert await follower.start(roles) == [StartSyncDaemon(BACKUP, SETTINGS)]
+    assert await follower.start(None) == [StartSyncDaemon(BACKUP, SETTINGS)]
     assert follower.role is None
-
-
-async def test_follower_follows_roles_reported_later() -> None:
-    port = MemorySyncDaemons(INTERFACES)
-    follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
-    await follower.start()
-    assert await follower.on_vrrp_roles(VrrpRoles((("VI_2", "MASTER"),))) == []
-    assert await follower.on_vrrp_roles(VrrpRoles((("VI_1", "MASTER"),))) == [
-        StopSyncDaemon(BACKUP),
-        StartSyncDaemon(MASTER, SETTINGS),
-    ]
 
 
 async def test_follower_logs_each_change(caplog: pytest.LogCaptureFixture) -> None:
@@ -338,7 +293,7 @@ async def test_follower_logs_each_change(caplog: pytest.LogCaptureFixture) -> No
     await follower.start()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="lvsha.ipvs.syncd"):
-        await follower.on_vrrp_state(vrrp_state("MASTER"))
+        await follower.follow(VrrpState.MASTER)
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.INFO, "VI_1 MASTER: stop the backup sync daemon"),
         (
@@ -355,7 +310,7 @@ async def test_follower_logs_a_refusal_naming_the_interface_and_goes_on(
     await port.start_daemon(BACKUP, SyncSettings("eth1", 51))
     follower = SyncDaemonFollower(port, "VI_1", SyncSettings("eth9", 51))
     with caplog.at_level(logging.INFO, logger="lvsha.ipvs.syncd"):
-        done = await follower.on_vrrp_state(vrrp_state("MASTER"))
+        done = await follower.follow(VrrpState.MASTER)
     assert done == [StopSyncDaemon(BACKUP)]
     assert await port.list_daemons() == []
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -366,10 +321,10 @@ async def test_follower_logs_a_refusal_naming_the_interface_and_goes_on(
 async def test_follower_puts_right_a_daemon_stopped_behind_its_back() -> None:
     port = MemorySyncDaemons(INTERFACES)
     follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
-    await follower.on_vrrp_state(vrrp_state("MASTER"))
+    await follower.follow(VrrpState.MASTER)
     await port.stop_daemon(MASTER)
     await port.start_daemon(BACKUP, SETTINGS)
-    assert await follower.on_vrrp_state(vrrp_state("MASTER")) == [
+    assert await follower.follow(VrrpState.MASTER) == [
         StopSyncDaemon(BACKUP),
         StartSyncDaemon(MASTER, SETTINGS),
     ]
@@ -388,9 +343,9 @@ async def test_role_changes_arriving_together_end_in_the_last_role() -> None:
     port = MemorySyncDaemons(INTERFACES)
     follower = SyncDaemonFollower(port, "VI_1", SETTINGS)
     await asyncio.gather(
-        follower.on_vrrp_state(vrrp_state("MASTER")),
-        follower.on_vrrp_state(vrrp_state("BACKUP")),
-        follower.on_vrrp_state(vrrp_state("MASTER")),
+        follower.follow(VrrpState.MASTER),
+        follower.follow(VrrpState.BACKUP),
+        follower.follow(VrrpState.MASTER),
     )
     assert await states(port) == [MASTER]
 
