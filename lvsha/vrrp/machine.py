@@ -209,6 +209,11 @@ class VrrpMachine:
     def holds_vips(self) -> bool:
         return self._m.state in (VrrpState.MASTER, VrrpState.RELEASING)
 
+    @property
+    def ready_for_master(self) -> bool:
+        """A sync group member whose Master_Down_Timer ran out, waiting for the others."""
+        return self._m.ready_for_master
+
     def skew_time(self) -> float:
         return skew_time(self.params.version, self._m.priority, self._m.master_adver_interval)
 
@@ -240,6 +245,59 @@ class VrrpMachine:
             raise
         self._m.last_now = now
         return actions
+
+    def reconfigure(self, params: InstanceParams, now: float) -> list[Action]:
+        """Take new settings in the current state (a live reload), returning what to carry out.
+
+        The name, VIPs, base priority, preemption, advert interval, initial state and sync
+        group may change; the VRID, version and primary address may not (another socket,
+        another router: the caller starts a new instance instead). The base priority is only
+        recorded: the effective one comes from tracking, as PriorityChanged. A master adopts a
+        shorter advert interval from its next advert; a v2 backup's Master_Down_Interval follows
+        the new interval (a v3 backup keeps the interval its master advertises). Leaving a sync
+        group clears a fault the group imposed."""
+        old = self.params
+        if now < self._m.last_now:
+            raise ClockWentBackwardsError(f"{old.name}: now {now} < {self._m.last_now}")
+        for what in ("vrid", "version", "primary_address"):
+            if getattr(params, what) != getattr(old, what):
+                raise InvalidEventError(
+                    f"{old.name}: {what} cannot change in place "
+                    f"({getattr(old, what)} -> {getattr(params, what)})"
+                )
+        saved = copy.copy(self._m)
+        try:
+            actions: list[Action] = []
+            self.params = params
+            self._retime(old, now)
+            if old.sync_group is not None and params.sync_group is None:
+                self._m.ready_for_master = False
+                actions += self._set_fault(FaultReason.SYNC_GROUP, False, now)
+        except VrrpError:
+            self.params = old
+            self._m = saved
+            raise
+        self._m.last_now = now
+        return actions
+
+    def _retime(self, old: InstanceParams, now: float) -> None:
+        """Move the running timers for a changed advert interval or preempt delay."""
+        new = self.params
+        m = self._m
+        if new.advert_interval != old.advert_interval:
+            if m.state is VrrpState.MASTER and m.deadline is not None:
+                m.deadline = min(m.deadline, now + new.advert_interval)
+            elif m.state is VrrpState.BACKUP and new.version == 2:
+                # RFC 3768: a v2 backup's Master_Down_Interval uses its own advert interval.
+                before = self.master_down_interval()
+                m.master_adver_interval = new.advert_interval
+                if m.deadline is not None:
+                    m.deadline += self.master_down_interval() - before
+        if new.preempt_delay != old.preempt_delay and m.preempt_hold_until is not None:
+            if new.preempt_delay:
+                m.preempt_hold_until += new.preempt_delay - old.preempt_delay
+            else:
+                m.preempt_hold_until = None
 
     def _handler(self, event_type: type[Any]) -> _Handler:
         handler = TRANSITIONS.get((self._m.state, event_type))

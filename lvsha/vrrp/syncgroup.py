@@ -3,7 +3,7 @@ vrrp_sync_group), as a pure core fed with the members' actions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lvsha.vrrp.events import (
@@ -25,6 +25,15 @@ class MemberEvent:
 
     member: str
     event: SyncGroupFault | SyncGroupBackup | SyncGroupMaster
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSnapshot:
+    """What a member's machine says of itself, for a group formed while it runs (a reload)."""
+
+    state: VrrpState
+    fault_reasons: frozenset[FaultReason] = frozenset()
+    ready: bool = False
 
 
 @dataclass(slots=True)
@@ -56,6 +65,32 @@ class SyncGroup:
         if not self._members:
             raise ValueError(f"sync group {name!r} has no instances")
         self._in_fault = False
+
+    @classmethod
+    def resume(
+        cls, name: str, members: Mapping[str, MemberSnapshot]
+    ) -> tuple[SyncGroup, list[MemberEvent]]:
+        """A group formed from members already running (a reload changed its membership),
+        with the events that bring them in line with the group's rules at once: each member
+        in fault exactly while some member is in fault on its own, and the members ready for
+        master granted it when every other member is ready too or master already. A member
+        that is master while another is backup stays so until the next transition: the group
+        follows from there, as it does at start-up."""
+        group = cls(name, members)
+        for member, snapshot in members.items():
+            record = group._members[member]
+            record.state = snapshot.state
+            record.own_fault = bool(snapshot.fault_reasons - {FaultReason.SYNC_GROUP})
+            record.ready = snapshot.ready
+        group._in_fault = any(r.own_fault for r in group._members.values())
+        events = [
+            MemberEvent(member, SyncGroupFault(active=group._in_fault))
+            for member, snapshot in members.items()
+            if (FaultReason.SYNC_GROUP in snapshot.fault_reasons) != group._in_fault
+        ]
+        if any(r.ready for r in group._members.values()):
+            events += group._grant_master()
+        return group, events
 
     @property
     def members(self) -> tuple[str, ...]:

@@ -247,6 +247,11 @@ class TrackScriptRunner:
             self._run_forever(self._state), name=f"vrrp-script-{self.name}"
         )
 
+    def cancel(self) -> None:
+        """Stop at once: no result reaches `on_change` after this; `close` waits for the end."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def close(self) -> None:
         """Stop; a run in progress is killed with its process group."""
         if self._task is None:

@@ -77,6 +77,10 @@ class TrackingState:
         self._verdict = self._evaluate()
 
     @property
+    def trackers(self) -> tuple[Tracker, ...]:
+        return tuple(self._trackers.values())
+
+    @property
     def verdict(self) -> TrackingVerdict:
         return self._verdict
 
@@ -96,14 +100,45 @@ class TrackingState:
         self._healthy[name] = healthy
         old, new = self._verdict, self._evaluate()
         self._verdict = new
-        events: list[PriorityChanged | TrackingFault] = []
-        if new.priority != old.priority:
-            events.append(PriorityChanged(new.priority))
-        if new.fault != old.fault:
-            events.append(TrackingFault(active=new.fault))
-        return events
+        return _changes(old, new)
+
+    def reconfigure(
+        self, base_priority: int, trackers: Iterable[Tracker], healthy: Mapping[str, bool]
+    ) -> list[PriorityChanged | TrackingFault]:
+        """A live reload: a new base priority and set of trackers (weights may change). A
+        tracker still listed keeps its health; `healthy` gives it for each new one (and is not
+        consulted for the others). Returns the machine events the change of verdict calls for:
+        the machine hears only the effective priority, so this is how its base changes."""
+        if not 1 <= base_priority <= OWNER_PRIORITY:
+            raise ValueError(f"base priority {base_priority} outside 1..255")
+        found: dict[str, Tracker] = {}
+        for tracker in trackers:
+            if tracker.name in found:
+                raise ValueError(f"tracker {tracker.name!r} listed twice")
+            found[tracker.name] = tracker
+        missing = sorted(n for n in found if n not in self._healthy and n not in healthy)
+        if missing:
+            raise ValueError(f"no health given for the new trackers {missing}")
+        self.base_priority = base_priority
+        self._trackers = found
+        self._healthy = {n: self._healthy[n] if n in self._healthy else healthy[n] for n in found}
+        old, new = self._verdict, self._evaluate()
+        self._verdict = new
+        return _changes(old, new)
+
+    def health(self, name: str) -> bool:
+        return self._healthy[name]
 
     def _evaluate(self) -> TrackingVerdict:
         return evaluate(
             self.base_priority, {t: self._healthy[n] for n, t in self._trackers.items()}
         )
+
+
+def _changes(old: TrackingVerdict, new: TrackingVerdict) -> list[PriorityChanged | TrackingFault]:
+    events: list[PriorityChanged | TrackingFault] = []
+    if new.priority != old.priority:
+        events.append(PriorityChanged(new.priority))
+    if new.fault != old.fault:
+        events.append(TrackingFault(active=new.fault))
+    return events
