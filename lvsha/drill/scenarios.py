@@ -35,7 +35,7 @@ from lvsha.drill.events import EventStreamError
 from lvsha.drill.lab import Host, LabError, wait_until
 from lvsha.drill.probe import Probe, VipProber, measure_outage
 from lvsha.drill.vip_removal import VipRemover
-from lvsha.vrrp.params import master_down_interval
+from lvsha.vrrp.machine import master_down_interval
 
 DirectorLauncher = Callable[[Host, Path], "subprocess.Popen[bytes]"]
 """Starts a director process in a host, given its configuration file."""

@@ -4,6 +4,31 @@ The engine builds one InstanceRunner per configured instance, feeds them link ch
 tracker verdicts, received adverts and sync-group orders, and reports each state change to
 the log, the notify hooks and the parent process (which serves the event stream: no
 client-facing socket lives in the VRRP process).
+
+`apply` runs a new configuration live (a reload). Instances are matched by identity
+(interface, VRID, family), never by name. What each change costs:
+
+- in place, nothing on the wire changes: a new name (logs, reports, metrics, hooks), notify
+  hooks, GARP settings (from the next announcement spell), the initial state, track scripts,
+  tracked interfaces and their weights, sync group membership;
+- in place, the machine follows at once by the RFC rules: the priority (to and from 255
+  too: the base priority under tracking), preempt and preempt_delay, the advert interval (a
+  master's next advert comes at most one new interval away), VRRPv2 authentication, the VIPs:
+  a master adds new ones before the reload commits, announces them, and takes the dropped ones
+  off last; a backup only changes what it would hold;
+- rebuilt (stopped as at shutdown, a master sending priority 0, and started again): a new
+  version, source address or unicast peers, since they need another socket or router;
+- another identity (interface, VRID or family changed) is one instance removed and one added.
+
+A VIP moved between two instances of this director is never absent: the new holder adds it
+first, and no instance takes off an address another instance holds now. If the new holder is
+a backup here while the old one was master, the VIP leaves this director: it belongs to the
+other director's master of the new instance.
+
+A reload is transactional up to its commit: everything that can fail is done first (sockets of
+new instances opened, the settings of changed ones built, new VIPs of masters added); a
+failure there undoes what this reload did and leaves every instance running as before. After
+the commit only the removal of dropped VIPs can fail: the outcome then says what is left.
 """
 
 from __future__ import annotations
@@ -12,13 +37,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from lvsha.checks.script import ScriptCommand
 from lvsha.config.model import LvshaConfig
-from lvsha.config.vrrp import Notify
+from lvsha.config.vrrp import Notify, VrrpInstance
 from lvsha.messages import Message, VrrpStateChanged
 from lvsha.net.addresses import AddressPort
 from lvsha.net.announce import Announcer
@@ -35,26 +60,49 @@ from lvsha.vrrp.events import (
     StateChanged,
     VrrpState,
 )
-from lvsha.vrrp.instance import HeldAddress, InstanceRunner
-from lvsha.vrrp.machine import VrrpMachine
+from lvsha.vrrp.instance import HeldChange, InstanceRunner
+from lvsha.vrrp.machine import InstanceParams, VrrpMachine
 from lvsha.vrrp.notify import Notifier, NotifyHooks, NotifyState, Transition
 from lvsha.vrrp.params import (
     INTERFACE_PREFIX,
     SCRIPT_PREFIX,
+    HeldAddress,
+    HeldKey,
     advert_for,
+    changed_settings,
+    garp_settings,
+    held_addresses,
+    instance_identity,
     instance_params,
     is_address_owner,
+    rebuild_reason,
     receiving_instance,
     source_address,
     sync_group_of,
+    tracked_scripts,
     trackers,
 )
 from lvsha.vrrp.receive import DropLog, advert_event
-from lvsha.vrrp.socket import VrrpSocket, VrrpSocketSettings
-from lvsha.vrrp.syncgroup import SyncGroup
+from lvsha.vrrp.socket import AdvertHandler, DropHandler, VrrpSocket, VrrpSocketSettings
+from lvsha.vrrp.syncgroup import MemberSnapshot, SyncGroup
 from lvsha.vrrp.track_script import TrackScriptParams, TrackScriptRunner
-from lvsha.vrrp.tracking import TrackingState
-from lvsha.vrrp.wire import ReceivedAdvert
+from lvsha.vrrp.tracking import Tracker, TrackingState
+from lvsha.vrrp.wire import (
+    Advert,
+    AdvertDropError,
+    DropCounter,
+    ReceivedAdvert,
+    ReceivingInstance,
+    check_advert_for_instance,
+)
+
+__all__ = [
+    "AdvertSocket",
+    "ApplyOutcome",
+    "StartupError",
+    "VrrpEngine",
+    "notify_hooks",
+]
 
 log = logging.getLogger("lvsha.vrrp")
 
@@ -64,20 +112,105 @@ _NOTIFY_STATES = {
     VrrpState.FAULT: NotifyState.FAULT,
 }
 
+STOP_GRACE = 0.5
+"""Seconds past a leaving master's Master_Down_Interval before it is closed regardless."""
+
 
 class StartupError(RuntimeError):
     """The engine cannot start an instance (missing interface, no source address...)."""
 
 
-@dataclass
+class AdvertSocket(Protocol):
+    """What the engine needs of an instance's socket (VrrpSocket; a fake in unit tests)."""
+
+    drops: DropCounter
+
+    def start(self, on_advert: AdvertHandler, on_drop: DropHandler | None = None) -> None: ...
+
+    def send(self, advert: Advert) -> None: ...
+
+    def read_pending(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(eq=False)
 class _Instance:
+    """One running instance and what the engine keeps for it."""
+
+    name: str
+    config: VrrpInstance
     runner: InstanceRunner
-    socket: VrrpSocket
+    socket: AdvertSocket
     tracking: TrackingState
-    interface: str
     hooks: NotifyHooks
     group: str | None
-    states: list[str] = field(default_factory=list)
+    receiving: ReceivingInstance
+    drop_log: DropLog
+    previous_receiving: ReceivingInstance | None = None
+    """What adverts were checked against before a reload changed it (the VIP list, a v2
+    interval or password): accepted too until the peer's adverts match the new one, since the
+    peer is reloaded apart from us and a backup must not take over meanwhile."""
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the machine is back in INITIALIZE after a Shutdown."""
+    told_previous: bool = False
+    retiring: bool = False
+    """Removed or replaced by a reload: leaving, no longer one of `VrrpEngine.instances`."""
+    closed: bool = False
+
+    @property
+    def interface(self) -> str:
+        return self.config.interface
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    """What `VrrpEngine.apply` did: `ok` when the new configuration runs entirely; otherwise
+    `errors` says why, and `left` says what state was left where the old configuration could
+    not be restored completely (empty when it was)."""
+
+    ok: bool
+    summary: str
+    """One line of what changed (or would have)."""
+    errors: tuple[str, ...] = ()
+    left: str = ""
+
+
+@dataclass
+class _InPlace:
+    """A running instance's new settings, all built (validated) before anything changes."""
+
+    record: _Instance
+    name: str
+    config: VrrpInstance
+    params: InstanceParams
+    advert: Advert
+    receiving: ReceivingInstance
+    held: list[HeldAddress]
+    hooks: NotifyHooks
+    garp: GarpSettings
+    group: str | None
+    trackers: list[Tracker]
+    changes: list[str]
+    additions: list[HeldAddress] = field(default_factory=list)
+    """VIPs to put on before the commit (the instance is master and does not have them)."""
+    ahead: HeldChange | None = None
+
+
+@dataclass
+class _Plan:
+    """A reload, matched by identity: what stays, what is rebuilt, added and removed."""
+
+    unchanged: list[_Instance] = field(default_factory=list)
+    in_place: list[_InPlace] = field(default_factory=list)
+    built: list[_Instance] = field(default_factory=list)
+    """New instances (added or rebuilt), sockets open, not started."""
+    retiring: list[_Instance] = field(default_factory=list)
+    scripts_started: dict[str, TrackScriptRunner] = field(default_factory=dict)
+    scripts_stopped: list[str] = field(default_factory=list)
+    scripts_closing: list[TrackScriptRunner] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 def notify_hooks(notify: Notify, user: str | None, security: bool) -> NotifyHooks:
@@ -94,6 +227,42 @@ def notify_hooks(notify: Notify, user: str | None, security: bool) -> NotifyHook
     )
 
 
+def script_command(config: LvshaConfig, name: str) -> ScriptCommand:
+    script = config.vrrp_scripts[name]
+    glob = config.global_
+    return ScriptCommand(
+        script.command,
+        user=script.user or glob.script_user,
+        script_security=glob.enable_script_security,
+    )
+
+
+def script_params(config: LvshaConfig, name: str) -> TrackScriptParams:
+    script = config.vrrp_scripts[name]
+    return TrackScriptParams(script.interval, script.timeout, script.rise, script.fall)
+
+
+def _describe_vips(old: VrrpInstance, new: VrrpInstance) -> str:
+    before = {h.key for h in held_addresses(old)}
+    after = {h.key for h in held_addresses(new)}
+    gained, lost = len(after - before), len(before - after)
+    return f"VIPs +{gained} -{lost}" if gained or lost else "VIP settings"
+
+
+def _describe(old: VrrpInstance, new: VrrpInstance) -> list[str]:
+    said: list[str] = []
+    for key in changed_settings(old, new):
+        if key == "priority":
+            said.append(f"priority {old.priority} -> {new.priority}")
+        elif key in ("virtual_ipaddresses", "virtual_ipaddresses_excluded"):
+            vips = _describe_vips(old, new)
+            if vips not in said:
+                said.append(vips)
+        else:
+            said.append(key)
+    return said
+
+
 class VrrpEngine:
     """All VRRP instances of one configuration, on one event loop."""
 
@@ -105,75 +274,163 @@ class VrrpEngine:
         announcer: Announcer,
         notifier: Notifier,
         report: Callable[[Message], None],
+        open_socket: Callable[[VrrpSocketSettings], AdvertSocket] = VrrpSocket.open,
+        accept_local: Callable[[str], object] = ensure_accept_local,
     ) -> None:
+        """`open_socket` and `accept_local` are the kernel edges: tests pass fakes."""
         self.config = config
         self._addresses = addresses
         self._announcer = announcer
         self._notifier = notifier
         self._report = report
+        self._open_socket = open_socket
+        self._accept_local = accept_local
         self.instances: dict[str, _Instance] = {}
-        self._groups = {n: SyncGroup(n, g.instances) for n, g in config.sync_groups.items()}
+        """The configured instances by name."""
+        self._records: dict[InstanceRunner, _Instance] = {}
+        """Every instance with a runner, the leaving ones too."""
+        self._groups: dict[str, SyncGroup] = {
+            n: SyncGroup(n, g.instances) for n, g in config.sync_groups.items()
+        }
         self._group_state: dict[str, VrrpState] = {}
-        self._scripts: list[TrackScriptRunner] = []
-        self._pending: deque[tuple[str, Event]] = deque()
+        self._scripts: dict[str, TrackScriptRunner] = {}
+        self._links: dict[str, bool] = {}
+        self._pending: deque[tuple[_Instance, Event]] = deque()
         self._dispatching = False
+        self._retirements: set[asyncio.Task[None]] = set()
+        self._applying = asyncio.Lock()
 
-    async def start(self, link_states: dict[str, bool]) -> None:
+    # Start-up.
+
+    async def start(self, link_states: Mapping[str, bool]) -> None:
         """Open every instance's socket and start it; `link_states` from the link monitor.
 
         First, every address an earlier process added and left behind comes off: each
         instance starts in INITIALIZE, which holds no VIP, and a backup must never hold one."""
         await self._addresses.reconcile()
+        self._links.update(link_states)
         for name in self.config.vrrp_instances:
-            self.instances[name] = await self._build(name, link_states)
-        glob = self.config.global_
-        for name in {
-            t.script for inst in self.config.vrrp_instances.values() for t in inst.track_scripts
-        }:
-            script = self.config.vrrp_scripts[name]
-            runner = TrackScriptRunner(
-                name,
-                ScriptCommand(
-                    script.command,
-                    user=script.user or glob.script_user,
-                    script_security=glob.enable_script_security,
-                ),
-                TrackScriptParams(script.interval, script.timeout, script.rise, script.fall),
-                self._script_changed,
-            )
-            self._scripts.append(runner)
-            runner.start()
-        for name, instance in self.instances.items():
-            for event in instance.tracking.initial_events():
-                self._feed(name, event)
-            if not link_states.get(instance.interface, False):
-                self._feed(name, LinkChanged(up=False))
-            self._feed(name, Startup())
+            self.instances[name] = await self._build(self.config, name)
+        for name in tracked_scripts(self.config):
+            self._scripts[name] = self._script_runner(self.config, name)
+            self._scripts[name].start()
+        for record in self.instances.values():
+            self._launch(record)
 
-    async def _build(self, name: str, link_states: dict[str, bool]) -> _Instance:
-        inst = self.config.vrrp_instances[name]
+    def _script_runner(self, config: LvshaConfig, name: str) -> TrackScriptRunner:
+        return TrackScriptRunner(
+            name, script_command(config, name), script_params(config, name), self._script_changed
+        )
+
+    async def _build(self, config: LvshaConfig, name: str) -> _Instance:
+        """An instance with its socket open and reading, not started (INITIALIZE)."""
+        inst = config.vrrp_instances[name]
         family: Literal[4, 6] = 6 if inst.family == "ipv6" else 4
         source = source_address(inst)
         if source is None or family == 6:
             found = await self._primary_address(inst.interface, family)
             source = found if family == 6 or source is None else source
-        params = instance_params(self.config, name, source)
+        params = instance_params(config, name, source)
         machine = VrrpMachine(params)
         settings = VrrpSocketSettings(inst.interface, source, tuple(inst.unicast_peers))
+        found_trackers = trackers(config, name)
+        # A track script starts in INIT: it applies no weight until its first result, so its
+        # initial "health" is whichever leaves the priority alone (keepalived does the same).
+        tracking = TrackingState(
+            inst.priority, found_trackers, {t.name: self._health(t) for t in found_trackers}
+        )
         if family == 4 and not is_address_owner(inst):
             # A returning owner advertises from the address we may hold as its VIP: Linux
             # drops such packets without accept_local, and we would never step down.
-            ensure_accept_local(inst.interface)
+            await asyncio.to_thread(self._accept_local, inst.interface)
         try:
-            sock = VrrpSocket.open(settings)
+            sock = self._open_socket(settings)
         except OSError as exc:
             raise StartupError(
                 f"{name}: cannot open the VRRP socket on {inst.interface}: {exc}"
             ) from None
-        held = [
-            HeldAddress(vip.address, vip.device or inst.interface, vip.label)
-            for vip in [*inst.virtual_ipaddresses, *inst.virtual_ipaddresses_excluded]
-        ]
+        held = held_addresses(inst)
+        self._prepare_announcements(name, held)
+        runner = InstanceRunner(
+            machine,
+            advert=advert_for(inst),
+            sender=sock,
+            addresses=self._addresses,
+            announcer=self._announcer,
+            held=held,
+            garp=garp_settings(inst),
+            on_action=self._on_action,
+            read_input=sock.read_pending,
+            claimed_elsewhere=self._claimed_elsewhere,
+        )
+        glob = config.global_
+        record = _Instance(
+            name,
+            inst,
+            runner,
+            sock,
+            tracking,
+            notify_hooks(inst.notify, glob.script_user, glob.enable_script_security),
+            sync_group_of(config, name),
+            receiving_instance(inst),
+            DropLog.on_running_loop(name),
+        )
+        self._records[runner] = record
+        own = frozenset({source})
+
+        def on_advert(received: ReceivedAdvert) -> None:
+            # The socket is open before Startup and after Shutdown (Initialize): the receive
+            # path drops what the machine cannot take; the socket catches anything else.
+            event = advert_event(
+                received,
+                self._receiving_for(record, received),
+                own,
+                sock.drops,
+                state=record.runner.state,
+            )
+            if event is not None:
+                self._feed(record, event)
+
+        sock.start(on_advert, on_drop=record.drop_log)
+        return record
+
+    @staticmethod
+    def _receiving_for(record: _Instance, received: ReceivedAdvert) -> ReceivingInstance:
+        """The checks a received advert goes through: the new ones, or right after a reload
+        the ones before it, when only those pass (a peer not reloaded yet)."""
+        previous = record.previous_receiving
+        if previous is None:
+            return record.receiving
+        try:
+            check_advert_for_instance(received, record.receiving)
+        except AdvertDropError:
+            try:
+                check_advert_for_instance(received, previous)
+            except AdvertDropError:
+                return record.receiving
+            if not record.told_previous:
+                record.told_previous = True
+                log.warning(
+                    "%s: %s still advertises the configuration before the reload: accepted "
+                    "until it advertises this one (reload it too)",
+                    record.name,
+                    received.source,
+                )
+            return previous
+        record.previous_receiving = None  # the peer runs what we run now
+        return record.receiving
+
+    def _health(self, tracker: Tracker) -> bool:
+        """A new tracker's health: its link's state, or its script's last result (neutral
+        until the script has one)."""
+        if tracker.name.startswith(INTERFACE_PREFIX):
+            return self._links.get(tracker.name.removeprefix(INTERFACE_PREFIX), False)
+        runner = self._scripts.get(tracker.name.removeprefix(SCRIPT_PREFIX))
+        known = runner.state.healthy if runner is not None and runner.state is not None else None
+        return known if known is not None else tracker.weight <= 0
+
+    def _prepare_announcements(self, name: str, held: Iterable[HeldAddress]) -> None:
+        held = list(held)
         try:
             for interface in dict.fromkeys(h.interface for h in held):
                 # Build the frames now: the first one costs ~100 ms (scapy), not at failover.
@@ -182,52 +439,13 @@ class VrrpEngine:
                 )
         except OSError as exc:
             log.warning("%s: cannot prepare announcements yet: %s", name, exc)
-        garp = inst.garp
-        runner = InstanceRunner(
-            machine,
-            advert=advert_for(inst),
-            sender=sock,
-            addresses=self._addresses,
-            announcer=self._announcer,
-            held=held,
-            garp=GarpSettings(
-                garp.burst, garp.interval, garp.delay, garp.refresh, garp.refresh_burst
-            ),
-            on_action=self._on_action,
-            read_input=sock.read_pending,
-        )
-        found_trackers = trackers(self.config, name)
-        # A track script starts in INIT: it applies no weight until its first result, so its
-        # initial "health" is whichever leaves the priority alone (keepalived does the same).
-        initial = {
-            t.name: (
-                link_states.get(t.name.removeprefix(INTERFACE_PREFIX), False)
-                if t.name.startswith(INTERFACE_PREFIX)
-                else t.weight <= 0
-            )
-            for t in found_trackers
-        }
-        tracking = TrackingState(inst.priority, found_trackers, initial)
-        receiving = receiving_instance(inst)
-        own = frozenset({source})
 
-        def on_advert(received: ReceivedAdvert) -> None:
-            # The socket is open before Startup and after Shutdown (Initialize): the receive
-            # path drops what the machine cannot take; the socket catches anything else.
-            event = advert_event(received, receiving, own, sock.drops, state=runner.state)
-            if event is not None:
-                self._feed(name, event)
-
-        sock.start(on_advert, on_drop=DropLog.on_running_loop(name))
-        glob = self.config.global_
-        return _Instance(
-            runner,
-            sock,
-            tracking,
-            inst.interface,
-            notify_hooks(inst.notify, glob.script_user, glob.enable_script_security),
-            sync_group_of(self.config, name),
-        )
+    def _launch(self, record: _Instance) -> None:
+        for event in record.tracking.initial_events():
+            self._feed(record, event)
+        if not self._links.get(record.interface, False):
+            self._feed(record, LinkChanged(up=False))
+        self._feed(record, Startup())
 
     async def _primary_address(self, interface: str, family: Literal[4, 6]) -> Address:
         """The interface's source address; IPv6 link-local addresses need DAD to finish."""
@@ -239,9 +457,11 @@ class VrrpEngine:
         what = "link-local IPv6" if family == 6 else "IPv4"
         raise StartupError(f"{interface} has no {what} address to send VRRP adverts from")
 
-    def _feed(self, name: str, event: Event) -> None:
+    # Running.
+
+    def _feed(self, record: _Instance, event: Event) -> None:
         """Feed one event, then every sync-group order it caused, in order, never reentrantly."""
-        self._pending.append((name, event))
+        self._pending.append((record, event))
         self._drain()
 
     def _drain(self) -> None:
@@ -252,45 +472,61 @@ class VrrpEngine:
         try:
             while self._pending:
                 target, next_event = self._pending.popleft()
-                self.instances[target].runner.feed(next_event)
+                if not target.closed:
+                    target.runner.feed(next_event)
         finally:
             self._dispatching = False
 
     def _on_action(self, runner: InstanceRunner, action: Action) -> None:
-        instance = self.instances.get(runner.name)
-        if instance is None:
+        record = self._records.get(runner)
+        if record is None:
             return
         if isinstance(action, StateChanged):
-            self._state_changed(runner.name, instance, action)
-        if instance.group is not None:
-            orders = self._groups[instance.group].on_action(runner.name, action)
-            self._pending.extend((order.member, order.event) for order in orders)
+            self._state_changed(record, action)
+        group = self._groups.get(record.group) if record.group is not None else None
+        if group is not None:
+            orders = group.on_action(record.name, action)
+            self._pending.extend(
+                (self.instances[order.member], order.event)
+                for order in orders
+                if order.member in self.instances
+            )
             if orders:
                 # After the runner's current feed returns: SyncGroup orders go "before any
                 # other event", and call_soon runs before the next I/O callback.
                 asyncio.get_running_loop().call_soon(self._drain)
 
-    def _state_changed(self, name: str, instance: _Instance, change: StateChanged) -> None:
-        machine = instance.runner.machine
+    def _claimed_elsewhere(self, runner: InstanceRunner, key: HeldKey) -> bool:
+        return any(r is not runner and r.holds(key) for r in self._records)
+
+    def _state_changed(self, record: _Instance, change: StateChanged) -> None:
+        machine = record.runner.machine
         log.info(
-            "%s: %s -> %s (%s), priority %d",
-            name,
+            "%s: %s -> %s (%s), priority %d%s",
+            record.name,
             change.old.name,
             change.new.name,
             change.reason,
             machine.priority,
+            " (leaving: removed or replaced by a reload)" if record.retiring else "",
         )
+        if change.new is VrrpState.INITIALIZE:
+            record.stopped.set()
+        if record.retiring and self.instances.get(record.name) is not None:
+            return  # the name is another instance's now: the parent hears that one only
         self._report(
             VrrpStateChanged(
-                name, change.old.name, change.new.name, change.reason, machine.priority
+                record.name, change.old.name, change.new.name, change.reason, machine.priority
             )
         )
+        if record.retiring:
+            return  # its stop hook has run
         state = _NOTIFY_STATES.get(change.new)
         if state is not None:
-            transition = Transition.instance(name, state, machine.priority)
-            self._notifier.notify(instance.hooks, transition)
-        if instance.group is not None:
-            self._group_changed(instance.group)
+            transition = Transition.instance(record.name, state, machine.priority)
+            self._notifier.notify(record.hooks, transition)
+        if record.group is not None:
+            self._group_changed(record.group)
 
     def _group_changed(self, group: str) -> None:
         members = self.config.sync_groups[group].instances
@@ -309,47 +545,362 @@ class VrrpEngine:
 
     def _script_changed(self, script: str, healthy: bool, reason: str) -> None:
         log.info("vrrp script %s: %s (%s)", script, "healthy" if healthy else "failed", reason)
-        for name, instance in self.instances.items():
-            tracker = SCRIPT_PREFIX + script
-            if any(t.script == script for t in self.config.vrrp_instances[name].track_scripts):
-                for event in instance.tracking.set_health(tracker, healthy):
-                    self._feed(name, event)
+        tracker = SCRIPT_PREFIX + script
+        for record in self.instances.values():
+            if any(t.script == script for t in record.config.track_scripts):
+                for event in record.tracking.set_health(tracker, healthy):
+                    self._feed(record, event)
 
     def link_changed(self, change: LinkEvent) -> None:
         """A watched interface went up or down."""
         log.info("link %s %s", change.interface, "up" if change.up else "down")
-        for name, instance in self.instances.items():
-            if instance.interface == change.interface:
-                self._feed(name, LinkChanged(up=change.up))
-            tracked = INTERFACE_PREFIX + change.interface
-            inst = self.config.vrrp_instances[name]
-            if any(t.interface == change.interface for t in inst.track_interfaces):
-                for event in instance.tracking.set_health(tracked, change.up):
-                    self._feed(name, event)
+        self._links[change.interface] = change.up
+        tracked = INTERFACE_PREFIX + change.interface
+        for record in self.instances.values():
+            if record.interface == change.interface:
+                self._feed(record, LinkChanged(up=change.up))
+            if any(t.interface == change.interface for t in record.config.track_interfaces):
+                for event in record.tracking.set_health(tracked, change.up):
+                    self._feed(record, event)
+
+    @property
+    def link_states(self) -> Mapping[str, bool]:
+        """What the engine knows of its interfaces' links."""
+        return dict(self._links)
+
+    # Live reconfiguration.
+
+    async def apply(
+        self, new: LvshaConfig, link_states: Mapping[str, bool] | None = None
+    ) -> ApplyOutcome:
+        """Run `new` from now on, changing only what differs (see the module's notes).
+        `link_states` covers interfaces the running configuration did not watch. One apply
+        at a time; the event loop keeps running meanwhile."""
+        async with self._applying:
+            self._links.update(link_states or {})
+            return await self._apply(new)
+
+    async def _apply(self, new: LvshaConfig) -> ApplyOutcome:
+        plan = await self._prepare(new)
+        summary = "; ".join(plan.summary) or "no VRRP change"
+        if plan.errors:
+            await self._discard(plan)
+            return ApplyOutcome(False, summary, tuple(plan.errors))
+        errors, left = await self._add_ahead(plan)
+        if errors:
+            await self._discard(plan)
+            return ApplyOutcome(False, summary, tuple(errors), "; ".join(left))
+        removals = self._commit(plan, new)
+        errors, left = [], []
+        for change, removal in removals:
+            outcome = await removal
+            for held, why in outcome.failed:
+                errors.append(
+                    f"{change.name}: cannot take {held.address} off {held.interface}: {why}"
+                )
+                left.append(
+                    f"{held.address} stays on {held.interface} though {change.name} no longer "
+                    "holds it"
+                )
+        for script in plan.scripts_closing:
+            await script.close()
+        if errors:
+            left.insert(0, "the new configuration runs")
+            return ApplyOutcome(False, summary, tuple(errors), "; ".join(left))
+        return ApplyOutcome(True, summary)
+
+    async def _prepare(self, new: LvshaConfig) -> _Plan:
+        """Match, build and validate everything; nothing that runs is touched."""
+        plan = _Plan()
+        old_by_identity = {instance_identity(r.config): r for r in self.instances.values()}
+        rebuild: list[tuple[_Instance, str, str]] = []
+        added: list[str] = []
+        for name, inst in new.vrrp_instances.items():
+            record = old_by_identity.pop(instance_identity(inst), None)
+            if record is None:
+                added.append(name)
+                continue
+            why = rebuild_reason(record.config, inst)
+            if why is not None:
+                rebuild.append((record, name, why))
+                continue
+            try:
+                change = self._in_place(record, name, new)
+            except ValueError as exc:
+                plan.errors.append(f"{name}: {exc}")
+                continue
+            if change is None:
+                plan.unchanged.append(record)
+            else:
+                plan.in_place.append(change)
+                plan.summary.append(f"{record.name}: {', '.join(change.changes)}")
+                owner_no_more = is_address_owner(record.config) and not is_address_owner(inst)
+                if owner_no_more and inst.family == "ipv4":
+                    # A returning owner's adverts come from our VIP: see _build.
+                    await asyncio.to_thread(self._accept_local, inst.interface)
+        plan.retiring = [r for r, _, _ in rebuild] + list(old_by_identity.values())
+        plan.summary += [f"{r.name}: restarted as {n} ({why})" for r, n, why in rebuild]
+        plan.summary += [f"added {name}" for name in added]
+        plan.summary += [f"removed {r.name}" for r in old_by_identity.values()]
+        self._prepare_scripts(new, plan)
+        for name in [*added, *(n for _, n, _ in rebuild)]:
+            try:
+                plan.built.append(await self._build(new, name))
+            except (StartupError, ValueError, OSError) as exc:
+                plan.errors.append(str(exc) if isinstance(exc, StartupError) else f"{name}: {exc}")
+        return plan
+
+    def _in_place(self, record: _Instance, name: str, new: LvshaConfig) -> _InPlace | None:
+        """The new settings of a running instance, or None when nothing of it changed."""
+        inst = new.vrrp_instances[name]
+        old = record.config
+        glob = new.global_
+        params = instance_params(new, name, record.runner.machine.params.primary_address)
+        found_trackers = trackers(new, name)
+        hooks = notify_hooks(inst.notify, glob.script_user, glob.enable_script_security)
+        group = sync_group_of(new, name)
+        changes = _describe(old, inst)
+        if name != record.name:
+            changes.insert(0, f"renamed {name}")
+        if group != record.group:
+            changes.append(f"sync group {record.group} -> {group}")
+        if found_trackers != list(record.tracking.trackers) and "track_scripts" not in changes:
+            changes.append("tracking weights")
+        if hooks != record.hooks and "notify" not in changes:
+            changes.append("notify hooks")
+        if not changes:
+            return None
+        change = _InPlace(
+            record,
+            name,
+            inst,
+            params,
+            advert_for(inst),
+            receiving_instance(inst),
+            held_addresses(inst),
+            hooks,
+            garp_settings(inst),
+            group,
+            found_trackers,
+            changes,
+        )
+        runner = record.runner
+        if runner.machine.holds_vips:
+            have = {h.key for h in runner.held}
+            change.additions = [h for h in change.held if h.key not in have]
+        return change
+
+    def _prepare_scripts(self, new: LvshaConfig, plan: _Plan) -> None:
+        wanted = tracked_scripts(new)
+        for name in wanted:
+            running = self._scripts.get(name)
+            try:
+                command, params = script_command(new, name), script_params(new, name)
+            except ValueError as exc:
+                plan.errors.append(f"vrrp script {name}: {exc}")
+                continue
+            if running is not None and running.command == command and running.params == params:
+                continue
+            plan.scripts_started[name] = TrackScriptRunner(
+                name, command, params, self._script_changed
+            )
+            plan.summary.append(f"vrrp script {name} {'restarted' if running else 'started'}")
+        plan.scripts_stopped = [n for n in self._scripts if n not in wanted]
+        plan.summary += [f"vrrp script {n} stopped" for n in plan.scripts_stopped]
+
+    async def _add_ahead(self, plan: _Plan) -> tuple[list[str], list[str]]:
+        """Masters put on their new VIPs before the commit; a refusal takes back what this
+        reload added. Returns (errors, what is left)."""
+        pending = [
+            (change, change.record.runner.add_ahead(change.additions))
+            for change in plan.in_place
+            if change.additions
+        ]
+        errors: list[str] = []
+        for change, future in pending:
+            change.ahead = await future
+            errors += [
+                f"{change.name}: cannot add {held.address} to {held.interface}: {why}"
+                for held, why in change.ahead.failed
+            ]
+        if not errors:
+            return [], []
+        left: list[str] = []
+        for change, _ in pending:
+            assert change.ahead is not None
+            undone = await change.record.runner.undo_add_ahead(change.ahead)
+            left += [
+                f"{held.address} stays on {held.interface} (added for {change.name}; taking it "
+                f"off failed: {why})"
+                for held, why in undone.failed
+            ]
+        return errors, left
+
+    async def _discard(self, plan: _Plan) -> None:
+        """Close what `_prepare` built for a reload that does not go ahead."""
+        for record in plan.built:
+            await self._close(record)
+
+    def _commit(
+        self, plan: _Plan, new: LvshaConfig
+    ) -> list[tuple[_InPlace, asyncio.Future[HeldChange]]]:
+        """Switch to `new`, synchronously (no await: the loop sees the old configuration or
+        the new one, never a mix), start what is new and let go of what is gone."""
+        self._drain()  # sync group orders still queued belong to the old configuration
+        for change in plan.in_place:
+            record = change.record
+            record.name = change.name
+            record.config = change.config
+            record.hooks = change.hooks
+            if change.receiving != record.receiving:
+                record.previous_receiving = record.previous_receiving or record.receiving
+                record.told_previous = False
+            record.receiving = change.receiving
+            record.group = change.group
+            record.drop_log.instance = change.name
+        for record in plan.retiring:
+            record.retiring = True
+            record.group = None
+        running = [*plan.unchanged, *(c.record for c in plan.in_place), *plan.built]
+        by_name = {record.name: record for record in running}
+        self.instances = {name: by_name[name] for name in new.vrrp_instances}
+        old_groups, self._groups = self._groups, {}
+        old_members = {n: g.instances for n, g in self.config.sync_groups.items()}
+        self.config = new
+        for change in plan.in_place:
+            runner = change.record.runner
+            runner.reconfigure(change.params)
+            runner.set_advert(change.advert)
+            runner.set_garp(change.garp)
+            healthy = {t.name: self._health(t) for t in change.trackers}
+            for event in change.record.tracking.reconfigure(
+                change.config.priority, change.trackers, healthy
+            ):
+                self._feed(change.record, event)
+        for name, group in new.sync_groups.items():
+            restarted = {r.name for r in plan.built} & set(group.instances)
+            if old_members.get(name) == group.instances and not restarted:
+                self._groups[name] = old_groups[name]  # the same members: untouched
+        self._resume_groups(new)
+        for change in plan.in_place:
+            self._warn_settled_vips(change)
+        removals = [(c, c.record.runner.set_held(c.held)) for c in plan.in_place]
+        for record in plan.retiring:
+            self._retire(record)
+        # Cancelled now, so no result of a script that changed or went reaches the trackers.
+        for name in [*plan.scripts_stopped, *plan.scripts_started]:
+            old = self._scripts.pop(name, None)
+            if old is not None:
+                old.cancel()
+                plan.scripts_closing.append(old)
+        for name, script in plan.scripts_started.items():
+            self._scripts[name] = script
+            script.start()
+        for record in plan.built:
+            self._launch(record)
+        return removals
+
+    def _warn_settled_vips(self, change: _InPlace) -> None:
+        """A VIP held now whose prefix length or label changed keeps the old ones until it is
+        added again (the next mastership): changing them in place would take it off."""
+        runner = change.record.runner
+        if not runner.machine.holds_vips:
+            return
+        before = {h.key: h for h in runner.held}
+        for held in change.held:
+            was = before.get(held.key)
+            if was is not None and was != held:
+                log.warning(
+                    "%s: %s stays on %s as %s (label %s) until it is added again",
+                    change.name,
+                    held.address.ip,
+                    held.interface,
+                    was.address,
+                    was.label,
+                )
+
+    def _resume_groups(self, new: LvshaConfig) -> None:
+        """Sync groups whose membership changed, picking up each member's state."""
+        for name, group in new.sync_groups.items():
+            if name in self._groups:
+                continue
+            members = {
+                m: MemberSnapshot(
+                    self.instances[m].runner.state,
+                    self.instances[m].runner.machine.fault_reasons,
+                    self.instances[m].runner.machine.ready_for_master,
+                )
+                for m in group.instances
+            }
+            self._groups[name], orders = SyncGroup.resume(name, members)
+            for order in orders:
+                self._pending.append((self.instances[order.member], order.event))
+        self._group_state = {n: s for n, s in self._group_state.items() if n in new.sync_groups}
+        self._drain()
+
+    def _retire(self, record: _Instance) -> None:
+        """Stop a removed or replaced instance as at shutdown, in the background: a master
+        sends priority 0 and keeps its VIPs until a new master is heard."""
+        self._notifier.notify(
+            record.hooks,
+            Transition.instance(record.name, NotifyState.STOP, record.runner.machine.priority),
+        )
+        if record.runner.state is VrrpState.INITIALIZE:
+            record.stopped.set()
+        else:
+            self._feed(record, Shutdown())
+        task = asyncio.get_running_loop().create_task(
+            self._finish_retiring(record), name=f"vrrp-{record.name}-leaving"
+        )
+        self._retirements.add(task)
+        task.add_done_callback(self._retirements.discard)
+
+    async def _finish_retiring(self, record: _Instance) -> None:
+        limit = record.runner.machine.master_down_interval() + STOP_GRACE
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(record.stopped.wait(), limit)
+        await self._close(record)
+
+    async def _close(self, record: _Instance) -> None:
+        if record.closed:
+            return
+        record.closed = True
+        record.socket.close()
+        await record.runner.close()
+        self._records.pop(record.runner, None)
+
+    # Stopping.
 
     async def stop(self) -> None:
         """Leave gracefully: masters send priority 0 and keep their VIPs until a new master is
-        heard (bounded by Master_Down_Interval), then every instance is closed."""
-        for runner in self._scripts:
+        heard (bounded by Master_Down_Interval), then every instance is closed. A reload in
+        progress finishes first."""
+        async with self._applying:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        for runner in self._scripts.values():
             await runner.close()
         deadline = 0.0
-        for name, instance in self.instances.items():
-            machine = instance.runner.machine
-            if machine.state is not VrrpState.INITIALIZE:
-                self._feed(name, Shutdown())
+        for record in self.instances.values():
+            machine = record.runner.machine
+            if machine.state is VrrpState.INITIALIZE:
+                record.stopped.set()
+            else:
+                self._feed(record, Shutdown())
             deadline = max(deadline, machine.master_down_interval())
-        loop = asyncio.get_running_loop()
-        until = loop.time() + deadline + 0.5
-        while loop.time() < until and any(
-            i.runner.state is not VrrpState.INITIALIZE for i in self.instances.values()
-        ):
-            await asyncio.sleep(0.01)
-        for name, instance in self.instances.items():
-            self._notifier.notify(
-                instance.hooks,
-                Transition.instance(name, NotifyState.STOP, instance.runner.machine.priority),
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(r.stopped.wait() for r in self.instances.values())),
+                deadline + STOP_GRACE,
             )
-            instance.socket.close()
-            await instance.runner.close()
+        for name, record in self.instances.items():
+            self._notifier.notify(
+                record.hooks,
+                Transition.instance(name, NotifyState.STOP, record.runner.machine.priority),
+            )
+            await self._close(record)
+        if self._retirements:
+            await asyncio.gather(*self._retirements, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._notifier.close()

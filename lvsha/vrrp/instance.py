@@ -5,6 +5,11 @@ actions it returns. Adverts go out at once; address changes and announcements ru
 on one task, so a gratuitous ARP never precedes the address it announces. When an announcement
 round waits behind the VIPs being added, each VIP's frame of that round goes out as soon as the
 kernel has acknowledged that VIP, before anything else (the other VIPs, logging).
+
+A reload changes a running instance in place (`reconfigure`, `set_advert`, `set_garp`,
+`add_ahead`, `set_held`): a master adds its new VIPs before the reload commits, announces them
+once it has, and lets go of the dropped ones last. An address another instance holds now (a VIP
+moved between instances, or listed by two) is never taken off: `claimed_elsewhere` says so.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from lvsha.net.addresses import AddressError, AddressPort, InterfaceNotFoundError, VipOutcome
@@ -29,7 +34,8 @@ from lvsha.vrrp.events import (
     VirtualAddress,
     VrrpState,
 )
-from lvsha.vrrp.machine import VrrpMachine
+from lvsha.vrrp.machine import InstanceParams, VrrpMachine
+from lvsha.vrrp.params import HeldAddress, HeldKey
 from lvsha.vrrp.wire import Advert
 
 log = logging.getLogger("lvsha.vrrp")
@@ -53,21 +59,46 @@ class AdvertSender(Protocol):
     def send(self, advert: Advert) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class HeldAddress:
-    """A VIP the master holds: where it goes and with which label."""
+ClaimCheck = Callable[["InstanceRunner", HeldKey], bool]
+"""claimed_elsewhere(runner, key): another instance holds this address now: leave it on."""
 
-    address: VirtualAddress
-    interface: str
-    label: str | None = None
+
+@dataclass(slots=True)
+class HeldChange:
+    """The outcome of a reload's add (`add_ahead`) or removal (`set_held`) of VIPs."""
+
+    done: list[tuple[HeldAddress, VipOutcome]] = field(default_factory=list)
+    failed: list[tuple[HeldAddress, str]] = field(default_factory=list)
+    skipped: bool = False
+    """The mastership ended before the add could finish (its removal takes care of it)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _AnnounceRound:
-    """One announcement of every held VIP (one frame each)."""
+    """One announcement of every held VIP (one frame each), or of `only` these."""
+
+    only: frozenset[HeldKey] | None = None
 
 
-_Work = AddVips | RemoveVips | _AnnounceRound
+@dataclass(frozen=True, slots=True)
+class _AddHeld:
+    """A reload's add of VIPs for the mastership it was queued under."""
+
+    held: tuple[HeldAddress, ...]
+    outcome: asyncio.Future[HeldChange]
+
+
+@dataclass(frozen=True, slots=True)
+class _RemoveHeld:
+    """A reload's removal of VIPs the instance no longer holds (or rolling back an add)."""
+
+    held: tuple[HeldAddress, ...]
+    outcome: asyncio.Future[HeldChange]
+
+
+__all__ = ["HANDOVER_GRACE", "HeldAddress", "HeldChange", "HeldKey", "InstanceRunner"]
+
+_Work = AddVips | RemoveVips | _AnnounceRound | _AddHeld | _RemoveHeld
 
 
 class InstanceRunner:
@@ -85,9 +116,10 @@ class InstanceRunner:
         garp: GarpSettings,
         on_action: Callable[[InstanceRunner, Action], None],
         read_input: Callable[[], None] | None = None,
+        claimed_elsewhere: ClaimCheck | None = None,
     ) -> None:
         """`read_input` reads the adverts waiting in the socket, feeding them in; it is called
-        before a timeout is acted on."""
+        before a timeout is acted on. `claimed_elsewhere` is asked before each removal."""
         self.machine = machine
         self._read_input = read_input
         self.name = machine.params.name
@@ -111,12 +143,109 @@ class InstanceRunner:
         self._announced_early: set[VirtualAddress] = set()
         """VIPs whose frame of the next queued round went out right after their add."""
         self._pending_removal: asyncio.TimerHandle | None = None
+        self._claimed_elsewhere = claimed_elsewhere
+        self._on: dict[HeldKey, HeldAddress] = {}
+        """What this instance has put on (or found its own there) and not taken off yet."""
+        self._partial: list[tuple[AnnouncementSchedule, frozenset[HeldKey]]] = []
+        """Announcements owed for VIPs a reload added while master (refreshes aside, which
+        the whole-instance schedule sends for every VIP)."""
         self._worker = asyncio.create_task(self._do_work(), name=f"vrrp-{self.name}-vips")
         self.send_errors = 0
 
     @property
     def state(self) -> VrrpState:
         return self.machine.state
+
+    @property
+    def held(self) -> tuple[HeldAddress, ...]:
+        return self._held
+
+    @property
+    def advert(self) -> Advert:
+        return self._advert
+
+    @property
+    def garp(self) -> GarpSettings:
+        return self._garp
+
+    def holds(self, key: HeldKey) -> bool:
+        """Whether this instance holds the address now: it is master (or releasing) with it."""
+        return self.machine.holds_vips and any(h.key == key for h in self._held)
+
+    # A reload's changes, each applied in place.
+
+    def reconfigure(self, params: InstanceParams) -> None:
+        """New machine settings (see VrrpMachine.reconfigure); the timer is re-armed only when
+        a deadline moved."""
+        before = self.machine.next_deadline()
+        actions = self.machine.reconfigure(params, self._loop.time())
+        self.name = params.name
+        self._worker.set_name(f"vrrp-{self.name}-vips")
+        for action in actions:
+            self._execute(action)
+        if actions or self.machine.next_deadline() != before:
+            self._rearm()
+
+    def set_advert(self, advert: Advert) -> None:
+        """What the next adverts carry (VIP list, interval, authentication)."""
+        self._advert = advert
+
+    def set_garp(self, garp: GarpSettings) -> None:
+        """Announcement settings for the next spell as master and for VIPs a reload adds; the
+        spell in progress keeps the settings it started with."""
+        self._garp = garp
+
+    def add_ahead(self, held: Sequence[HeldAddress]) -> asyncio.Future[HeldChange]:
+        """Put VIPs a reload adds on now, while master, before the reload commits; nothing
+        is announced yet (`set_held` does that). Resolves with what was done; a refusal stops
+        the adds there."""
+        outcome: asyncio.Future[HeldChange] = self._loop.create_future()
+        if not self.machine.holds_vips or not held:
+            outcome.set_result(HeldChange(skipped=not self.machine.holds_vips))
+        else:
+            self._work.put_nowait((self._mastership, _AddHeld(tuple(held), outcome)))
+        return outcome
+
+    def undo_add_ahead(self, change: HeldChange) -> asyncio.Future[HeldChange]:
+        """Roll back `add_ahead`: take off what it added and the instance does not hold."""
+        outcome: asyncio.Future[HeldChange] = self._loop.create_future()
+        added = frozenset(h.key for h, result in change.done if result is VipOutcome.ADDED)
+        mine = {h.key for h in self._held}
+        back = tuple(h for h, _ in change.done if h.key not in mine)
+        for held in back:
+            if held.key not in added:
+                self._on.pop(held.key, None)  # found there, not added: only forgotten
+        self._work.put_nowait(
+            (self._mastership, _RemoveHeld(tuple(h for h in back if h.key in added), outcome))
+        )
+        return outcome
+
+    def set_held(self, held: Sequence[HeldAddress]) -> asyncio.Future[HeldChange]:
+        """The VIPs this instance holds from now on. A master adds what is missing (`add_ahead`
+        did, normally), announces the new ones with its GARP settings and takes off the dropped
+        ones, after anything queued before; a backup only changes what it would hold (and a
+        removal still waiting out its grace takes the dropped ones too). Resolves once the
+        dropped VIPs are off."""
+        old = {h.key for h in self._held}
+        self._held = tuple(held)
+        outcome: asyncio.Future[HeldChange] = self._loop.create_future()
+        keys = {h.key for h in self._held}
+        if not self.machine.holds_vips:
+            outcome.set_result(HeldChange())
+            return outcome
+        missing = tuple(h for h in self._held if h.key not in self._on)
+        if missing:
+            self._work.put_nowait((self._mastership, _AddHeld(missing, self._loop.create_future())))
+        fresh = frozenset(keys - old)
+        if fresh and self.machine.state is VrrpState.MASTER:
+            # Refreshes stay with the whole-instance schedule, which now includes these.
+            settings = replace(self._garp, refresh=0.0)
+            self._partial.append((AnnouncementSchedule(settings, self._loop.time()), fresh))
+            self._announce_due()
+            self._rearm()
+        dropped = tuple(h for key, h in self._on.items() if key not in keys)
+        self._work.put_nowait((self._mastership, _RemoveHeld(dropped, outcome)))
+        return outcome
 
     def feed(self, event: Event) -> None:
         """Hand one event to the machine now and carry out what it asks."""
@@ -135,6 +264,7 @@ class InstanceRunner:
             self._work.put_nowait((self._mastership, action))
         elif isinstance(action, RemoveVips):
             self._schedule = None
+            self._partial.clear()
             self._mastership += 1
             if action.handover:
                 self._pending_removal = self._loop.call_later(
@@ -174,11 +304,15 @@ class InstanceRunner:
                 log.warning("%s: advert not sent (%d so far): %s", self.name, self.send_errors, exc)
 
     def _announce_due(self) -> None:
-        if self._schedule is None:
-            return
-        for _ in range(self._schedule.due(self._loop.time())):
-            self._rounds_queued += 1
-            self._work.put_nowait((self._mastership, _AnnounceRound()))
+        now = self._loop.time()
+        if self._schedule is not None:
+            for _ in range(self._schedule.due(now)):
+                self._rounds_queued += 1
+                self._work.put_nowait((self._mastership, _AnnounceRound()))
+        for schedule, only in self._partial:
+            for _ in range(schedule.due(now)):
+                self._work.put_nowait((self._mastership, _AnnounceRound(only)))
+        self._partial = [p for p in self._partial if p[0].next_deadline() is not None]
 
     def _rearm(self) -> None:
         if self._timer is not None:
@@ -189,6 +323,7 @@ class InstanceRunner:
             for d in (
                 self.machine.next_deadline(),
                 self._schedule.next_deadline() if self._schedule else None,
+                *(schedule.next_deadline() for schedule, _ in self._partial),
             )
             if d is not None
         ]
@@ -219,11 +354,13 @@ class InstanceRunner:
         while (item := await self._work.get()) is not None:
             mastership, work = item
             what = type(work).__name__.lstrip("_")
-            if mastership != self._mastership and not isinstance(work, RemoveVips):
+            if mastership != self._mastership and not isinstance(work, RemoveVips | _RemoveHeld):
                 # Queued while master, and no longer master: the removal queued since
                 # takes care of what was added; nothing more is added or announced.
-                if isinstance(work, _AnnounceRound):
+                if isinstance(work, _AnnounceRound) and work.only is None:
                     self._rounds_queued -= 1
+                if isinstance(work, _AddHeld) and not work.outcome.done():
+                    work.outcome.set_result(HeldChange(skipped=True))
                 log.debug("%s: %s skipped: no longer master", self.name, what)
                 continue
             try:
@@ -235,11 +372,15 @@ class InstanceRunner:
                 log.exception("%s: %s failed", self.name, what)
 
     async def _apply(self, work: _Work, mastership: int) -> None:
-        if isinstance(work, AddVips):
+        if isinstance(work, _AddHeld | _RemoveHeld):
+            await self._change_held(work, mastership)
+        elif isinstance(work, AddVips):
             for held in self._held:
                 if mastership != self._mastership:
                     break  # stepped down while adding: add no more
                 outcome = await self._addresses.add_vip(held.interface, held.address, held.label)
+                if outcome is not VipOutcome.NOT_OURS:
+                    self._on[held.key] = held
                 if mastership != self._mastership:
                     # Stepped down while the kernel added it: never announce it now; the
                     # removal queued since takes it off.
@@ -256,9 +397,20 @@ class InstanceRunner:
                 if outcome is VipOutcome.ADDED:
                     log.info("%s: added %s to %s", self.name, held.address, held.interface)
         elif isinstance(work, RemoveVips):
-            for held in self._held:
-                await self._addresses.remove_vip(held.interface, held.address)
-        else:
+            # What it holds, and anything still on from before a reload changed that.
+            keys = {h.key for h in self._held}
+            for held in [*self._held, *(h for k, h in self._on.items() if k not in keys)]:
+                await self._remove(held)
+        elif isinstance(work, _AnnounceRound) and work.only is not None:
+            for interface in dict.fromkeys(h.interface for h in self._held):
+                if mastership != self._mastership:
+                    break
+                due = [
+                    h.address for h in self._held if h.interface == interface and h.key in work.only
+                ]
+                if due:
+                    await self._announcer.announce(interface, due)
+        elif isinstance(work, _AnnounceRound):
             self._rounds_queued -= 1
             early, self._announced_early = self._announced_early, set()
             for interface in dict.fromkeys(h.interface for h in self._held):
@@ -271,6 +423,60 @@ class InstanceRunner:
                 ]
                 if due:
                     await self._announcer.announce(interface, due)
+
+    async def _remove(self, held: HeldAddress) -> VipOutcome | None:
+        """Take one VIP off, unless another instance holds it now; None when left on."""
+        if self._claimed_elsewhere is not None and self._claimed_elsewhere(self, held.key):
+            self._on.pop(held.key, None)
+            log.info(
+                "%s: %s stays on %s: another instance holds it",
+                self.name,
+                held.address,
+                held.interface,
+            )
+            return None
+        outcome = await self._addresses.remove_vip(held.interface, held.address)
+        self._on.pop(held.key, None)
+        return outcome
+
+    async def _change_held(self, work: _AddHeld | _RemoveHeld, mastership: int) -> None:
+        """A reload's add or removal: every outcome and failure goes back to the caller."""
+        change = HeldChange()
+        try:
+            for held in work.held:
+                if isinstance(work, _AddHeld) and mastership != self._mastership:
+                    change.skipped = True
+                    break
+                try:
+                    if isinstance(work, _AddHeld):
+                        outcome: VipOutcome | None = await self._addresses.add_vip(
+                            held.interface, held.address, held.label
+                        )
+                        if outcome is not VipOutcome.NOT_OURS:
+                            self._on[held.key] = held
+                        if outcome is VipOutcome.ADDED:
+                            log.info("%s: added %s to %s", self.name, held.address, held.interface)
+                    else:
+                        outcome = await self._remove(held)
+                except Exception as exc:
+                    if not isinstance(exc, InterfaceNotFoundError | AddressError):
+                        log.exception("%s: unexpected failure", self.name)
+                    log.error(
+                        "%s: %s of %s failed: %s",
+                        self.name,
+                        type(work).__name__.lstrip("_"),
+                        held.address,
+                        exc,
+                    )
+                    change.failed.append((held, str(exc)))
+                    if isinstance(work, _AddHeld):
+                        break  # the reload rolls back: add no more
+                    continue
+                if outcome is not None:
+                    change.done.append((held, outcome))
+        finally:
+            if not work.outcome.done():
+                work.outcome.set_result(change)
 
     async def _announce_early(self, held: HeldAddress) -> None:
         """Send `held`'s frame of the queued round now; the round then skips it."""

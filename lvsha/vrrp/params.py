@@ -4,9 +4,13 @@ from an instance's configuration is derived once."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TypeAlias
+
 from lvsha.config.model import LvshaConfig
 from lvsha.config.vrrp import VrrpInstance
-from lvsha.vrrp.events import Address
+from lvsha.net.garp import GarpSettings
+from lvsha.vrrp.events import Address, VirtualAddress
 from lvsha.vrrp.machine import (
     OWNER_PRIORITY,
     InitialState,
@@ -21,16 +25,23 @@ __all__ = [
     "INTERFACE_PREFIX",
     "OWNER_PRIORITY",
     "SCRIPT_PREFIX",
+    "HeldAddress",
+    "HeldKey",
     "InstanceIdentity",
     "advert_for",
     "advert_interval_units",
+    "changed_settings",
+    "garp_settings",
+    "held_addresses",
     "instance_identity",
     "instance_params",
     "is_address_owner",
     "master_down_interval",
+    "rebuild_reason",
     "receiving_instance",
     "source_address",
     "sync_group_of",
+    "tracked_scripts",
     "trackers",
 ]
 
@@ -131,3 +142,60 @@ def receiving_instance(inst: VrrpInstance) -> ReceivingInstance:
         auth_type=AuthType.SIMPLE_PASSWORD if password else AuthType.NONE,
         auth_password=password,
     )
+
+
+HeldKey: TypeAlias = tuple[str, Address]
+"""(interface, address): what makes a held VIP the same one on the interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAddress:
+    """A VIP the master holds: where it goes and with which label."""
+
+    address: VirtualAddress
+    interface: str
+    label: str | None = None
+
+    @property
+    def key(self) -> HeldKey:
+        """What makes it the same address on the interface (its prefix and label aside)."""
+        return (self.interface, self.address.ip)
+
+
+def held_addresses(inst: VrrpInstance) -> list[HeldAddress]:
+    """Every VIP the master holds, the excluded ones too, each on its device."""
+    return [
+        HeldAddress(vip.address, vip.device or inst.interface, vip.label)
+        for vip in [*inst.virtual_ipaddresses, *inst.virtual_ipaddresses_excluded]
+    ]
+
+
+def garp_settings(inst: VrrpInstance) -> GarpSettings:
+    garp = inst.garp
+    return GarpSettings(garp.burst, garp.interval, garp.delay, garp.refresh, garp.refresh_burst)
+
+
+def tracked_scripts(config: LvshaConfig) -> list[str]:
+    """The vrrp_scripts some instance tracks: only those run."""
+    return list(
+        dict.fromkeys(
+            t.script for inst in config.vrrp_instances.values() for t in inst.track_scripts
+        )
+    )
+
+
+def rebuild_reason(old: VrrpInstance, new: VrrpInstance) -> str | None:
+    """Why an instance of the same identity cannot take `new` in place (another version or
+    socket: it is stopped and started again), or None."""
+    if old.version != new.version:
+        return f"version {old.version} -> {new.version}"
+    if source_address(old) != source_address(new):
+        return f"source address {source_address(old)} -> {source_address(new)}"
+    if old.unicast_peers != new.unicast_peers:
+        return "unicast peers changed"
+    return None
+
+
+def changed_settings(old: VrrpInstance, new: VrrpInstance) -> list[str]:
+    """The instance's keys whose value differs, in the model's order."""
+    return [key for key in type(new).model_fields if getattr(old, key) != getattr(new, key)]
