@@ -5,6 +5,9 @@ Started by the parent (`lvsha run`) as `python -m lvsha.daemon.vrrp_process --co
 `ChildReady` and every state change to the parent on the channel in $LVSHA_CHANNEL_FD. It serves
 no client: the parent does that. Every VIP it adds is first written to the address ledger in the
 run directory, and at start it takes off what an earlier VRRP process left there.
+
+A reload reaches it as `ApplyConfig` on the channel: a finished model, applied live, one at a
+time, in the order sent, and answered with `ConfigApplied`. Nothing is parsed or validated here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lvsha.config import LvshaConfig
@@ -32,11 +35,11 @@ from lvsha.daemon.child import (
 )
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
-from lvsha.messages import ChildReady
+from lvsha.messages import ApplyConfig, ChildReady, ConfigApplied, MessageError
 from lvsha.net.addresses import NetlinkAddresses
 from lvsha.net.announce import PacketAnnouncer
 from lvsha.net.ledger import LEDGER_FILE, AddressLedger
-from lvsha.net.links import LinkMonitor
+from lvsha.net.links import LinkChanged, LinkMonitor
 from lvsha.vrrp.engine import StartupError, VrrpEngine
 from lvsha.vrrp.events import VrrpState
 from lvsha.vrrp.notify import Notifier
@@ -50,6 +53,105 @@ def _watched_interfaces(config: LvshaConfig) -> set[str]:
         found.add(inst.interface)
         found.update(t.interface for t in inst.track_interfaces)
     return found
+
+
+DIGEST_SHOWN = 12
+"""Hex digits of a configuration's SHA-256 in the log, as the parent shows them."""
+
+
+def _stop_limit(config: LvshaConfig) -> float:
+    """Seconds a stop may take before the process ends itself: the parent allows a leaving
+    master a Master_Down_Interval and more (run.py); past that, and a little, the process
+    ends even with no parent left to kill it."""
+    intervals = [i.advert_interval for i in config.vrrp_instances.values()]
+    return max([10.0, *(4 * i + 2 for i in intervals)]) + 5.0
+
+
+class LinkWatch:
+    """The link monitor feeding the engine; a reload that watches new interfaces replaces it
+    with one watching them too (a monitor's set of interfaces is fixed)."""
+
+    def __init__(self, engine: VrrpEngine, interfaces: set[str]) -> None:
+        self._engine = engine
+        self.interfaces = set(interfaces)
+        self._monitor = LinkMonitor(self.interfaces)
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> Mapping[str, bool]:
+        return await self._monitor.start()
+
+    def follow(self) -> None:
+        self._follower = asyncio.create_task(self._follow(self._monitor), name="link-monitor")
+
+    async def _follow(self, monitor: LinkMonitor) -> None:
+        async for change in monitor:
+            self._engine.link_changed(change)
+
+    async def watch(self, interfaces: set[str]) -> Mapping[str, bool]:
+        """Watch `interfaces` too; the state of every watched link."""
+        if interfaces <= self.interfaces:
+            return self._monitor.states
+        monitor = LinkMonitor(self.interfaces | interfaces)
+        states = await monitor.start()
+        known = self._engine.link_states
+        for interface, up in states.items():
+            # A change the old monitor has not delivered yet: the new one's dump has it.
+            if interface in known and known[interface] != up:
+                self._engine.link_changed(LinkChanged(interface, up))
+        self.close()
+        self._monitor, self.interfaces = monitor, self.interfaces | interfaces
+        self.follow()
+        return states
+
+    def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
+        self._monitor.close()
+
+
+async def apply_config(engine: VrrpEngine, message: ApplyConfig, links: LinkWatch) -> ConfigApplied:
+    """Apply one configuration the parent sent; the answer for it. Never raises."""
+    generation = message.generation
+    named = f"configuration generation {generation} (sha256 {message.digest[:DIGEST_SHOWN]})"
+    try:
+        config = message.config()
+    except MessageError as exc:
+        log.error("%s refused: %s", named, exc)
+        return ConfigApplied(generation, False, (str(exc),))
+    try:
+        states = await links.watch(_watched_interfaces(config))
+        outcome = await engine.apply(config, states)
+    except Exception as exc:  # a bug: say so, and keep the VRRP loop serving
+        log.exception("%s: applying failed", named)
+        return ConfigApplied(
+            generation,
+            False,
+            (f"internal error applying it: {exc!r}",),
+            "unknown: the VRRP process failed halfway; restart lvsha to be sure",
+        )
+    if outcome.ok:
+        log.info("%s applied: %s", named, outcome.summary)
+    else:
+        log.error(
+            "%s not applied: %s (changes: %s)%s",
+            named,
+            "; ".join(outcome.errors),
+            outcome.summary,
+            f"; left: {outcome.left}" if outcome.left else "; the running one is unchanged",
+        )
+    return ConfigApplied(generation, outcome.ok, outcome.errors, outcome.left)
+
+
+async def follow_parent(engine: VrrpEngine, channel: ParentChannel, links: LinkWatch) -> None:
+    """Apply each configuration the parent sends, in order, one at a time."""
+    async for message in channel.messages():
+        if not isinstance(message, ApplyConfig):
+            log.warning("ignoring a %s message from the parent", message.kind)
+            continue
+        # Shielded: a stop waits for an apply in progress (VrrpEngine.stop) rather than
+        # cutting it in half.
+        channel.send(await asyncio.shield(apply_config(engine, message, links)))
 
 
 def _set_realtime(priority: int | None) -> None:
@@ -98,13 +200,11 @@ def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
 async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    # The parent allows a leaving master a Master_Down_Interval and more (run.py); past
-    # that, and a little, the process ends itself even with no parent left to kill it.
-    intervals = [i.advert_interval for i in config.vrrp_instances.values()]
-    stop_limit = max([10.0, *(4 * i + 2 for i in intervals)]) + 5.0
+    engines: list[VrrpEngine] = []
 
     def on_stop() -> None:
-        stop_within(stop_limit)
+        # The configuration running now: a reload may have changed the intervals.
+        stop_within(_stop_limit(engines[0].config if engines else config))
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,7 +221,6 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
     lag.start()
     notifier = Notifier()
     announcer = PacketAnnouncer()
-    links = LinkMonitor(_watched_interfaces(config))
     async with NetlinkAddresses(AddressLedger(run_dir / LEDGER_FILE)) as addresses:
         engine = VrrpEngine(
             config,
@@ -130,6 +229,8 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
             notifier=notifier,
             report=channel.send,
         )
+        engines.append(engine)
+        links = LinkWatch(engine, _watched_interfaces(config))
         try:
             states = await links.start()
             await engine.start(dict(states))
@@ -138,11 +239,8 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
             await engine.stop()
             return 1
 
-        async def follow_links() -> None:
-            async for change in links:
-                engine.link_changed(change)
-
-        watcher = asyncio.create_task(follow_links(), name="link-monitor")
+        links.follow()
+        reader = asyncio.create_task(follow_parent(engine, channel, links), name="parent-channel")
         exporter = asyncio.create_task(
             export_periodically(run_dir / "metrics-vrrp.prom", lambda: _samples(engine, lag))
         )
@@ -154,8 +252,9 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
         log.info("VRRP running: %s", ", ".join(config.vrrp_instances))
         await stop.wait()
         log.info("stopping: releasing mastership")
+        reader.cancel()
         await engine.stop()
-        for task in (watcher, exporter):
+        for task in (reader, exporter):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
