@@ -764,8 +764,14 @@ class VrrpEngine:
         running = [*plan.unchanged, *(c.record for c in plan.in_place), *plan.built]
         by_name = {record.name: record for record in running}
         self.instances = {name: by_name[name] for name in new.vrrp_instances}
+        # A group with the same members keeps its state and hears everything from here on;
+        # one whose membership changed is formed below, from its members' states.
         old_groups, self._groups = self._groups, {}
         old_members = {n: g.instances for n, g in self.config.sync_groups.items()}
+        for name, group in new.sync_groups.items():
+            restarted = {r.name for r in plan.built} & set(group.instances)
+            if old_members.get(name) == group.instances and not restarted:
+                self._groups[name] = old_groups[name]
         self.config = new
         for change in plan.in_place:
             runner = change.record.runner
@@ -777,10 +783,6 @@ class VrrpEngine:
                 change.config.priority, change.trackers, healthy
             ):
                 self._feed(change.record, event)
-        for name, group in new.sync_groups.items():
-            restarted = {r.name for r in plan.built} & set(group.instances)
-            if old_members.get(name) == group.instances and not restarted:
-                self._groups[name] = old_groups[name]  # the same members: untouched
         self._resume_groups(new)
         for change in plan.in_place:
             self._warn_settled_vips(change)

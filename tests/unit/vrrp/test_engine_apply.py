@@ -560,6 +560,25 @@ async def test_instances_joining_a_sync_group_fail_over_together(lab: Harness) -
     assert engine.instances["VI_2"].runner.machine.params.sync_group is None
 
 
+async def test_an_unchanged_group_follows_a_members_new_tracking(lab: Harness) -> None:
+    lab.links["eth1"] = False
+    group = {"sync_groups": {"G": {"instances": ["VI_1", "VI_2"]}}}
+    vi_2 = instance(2, vip(20), state="MASTER")
+    engine = await lab.start(
+        config({"VI_1": instance(1, vip(10), state="MASTER"), "VI_2": vi_2}, **group)
+    )
+    await masters(lab, "VI_1", "VI_2")
+    outcome = await engine.apply(
+        config(
+            {"VI_1": instance(1, vip(10), state="MASTER", track_interfaces=["eth1"]), "VI_2": vi_2},
+            **group,
+        )
+    )
+    assert outcome.ok
+    assert lab.state("VI_1") is VrrpState.FAULT
+    assert lab.state("VI_2") is VrrpState.FAULT  # one member in fault puts the group in fault
+
+
 # 9. Transactional: a kernel refusal rolls back; what cannot be, is reported.
 
 
