@@ -65,6 +65,8 @@ class FakeSocket:
         self.drops = DropCounter()
         self.sent: list[tuple[float, Advert]] = []
         self.closed = False
+        self.heard = 0
+        """Adverts handed to the engine through `hear`."""
         self._on_advert: AdvertHandler | None = None
 
     def start(self, on_advert: AdvertHandler, on_drop: DropHandler | None = None) -> None:
@@ -90,6 +92,7 @@ class FakeSocket:
             round(INTERVAL * 100),
             tuple(IPv4Interface(a).ip for a in addresses),
         )
+        self.heard += 1
         self._on_advert(ReceivedAdvert(source, VRRP_MULTICAST_IPV4, advert, 0))
 
 

@@ -192,7 +192,7 @@ async def test_a_backup_raised_above_the_master_preempts_only_with_preempt(
     engine = await lab.start(config({"VI_1": instance(1, vip(10), priority=50, preempt=preempt)}))
     peer = asyncio.get_running_loop().create_task(advertise(lab, "VI_1", 100, [vip(10)]))
     try:
-        await asyncio.sleep(INTERVAL * 2)
+        await heard(lab, "VI_1", 2)
         assert lab.state("VI_1") is B
         await engine.apply(config({"VI_1": instance(1, vip(10), priority=150, preempt=preempt)}))
         if preempt:
@@ -200,10 +200,17 @@ async def test_a_backup_raised_above_the_master_preempts_only_with_preempt(
             # the backup takes over.
             await wait_for(lambda: lab.state("VI_1") is M, 2)
         else:
-            await asyncio.sleep(5 * INTERVAL)
+            await heard(lab, "VI_1", 6)  # twice its Master_Down_Interval
             assert lab.state("VI_1") is B
     finally:
         peer.cancel()
+
+
+async def heard(lab: Harness, name: str, adverts: int) -> None:
+    """Until the peer has advertised `adverts` more times."""
+    sock = lab.socket(name)
+    until = sock.heard + adverts
+    await wait_for(lambda: sock.heard >= until)
 
 
 async def advertise(lab: Harness, name: str, priority: int, addresses: list[str]) -> None:
@@ -272,9 +279,9 @@ async def test_a_backup_reloaded_first_still_hears_its_master_with_the_old_vip_l
     engine = await lab.start(config({"VI_1": instance(1, vip(10))}))
     peer = asyncio.get_running_loop().create_task(advertise(lab, "VI_1", 200, [vip(10)]))
     try:
-        await asyncio.sleep(INTERVAL * 2)
+        await heard(lab, "VI_1", 2)
         await engine.apply(config({"VI_1": instance(1, vip(10), vip(11))}))
-        await asyncio.sleep(6 * INTERVAL)
+        await heard(lab, "VI_1", 6)  # twice its Master_Down_Interval
         assert lab.state("VI_1") is B
     finally:
         peer.cancel()
@@ -315,7 +322,7 @@ async def test_a_vip_moved_between_two_masters_is_never_absent(lab: Harness) -> 
     # It is VI_2's now: VI_1 stepping down leaves it, VI_2 stepping down takes it off.
     lab.socket("VI_1").hear(1, 200, [vip(10)])
     await wait_for(lambda: vip(10) not in lab.addresses.on("eth0"))
-    await asyncio.sleep(0.15)
+    await wait_for(lambda: not engine.instances["VI_1"].runner._on)  # its removal is done
     assert vip(30) in lab.addresses.on("eth0")
     lab.socket("VI_2").hear(2, 200, [vip(20), vip(30)])
     await wait_for(lambda: vip(30) not in lab.addresses.on("eth0"))
@@ -422,7 +429,7 @@ async def test_a_master_takes_a_shorter_advert_interval_from_its_next_advert(lab
     sent = lab.socket("VI_1").sent
     count = len(sent)
     await wait_for(lambda: len(sent) >= count + 3, 1.0)
-    assert sent[count][0] - applied < INTERVAL * 1.5
+    assert sent[count][0] - applied < 0.5  # not the old interval's 1 s
     assert sent[count][1].advert_interval == round(INTERVAL * 100)
     assert lab.state("VI_1") is M
 
