@@ -291,30 +291,62 @@ class PoolChange:
         )
 
 
-@dataclass(slots=True)
-class _Grouped:
-    """A plan's targets grouped by check key, as the pool runs them."""
+class _Group:
+    """The targets of one check key."""
 
-    targets: dict[CheckKey, CheckTarget]
-    """The first target of each key."""
-    origins: dict[CheckKey, list[str]]
-    real_servers: dict[CheckKey, dict[RealServerId, None]]
-    """Ordered sets."""
-    checks_of: dict[RealServerId, dict[CheckKey, None]]
+    __slots__ = ("origins", "real_servers", "target")
+
+    def __init__(self, target: CheckTarget) -> None:
+        self.target = target
+        """The first target of the key."""
+        self.origins: list[str] = []
+        self.real_servers: dict[RealServerId, None] = {}
+        """An ordered set."""
 
 
-def _group(plan: CheckPlan) -> _Grouped:
-    grouped = _Grouped({}, {}, {}, {rs: {} for rs in plan.real_servers})
+@dataclass(frozen=True, slots=True)
+class PlanIndex:
+    """A plan's targets grouped by check key, as the pool runs them (`index_plan`)."""
+
+    plan: CheckPlan
+    groups: dict[CheckKey, _Group]
+    checks_of: dict[RealServerId, tuple[CheckKey, ...]]
+
+
+def index_plan(plan: CheckPlan) -> PlanIndex:
+    """Group `plan` for `CheckPool.reconfigure` (pure)."""
+    indexer = PlanIndexer()
     for target in plan.targets:
+        indexer.add(target)
+    return indexer.index(plan)
+
+
+class PlanIndexer:
+    """`index_plan` a target at a time, for a caller that builds a large index in slices."""
+
+    def __init__(self) -> None:
+        self._groups: dict[CheckKey, _Group] = {}
+        self._keys_of: dict[RealServerId, list[CheckKey]] = {}
+
+    def add(self, target: CheckTarget) -> None:
         key = target.key
-        if key not in grouped.targets:
-            grouped.targets[key] = target
-            grouped.origins[key] = []
-            grouped.real_servers[key] = {}
-        grouped.origins[key].append(target.origin)
-        grouped.real_servers[key][target.real_server] = None
-        grouped.checks_of.setdefault(target.real_server, {})[key] = None
-    return grouped
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(target)
+        group.origins.append(target.origin)
+        real_server = target.real_server
+        group.real_servers[real_server] = None
+        keys = self._keys_of.get(real_server)
+        if keys is None:
+            keys = self._keys_of[real_server] = []
+        if key not in keys:
+            keys.append(key)
+
+    def index(self, plan: CheckPlan) -> PlanIndex:
+        """The index of `plan`, whose targets have all been added."""
+        keys_of = self._keys_of
+        checks_of = {rs: tuple(keys_of.get(rs, ())) for rs in plan.real_servers}
+        return PlanIndex(plan, self._groups, checks_of)
 
 
 class CheckPool:
@@ -348,13 +380,15 @@ class CheckPool:
         """Checks the last reload stopped, kept with their state in case a reload (a rollback)
         brings them back."""
         self._next_index = 0
-        grouped = _group(plan)
-        for key, target in grouped.targets.items():
-            check = self._new_check(target)
-            check.origins = grouped.origins[key]
-            check.real_servers = list(grouped.real_servers[key])
+        index = index_plan(plan)
+        for group in index.groups.values():
+            check = self._new_check(group.target)
+            check.origins = group.origins
+            check.real_servers = list(group.real_servers)
+        self._keys_of = index.checks_of
+        """Each real server's check keys, to compare with a reload's."""
         self._checks_of: dict[RealServerId, list[_Check]] = {
-            rs: [self._by_key[key] for key in keys] for rs, keys in grouped.checks_of.items()
+            rs: [self._by_key[key] for key in keys] for rs, keys in index.checks_of.items()
         }
         self._real_servers = tuple(self._checks_of)
         self._drained: dict[RealServerId, str] = {}
@@ -488,7 +522,7 @@ class CheckPool:
         check.state = CheckState(target.params, now, first_probe_at, initial)
         self._scheduler.schedule(check.index, first_probe_at)
 
-    def reconfigure(self, plan: CheckPlan) -> PoolChange:
+    def reconfigure(self, plan: CheckPlan | PlanIndex) -> PoolChange:
         """Run `plan` from now on, changing only what differs from the plan running.
 
         A check whose key is in both plans runs on untouched: its state, counters and schedule
@@ -506,19 +540,20 @@ class CheckPool:
         if self._closed:
             raise RuntimeError("the check pool is closed")
         now = self._loop.time() if self._loop is not None else 0.0
-        grouped = _group(plan)
-        old_checks_of = self._checks_of
+        index = plan if isinstance(plan, PlanIndex) else index_plan(plan)
+        groups = index.groups
+        old_checks_of, old_keys_of = self._checks_of, self._keys_of
         # Before anything changes: how kept real servers whose checks change stand now.
         standing: dict[RealServerId, Presumption] = {}
         rejudged: list[RealServerId] = []
-        for rs, keys in grouped.checks_of.items():
-            old = old_checks_of.get(rs)
-            if old is None or [c.key for c in old] == list(keys):
+        for rs, keys in index.checks_of.items():
+            old_keys = old_keys_of.get(rs)
+            if old_keys is None or old_keys == keys:
                 continue
             rejudged.append(rs)
             if self._loop is not None and any(key not in self._by_key for key in keys):
                 standing[rs] = self._standing(rs)
-        stopped = [c for key, c in self._by_key.items() if key not in grouped.targets]
+        stopped = [c for key, c in self._by_key.items() if key not in groups]
         for gone in stopped:
             self._stop_check(gone, now)
         self._scheduler.forget(gone.index for gone in stopped)
@@ -526,7 +561,7 @@ class CheckPool:
         revived: list[CheckKey] = []
         started: list[_Check] = []
         kept = 0
-        for key, target in grouped.targets.items():
+        for key, group in groups.items():
             check = self._by_key.get(key)
             if check is not None:
                 kept += 1
@@ -537,15 +572,17 @@ class CheckPool:
                 check.frozen_at = math.inf
                 revived.append(key)
             else:
-                check = self._new_check(target)
+                check = self._new_check(group.target)
                 started.append(check)
-            check.origins = grouped.origins[key]
-            check.real_servers = list(grouped.real_servers[key])
+            check.origins = group.origins
+            check.real_servers = list(group.real_servers)
+        by_key = self._by_key
         self._checks_of = {
-            rs: [self._by_key[key] for key in keys] for rs, keys in grouped.checks_of.items()
+            rs: [by_key[key] for key in keys] for rs, keys in index.checks_of.items()
         }
+        self._keys_of = index.checks_of
         self._real_servers = tuple(self._checks_of)
-        self._plan = plan
+        self._plan = index.plan
         added = tuple(rs for rs in self._checks_of if rs not in old_checks_of)
         removed = tuple(rs for rs in old_checks_of if rs not in self._checks_of)
         for rs in removed:

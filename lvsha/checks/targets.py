@@ -164,6 +164,18 @@ class CheckKey:
     probe: Probe
     params: CheckParams
     warmup: float
+    _hash: int = field(init=False, repr=False, compare=False)
+    """Hashed once: a reload of 10,000 checks looks each key up several times."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.probe, self.params, self.warmup)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[CheckKey], tuple[Probe, CheckParams, float]]:
+        # String hashes differ between processes: never carry the cached one across.
+        return (CheckKey, (self.probe, self.params, self.warmup))
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +189,10 @@ class CheckTarget:
     """The first round starts after a random delay of at most this many seconds."""
     origin: str
     """Where it is configured, e.g. "virtual_servers[0].real_servers[1].checks[0]"."""
+    key: CheckKey = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> CheckKey:
-        return CheckKey(self.probe, self.params, self.warmup)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", CheckKey(self.probe, self.params, self.warmup))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,26 +208,35 @@ def check_plan(config: LvshaConfig) -> CheckPlan:
     targets: list[CheckTarget] = []
     real_servers: list[RealServerId] = []
     for vs_index, vs in enumerate(config.virtual_servers):
-        service = virtual_service_id(vs)
-        for rs_index, rs in enumerate(vs.real_servers):
-            real_server = real_server_id(vs, rs, service)
-            real_servers.append(real_server)
-            for check_index, check in enumerate(rs.checks):
-                origin = (
-                    f"virtual_servers[{vs_index}].real_servers[{rs_index}].checks[{check_index}]"
-                )
-                targets.append(
-                    CheckTarget(
-                        real_server=real_server,
-                        probe=_probe(
-                            config, vs, real_server, check, origin, check_index=check_index
-                        ),
-                        params=check_params(check),
-                        warmup=_warmup(check),
-                        origin=origin,
-                    )
-                )
+        vs_targets, vs_real_servers = virtual_server_checks(config, vs_index, vs)
+        targets += vs_targets
+        real_servers += vs_real_servers
     return CheckPlan(tuple(targets), tuple(real_servers))
+
+
+def virtual_server_checks(
+    config: LvshaConfig, vs_index: int, vs: VirtualServer
+) -> tuple[list[CheckTarget], list[RealServerId]]:
+    """`check_plan`'s part for one virtual server (`vs_index` only names where it is), so a
+    caller can build a large plan a piece at a time."""
+    targets: list[CheckTarget] = []
+    real_servers: list[RealServerId] = []
+    service = virtual_service_id(vs)
+    for rs_index, rs in enumerate(vs.real_servers):
+        real_server = real_server_id(vs, rs, service)
+        real_servers.append(real_server)
+        for check_index, check in enumerate(rs.checks):
+            origin = f"virtual_servers[{vs_index}].real_servers[{rs_index}].checks[{check_index}]"
+            targets.append(
+                CheckTarget(
+                    real_server=real_server,
+                    probe=_probe(config, vs, real_server, check, origin, check_index=check_index),
+                    params=check_params(check),
+                    warmup=_warmup(check),
+                    origin=origin,
+                )
+            )
+    return targets, real_servers
 
 
 def real_server_id(vs: VirtualServer, rs: RealServer, service: str | None = None) -> RealServerId:

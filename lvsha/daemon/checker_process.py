@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvsha.checks.maintenance import MaintenanceWatcher
-from lvsha.checks.pool import CheckPool, raise_file_limit
-from lvsha.checks.targets import CheckPlan, check_plan
-from lvsha.checks.verdict import Health
+from lvsha.checks.pool import CheckPool, PlanIndex, PlanIndexer, index_plan, raise_file_limit
+from lvsha.checks.targets import CheckPlan, CheckTarget, check_plan, virtual_server_checks
+from lvsha.checks.verdict import Health, RealServerId
 from lvsha.config import LvshaConfig
 from lvsha.daemon.channel import ParentChannel
 from lvsha.daemon.child import (
@@ -45,7 +45,7 @@ from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort
-from lvsha.ipvs.specs import ConfiguredService, configured_services
+from lvsha.ipvs.specs import ConfiguredService, configured_service, configured_services
 from lvsha.ipvs.syncd import (
     MemorySyncDaemons,
     NetlinkSyncDaemons,
@@ -78,6 +78,9 @@ ROLES_WAIT = 2.0
 
 DIGEST_SHOWN = 12
 """Hex digits of a configuration's SHA-256 that the log shows."""
+
+SLICE = 0.005
+"""Seconds of a reload's work the loop does before it lets probes run again."""
 
 
 async def read_parent(channel: ParentChannel, inbox: asyncio.Queue[Message | None]) -> None:
@@ -159,7 +162,7 @@ class _Derived:
     """What the checker runs of a configuration, derived from it (pure, off the loop)."""
 
     config: LvshaConfig
-    plan: CheckPlan
+    plan: CheckPlan | PlanIndex
     services: tuple[ConfiguredService, ...]
 
 
@@ -167,8 +170,29 @@ def _derive(config: LvshaConfig) -> _Derived:
     return _Derived(config, check_plan(config), configured_services(config))
 
 
-def _derive_message(message: ApplyConfig) -> _Derived:
-    return _derive(message.config())
+async def _derive_paced(config: LvshaConfig) -> _Derived:
+    """`_derive`, indexed for the pool, a virtual server at a time with the loop running
+    between slices. Not in a thread: CPU work in another thread makes every system call of
+    the loop's probes wait for the GIL (up to the 5 ms switch interval each), which stalls the
+    loop longer than doing the work on it in slices (bench/reload_checker.py)."""
+    loop = asyncio.get_running_loop()
+    targets: list[CheckTarget] = []
+    real_servers: list[RealServerId] = []
+    services: list[ConfiguredService] = []
+    indexer = PlanIndexer()
+    until = loop.time() + SLICE
+    for vs_index, vs in enumerate(config.virtual_servers):
+        vs_targets, vs_real_servers = virtual_server_checks(config, vs_index, vs)
+        for target in vs_targets:
+            indexer.add(target)
+        targets += vs_targets
+        real_servers += vs_real_servers
+        services.append(configured_service(vs))
+        if loop.time() >= until:
+            await asyncio.sleep(0)
+            until = loop.time() + SLICE
+    plan = CheckPlan(tuple(targets), tuple(real_servers))
+    return _Derived(config, indexer.index(plan), tuple(services))
 
 
 def _sync_target(config: LvshaConfig) -> tuple[str, SyncSettings] | None:
@@ -195,7 +219,9 @@ class Checker:
         derived = _derive(config)
         self.config = config
         self.daemons = daemons
-        self.pool = pool if pool is not None else CheckPool(derived.plan)
+        self.pool = pool if pool is not None else CheckPool(self._plan(derived))
+        self._index: CheckPlan | PlanIndex = derived.plan
+        """The running plan (indexed once a reload has indexed it)."""
         glob = config.global_
         self.syncer = IpvsSyncer(
             table,
@@ -209,6 +235,10 @@ class Checker:
         self.follower: SyncDaemonFollower | None = None
         self.generation: int | None = None
         """The generation of the last configuration applied; None: the one started with."""
+
+    @staticmethod
+    def _plan(derived: _Derived) -> CheckPlan:
+        return derived.plan.plan if isinstance(derived.plan, PlanIndex) else derived.plan
 
     async def start(self) -> None:
         """Adopt the kernel's table, start the checks and the first IPVS pass. Raises
@@ -268,18 +298,30 @@ class Checker:
 
     async def apply(self, message: ApplyConfig) -> ConfigApplied:
         """Run the configuration `message` carries from now on; see the module docstring."""
+        # A reload builds a whole configuration's worth of (acyclic) objects: with the cyclic
+        # collector on, that triggers full collections of 50-120 ms each at 10,000 real
+        # servers, stalling the loop. Off for the reload; what it built is frozen after.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return await self._apply(message)
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
+
+    async def _apply(self, message: ApplyConfig) -> ConfigApplied:
         loop = asyncio.get_running_loop()
         began = loop.time()
         digest = message.digest[:DIGEST_SHOWN]
         name = f"configuration generation {message.generation} (sha256 {digest})"
         try:
-            # Unpickling and deriving the plan cost CPU in proportion to the real servers:
-            # in a thread, so the loop keeps running probes meanwhile.
-            new = await asyncio.to_thread(_derive_message, message)
+            config = message.config()
         except MessageError as error:
             log.error("%s refused: %s", name, error)
             return ConfigApplied(message.generation, False, (str(error),))
-        old = _Derived(self.config, self.pool.plan, self.syncer.services)
+        new = await _derive_paced(config)
+        old = _Derived(self.config, self._index, self.syncer.services)
         try:
             errors, summary = await self._move(old, new)
         except Exception as error:  # a bug: go back, and say so rather than die
@@ -287,10 +329,8 @@ class Checker:
             errors, summary = [f"internal error: {type(error).__name__}: {error}"], ""
         if not errors:
             self.config = new.config
+            self._index = new.plan
             self.generation = message.generation
-            # What the reload built lives as long as what it replaced: out of the cyclic
-            # collector's way, as at start-up (a full collection here would stall the loop).
-            gc.freeze()
             log.info("%s applied: %s (in %.3f s)", name, summary, loop.time() - began)
             return ConfigApplied(message.generation, True)
         for error_text in errors:
@@ -349,8 +389,9 @@ class Checker:
 
     async def _go_back(self, old: _Derived, new: _Derived) -> str:
         """Put every part back as `old` runs it; what could not be, as one line (empty: all)."""
+        index = old.plan if isinstance(old.plan, PlanIndex) else index_plan(old.plan)
         async with self.watcher.paused() as refresh:
-            self.pool.reconfigure(old.plan)
+            self.pool.reconfigure(index)
             await refresh()
         left = await self.syncer.apply_config(
             old.services,

@@ -610,8 +610,10 @@ class IpvsSyncer:
         for verdict in verdicts:
             if verdict.real_server in new_ids:
                 self._take(verdict, arrived_at=None)
-        if self._believed is not None and self._loop is not None:
-            self._holds.update(adoption_holds(self._services, self._believed, now, new_ids))
+        if self._believed is not None and self._loop is not None and new_ids:
+            # New real servers are only in services the configuration changed.
+            changed = [service for service in self._services if service.key in touched]
+            self._holds.update(adoption_holds(changed, self._believed, now, new_ids))
         if self._dirty is not None:
             self._dirty |= touched
         log.info(

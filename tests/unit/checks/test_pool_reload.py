@@ -9,13 +9,14 @@ server before others restarts and re-judges nobody. Drains survive.
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
 from lvsha.checks.maintenance import MaintenanceWatcher
 from lvsha.checks.pool import CheckPool
 from lvsha.checks.state import CheckParams, CheckStatus
-from lvsha.checks.targets import CheckTarget, check_plan
+from lvsha.checks.targets import CheckKey, CheckTarget, check_plan
 from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict
 from lvsha.config import load_text
 from tests.unit.checks.test_pool import (
@@ -277,3 +278,11 @@ async def test_drains_survive_reloads(
     assert pool.verdicts()[newcomer.real_server].health is Health.DISABLED
     assert set(watcher.drained) == {newcomer.real_server}
     assert not pool.is_drained(other.real_server)
+
+
+def test_a_check_key_is_hashed_once_and_never_carries_its_hash_across_processes() -> None:
+    key = target(FakeProbes(), "k").key
+    copy = pickle.loads(pickle.dumps(key))
+    assert copy == key and hash(copy) == hash(key)
+    # Rebuilt from its fields, so hashed again where it is unpickled.
+    assert key.__reduce__() == (CheckKey, (key.probe, key.params, key.warmup))

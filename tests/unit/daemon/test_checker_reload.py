@@ -17,11 +17,12 @@ import pytest
 
 from lvsha.checks.verdict import Health
 from lvsha.config import LvshaConfig, load_text
-from lvsha.daemon.checker_process import Checker
+from lvsha.daemon.checker_process import Checker, VrrpRoleBook
 from lvsha.ipvs.plan import AddDestination, AddService, DeleteDestination, EditDestination
 from lvsha.ipvs.port import InvalidRequestError, IpvsError
 from lvsha.ipvs.syncd import MemorySyncDaemons, SyncState
 from lvsha.messages import ApplyConfig, ConfigApplied, VrrpRoles, VrrpStateChanged
+from lvsha.vrrp.events import VrrpState
 from tests.unit.ipvs.test_syncer import RecordingPort
 
 INSTANCE = """
@@ -210,3 +211,17 @@ async def test_a_snapshot_that_is_no_configuration_changes_nothing(
     answer = await checker.on_message(ApplyConfig(2, "0" * 64, "bm90IGEgcGlja2xl"))
     assert answer is not None and not answer.ok and "unpickle" in answer.errors[0]
     assert parts.table.snapshot() == before and parts.table.log == []
+
+
+async def test_the_role_book_keys_roles_by_identity_and_ignores_unknown_states(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    book = VrrpRoleBook(load_text(BEFORE))
+    with caplog.at_level(logging.ERROR, logger="lvsha.checker"):
+        assert book.take(VrrpStateChanged("VI_1", "BACKUP", "PRIMARY", "test", 100)) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "VI_1: ignoring unknown VRRP state 'PRIMARY' from the parent"
+    ]
+    assert book.take(VrrpRoles((("VI_9", "MASTER"), ("VI_1", "MASTER")))) == [("eth0", 51, "ipv4")]
+    book.reconfigure(load_text(config_text(SERVICES, instance="VI_WEB")))
+    assert book.role_of("VI_WEB") is book.role_of("VI_1") is VrrpState.MASTER
