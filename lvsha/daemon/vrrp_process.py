@@ -43,6 +43,7 @@ from lvsha.net.links import LinkChanged, LinkMonitor
 from lvsha.vrrp.engine import StartupError, VrrpEngine
 from lvsha.vrrp.events import VrrpState
 from lvsha.vrrp.notify import Notifier
+from lvsha.vrrp.wire import DropReason
 
 log = logging.getLogger("lvsha.vrrp")
 
@@ -189,6 +190,10 @@ def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
             value = 1.0 if machine.state is state else 0.0
             samples.append(("lvsha_vrrp_state", {**labels, "state": state.name}, value))
         for reason, count in instance.socket.drops.snapshot().items():
+            if reason is DropReason.ADDRESS_LIST_MISMATCH:
+                # Taken all the same (lvsha.vrrp.wire.address_list_difference).
+                samples.append(("lvsha_vrrp_address_list_mismatch_total", labels, count))
+                continue
             samples.append(
                 ("lvsha_vrrp_adverts_dropped_total", {**labels, "reason": reason.value}, count)
             )

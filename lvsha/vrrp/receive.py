@@ -13,40 +13,22 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from lvsha.config.vrrp import VrrpInstance
 from lvsha.vrrp.events import AdvertReceived, VrrpState
 from lvsha.vrrp.socket import SocketDropReason
 from lvsha.vrrp.wire import (
     AdvertDropError,
-    AuthType,
     DropCounter,
     DropReason,
     IpAddress,
     ReceivedAdvert,
     ReceivingInstance,
-    VrrpVersion,
+    address_list_difference,
     check_advert_for_instance,
 )
 
 log = logging.getLogger("lvsha.vrrp")
 
 K = TypeVar("K", bound=Hashable)
-
-
-def receiving_instance(inst: VrrpInstance) -> ReceivingInstance:
-    """What received adverts are checked against: adverts carry only the non-excluded VIPs."""
-    auth = inst.authentication
-    return ReceivingInstance(
-        vrid=inst.virtual_router_id,
-        version=VrrpVersion(inst.version),
-        advert_interval=(
-            int(inst.advert_interval) if inst.version == 2 else round(inst.advert_interval * 100)
-        ),
-        virtual_addresses=frozenset(vip.address.ip for vip in inst.virtual_ipaddresses),
-        address_owner=inst.priority == 255,
-        auth_type=AuthType.SIMPLE_PASSWORD if auth is not None else AuthType.NONE,
-        auth_password=auth.password.encode()[:8] if auth is not None else b"",
-    )
 
 
 def advert_event(
@@ -76,6 +58,10 @@ def advert_event(
     except AdvertDropError as drop:
         drops.record(drop.reason, source, drop.detail)
         return None
+    difference = address_list_difference(received.advert, instance)
+    if difference is not None:
+        # Taken all the same (see address_list_difference): counted and logged, not dropped.
+        drops.record(DropReason.ADDRESS_LIST_MISMATCH, source, difference)
     if source.version != next(iter(instance.virtual_addresses)).version:
         drops.record(
             DropReason.FAMILY_MISMATCH,
@@ -173,6 +159,9 @@ INFO_REASONS: frozenset[AnyDropReason] = frozenset(
     }
 )
 
+ACCEPTED_REASONS: frozenset[AnyDropReason] = frozenset({DropReason.ADDRESS_LIST_MISMATCH})
+"""Counted and logged like drops, but the advert is taken (lvsha.vrrp.wire)."""
+
 MAX_KEYS = 32
 """(reason, sender) pairs tracked at once per instance; senders past this (a spoofed flood)
 share one key per reason, so memory and log lines stay bounded whatever arrives."""
@@ -230,7 +219,9 @@ class DropLog:
         more = f" ({owed} more like it not logged)" if owed else ""
         self._log.log(
             level,
-            "%s: advert from %s dropped: %s%s",
+            "%s: advert from %s taken, but %s%s; reload the other director too"
+            if reason in ACCEPTED_REASONS
+            else "%s: advert from %s dropped: %s%s",
             self.instance,
             key[1],
             detail or reason.value,
@@ -247,10 +238,11 @@ class DropLog:
         for (reason, sender), count in self._limiter.due(now):
             self._log.log(
                 _level(reason),
-                "%s: %d more adverts from %s dropped in the last %g s (%s)",
+                "%s: %d more adverts from %s %s in the last %g s (%s)",
                 self.instance,
                 count,
                 sender,
+                "taken with a mismatch" if reason in ACCEPTED_REASONS else "dropped",
                 self._limiter.period,
                 reason.value,
             )

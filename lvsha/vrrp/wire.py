@@ -82,6 +82,8 @@ class DropReason(enum.Enum):
     AUTH_TYPE_MISMATCH = "auth_type_mismatch"
     AUTH_PASSWORD_MISMATCH = "auth_password_mismatch"
     ADDRESS_LIST_MISMATCH = "address_list_mismatch"
+    """Not a drop: the advert is taken, and the difference counted and logged (see
+    `address_list_difference`)."""
     ADVERT_INTERVAL_MISMATCH = "advert_interval_mismatch"
     # the receive path of an instance (lvsha.vrrp.receive)
     OWN_ADVERT = "own_advert"
@@ -404,14 +406,6 @@ def check_advert_for_instance(received: ReceivedAdvert, instance: ReceivingInsta
                 DropReason.AUTH_PASSWORD_MISMATCH,
                 "authentication password differs from ours (RFC 2338 7.1)",
             )
-    # RFC 5798 7.1: an address list that differs from ours is dropped unless the owner sent it.
-    if advert.priority != 255 and frozenset(advert.addresses) != instance.virtual_addresses:
-        theirs = frozenset(advert.addresses)
-        raise AdvertDropError(
-            DropReason.ADDRESS_LIST_MISMATCH,
-            f"virtual addresses differ: only theirs {_few(theirs - instance.virtual_addresses)}, "
-            f"only ours {_few(instance.virtual_addresses - theirs)} (RFC 5798 7.1)",
-        )
     if advert.version is VrrpVersion.V2 and advert.advert_interval != instance.advert_interval:
         raise AdvertDropError(
             DropReason.ADVERT_INTERVAL_MISMATCH,
@@ -490,3 +484,21 @@ def ipv6_datagram(
         raise ValueError("no IPV6_PKTINFO in ancillary data; enable IPV6_RECVPKTINFO")
     # The checksum needs the bare address; a scope id ("%veth0") is not part of it.
     return VrrpDatagram(IPv6Address(source.packed), destination, hop_limit, payload)
+
+
+def address_list_difference(advert: Advert, instance: ReceivingInstance) -> str | None:
+    """What differs between the advert's addresses and ours, or None when nothing does.
+
+    RFC 3768 and RFC 5798 (7.1) make this check a MAY and its failure a logged
+    misconfiguration. lvsha logs and counts it but takes the advert, as keepalived does
+    outside its strict mode: the two directors of a pair are reloaded one after the other,
+    and a VIP added to one of them must not make the other take over meanwhile. An address
+    owner's list is never compared.
+    """
+    theirs = frozenset(advert.addresses)
+    if advert.priority == 255 or theirs == instance.virtual_addresses:
+        return None
+    return (
+        f"virtual addresses differ: only theirs {_few(theirs - instance.virtual_addresses)}, "
+        f"only ours {_few(instance.virtual_addresses - theirs)}"
+    )

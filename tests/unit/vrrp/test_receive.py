@@ -102,7 +102,7 @@ def test_a_drop_reaches_the_listener_with_sender_and_what_differed() -> None:
          "VRRP version 3, ours 2 (RFC 5798 7.1)"),
         (
             {"addresses": (VIP, IPv4Address("10.0.0.101"))},
-            "virtual addresses differ: only theirs 10.0.0.101, only ours none (RFC 5798 7.1)",
+            "virtual addresses differ: only theirs 10.0.0.101, only ours none",
         ),
     ],
 )  # fmt: skip
@@ -223,7 +223,7 @@ def test_each_reason_and_each_sender_gets_its_own_first_line(
     assert [m for _, m in messages(caplog)] == [
         "VI_1: advert from 10.0.0.12 dropped: password differs",
         "VI_1: advert from 10.0.0.13 dropped: password differs",
-        "VI_1: advert from 10.0.0.12 dropped: addresses differ",
+        "VI_1: advert from 10.0.0.12 taken, but addresses differ; reload the other director too",
         "VI_1: advert from 10.0.0.13 dropped: not one of our unicast peers",
         "VI_1: advert from an unknown sender dropped: checksum",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -110,9 +111,9 @@ def test_leaving_a_sync_group_clears_the_fault_the_group_imposed() -> None:
 @pytest.mark.parametrize("what", ["vrid", "version", "primary_address"])
 def test_what_needs_another_router_cannot_change_in_place(what: str) -> None:
     machine = as_master(20.0)
-    other = {"vrid": 52, "version": 2, "primary_address": LOWER_V4}[what]
+    other: dict[str, Any] = {"vrid": 52, "version": 2, "primary_address": LOWER_V4}
     with pytest.raises(InvalidEventError, match=what):
-        machine.reconfigure(dataclasses.replace(machine.params, **{what: other}), 20.5)
+        machine.reconfigure(dataclasses.replace(machine.params, **{what: other[what]}), 20.5)
     assert machine.params.name == "VI_1"
     assert machine.state is M
 
