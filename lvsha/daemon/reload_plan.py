@@ -24,15 +24,14 @@ The rules, per label (each rule table below says why for its keys):
 - hitless: nothing on the wire changes. Names, notify hooks, GARP settings, the initial state,
   `global` keys, real-server weights and thresholds, a scheduler change between non-hashing
   schedulers, persistence timeout and granularity, added services and real servers (they enter
-  per alpha/rise), checks added, removed or restarted (only that check starts again), VIPs in
-  `virtual_ipaddresses_excluded`, a quorum change without a sorry server.
+  per alpha/rise), checks added, removed or restarted (only that check starts again), VIPs
+  added to or removed from an instance (a master adds or removes them without a state change;
+  a peer whose list differs takes our adverts, logging the difference, until it is reloaded
+  too: `lvsha.vrrp.wire.address_list_difference`), a quorum change without a sorry server.
 - election: an instance starts or stops, or its priority order against the peer may change:
   priority (also to or from 255), preempt, preempt_delay, advert interval, version,
   authentication, advert source address and unicast peers, tracked interfaces and scripts and
-  their weights, a tracked vrrp_script that restarts, sync group membership, and a changed list
-  of advertised VIPs: a peer whose list differs drops our adverts (RFC 5798 7.1, as
-  `lvsha.vrrp.wire.check_advert_for_instance` does) until it is reloaded too, so the pair may
-  elect, or both be master, meanwhile. The address owner's adverts (priority 255) are exempt.
+  their weights, a tracked vrrp_script that restarts, sync group membership.
 - VIP move: a VIP leaves one instance and joins another; or it is re-added in its instance with
   another prefix, device or label, which the kernel cannot edit in place (the same risk).
 - drain: a real server leaves (weight 0, then removal); the sorry server is added, removed or
@@ -356,10 +355,7 @@ CHECK_NEUTRAL_GLOBALS = frozenset(
 which is compared itself): a change of these alone leaves every check key as it was. Any other
 global key (script_user, enable_script_security, one added later) makes the plan rebuild them."""
 
-_ADVERT_NOTE = (
-    "; the advertised address list changes: a peer not reloaded yet drops our adverts "
-    "(RFC 5798 7.1)"
-)
+_ADVERT_NOTE = "; the peer logs that our address lists differ until it is reloaded too"
 
 
 def _global_rule(key: str) -> tuple[Cost, str]:
@@ -686,13 +682,6 @@ class _Planner:
                     owners.setdefault(vip.address.ip, {})[identity] = (identity, vip, excluded)
         return owners
 
-    def _advert_list_cost(self, identity: InstanceIdentity) -> Cost:
-        """A change of an instance's advertised VIPs: an election, unless this router owns the
-        addresses before and after (a peer takes the owner's adverts whatever their list)."""
-        pairs = (self.old_instances.get(identity), self.new_instances.get(identity))
-        owner = all(pair is not None and pair[1].priority == 255 for pair in pairs)
-        return HITLESS if owner else ELECTION
-
     def _vip_changes(self) -> dict[InstanceIdentity, list[Change]]:
         """VIP changes, filed under the (new) instance whose lines they follow. The VIPs of an
         added or removed instance come and go with it, except those that move."""
@@ -722,9 +711,8 @@ class _Planner:
                 if identity not in self.new_instances:
                     continue  # leaves with its instance
                 detail = f"{vip.address} leaves {self._new_subject(identity)}"
-                cost = HITLESS if excluded else self._advert_list_cost(identity)
-                detail += ", was excluded from adverts" if excluded else ""
-                detail += _ADVERT_NOTE if cost is ELECTION else ""
+                detail += ", was excluded from adverts" if excluded else _ADVERT_NOTE
+                cost = HITLESS
                 filed.setdefault(identity, []).append(
                     Change("vip", "remove", subject, detail, cost)
                 )
@@ -733,9 +721,8 @@ class _Planner:
                     continue  # comes with its instance
                 device = vip.device or self.new_instances[identity][1].interface
                 detail = f"{vip.address} on {device} joins {self._new_subject(identity)}"
-                cost = HITLESS if excluded else self._advert_list_cost(identity)
-                detail += ", excluded from adverts" if excluded else ""
-                detail += _ADVERT_NOTE if cost is ELECTION else ""
+                detail += ", excluded from adverts" if excluded else _ADVERT_NOTE
+                cost = HITLESS
                 filed.setdefault(identity, []).append(Change("vip", "add", subject, detail, cost))
         return filed
 
