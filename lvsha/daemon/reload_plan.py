@@ -749,9 +749,7 @@ class _Planner:
             return Change("vip", "change", subject, detail, VIP_MOVE)
         if old[2] != new[2]:
             state = "now excluded from adverts" if new[2] else "now carried in adverts"
-            cost = self._advert_list_cost(new[0])
-            note = _ADVERT_NOTE if cost is ELECTION else ""
-            return Change("vip", "change", subject, f"{state} of {where}{note}", cost)
+            return Change("vip", "change", subject, f"{state} of {where}{_ADVERT_NOTE}", HITLESS)
         return None
 
     def _tracking(self, subject: str, old: VrrpInstance, new: VrrpInstance) -> None:

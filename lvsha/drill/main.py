@@ -271,7 +271,13 @@ def prepare(options: DrillOptions, work_dir: Path) -> LabSetup:
         if not isinstance(address, IPv4Address):
             raise SetupError(f"{where}.mcast_src_ip: the lab is IPv4")
         elections.append(
-            Election(instance.virtual_router_id, vip, instance.interface, instance.advert_interval)
+            Election(
+                instance.virtual_router_id,
+                vip,
+                instance.interface,
+                instance.advert_interval,
+                instance.version,
+            )
         )
         versions.add(instance.version)
         directors.append(
