@@ -177,13 +177,12 @@ class _Parent:
                 self.roles[now] = self.roles.pop(was)
         for gone in set(self.roles) - set(new.config.vrrp_instances):
             del self.roles[gone]
-        counts = plan.to_json().get("counts", {})
         log.info(
             "configuration %s applied from %s (was %s): %s",
             new.describe(),
             new.path,
             old.describe(),
-            f"{len(plan.changes)} change(s), {counts}" if plan.changes else "no changes",
+            plan.summary(),
         )
         self.events.publish(
             "config_applied",
