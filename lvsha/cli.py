@@ -120,15 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run lvsha in the foreground: VRRP in a child process of its own, health "
         "checks and the IPVS table in another, both supervised by this one. SIGTERM stops "
         "gracefully (a master sends priority 0 and keeps its VIPs until a new master is "
-        "heard); SIGHUP re-validates the file. Logs go to stderr; under systemd "
-        "(Type=notify) READY is reported once every child is up.",
+        "heard); SIGHUP applies the changed file, as lvsha reload does. Logs go to stderr; "
+        "under systemd (Type=notify) READY is reported once every child is up.",
     )
     run.add_argument("config", metavar="FILE", help="YAML configuration file")
     run.add_argument(
         "--run-dir",
         default="/run/lvsha",
-        help="directory for events.sock, the metrics-*.prom files and the maintenance/ "
-        "flags (default: %(default)s)",
+        help="directory for events.sock, control.sock, the metrics-*.prom files and the "
+        "maintenance/ flags (default: %(default)s)",
     )
     run.add_argument(
         "--dry-run",
