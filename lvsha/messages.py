@@ -111,8 +111,7 @@ class ConfigApplied:
 Message: TypeAlias = ChildReady | VrrpStateChanged | VrrpRoles | ApplyConfig | ConfigApplied
 
 _KINDS: dict[str, type[Message]] = {
-    cls.kind: cls
-    for cls in (ChildReady, VrrpStateChanged, VrrpRoles, ApplyConfig, ConfigApplied)
+    cls.kind: cls for cls in (ChildReady, VrrpStateChanged, VrrpRoles, ApplyConfig, ConfigApplied)
 }
 
 
