@@ -317,10 +317,13 @@ class Checker:
         name = f"configuration generation {message.generation} (sha256 {digest})"
         try:
             config = message.config()
+            new = await _derive_paced(config)
         except MessageError as error:
             log.error("%s refused: %s", name, error)
             return ConfigApplied(message.generation, False, (str(error),))
-        new = await _derive_paced(config)
+        except Exception as error:  # a bug; nothing has changed yet
+            log.exception("%s: deriving what to run failed", name)
+            return ConfigApplied(message.generation, False, (f"internal error: {error!r}",))
         old = _Derived(self.config, self._index, self.syncer.services)
         try:
             errors, summary = await self._move(old, new)
@@ -479,7 +482,11 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     async def follow_parent() -> None:
         # In order, one at a time: an ApplyConfig is answered before the next message is read.
         while (message := await inbox.get()) is not None:
-            answer = await checker.on_message(message)
+            try:
+                answer = await checker.on_message(message)
+            except Exception:  # a bug: the next message is still taken
+                log.exception("handling %s from the parent failed", type(message).__name__)
+                continue
             if answer is not None:
                 channel.send(answer)
 

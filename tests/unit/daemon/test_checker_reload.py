@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,10 +23,19 @@ import pytest
 from lvsha.checks.verdict import Health
 from lvsha.config import LvshaConfig, load_text
 from lvsha.daemon.checker_process import Checker, VrrpRoleBook
+from lvsha.daemon.supervisor import CHANNEL_FD_ENV, PARENT_PID_ENV
 from lvsha.ipvs.plan import AddDestination, AddService, DeleteDestination, EditDestination
 from lvsha.ipvs.port import InvalidRequestError, IpvsError
 from lvsha.ipvs.syncd import MemorySyncDaemons, SyncState
-from lvsha.messages import ApplyConfig, ConfigApplied, VrrpRoles, VrrpStateChanged
+from lvsha.messages import (
+    ApplyConfig,
+    ChildReady,
+    ConfigApplied,
+    VrrpRoles,
+    VrrpStateChanged,
+    decode,
+    encode,
+)
 from lvsha.vrrp.events import VrrpState
 from tests.unit.ipvs.test_syncer import RecordingPort
 
@@ -225,3 +239,41 @@ async def test_the_role_book_keys_roles_by_identity_and_ignores_unknown_states(
     assert book.take(VrrpRoles((("VI_9", "MASTER"), ("VI_1", "MASTER")))) == [("eth0", 51, "ipv4")]
     book.reconfigure(load_text(config_text(SERVICES, instance="VI_WEB")))
     assert book.role_of("VI_WEB") is book.role_of("VI_1") is VrrpState.MASTER
+
+
+def test_the_checker_process_answers_apply_config_on_its_channel(tmp_path: Path) -> None:
+    """The wiring around `Checker.apply`: `python -m lvsha.daemon.checker_process` (dry run)
+    takes ApplyConfig from its parent channel in order and answers each with ConfigApplied."""
+    config = tmp_path / "lvsha.yaml"
+    text = "virtual_servers:\n" + "".join(SERVICES)
+    config.write_text(text)
+    parent_end, child_end = socket.socketpair()
+    env = {**os.environ, CHANNEL_FD_ENV: str(child_end.fileno()), PARENT_PID_ENV: str(os.getpid())}
+    command = [sys.executable, "-m", "lvsha.daemon.checker_process", str(config), "--dry-run"]
+    child = subprocess.Popen(
+        [*command, "--run-dir", str(tmp_path)],
+        env=env,
+        pass_fds=[child_end.fileno()],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    child_end.close()
+    parent_end.settimeout(60)
+    lines = parent_end.makefile("rb")
+    try:
+        assert decode(lines.readline()) == ChildReady()
+        changed = "virtual_servers:\n" + service(80, *servers(4)) + SERVICES[2]
+        parent_end.sendall(
+            encode(message(2, changed)) + encode(ApplyConfig(3, "0" * 64, "bm90IGEgcGlja2xl"))
+        )
+        assert decode(lines.readline()) == ConfigApplied(2, True)
+        refused = decode(lines.readline())
+        assert isinstance(refused, ConfigApplied) and (refused.generation, refused.ok) == (3, False)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        _, errors = child.communicate(timeout=30)
+        parent_end.close()
+    log = errors.decode()
+    assert "configuration generation 2 (sha256 " in log and ") applied: checks: 0 kept" in log
+    assert child.returncode == 0, log
