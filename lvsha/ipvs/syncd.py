@@ -34,7 +34,7 @@ from pyroute2.netlink.generic.ipvs import (
 from lvsha.config.model import LvsSyncDaemon
 from lvsha.ipvs.netlink import IpvsGenlEndpoint
 from lvsha.ipvs.port import IpvsError
-from lvsha.vrrp.events import VrrpState
+from lvsha.roles import VrrpState
 
 log = logging.getLogger(__name__)
 

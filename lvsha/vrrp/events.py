@@ -7,17 +7,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import TypeAlias
 
+from lvsha.roles import VrrpState as VrrpState  # noqa: PLC0414 - re-exported: the machine's states
+
 Address: TypeAlias = IPv4Address | IPv6Address
 VirtualAddress: TypeAlias = IPv4Interface | IPv6Interface
-
-
-class VrrpState(enum.Enum):
-    INITIALIZE = "initialize"
-    BACKUP = "backup"
-    MASTER = "master"
-    FAULT = "fault"
-    RELEASING = "releasing"
-    """Sent priority 0 on shutdown, still holds the VIPs until a new master is heard."""
 
 
 class FaultReason(enum.Enum):
