@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from os import PathLike
 
 from pydantic import ValidationError
@@ -15,6 +12,7 @@ from lvsha.config.model import LvshaConfig
 from lvsha.config.normalize import normalize
 from lvsha.config.semantics import check_semantics
 from lvsha.config.source import MAX_PROBLEMS, ConfigError, Location, Problem, load_yaml
+from lvsha.gcpause import collector_paused
 
 
 def _check_text(text: str, file: str, max_size: int) -> None:
@@ -35,20 +33,6 @@ def _check_text(text: str, file: str, max_size: int) -> None:
             ) from None
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Loading allocates up to a few million objects and no reference cycles (a recursive
-    alias is refused): the cyclic collector's passes over them took half the time of a large
-    file, to free nothing."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def load_text(text: str, file: str = "<string>", max_size: int = DEFAULT_MAX_SIZE) -> LvshaConfig:
     """Validate a configuration given as text; raise ConfigError listing every problem.
 
@@ -57,7 +41,8 @@ def load_text(text: str, file: str = "<string>", max_size: int = DEFAULT_MAX_SIZ
     structure is sound. Text over `max_size` bytes (as UTF-8) is refused unread.
     """
     _check_text(text, file, max_size)
-    with _collector_paused():
+    # Millions of objects and no cycles (a recursive alias is refused).
+    with collector_paused():
         return _load(text, file)
 
 

@@ -42,6 +42,7 @@ from lvsha.daemon.child import (
 )
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.gcpause import collector_paused
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort
@@ -301,14 +302,8 @@ class Checker:
         # A reload builds a whole configuration's worth of (acyclic) objects: with the cyclic
         # collector on, that triggers full collections of 50-120 ms each at 10,000 real
         # servers, stalling the loop. Off for the reload; what it built is frozen after.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused(freeze=True):
             return await self._apply(message)
-        finally:
-            gc.freeze()
-            if collecting:
-                gc.enable()
 
     async def _apply(self, message: ApplyConfig) -> ConfigApplied:
         loop = asyncio.get_running_loop()

@@ -51,10 +51,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import gc
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeVar
@@ -66,6 +64,7 @@ from lvsha.checks.verdict import RealServerId, host_port
 from lvsha.config.lvs import RealServer, SorryServer, VirtualServer
 from lvsha.config.model import GlobalConfig, LvshaConfig
 from lvsha.config.vrrp import Authentication, VirtualAddress, VrrpInstance, VrrpScript
+from lvsha.gcpause import collector_paused
 from lvsha.ipvs.model import ServiceKey
 from lvsha.ipvs.specs import service_key, service_options
 from lvsha.vrrp.params import InstanceIdentity, instance_identity
@@ -217,22 +216,9 @@ def reload_plan(old: LvshaConfig, new: LvshaConfig) -> ReloadPlan:
 
     Both are configurations as `lvsha.config.load_text` / `load_file` return them (normalized).
     """
-    with _collector_paused():
+    # A large pair of configurations holds millions of objects and planning makes no cycles.
+    with collector_paused():
         return ReloadPlan(tuple(_Planner(old, new).changes()))
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Planning makes no reference cycles, but a large pair of configurations holds millions of
-    objects, which each pass of the cyclic collector walks: with 10,000 checks restarting, its
-    passes took a third of the time (as `lvsha.config.loader` found for loading)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # --- rule tables: what each key costs, and why --------------------------------------------------
