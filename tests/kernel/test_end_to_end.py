@@ -31,15 +31,13 @@ import pytest
 from lvsha.drill.lab import Host, Lab, wait_until
 from lvsha.ipvs.model import AddressKey, TransportProtocol
 from lvsha.ipvs.netlink import NetlinkIpvsTable
+from tests.kernel.nat_lab import CLIENT, DIRECTOR_BACK, build_nat_lab
 from tests.netns.director import Director
 
 pytestmark = pytest.mark.kernel
 
 VIP = "192.0.2.100"
 VIP_PORT = 80
-CLIENT = "192.0.2.50"
-DIRECTOR_FRONT = "192.0.2.11"
-DIRECTOR_BACK = "10.0.0.1"
 REAL_SERVERS = {"rs1": "10.0.0.21", "rs2": "10.0.0.22", "rs3": "10.0.0.23"}
 SERVER_PORT = 8080
 CHECK_INTERVAL = 0.5
@@ -265,18 +263,7 @@ def checker_starts(director: Director) -> int:
 
 @pytest.fixture
 def director_lab(lab: Lab) -> Iterator[Lab]:
-    director = lab.add_host("dir", f"{DIRECTOR_FRONT}/24", f"{DIRECTOR_BACK}/24")
-    director.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-    # One switch carries both subnets: an ICMP redirect would send the real servers' replies
-    # straight to the client, past the NAT that must rewrite their source to the VIP.
-    for conf in ("all", "default", "eth0"):
-        director.run("sysctl", "-qw", f"net.ipv4.conf.{conf}.send_redirects=0")
-    for name, address in REAL_SERVERS.items():
-        server = lab.add_host(name, f"{address}/24")
-        server.ip("route", "add", "default", "via", DIRECTOR_BACK)
-        server.run("sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0")
-    lab.add_host("client", f"{CLIENT}/24")
-    yield lab
+    yield build_nat_lab(lab, REAL_SERVERS)
 
 
 def test_a_stopped_real_server_leaves_after_fall_and_returns_after_rise(

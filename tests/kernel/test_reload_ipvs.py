@@ -42,6 +42,7 @@ from lvsha.ipvs.port import IpvsError
 from lvsha.ipvs.syncd import MemorySyncDaemons
 from lvsha.messages import ApplyConfig
 from tests.kernel.ipvsadm import ipvsadm_table
+from tests.kernel.nat_lab import build_nat_lab
 
 pytestmark = pytest.mark.kernel
 
@@ -188,9 +189,6 @@ async def test_a_reload_across_100_services_sends_operations_only_for_changed_en
 
 # --- a long-lived connection ----------------------------------------------------------------
 
-CLIENT = "192.0.2.50"
-DIRECTOR_FRONT = "192.0.2.11"
-DIRECTOR_BACK = "10.0.0.1"
 REAL_SERVERS = {"rs1": "10.0.0.21", "rs2": "10.0.0.22"}
 ABSENT = "10.0.0.23"
 """A real server the reload adds: nothing answers there, and no connection goes to it."""
@@ -236,18 +234,7 @@ def nat_config(weights: dict[str, int], *, extra: Sequence[str] = (), second: bo
 
 @pytest.fixture
 def nat_lab(lab: Lab) -> Iterator[Lab]:
-    director = lab.add_host("dir", f"{DIRECTOR_FRONT}/24", f"{DIRECTOR_BACK}/24", f"{VIP}/24")
-    director.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-    # One switch carries both subnets: an ICMP redirect would send the real servers' replies
-    # straight to the client, past the NAT that must rewrite their source to the VIP.
-    for conf in ("all", "default", "eth0"):
-        director.run("sysctl", "-qw", f"net.ipv4.conf.{conf}.send_redirects=0")
-    for name, address in REAL_SERVERS.items():
-        server = lab.add_host(name, f"{address}/24")
-        server.ip("route", "add", "default", "via", DIRECTOR_BACK)
-        server.run("sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0")
-    lab.add_host("client", f"{CLIENT}/24")
-    yield lab
+    yield build_nat_lab(lab, REAL_SERVERS, f"{VIP}/24")
 
 
 def start_echo(host: Host) -> None:
