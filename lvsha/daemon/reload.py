@@ -252,7 +252,8 @@ class Reloader:
 
     async def _ask(self, child: str, target: Running) -> None:
         config = for_vrrp(target.config) if child == "vrrp" else target.config
-        message = ApplyConfig.of(target.generation, target.digest, config)
+        # Pickling 10,000 real servers takes a while: not on the supervising loop.
+        message = await asyncio.to_thread(ApplyConfig.of, target.generation, target.digest, config)
         key = (child, target.generation)
         future: asyncio.Future[ConfigApplied] = asyncio.get_running_loop().create_future()
         self._answers[key] = future
