@@ -52,9 +52,9 @@ NOTIFY_HOOKS: tuple[tuple[str, ...] | None, ...] = (
 GARP_BURSTS = (1, 2, 3, 5)
 GARP_REFRESHES = (0.0, 0.5, 2.0)
 GARP_REFRESH_BURSTS = (1, 2)
-RELOAD_TIMEOUT = 60.0
-"""Seconds `lvsha reload` waits for the daemon (a checker adopting 10,000 real servers needs
-a few)."""
+RELOAD_TIMEOUT = 150.0
+"""Seconds `lvsha reload` waits for the daemon: longer than the daemon waits for a child
+(lvsha.daemon.reload.APPLY_TIMEOUT), so a slow child is reported by the daemon itself."""
 STATE_CHANGE = re.compile(r"\b(?:INITIALIZE|BACKUP|MASTER|FAULT|RELEASING) -> [A-Z]+")
 
 
@@ -129,6 +129,30 @@ class DirectorSettings:
                 f"checks: [{{type: tcp, interval: {_duration(interval)}}}]}}"
             )
         return "\n".join(vrrp + servers) + "\n"
+
+
+def many_real_servers(
+    settings: DirectorSettings, services: int, per_service: int, weight_bump: int = 0
+) -> str:
+    """`settings`' VRRP part with `services` virtual servers on the VIP (ports 8000, 8001, ...)
+    of `per_service` real servers each (10.S.x.y), without checks: always in service.
+    `weight_bump` changes the first real server's weight."""
+    lines = [settings.render(virtual_servers=False) + "virtual_servers:"]
+    for service in range(services):
+        lines += [
+            f"  - name: big{service}",
+            f"    address: {VIP.split('/', maxsplit=1)[0]}",
+            f"    port: {8000 + service}",
+            "    protocol: TCP",
+            "    real_servers:",
+        ]
+        for index in range(per_service):
+            weight = 1 + (weight_bump if (service, index) == (0, 0) else 0)
+            lines.append(
+                f"      - {{address: 10.{service}.{index // 250}.{index % 250 + 1}, "
+                f"port: 8080, weight: {weight}}}"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def _other(rng: random.Random, choices: Sequence[Any], current: Any) -> Any:
@@ -243,14 +267,16 @@ class ReloadDirector(Director):
             capture_output=True, text=True, check=False, timeout=timeout, cwd=REPO,
         )  # fmt: skip
 
-    def reload(self, *args: str, json_output: bool = True) -> ReloadResult:
+    def reload(
+        self, *args: str, json_output: bool = True, timeout: float = RELOAD_TIMEOUT
+    ) -> ReloadResult:
         """`lvsha reload --run-dir RUN [--json] ARGS`, timed from the caller's side."""
         extra = ["--json"] if json_output else []
         started = time.monotonic()
         try:
             done = self.lvsha(
-                "reload", "--run-dir", str(self.run_dir), "--timeout", str(RELOAD_TIMEOUT),
-                *extra, *args, timeout=RELOAD_TIMEOUT + 15,
+                "reload", "--run-dir", str(self.run_dir), "--timeout", str(timeout),
+                *extra, *args, timeout=timeout + 15,
             )  # fmt: skip
         except subprocess.TimeoutExpired as expired:
             return ReloadResult(

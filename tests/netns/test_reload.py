@@ -45,6 +45,7 @@ from tests.netns.reload_helpers import (
     SentAdverts,
     largest_advert_gap,
     log_lines_around,
+    many_real_servers,
     random_hitless_change,
     state_events_after,
 )
@@ -304,24 +305,7 @@ ADDED = 'lvsha_ipvs_operations_total{operation="AddDestination"}'
 
 
 def big_config(settings: DirectorSettings, per_service: int, weight_bump: int = 0) -> str:
-    """`settings`' VRRP part with BIG_SERVICES virtual servers of `per_service` real servers
-    each, without checks (always in service). `weight_bump` changes one real server's weight."""
-    lines = [settings.render(virtual_servers=False) + "virtual_servers:"]
-    for service in range(BIG_SERVICES):
-        lines += [
-            f"  - name: big{service}",
-            f"    address: {VIP_ADDRESS}",
-            f"    port: {8000 + service}",
-            "    protocol: TCP",
-            "    real_servers:",
-        ]
-        for index in range(per_service):
-            weight = 1 + (weight_bump if (service, index) == (0, 0) else 0)
-            lines.append(
-                f"      - {{address: 10.{service}.{index // 250}.{index % 250 + 1}, "
-                f"port: 8080, weight: {weight}}}"
-            )
-    return "\n".join(lines) + "\n"
+    return many_real_servers(settings, BIG_SERVICES, per_service, weight_bump)
 
 
 def test_a_reload_of_10000_real_servers_keeps_the_adverts_on_time(lab: Lab) -> None:
