@@ -596,9 +596,10 @@ class CheckPool:
                 self._scheduler.schedule(check.index, max(now, check.state.next_probe_at))
             for check in started:
                 self._first_round(check, now)
-            for rs in (*rejudged, *added):
-                reason = "no probe yet" if rs in added else "checks changed by a reload"
-                self._publish(self._judge(rs, reason, None, now))
+            for rs in rejudged:
+                self._publish(self._judge(rs, "checks changed by a reload", None, now))
+            for rs in added:
+                self._publish(self._judge(rs, "no probe yet", None, now))
             self._launch(self._scheduler.start_due(now))
             self._arm()
         change = PoolChange(

@@ -49,6 +49,7 @@ from lvsha.ipvs.syncer import (
     OnStop,
     adopted_quorum,
     adoption_holds,
+    apply_all_to_table,
     apply_to_table,
     describe_drift,
     describe_operation,
@@ -734,6 +735,29 @@ async def test_apply_to_table_matches_the_memory_port() -> None:
         apply_to_table(believed, operation)
         assert believed == port.snapshot()
     assert believed == target  # OTHER was in `managed`, so it went
+    # The batched form, which the syncer uses, gives the same table.
+    batched = dict(start_table)
+    apply_all_to_table(batched, operations)
+    assert batched == target
+
+
+def test_apply_all_to_table_takes_runs_of_destination_operations_in_order() -> None:
+    table: dict[ServiceKey, Service] = {}
+    operations: list[Operation] = [
+        AddService(WEB, ServiceOptions("rr")),
+        *(AddDestination(WEB, dest(f"10.0.{i // 250}.{i % 250 + 1}", 80, 1)) for i in range(500)),
+        EditDestination(WEB, dest("10.0.0.1", 80, 7)),
+        DeleteDestination(WEB, dest("10.0.0.2", 80, 1).key),
+        EditService(WEB, ServiceOptions("wlc")),
+        AddDestination(WEB, dest("10.0.0.2", 80, 3)),
+    ]
+    one_by_one: dict[ServiceKey, Service] = {}
+    for operation in operations:
+        apply_to_table(one_by_one, operation)
+    apply_all_to_table(table, operations)
+    assert table == one_by_one
+    assert table[WEB].options == ServiceOptions("wlc")
+    assert len(table[WEB].destinations) == 500
 
 
 def test_describe_drift_names_each_difference() -> None:
