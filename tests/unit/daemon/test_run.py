@@ -12,6 +12,7 @@ import pytest
 from lvsha.config import ConfigError, LvshaConfig, load_text
 from lvsha.daemon import reload, run
 from lvsha.daemon.child import snapshot_fd
+from lvsha.daemon.reload_plan import reload_plan
 from lvsha.daemon.supervisor import Supervisor
 from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
 
@@ -96,3 +97,29 @@ def test_a_dead_vrrp_child_leaves_its_instances_initialize(tmp_path: Path) -> No
     ]
     state.on_exited("checker")  # changes nothing
     assert state.roles == {"VI_1": "INITIALIZE"}
+
+
+def test_an_applied_reload_restarts_children_from_the_new_snapshot_and_renames_roles(
+    tmp_path: Path,
+) -> None:
+    state, _ = parent(tmp_path)
+    supervisor = RecordingSupervisor()
+    supervisor._children = [
+        Supervisor([spec])._children[0] for spec in state.children(state.running)
+    ]
+    state.supervisor = supervisor
+    old = state.running
+    state.on_message("vrrp", VrrpStateChanged("VI_1", "BACKUP", "MASTER", "timer", 150))
+    text = TEXT.replace("VI_1", "web").replace("priority: 150", "priority: 160")
+    new = reload.Running(
+        old.path, text, load_text(text, old.path), 2, reload.digest_of(text), snapshot_fd(text, "x")
+    )
+    plan = reload_plan(old.config, new.config)
+    state._applied(old, new, plan)
+    (spec,) = supervisor.specs()
+    assert spec.name == "vrrp"
+    # A VRRP child restarted after this reload reads the new configuration, not the first.
+    assert spec.pass_fds == (new.snapshot,)
+    assert spec.argv[spec.argv.index("--config-fd") + 1] == str(new.snapshot)
+    # The renamed instance keeps its last state under its new name, for a restarting checker.
+    assert state.roles == {"web": "MASTER"}
