@@ -313,6 +313,8 @@ class Capture(ReaderThread):
     """Adverts and gratuitous ARPs heard on `host`'s `interface`, recorded by a thread."""
 
     what = "capture"
+    outgoing = False
+    """Which frames to record: those the host receives, or (True) those it sends."""
 
     def __init__(self, host: Host, interface: str = "eth0") -> None:
         self._sniffer = host.call(lambda: _open_sniffer(interface))
@@ -337,7 +339,7 @@ class Capture(ReaderThread):
                 continue
             frame, ancillary, _flags, address = self._sniffer.recvmsg(65535, 64)
             received_at = kernel_receipt_time(ancillary)
-            if address[2] == _PACKET_OUTGOING:
+            if (address[2] == _PACKET_OUTGOING) != self.outgoing:
                 continue
             seen = parse_frame(frame, received_at)
             if isinstance(seen, AdvertSeen):

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from lvsha.drill.capture import AdvertSeen, Capture, kernel_receipt_time, parse_frame
+from lvsha.drill.capture import AdvertSeen, Capture
 from lvsha.drill.lab import Host, wait_until
 from lvsha.drill.reader import ReaderThread
 from tests.netns.director import REPO, Director
@@ -445,7 +445,6 @@ class AdvertGap:
     """Adverts in the window."""
 
 
-_PACKET_OUTGOING = 4
 _SO_RCVBUFFORCE = 33  # asm-generic/socket.h: SO_RCVBUF beyond rmem_max, for root
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
@@ -477,16 +476,4 @@ class SentAdverts(CountedCapture):
     this tells a late sender from a frame lost on the way or by the client's capture."""
 
     what = "sent-advert capture"
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            readable, _, _ = select.select([self._sniffer], [], [], 0.05)
-            if not readable:
-                continue
-            frame, ancillary, _flags, address = self._sniffer.recvmsg(65535, 64)
-            if address[2] != _PACKET_OUTGOING:
-                continue
-            seen = parse_frame(frame, kernel_receipt_time(ancillary))
-            if isinstance(seen, AdvertSeen):
-                with self._lock:
-                    self._adverts.append(seen)
+    outgoing = True
