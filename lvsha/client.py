@@ -44,7 +44,9 @@ def request(
         response = connection.getresponse()
         raw = response.read()
     except FileNotFoundError:
-        raise ControlError(f"{socket_path} does not exist: is lvsha running?") from None
+        raise ControlError(
+            f"{socket_path} does not exist: is lvsha running, with this run directory (--run-dir)?"
+        ) from None
     except ConnectionRefusedError:
         raise ControlError(f"{socket_path}: nobody listens: is lvsha running?") from None
     except TimeoutError:
