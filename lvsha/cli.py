@@ -1,4 +1,9 @@
-"""The `lvsha` command line."""
+"""The `lvsha` command line.
+
+Each command imports what it uses when it runs, not before: `lvsha --version` loads no model,
+`check-config` no daemon, and only `run` the daemon (aiohttp, the probes). Start-up time is paid
+by every CLI call and every restart (bench/startup.py measures it).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,13 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lvsha import __version__, client
-from lvsha.config import ConfigError, LvshaConfig, load_file
-from lvsha.config.files import DEFAULT_MAX_SIZE, describe_size
-from lvsha.daemon.rundir import run_dir_problem
-from lvsha.drill import main as drill_main
+from lvsha import __version__
+from lvsha.config.limits import DEFAULT_MAX_SIZE, describe_size
+
+if TYPE_CHECKING:
+    from lvsha.config import LvshaConfig
 
 
 def _plural(count: int, noun: str) -> str:
@@ -63,6 +68,8 @@ def _add_max_config_size(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from lvsha.config import ConfigError, load_file  # noqa: PLC0415 - see the module's doc
+
     failed = False
     documents = []
     for path in args.files:
@@ -83,7 +90,9 @@ def _check_config(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with `command` given ("" for none), only that one's
+    options need be complete (the drill's come from lvsha.drill, imported only for it)."""
     parser = argparse.ArgumentParser(
         prog="lvsha",
         description="High-availability supervisor for Linux Virtual Server directors: VRRP "
@@ -183,17 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
         "GARP, probe outage and lost probes. Everything built is removed at the end, also "
         "on Ctrl-C. Needs root.",
     )
-    drill_main.add_arguments(drill)
+    if command in (None, "drill"):
+        from lvsha.drill import main as drill_main  # noqa: PLC0415
+
+        drill_main.add_arguments(drill)
     drill.set_defaults(handler=_drill)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lvsha.daemon.rundir import run_dir_problem  # noqa: PLC0415
+
     problem = run_dir_problem(args.run_dir)
     if problem is not None:
         print(f"lvsha run: {problem}", file=sys.stderr)
         return 2
-    # Here, not at the top: only `lvsha run` pays for the daemon's imports (aiohttp, ...).
     from lvsha.daemon import run as daemon_run  # noqa: PLC0415
 
     return daemon_run.run(
@@ -202,6 +215,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
+    from lvsha import client  # noqa: PLC0415
+
     body = {"plan": args.plan, "file": None if args.file is None else os.path.abspath(args.file)}
     socket_path = os.path.join(args.run_dir, "control.sock")
     try:
@@ -237,11 +252,20 @@ def _report_reload(answer: dict[str, Any], *, quiet: bool) -> int:
 
 
 def _drill(args: argparse.Namespace) -> int:
+    from lvsha.drill import main as drill_main  # noqa: PLC0415
+
     return drill_main.run_drill(drill_main.options_from_args(args))
 
 
+def _command(argv: Sequence[str]) -> str:
+    """The command `argv` names, or "": its first word that is no option (the top level takes
+    no option with a value)."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(words)).parse_args(words)
     handler = args.handler
     result: int = handler(args)
     return result

@@ -10,19 +10,9 @@ from __future__ import annotations
 import os
 import stat
 
+from lvsha.config.limits import DEFAULT_MAX_SIZE as DEFAULT_MAX_SIZE  # noqa: PLC0414 - re-exported
+from lvsha.config.limits import describe_size
 from lvsha.config.source import ConfigError, Location, Problem
-
-MIB = 1024 * 1024
-DEFAULT_MAX_SIZE = 16 * MIB
-"""Large enough for tens of thousands of real servers (about 40 bytes of YAML each at the
-least); a larger file is far more likely a mistake (a log, a dump) than a configuration."""
-
-
-def describe_size(size: int) -> str:
-    for unit, scale in (("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", 1024)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size} bytes"
 
 
 def too_large(file: str, size: int | None, max_size: int) -> ConfigError:
