@@ -154,6 +154,26 @@ def first_garp(
     return None
 
 
+def last_first_garp(
+    garps: Iterable[GarpSeen], addresses: Sequence[IPv4Address], sender_mac: str, after: float
+) -> GarpSeen | None:
+    """Of each address's first GARP from `sender_mac` at or after `after`, the latest: when
+    every address had been announced once. None when one of them was not announced."""
+    firsts: dict[IPv4Address, GarpSeen] = {}
+    wanted = set(addresses)
+    for garp in garps:
+        if (
+            garp.at >= after
+            and garp.sender_mac == sender_mac
+            and garp.address in wanted
+            and garp.address not in firsts
+        ):
+            firsts[garp.address] = garp
+    if not wanted or len(firsts) < len(wanted):
+        return None
+    return max(firsts.values(), key=_at)
+
+
 @dataclass(frozen=True, slots=True)
 class AddressEvent:
     """The kernel added (RTM_NEWADDR) or removed (RTM_DELADDR) an IPv4 address."""
@@ -221,6 +241,22 @@ def first_address_added(
         if event.at >= after and event.added and event.address.ip == address:
             return event
     return None
+
+
+def last_first_address_added(
+    events: Iterable[AddressEvent], addresses: Sequence[IPv4Address], after: float
+) -> AddressEvent | None:
+    """Of each address's first addition at or after `after`, the latest: when the kernel held
+    them all. None when one of them was not added."""
+    firsts: dict[IPv4Address, AddressEvent] = {}
+    wanted = set(addresses)
+    for event in events:
+        ip = event.address.ip
+        if event.at >= after and event.added and ip in wanted and ip not in firsts:
+            firsts[ip] = event
+    if not wanted or len(firsts) < len(wanted):
+        return None
+    return max(firsts.values(), key=_event_at)
 
 
 def open_address_socket() -> socket.socket:

@@ -33,16 +33,49 @@ MEASURES = (
         "old advert>new advert ms",
         lambda m: _ms(m.last_advert_to_advert),
     ),
+    Measure("due_to_advert_ms", "due>advert ms", lambda m: _ms(m.due_to_advert)),
     Measure("fault_to_garp_ms", "fault>GARP ms", lambda m: _ms(m.fault_to_garp)),
+    Measure("due_to_garp_ms", "due>GARP ms", lambda m: _ms(m.due_to_garp)),
     Measure("outage_ms", "outage ms", lambda m: _ms(m.outage)),
     Measure("lost_probes", "lost probes", lambda m: float(m.lost_probes), milliseconds=False),
 )
 """`fault>advert`: the fault to the new master's first advert seen by the client.
-`old advert>new advert`: the old master's last advert seen (a priority-0 one included) to it."""
+`old advert>new advert`: the old master's last advert seen (a priority-0 one included) to it.
+`due>`: from when the new master's timer was due (that last advert plus its
+Master_Down_Interval, or its Skew_Time after a priority-0 advert) to its first advert, and to
+the client's first GARP for the VIP: what the takeover took beyond the VRRP timers. A returning
+master preempts, so no timer applies to it."""
+DUE_TO_VIP_ADDED = Measure(
+    "due_to_vip_added_ms", "due>VIP added ms", lambda m: _ms(m.due_to_vip_added)
+)
+"""The timer's due time to the new master's kernel adding the VIP; only when watched."""
 VIP_TO_GARP = Measure(
     "vip_added_to_garp_ms", "VIP added>GARP ms", lambda m: _ms(m.vip_added_to_garp)
 )
 """The new master's kernel adding the VIP to the client's first GARP; only when watched."""
+ADVERT_TO_LAST_GARP = Measure(
+    "advert_to_last_garp_ms", "advert>last GARP ms", lambda m: _ms(m.advert_to_last_garp)
+)
+"""The new master's first advert to the last of its VIPs' first GARPs; with several VIPs."""
+ADVERT_TO_LAST_VIP_ADDED = Measure(
+    "advert_to_last_vip_added_ms",
+    "advert>last VIP added ms",
+    lambda m: _ms(m.advert_to_last_vip_added),
+)
+"""The new master's first advert to its kernel holding every VIP; watched, several VIPs."""
+
+
+def measures_for(*, watched: bool, vips: int = 1) -> tuple[Measure, ...]:
+    """The columns of a drill: the VIP's address events only when watched, the measures over
+    all VIPs only when the instance has more than one."""
+    chosen = list(MEASURES)
+    if watched:
+        chosen += [DUE_TO_VIP_ADDED, VIP_TO_GARP]
+    if vips > 1:
+        chosen.append(ADVERT_TO_LAST_GARP)
+        if watched:
+            chosen.append(ADVERT_TO_LAST_VIP_ADDED)
+    return tuple(chosen)
 
 
 @dataclass(frozen=True, slots=True)

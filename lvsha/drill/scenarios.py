@@ -30,12 +30,14 @@ from lvsha.drill.capture import (
     first_advert,
     first_garp,
     last_advert,
+    last_first_address_added,
+    last_first_garp,
 )
 from lvsha.drill.events import EventStreamError
 from lvsha.drill.lab import Host, LabError, wait_until
 from lvsha.drill.probe import Probe, VipProber, measure_outage
 from lvsha.drill.vip_removal import VipRemover
-from lvsha.vrrp.machine import master_down_interval
+from lvsha.vrrp.machine import master_down_interval, skew_time
 
 DirectorLauncher = Callable[[Host, Path], "subprocess.Popen[bytes]"]
 """Starts a director process in a host, given its configuration file."""
@@ -69,11 +71,21 @@ class Election:
     interface: str
     advert_interval: float
     version: Literal[2, 3] = 3
+    more_vips: tuple[IPv4Interface, ...] = ()
+    """The instance's other IPv4 VIPs, announced with `vip` (which alone is probed)."""
+
+    @property
+    def vips(self) -> tuple[IPv4Interface, ...]:
+        return (self.vip, *self.more_vips)
 
     def master_down_interval(self, priority: int) -> float:
         """A backup's Master_Down_Interval at `priority`, by the VRRP machine's own rule
         (Skew_Time differs between v2 and v3)."""
         return master_down_interval(self.version, priority, self.advert_interval)
+
+    def skew_time(self, priority: int) -> float:
+        """A backup's Skew_Time at `priority`: its timer after a priority-0 advert."""
+        return skew_time(self.version, priority, self.advert_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +109,41 @@ class FailoverMeasures:
     vip_added_to_garp: float | None = None
     """The VIP appearing on the new master (its kernel's address event) to the client's first
     GARP for it; negative if the GARP came first. None when either was not seen or not watched."""
+    due_to_advert: float | None = None
+    """From when the new master's timer was due (see `timer_due`) to its first advert seen by
+    the client: what the takeover took beyond the VRRP timers. None where no timer applies (a
+    preempting master) or the old master's last advert was not seen."""
+    due_to_vip_added: float | None = None
+    """From the timer's due time to the new master's kernel adding the VIP; needs the watch."""
+    due_to_garp: float | None = None
+    """From the timer's due time to the client's first GARP for the VIP."""
+    advert_to_last_garp: float | None = None
+    """From the new master's first advert to the last of its VIPs' first GARPs at the client:
+    when every VIP of the instance had been announced. None when one was not announced."""
+    advert_to_last_vip_added: float | None = None
+    """From the new master's first advert to its kernel holding every VIP; needs the watch."""
+
+
+def timer_due(
+    adverts: Sequence[AdvertSeen],
+    old_master: IPv4Address,
+    vrid: int,
+    *,
+    before: float,
+    master_down_interval: float,
+    skew_time: float,
+) -> float | None:
+    """When the new master's Master_Down_Timer was due, by the client's clock: the old master's
+    last advert seen at or before `before` (the new master's first advert) plus the new master's
+    Master_Down_Interval, or plus its Skew_Time when that advert had priority 0 (RFC 5798 6.4.2).
+    Director and client hear the same frame from one switch, so the client's receipt stands for
+    the backup's. None when no advert of the old master was seen."""
+    stepping_down = last_advert(adverts, old_master, vrid, before)
+    if stepping_down is None:
+        return None
+    if stepping_down.priority == 0:
+        return stepping_down.at + skew_time
+    return stepping_down.at + master_down_interval
 
 
 def measure_failover(
@@ -113,24 +160,50 @@ def measure_failover(
     new_master_mac: str,
     reply_timeout: float,
     new_master_addresses: Sequence[AddressEvent] = (),
+    timers: tuple[float, float] | None = None,
+    vips: Sequence[IPv4Address] = (),
 ) -> FailoverMeasures:
     """The measures of one failover from what the client recorded, all in send/receipt order,
-    and from the address events of the new master's kernel when they were watched."""
+    and from the address events of the new master's kernel when they were watched.
+
+    `timers`, the new master's (Master_Down_Interval, Skew_Time), when its takeover was timed
+    by them (not a preemption): they give the measures from the timer's due time. `vips`, all
+    of the instance's (default: `vip`), give the measures to the last of them announced; those
+    two look past `window_end` (which closes once `vip` alone is served) up to the capture's end.
+    """
     taking_over = first_advert(adverts, new_master, vrid, fault_at)
+    if taking_over is not None and taking_over.at > window_end:
+        taking_over = None
     fault_to_advert = last_advert_to_advert = None
-    if taking_over is not None and taking_over.at <= window_end:
+    if taking_over is not None:
         fault_to_advert = taking_over.at - fault_at
         stepping_down = last_advert(adverts, old_master, vrid, taking_over.at)
         if stepping_down is not None:
             last_advert_to_advert = taking_over.at - stepping_down.at
     announced = first_garp(garps, vip, new_master_mac, fault_at)
-    fault_to_garp = None
-    if announced is not None and announced.at <= window_end:
-        fault_to_garp = announced.at - fault_at
-    vip_added_to_garp = None
+    if announced is not None and announced.at > window_end:
+        announced = None
+    fault_to_garp = None if announced is None else announced.at - fault_at
     added = first_address_added(new_master_addresses, vip, fault_at)
-    if added is not None and added.at <= window_end and fault_to_garp is not None:
-        vip_added_to_garp = fault_at + fault_to_garp - added.at
+    if added is not None and added.at > window_end:
+        added = None
+    vip_added_to_garp = None
+    if added is not None and announced is not None:
+        vip_added_to_garp = announced.at - added.at
+    due = None
+    if timers is not None and taking_over is not None:
+        interval, skew = timers
+        due = timer_due(
+            adverts,
+            old_master,
+            vrid,
+            before=taking_over.at,
+            master_down_interval=interval,
+            skew_time=skew,
+        )
+    every_vip = list(vips) or [vip]
+    last_garp = last_first_garp(garps, every_vip, new_master_mac, fault_at)
+    last_added = last_first_address_added(new_master_addresses, every_vip, fault_at)
     outage = measure_outage(probes, fault_at, window_end, reply_timeout)
     return FailoverMeasures(
         fault_to_advert,
@@ -140,7 +213,22 @@ def measure_failover(
         outage.lost,
         outage.recovered,
         vip_added_to_garp,
+        due_to_advert=_since(due, taking_over),
+        due_to_vip_added=_since(due, added),
+        due_to_garp=_since(due, announced),
+        advert_to_last_garp=_since(_at_or_none(taking_over), last_garp),
+        advert_to_last_vip_added=_since(_at_or_none(taking_over), last_added),
     )
+
+
+def _at_or_none(seen: AdvertSeen | None) -> float | None:
+    return None if seen is None else seen.at
+
+
+def _since(start: float | None, seen: AdvertSeen | GarpSeen | AddressEvent | None) -> float | None:
+    if start is None or seen is None:
+        return None
+    return seen.at - start
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +304,7 @@ class Drill:
             self.reset()
             fault_at = self._inject(scenario)
             window_end = self._await_new_master(scenario, old, new, fault_at)
-            measures = self._measure(old, new, fault_at, window_end)
+            measures = self._measure(scenario, old, new, fault_at, window_end)
         except (TimeoutError, LabError, DrillError, EventStreamError) as failure:
             return ScenarioResult(scenario, repetition, old.name, new.name, None, str(failure))
         return ScenarioResult(scenario, repetition, old.name, new.name, measures)
@@ -347,7 +435,7 @@ class Drill:
         return time.monotonic()
 
     def _measure(
-        self, old: Director, new: Director, fault_at: float, window_end: float
+        self, scenario: Scenario, old: Director, new: Director, fault_at: float, window_end: float
     ) -> FailoverMeasures:
         # Let the last probes of the window come back or time out before they are judged.
         remaining = window_end + self.timing.reply_timeout - time.monotonic()
@@ -356,6 +444,11 @@ class Drill:
         # Reach back far enough for the old master's last advert and the last answered probe.
         lookback = fault_at - 3 * self.election.advert_interval - 1.0
         watcher = self.address_watchers.get(new.name)
+        # A returning master preempts: no timer of the new master times that takeover.
+        timers = None
+        if scenario is not Scenario.MASTER_RETURNS:
+            election = self.election
+            timers = (election.master_down_interval(new.priority), election.skew_time(new.priority))
         return measure_failover(
             self.capture.adverts_since(lookback),
             self.capture.garps_since(fault_at),
@@ -369,6 +462,8 @@ class Drill:
             new_master_mac=new.mac,
             reply_timeout=self.timing.reply_timeout,
             new_master_addresses=() if watcher is None else watcher.events_since(fault_at),
+            timers=timers,
+            vips=[vip.ip for vip in self.election.vips],
         )
 
     def _await_serving(

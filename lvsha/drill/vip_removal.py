@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from collections.abc import Sequence
 from ipaddress import IPv4Interface
 
 from lvsha.drill.lab import Host, LabError
@@ -81,31 +82,45 @@ def _open_route_socket(interface: str) -> tuple[socket.socket, int]:
 
 
 class VipRemover:
-    """Removes `address` from `interface` in `host`'s namespace, on a socket opened there now.
+    """Removes `address` (then the addresses in `also`) from `interface` in `host`'s namespace,
+    on a socket opened there now.
 
     The socket keeps the namespace alive: close the remover before the lab goes.
     """
 
-    def __init__(self, host: Host, interface: str, address: IPv4Interface) -> None:
+    def __init__(
+        self,
+        host: Host,
+        interface: str,
+        address: IPv4Interface,
+        also: Sequence[IPv4Interface] = (),
+    ) -> None:
         self.host = host
         self.interface = interface
         self.address = address
+        self.also = tuple(also)
         self._route, self._index = host.call(lambda: _open_route_socket(interface))
         self._sequence = 0
 
     def remove(self) -> bool:
-        """True when the address was removed, False when it was not there.
+        """True when `address` was removed, False when it was not there; then the others go.
 
-        The address is gone as soon as the request is sent; the acknowledgement is read after.
+        An address is gone as soon as its request is sent; the acknowledgement is read after.
         """
+        removed = self._remove(self.address)
+        for other in self.also:
+            self._remove(other)
+        return removed
+
+    def _remove(self, address: IPv4Interface) -> bool:
         self._sequence += 1
-        self._route.send(delete_address_request(self._index, self.address, self._sequence))
+        self._route.send(delete_address_request(self._index, address, self._sequence))
         while True:
             try:
                 data = self._route.recv(65535)
             except TimeoutError:
                 raise VipRemovalError(
-                    f"{self.host.name}: no answer to removing {self.address} from "
+                    f"{self.host.name}: no answer to removing {address} from "
                     f"{self.interface} within {ANSWER_TIMEOUT} s"
                 ) from None
             code = acknowledgement(data, self._sequence)
@@ -116,7 +131,7 @@ class VipRemover:
             if code == errno.EADDRNOTAVAIL:
                 return False
             raise VipRemovalError(
-                f"{self.host.name}: removing {self.address} from {self.interface}: "
+                f"{self.host.name}: removing {address} from {self.interface}: "
                 f"{errno.errorcode.get(code, code)} ({code})"
             )
 

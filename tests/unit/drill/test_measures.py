@@ -1,4 +1,5 @@
-"""The failover measures from a synthetic client's-eye timeline of one kill and one return."""
+"""The failover measures from a synthetic client's-eye timeline of one kill and one return,
+and those from the new master's timer being due and over all of its VIPs."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
-from lvsha.drill.capture import AdvertSeen, GarpSeen
+from lvsha.drill.capture import (
+    AddressEvent,
+    AdvertSeen,
+    GarpSeen,
+    last_first_address_added,
+    last_first_garp,
+)
 from lvsha.drill.probe import Probe
-from lvsha.drill.scenarios import Election, measure_failover
+from lvsha.drill.scenarios import Election, FailoverMeasures, measure_failover, timer_due
 from lvsha.vrrp.wire import VrrpVersion
 
 A, B = IPv4Address("192.0.2.11"), IPv4Address("192.0.2.12")
@@ -106,3 +113,155 @@ def test_master_down_interval_follows_rfc_5798() -> None:
     election = Election(VRID, IPv4Interface("192.0.2.100/24"), "eth0", 1.0)
     assert election.master_down_interval(100) == pytest.approx(3 + 156 / 256)
     assert election.master_down_interval(255) == pytest.approx(3 + 1 / 256)
+
+
+MDI_B = 3 * 0.1 + 156 / 256 * 0.1
+SKEW_B = 156 / 256 * 0.1
+
+
+def test_the_timer_is_due_master_down_interval_after_the_last_advert() -> None:
+    adverts = [advert(9.9, A, 150), advert(10.0, A, 150), advert(10.4, B, 100)]
+    due = timer_due(adverts, A, VRID, before=10.4, master_down_interval=MDI_B, skew_time=SKEW_B)
+    assert due == pytest.approx(10.0 + MDI_B)
+
+
+def test_after_a_priority_0_advert_the_timer_is_due_after_skew_time() -> None:
+    adverts = [advert(10.0, A, 150), advert(10.02, A, 0), advert(10.09, B, 100)]
+    due = timer_due(adverts, A, VRID, before=10.09, master_down_interval=MDI_B, skew_time=SKEW_B)
+    assert due == pytest.approx(10.02 + SKEW_B)
+
+
+def test_without_an_advert_of_the_old_master_no_timer_is_known() -> None:
+    adverts = [advert(10.4, B, 100)]
+    assert (
+        timer_due(adverts, A, VRID, before=10.4, master_down_interval=MDI_B, skew_time=SKEW_B)
+        is None
+    )
+
+
+def kill_timeline(
+    *, vips: tuple[IPv4Address, ...] = (VIP,), added_at: float = 10.3625
+) -> tuple[list[AdvertSeen], list[GarpSeen], list[AddressEvent]]:
+    """A's last advert at 10.0; B's timer due at 10.0 + MDI_B (10.3609); B advertises 1 ms
+    later, its kernel adds the VIPs from `added_at`, 0.1 ms apart, each announced 0.2 ms after."""
+    adverts = [advert(9.9, A, 150), advert(10.0, A, 150)]
+    adverts += [advert(10.0 + MDI_B + 0.001 + i * 0.1, B, 100) for i in range(3)]
+    events = [
+        AddressEvent(added_at + i * 0.0001, True, IPv4Interface(f"{v}/24"), 2, None)
+        for i, v in enumerate(vips)
+    ]
+    garps = [GarpSeen(e.at + 0.0002, e.address.ip, MAC_B, 1) for e in events]
+    return adverts, garps, events
+
+
+def test_takeover_measured_from_the_timers_due_time() -> None:
+    adverts, garps, events = kill_timeline()
+    measures = measure_failover(
+        adverts,
+        garps,
+        [],
+        fault_at=10.05,
+        window_end=10.9,
+        vrid=VRID,
+        vip=VIP,
+        old_master=A,
+        new_master=B,
+        new_master_mac=MAC_B,
+        reply_timeout=0.5,
+        new_master_addresses=events,
+        timers=(MDI_B, SKEW_B),
+    )
+    due = 10.0 + MDI_B
+    assert measures.due_to_advert == pytest.approx(0.001)
+    assert measures.due_to_vip_added == pytest.approx(10.3625 - due)
+    assert measures.due_to_garp == pytest.approx(10.3627 - due)
+    assert measures.vip_added_to_garp == pytest.approx(0.0002)
+    # One VIP: the last of "all" is that one.
+    assert measures.advert_to_last_garp == pytest.approx(10.3627 - (due + 0.001))
+
+
+def test_a_preempting_master_has_no_timer_figures() -> None:
+    adverts, garps, events = kill_timeline()
+    measures = measure_failover(
+        adverts,
+        garps,
+        [],
+        fault_at=10.05,
+        window_end=10.9,
+        vrid=VRID,
+        vip=VIP,
+        old_master=A,
+        new_master=B,
+        new_master_mac=MAC_B,
+        reply_timeout=0.5,
+        new_master_addresses=events,
+    )
+    assert (measures.due_to_advert, measures.due_to_vip_added, measures.due_to_garp) == (
+        None,
+        None,
+        None,
+    )
+    assert measures.vip_added_to_garp is not None
+
+
+TWENTY = tuple(VIP + i for i in range(20))
+
+
+def twenty_vip_measures(garps: list[GarpSeen], events: list[AddressEvent]) -> FailoverMeasures:
+    adverts, _, _ = kill_timeline(vips=TWENTY)
+    return measure_failover(
+        adverts,
+        garps,
+        [],
+        fault_at=10.05,
+        window_end=10.37,
+        vrid=VRID,
+        vip=VIP,
+        old_master=A,
+        new_master=B,
+        new_master_mac=MAC_B,
+        reply_timeout=0.5,
+        new_master_addresses=events,
+        timers=(MDI_B, SKEW_B),
+        vips=TWENTY,
+    )
+
+
+def test_twenty_vips_are_announced_when_the_last_first_garp_arrives() -> None:
+    _, garps, events = kill_timeline(vips=TWENTY)
+    # A second burst repeats the first: it does not move "announced", nor do the old master's.
+    repeats = [GarpSeen(g.at + 1.0, g.address, MAC_B, 1) for g in garps]
+    old = [GarpSeen(10.5, TWENTY[-1], MAC_A, 1)]
+    measures = twenty_vip_measures(sorted(garps + repeats + old, key=lambda g: g.at), events)
+    first_advert_at = 10.0 + MDI_B + 0.001
+    last_added = 10.3625 + 19 * 0.0001
+    # Past the window's end (10.37), the last of the twenty still counts.
+    assert measures.advert_to_last_vip_added == pytest.approx(last_added - first_advert_at)
+    assert measures.advert_to_last_garp == pytest.approx(last_added + 0.0002 - first_advert_at)
+
+
+def test_a_vip_never_announced_leaves_no_figure() -> None:
+    _, garps, events = kill_timeline(vips=TWENTY)
+    measures = twenty_vip_measures(garps[:-1], events[:-1])
+    assert (measures.advert_to_last_garp, measures.advert_to_last_vip_added) == (None, None)
+
+
+def test_last_first_garp_and_address_of_each_vip() -> None:
+    vips = (VIP, VIP + 1)
+    garps = [
+        GarpSeen(1.0, VIP, MAC_B, 1),
+        GarpSeen(2.0, VIP, MAC_B, 1),
+        GarpSeen(1.5, VIP + 1, MAC_B, 1),
+    ]
+    found = last_first_garp(garps, vips, MAC_B, after=0.5)
+    assert found is not None and (found.at, found.address) == (1.5, VIP + 1)
+    assert last_first_garp(garps, vips, MAC_A, after=0.5) is None
+    assert last_first_garp(garps, vips, MAC_B, after=1.6) is None  # none of VIP + 1 after
+    events = [
+        AddressEvent(1.0, False, IPv4Interface(f"{VIP + 1}/24"), 2, None),
+        AddressEvent(1.1, True, IPv4Interface(f"{VIP}/24"), 2, None),
+        AddressEvent(1.2, True, IPv4Interface(f"{VIP + 1}/24"), 2, None),
+    ]
+    added = last_first_address_added(events, vips, after=0.5)
+    assert added is not None and added.at == 1.2
+    assert last_first_address_added(events, (*vips, VIP + 2), after=0.5) is None

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lvsha.drill.report import format_table, report_json, spread, summarize
+from lvsha.drill.report import format_table, measures_for, report_json, spread, summarize
 from lvsha.drill.scenarios import FailoverMeasures, Scenario, ScenarioResult
 
 
@@ -71,3 +71,23 @@ def test_json_lists_every_run_and_the_summary() -> None:
         {"min": 300, "median": 400, "max": 500}
     )
     assert document["summary"]["graceful-stop"]["failed"] == 1
+
+
+def test_columns_follow_what_was_watched_and_how_many_vips() -> None:
+    plain = [m.key for m in measures_for(watched=False)]
+    assert "due_to_advert_ms" in plain and "due_to_garp_ms" in plain
+    assert "due_to_vip_added_ms" not in plain and "advert_to_last_garp_ms" not in plain
+    watched = [m.key for m in measures_for(watched=True)]
+    assert watched[-2:] == ["due_to_vip_added_ms", "vip_added_to_garp_ms"]
+    twenty = [m.key for m in measures_for(watched=True, vips=20)]
+    assert twenty[-2:] == ["advert_to_last_garp_ms", "advert_to_last_vip_added_ms"]
+
+
+def test_the_table_shows_the_timer_figures() -> None:
+    measures = FailoverMeasures(
+        0.35, 0.361, 0.352, 0.36, 36, True, 0.0002, due_to_advert=0.0015, due_to_garp=0.0021
+    )
+    table = format_table([ScenarioResult(Scenario.KILL, 1, "a", "b", measures)])
+    heading, row = table.splitlines()
+    assert "due>advert ms" in heading and "due>GARP ms" in heading
+    assert " 1.5 " in row and " 2.1 " in row
