@@ -26,16 +26,23 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from lvsha.config import ConfigError, load_file
 from lvsha.drill.capture import AddressWatcher, Capture
 from lvsha.drill.events import EventFollower
+from lvsha.drill.keepalived import (
+    KEEPALIVED_COMMAND,
+    KEEPALIVED_PID_FILES,
+    UnsupportedConfigError,
+    last_state,
+)
+from lvsha.drill.keepalived import write_config as write_keepalived_config
 from lvsha.drill.lab import Host, Lab
 from lvsha.drill.probe import VipProber
-from lvsha.drill.report import MEASURES, VIP_TO_GARP, format_table, report_json
+from lvsha.drill.report import format_table, measures_for, report_json
 from lvsha.drill.scenarios import (
     Director,
     Drill,
@@ -59,6 +66,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EVENT_STREAM = "events.sock"
 """Where in its run directory lvsha writes its event stream."""
+REALTIME_PRIORITY = 50
+"""The real-time priority `realtime=True` gives a config that sets none (the lab configs' own)."""
+Daemon = Literal["lvsha", "keepalived"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +96,38 @@ class DrillOptions:
     """Whether each director writes lvsha's event stream to `{run_dir}/events.sock`, from which
     the drill learns that the backup is in BACKUP before it injects a fault. None: only when
     the director command is the default, `lvsha run`."""
+    daemon: Daemon = "lvsha"
+    """"keepalived": run keepalived with the configs' election instead (translated to
+    keepalived.conf); `director_command` and the event stream are then not used, and the drill
+    reads the backup's state from keepalived's log."""
+    realtime: bool | None = None
+    """lvsha's `global.vrrp.realtime_priority` in adapted copies of the configs: False removes
+    it, True keeps the configs' or sets REALTIME_PRIORITY; None leaves the configs as they are.
+    keepalived keeps its own default (SCHED_OTHER) whatever this says."""
+    vips: int | None = None
+    """Run adapted copies whose instance has this many VIPs: the configs' first, then the
+    addresses after it."""
+    keepalived_rt_priority: int | None = None
+    """keepalived's vrrp_rt_priority; None: keepalived's default (no real-time priority)."""
 
     @property
     def follows_event_stream(self) -> bool:
+        if self.daemon == "keepalived":
+            return False
         if self.event_stream is not None:
             return self.event_stream
         return self.director_command == DEFAULT_DIRECTOR_COMMAND
+
+    @property
+    def adapts_configs(self) -> bool:
+        return any(
+            value is not None
+            for value in (self.advert_interval, self.vrrp_version, self.realtime, self.vips)
+        )
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return KEEPALIVED_COMMAND if self.daemon == "keepalived" else self.director_command
 
 
 class SetupError(Exception):
@@ -173,12 +209,18 @@ class CommandLauncher:
     work_dir: Path
     guard: InterruptGuard
     follow_events: bool = False
+    stale_files: tuple[str, ...] = ()
+    """Files in a director's run directory removed before each start: keepalived refuses to
+    start while a PID file names a process that still exists, and a SIGKILLed VRRP child can
+    exist a moment longer, unreaped."""
     starts: Counter[str] = field(default_factory=Counter)
     followers: dict[str, EventFollower] = field(default_factory=dict)
 
     def __call__(self, host: Host, config: Path) -> subprocess.Popen[bytes]:
         run_dir = self.work_dir / f"run-{host.name}"
         run_dir.mkdir(exist_ok=True)
+        for name in self.stale_files:
+            (run_dir / name).unlink(missing_ok=True)
         if self.follow_events:
             previous = self.followers.pop(host.name, None)
             if previous is not None:
@@ -205,6 +247,17 @@ class CommandLauncher:
         follower = self.followers.get(host.name)
         return None if follower is None else follower.state()
 
+    def logged_state(self, host: Host) -> str | None:
+        """The state keepalived last started in `host` logged entering."""
+        starts = self.starts[host.name]
+        if not starts:
+            return None
+        log_path = self.work_dir / f"{host.name}-{starts}.log"
+        try:
+            return last_state(log_path.read_text(encoding="utf-8", errors="replace"))
+        except FileNotFoundError:
+            return None
+
     def close(self) -> None:
         for follower in self.followers.values():
             follower.close()
@@ -227,22 +280,65 @@ class LabSetup:
 
 
 def adapt_config(
-    source: Path, target: Path, advert_interval: float | None, version: int | None
+    source: Path,
+    target: Path,
+    advert_interval: float | None,
+    version: int | None,
+    *,
+    realtime: bool | None = None,
+    vips: int | None = None,
 ) -> None:
-    """Copy `source` to `target` with every VRRP instance's interval and version overridden."""
+    """Copy `source` to `target` with every VRRP instance's interval and version overridden,
+    the VRRP process's real-time priority set or removed (`realtime`), and each instance given
+    `vips` VIPs: its first one and the addresses that follow it."""
     document = yaml.safe_load(source.read_text(encoding="utf-8"))
     instances = document.get("vrrp_instances") if isinstance(document, dict) else None
     if not isinstance(instances, dict):
         raise SetupError(f"{source}: no vrrp_instances mapping to adapt")
-    for instance in instances.values():
+    for name, instance in instances.items():
         if advert_interval is not None:
             instance["advert_interval"] = advert_interval
         if version is not None:
             instance["version"] = version
+        if vips is not None:
+            instance["virtual_ipaddresses"] = _consecutive_vips(
+                instance.get("virtual_ipaddresses"), vips, f"{source}: vrrp_instances.{name}"
+            )
+    if realtime is not None:
+        _set_realtime(document, realtime)
     target.write_text(
         f"# {source} adapted by lvsha drill\n" + yaml.safe_dump(document, sort_keys=False),
         encoding="utf-8",
     )
+
+
+def _consecutive_vips(listed: object, count: int, where: str) -> list[str]:
+    first = listed[0] if isinstance(listed, list) and listed else None
+    if isinstance(first, dict):
+        first = first.get("address")
+    try:
+        vip = IPv4Interface(str(first))
+    except ValueError:
+        raise SetupError(f"{where}.virtual_ipaddresses: the first is not an IPv4 VIP") from None
+    if count < 1:
+        raise SetupError(f"{where}: at least one VIP")
+    found = [IPv4Interface((vip.ip + offset, vip.network.prefixlen)) for offset in range(count)]
+    if any(address.ip not in vip.network for address in found):
+        raise SetupError(f"{where}: {count} VIPs from {vip} leave {vip.network}")
+    return [str(address) for address in found]
+
+
+def _set_realtime(document: dict[str, Any], realtime: bool) -> None:
+    settings = document.setdefault("global", {})
+    vrrp = settings.setdefault("vrrp", {})
+    if realtime:
+        vrrp.setdefault("realtime_priority", REALTIME_PRIORITY)
+        return
+    vrrp.pop("realtime_priority", None)
+    if not vrrp:
+        del settings["vrrp"]
+    if not settings:
+        del document["global"]
 
 
 def prepare(options: DrillOptions, work_dir: Path) -> LabSetup:
@@ -252,9 +348,16 @@ def prepare(options: DrillOptions, work_dir: Path) -> LabSetup:
     versions = set()
     for index, (name, source) in enumerate(zip(("a", "b"), options.configs, strict=True)):
         path = source
-        if options.advert_interval is not None or options.vrrp_version is not None:
+        if options.adapts_configs:
             path = work_dir / f"director-{name}.yaml"
-            adapt_config(source, path, options.advert_interval, options.vrrp_version)
+            adapt_config(
+                source,
+                path,
+                options.advert_interval,
+                options.vrrp_version,
+                realtime=options.realtime,
+                vips=options.vips,
+            )
         config = load_file(path)
         if len(config.vrrp_instances) != 1:
             raise SetupError(f"{source}: the drill needs exactly one VRRP instance")
@@ -270,6 +373,11 @@ def prepare(options: DrillOptions, work_dir: Path) -> LabSetup:
         address = instance.mcast_src_ip or options.director_addresses[index]
         if not isinstance(address, IPv4Address):
             raise SetupError(f"{where}.mcast_src_ip: the lab is IPv4")
+        more_vips = tuple(
+            other.address
+            for other in instance.virtual_ipaddresses[1:]
+            if isinstance(other.address, IPv4Interface)
+        )
         elections.append(
             Election(
                 instance.virtual_router_id,
@@ -277,8 +385,15 @@ def prepare(options: DrillOptions, work_dir: Path) -> LabSetup:
                 instance.interface,
                 instance.advert_interval,
                 instance.version,
+                more_vips,
             )
         )
+        if options.daemon == "keepalived":
+            path = work_dir / f"director-{name}.keepalived.conf"
+            try:
+                write_keepalived_config(config, path, options.keepalived_rt_priority)
+            except (UnsupportedConfigError, ValueError) as exc:
+                raise SetupError(f"{source}: for keepalived: {exc}") from exc
         versions.add(instance.version)
         directors.append(
             DirectorSetup(
@@ -287,7 +402,7 @@ def prepare(options: DrillOptions, work_dir: Path) -> LabSetup:
         )
     if elections[0] != elections[1] or len(versions) != 1:
         raise SetupError(
-            "the two configs must agree on VRID, first VIP, interface, interval and version"
+            "the two configs must agree on VRID, VIPs, interface, interval and version"
         )
     if directors[0].priority == directors[1].priority:
         raise SetupError("the two directors need different priorities to know who should win")
@@ -335,8 +450,17 @@ def _drill_in_lab(
     address_watchers: dict[str, AddressWatcher] = {}
     vip_removers: dict[str, VipRemover] = {}
     launcher = CommandLauncher(
-        options.director_command, work_dir, guard, follow_events=options.follows_event_stream
+        options.command,
+        work_dir,
+        guard,
+        follow_events=options.follows_event_stream,
+        stale_files=KEEPALIVED_PID_FILES if options.daemon == "keepalived" else (),
     )
+    reported_state = None
+    if options.daemon == "keepalived":
+        reported_state = launcher.logged_state
+    elif options.follows_event_stream:
+        reported_state = launcher.reported_state
     try:
         with guard.shielded():
             lab = Lab(prefix)
@@ -352,6 +476,8 @@ def _drill_in_lab(
             + ", ".join(f"{d.name} {d.address} {d.mac} priority {d.priority}" for d in directors)
             + f", VIP {setup.election.vip}, advert interval {setup.election.advert_interval} s"
             f" (VRRPv{setup.version})"
+            + (f", {len(setup.election.vips)} VIPs" if setup.election.more_vips else "")
+            + f"; directors: {options.daemon}"
         )
         prober = VipProber(client, setup.election.vip.ip, options.probe_interval, LAB_INTERFACE)
         prober.start()
@@ -359,7 +485,7 @@ def _drill_in_lab(
         capture.start()
         for director in directors:
             vip_removers[director.name] = VipRemover(
-                director.host, LAB_INTERFACE, setup.election.vip
+                director.host, LAB_INTERFACE, setup.election.vip, setup.election.more_vips
             )
         if options.watch_vip:
             for director in directors:
@@ -376,7 +502,7 @@ def _drill_in_lab(
             log=_say,
             vip_removers=vip_removers,
             address_watchers=address_watchers,
-            reported_state=launcher.reported_state if options.follows_event_stream else None,
+            reported_state=reported_state,
         )
         results = []
         for repetition in range(1, options.repetitions + 1):
@@ -434,7 +560,7 @@ def drill(options: DrillOptions) -> DrillRun:
     if not options.scenarios:
         _say("no scenario to run")
         raise DrillAbortedError(EXIT_USAGE)
-    if not any("{config}" in part for part in options.director_command):
+    if not any("{config}" in part for part in options.command):
         _say("the director command must contain {config}, where the config path goes")
         raise DrillAbortedError(EXIT_USAGE)
     prefix = options.lab_prefix or f"lv{secrets.token_hex(3)}"
@@ -481,15 +607,18 @@ def run_drill(options: DrillOptions) -> int:
         "vrrp_version": setup.version,
         "repetitions": options.repetitions,
         "scenarios": [scenario.value for scenario in options.scenarios],
-        "director_command": list(options.director_command),
+        "daemon": options.daemon,
+        "director_command": list(options.command),
+        "vips": len(setup.election.vips),
+        "realtime": options.realtime,
         "seconds": round(run.seconds, 3),
     }
-    measures = (*MEASURES, VIP_TO_GARP) if options.watch_vip else MEASURES
+    measures = measures_for(watched=options.watch_vip, vips=len(setup.election.vips))
     if options.json:
         print(json.dumps(report_json(results, settings, measures), indent=2))
     else:
         title = (
-            f"failover drill: VRRPv{setup.version}, advert interval "
+            f"failover drill ({options.daemon}): VRRPv{setup.version}, advert interval "
             f"{setup.election.advert_interval} s, {options.repetitions} run(s) per scenario"
         )
         print(format_table(results, title, measures))
@@ -548,9 +677,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--watch-vip",
-        action="store_true",
-        help="also measure the VIP being added on the new master (seen by a netlink watcher in "
-        "its namespace) to the client's first gratuitous ARP",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the VIP being added on the new master (seen by a netlink watcher in its "
+        "namespace): from the timer's due time, and to the client's first gratuitous ARP",
+    )
+    parser.add_argument(
+        "--daemon",
+        choices=("lvsha", "keepalived"),
+        default="lvsha",
+        help="run keepalived instead, with the configs' election translated to keepalived.conf "
+        "(its own defaults otherwise: no real-time priority)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run adapted copies of the configs with lvsha's VRRP real-time priority set "
+        f"(theirs, else {REALTIME_PRIORITY}) or removed (default: as the configs say)",
+    )
+    parser.add_argument(
+        "--vips",
+        type=int,
+        metavar="N",
+        help="run adapted copies of the configs with N VIPs: the first and those after it",
     )
     parser.add_argument(
         "--event-stream",
@@ -583,6 +733,9 @@ def options_from_args(args: argparse.Namespace) -> DrillOptions:
         keep_logs=args.keep_logs,
         watch_vip=args.watch_vip,
         event_stream=args.event_stream,
+        daemon=args.daemon,
+        realtime=args.realtime,
+        vips=args.vips,
     )
 
 

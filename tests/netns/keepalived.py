@@ -1,9 +1,10 @@
 """Run Debian's keepalived as a VRRP peer inside a lab host, for interop tests.
 
-`KeepalivedInstance` describes one vrrp_instance and renders keepalived's config for it;
-`Keepalived` runs the VRRP subsystem in the foreground in a lab host with only temporary
-files, timestamps every log line as it arrives (monotonic clock) so tests can read state
-transitions and their times, and stops the processes it started by their PIDs.
+`KeepalivedInstance` (the drill's, which runs keepalived too) describes one vrrp_instance and
+renders keepalived's config for it; `Keepalived` runs the VRRP subsystem in the foreground in
+a lab host with only temporary files, timestamps every log line as it arrives (monotonic
+clock) so tests can read state transitions and their times, and stops the processes it
+started by their PIDs.
 """
 
 from __future__ import annotations
@@ -18,102 +19,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from ipaddress import ip_interface
 from pathlib import Path
-from typing import Literal
 
+from lvsha.drill.keepalived import KEEPALIVED, STATE_LINE, KeepalivedInstance
 from lvsha.drill.lab import Host
 
-KEEPALIVED = "keepalived"
+__all__ = ["Keepalived", "KeepalivedInstance", "LogLine", "StateEntry"]
+
 _PIDFILES = (("--pid", "keepalived"), ("--vrrp_pid", "vrrp"), ("--checkers_pid", "checkers"))
-_STATE_LINE = re.compile(r"\((?P<instance>[^)]+)\) Entering (?P<state>[A-Z]+) STATE")
-
-
-@dataclass(frozen=True)
-class KeepalivedInstance:
-    """One keepalived vrrp_instance; the family follows the virtual addresses, as in keepalived."""
-
-    vrid: int
-    priority: int
-    virtual_addresses: tuple[str, ...]
-    """With prefix length, e.g. "192.0.2.100/24"."""
-    advert_interval: float = 1.0
-    """Seconds; VRRPv2 takes whole seconds only."""
-    version: Literal[2, 3] = 2
-    interface: str = "eth0"
-    state: Literal["MASTER", "BACKUP"] = "BACKUP"
-    nopreempt: bool = False
-    auth_pass: str | None = None
-    """VRRPv2 simple password (auth_type PASS); keepalived keeps the first 8 characters."""
-    unicast_source: str | None = None
-    unicast_peers: tuple[str, ...] = ()
-    name: str = "lvsha_peer"
-
-    def __post_init__(self) -> None:
-        if not self.virtual_addresses:
-            raise ValueError("keepalived needs at least one virtual address")
-        families = {ip_interface(address).version for address in self.virtual_addresses}
-        if len(families) != 1:
-            raise ValueError(f"virtual addresses mix families: {self.virtual_addresses}")
-        if self.version == 2 and (families != {4} or self.advert_interval % 1):
-            raise ValueError("VRRPv2 runs over IPv4 with whole-second intervals")
-        if self.auth_pass is not None and self.version != 2:
-            raise ValueError("only VRRPv2 has authentication")
-        if self.nopreempt and self.state != "BACKUP":
-            raise ValueError("keepalived takes nopreempt only with state BACKUP")
-        if self.unicast_source is not None and not self.unicast_peers:
-            raise ValueError("unicast_source without unicast_peers")
-
-    @property
-    def family(self) -> Literal[4, 6]:
-        return 4 if ip_interface(self.virtual_addresses[0]).version == 4 else 6
-
-    @property
-    def skew_time(self) -> float:
-        """RFC 3768 6.1 (v2, seconds) and RFC 5798 6.1 (v3, scaled by the interval)."""
-        if self.version == 2:
-            return (256 - self.priority) / 256
-        return (256 - self.priority) * self.advert_interval / 256
-
-    @property
-    def master_down_interval(self) -> float:
-        return 3 * self.advert_interval + self.skew_time
-
-    def config_text(self) -> str:
-        lines = [
-            "global_defs {",
-            f"    router_id {self.name}",
-            "    log_unknown_vrids",
-            "}",
-            "",
-            f"vrrp_instance {self.name} {{",
-            f"    interface {self.interface}",
-            f"    state {self.state}",
-            f"    virtual_router_id {self.vrid}",
-            f"    priority {self.priority}",
-            f"    advert_int {self.advert_interval:g}",
-            f"    version {self.version}",
-        ]
-        if self.nopreempt:
-            lines.append("    nopreempt")
-        if self.auth_pass is not None:
-            lines += [
-                "    authentication {",
-                "        auth_type PASS",
-                f"        auth_pass {self.auth_pass}",
-                "    }",
-            ]
-        if self.unicast_source is not None:
-            lines.append(f"    unicast_src_ip {self.unicast_source}")
-        if self.unicast_peers:
-            lines += ["    unicast_peer {", *(f"        {p}" for p in self.unicast_peers), "    }"]
-        lines += [
-            "    virtual_ipaddress {",
-            *(f"        {address}" for address in self.virtual_addresses),
-            "    }",
-            "}",
-        ]
-        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -189,7 +102,7 @@ class Keepalived:
     def transitions(self) -> list[StateEntry]:
         entries = []
         for line in self.log():
-            match = _STATE_LINE.search(line.text)
+            match = STATE_LINE.search(line.text)
             if match and match["instance"] == self.instance.name:
                 entries.append(StateEntry(line.at, match["state"]))
         return entries

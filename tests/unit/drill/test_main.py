@@ -12,9 +12,11 @@ import pytest
 from lvsha.config import ConfigError, load_file
 from lvsha.drill.main import (
     DEFAULT_CONFIGS,
+    REALTIME_PRIORITY,
     DrillOptions,
     InterruptGuard,
     SetupError,
+    adapt_config,
     add_arguments,
     options_from_args,
     prepare,
@@ -165,3 +167,45 @@ def test_interrupts_while_closing_are_ignored() -> None:
     finally:
         guard.restore()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_realtime_priority_set_or_removed_in_adapted_copies(tmp_path: Path) -> None:
+    off = prepare(DrillOptions(realtime=False), tmp_path)
+    assert load_file(off.directors[0].config).global_.vrrp.realtime_priority is None
+    bare = write_config(tmp_path / "bare.yaml", 200)
+    on = tmp_path / "on.yaml"
+    adapt_config(bare, on, None, None, realtime=True)
+    assert load_file(on).global_.vrrp.realtime_priority == REALTIME_PRIORITY
+
+
+def test_an_instance_with_twenty_vips(tmp_path: Path) -> None:
+    setup = prepare(DrillOptions(vips=20), tmp_path)
+    assert setup.election.vip == IPv4Interface("192.0.2.100/24")
+    assert len(setup.election.vips) == 20
+    assert setup.election.more_vips[-1] == IPv4Interface("192.0.2.119/24")
+
+
+def test_more_vips_than_the_network_holds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SetupError, match=r"leave 192\.0\.2\.0/24"):
+        prepare(DrillOptions(vips=200), tmp_path)
+
+
+def test_keepalived_directors_run_translated_configs(tmp_path: Path) -> None:
+    options = DrillOptions(daemon="keepalived", advert_interval=1.0, vrrp_version=2)
+    setup = prepare(options, tmp_path)
+    a, b = setup.directors
+    assert a.config.name == "director-a.keepalived.conf"
+    assert "priority 150" in a.config.read_text() and "priority 100" in b.config.read_text()
+    assert options.command[0] == "keepalived" and not options.follows_event_stream
+
+
+def test_daemon_realtime_and_vips_options() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = options_from_args(
+        parser.parse_args(["--daemon", "keepalived", "--no-realtime", "--vips", "20"])
+    )
+    assert (options.daemon, options.realtime, options.vips) == ("keepalived", False, 20)
+    defaults = options_from_args(parser.parse_args([]))
+    assert (defaults.daemon, defaults.realtime, defaults.vips) == ("lvsha", None, None)
+    assert defaults.watch_vip
