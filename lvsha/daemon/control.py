@@ -9,6 +9,9 @@ Versioned paths:
 
 Who may use it comes from the caller's credentials (SO_PEERCRED): root, or the user lvsha runs
 as. Anyone else gets 403, and the refusal is logged. The socket is mode 0660.
+
+aiohttp is imported when the server starts serving, not with this module: the parent binds the
+socket, starts the VRRP child, and only then pays for aiohttp (bench/startup.py).
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from lvsha.daemon.reload import ReloadAnswer
 from lvsha.daemon.unixsock import listen_unix, unlink_if_ours
 from lvsha.ratelimit import RateLimitedLog
 
+if TYPE_CHECKING:
+    from aiohttp import web
 log = logging.getLogger("lvsha.control")
 
 CONTROL_SOCKET = "control.sock"
@@ -55,19 +58,40 @@ class ControlServer:
         self._reload = reload
         self._status = status
         self._runner: web.AppRunner | None = None
+        self._listener: socket.socket | None = None
         self._inode: int | None = None
         self._refusals = RateLimitedLog(log)
 
     async def start(self) -> None:
-        """Listen; raises SocketPathError or OSError when the socket cannot be bound."""
-        app = web.Application(client_max_size=MAX_REQUEST, middlewares=[self._authorize])
+        """Listen and serve; raises SocketPathError or OSError when the socket cannot be bound."""
+        self.bind()
+        await self.serve()
+
+    def bind(self) -> None:
+        """Listen; raises SocketPathError or OSError when the socket cannot be bound. Clients
+        wait in the socket's backlog until `serve`."""
+        self._listener = listen_unix(self.path, 0o660, None, 16, what="control socket", log=log)
+        self._inode = os.stat(self.path).st_ino
+
+    async def serve(self) -> None:
+        """Answer clients on the socket `bind` opened."""
+        from aiohttp import web  # noqa: PLC0415 - see the module's doc
+
+        assert self._listener is not None, "bind() first"
+
+        @web.middleware
+        async def authorize(
+            request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ) -> web.StreamResponse:
+            return await self._authorize(request, handler)
+
+        app = web.Application(client_max_size=MAX_REQUEST, middlewares=[authorize])
         app.router.add_get("/v1/status", self._get_status)
         app.router.add_post("/v1/reload", self._post_reload)
-        listener = listen_unix(self.path, 0o660, None, 16, what="control socket", log=log)
-        self._inode = os.stat(self.path).st_ino
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.SockSite(runner, listener).start()
+        await web.SockSite(runner, self._listener).start()
         self._runner = runner
         log.info("control API listening on %s", self.path)
 
@@ -75,10 +99,12 @@ class ControlServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         self._refusals.flush()
         unlink_if_ours(self.path, self._inode)
 
-    @web.middleware
     async def _authorize(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
@@ -101,6 +127,8 @@ class ControlServer:
         return await handler(request)
 
     async def _get_status(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # noqa: PLC0415 - imported by `serve` already
+
         return web.json_response(self._status())
 
     async def _post_reload(self, request: web.Request) -> web.StreamResponse:
@@ -120,9 +148,13 @@ class ControlServer:
         if file is not None and (not isinstance(file, str) or not os.path.isabs(file)):
             return _error(400, "'file' must be an absolute path")
         answer = await self._reload(file, plan)
+        from aiohttp import web  # noqa: PLC0415 - imported by `serve` already
+
         return web.json_response(answer.to_json(), status=_STATUS.get(answer.outcome, 500))
 
 
 def _error(status: int, message: str) -> web.Response:
+    from aiohttp import web  # noqa: PLC0415 - imported by `serve` already
+
     body: dict[str, Any] = {"ok": False, "error": message}
     return web.json_response(body, status=status)

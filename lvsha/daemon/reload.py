@@ -21,13 +21,15 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lvsha.config import ConfigError, LvshaConfig, load_text, read_config_text
 from lvsha.daemon.child import snapshot_fd
-from lvsha.daemon.reload_plan import ReloadPlan, reload_plan
 from lvsha.messages import ApplyConfig, ChildReady, ConfigApplied, Message, for_vrrp
 from lvsha.vrrp.params import instance_identity
+
+if TYPE_CHECKING:
+    from lvsha.daemon.reload_plan import ReloadPlan
 
 log = logging.getLogger("lvsha")
 
@@ -188,7 +190,7 @@ class Reloader:
             errors.append(f"{path}: {exc.total} error{'' if exc.total == 1 else 's'}")
             return self._answer("invalid", path, errors=errors)
         digest = digest_of(text)
-        plan = await asyncio.to_thread(reload_plan, running.config, config)
+        plan = await asyncio.to_thread(plan_reload, running.config, config)
         if plan_only:
             return self._answer("plan", path, plan=plan, new_digest=digest)
         snapshot = snapshot_fd(text, path)
@@ -307,3 +309,12 @@ def renamed_instances(old: LvshaConfig, new: LvshaConfig) -> dict[str, str]:
         if now is not None and now != name:
             renamed[name] = now
     return renamed
+
+
+def plan_reload(old: LvshaConfig, new: LvshaConfig) -> ReloadPlan:
+    """lvsha.daemon.reload_plan.reload_plan. The planner (and the check targets, and through
+    them the probes, it compares) is imported on first use: the parent starts its children
+    first (lvsha.daemon.run)."""
+    from lvsha.daemon.reload_plan import reload_plan  # noqa: PLC0415
+
+    return reload_plan(old, new)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lvsha.config import DEFAULT_MAX_SIZE, ConfigError
 from lvsha.daemon.child import log_problems, snapshot_fd
@@ -31,12 +33,19 @@ from lvsha.daemon.reload import (
     renamed_instances,
     validate,
 )
-from lvsha.daemon.reload_plan import ReloadPlan
 from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
 from lvsha.daemon.unixsock import SocketPathError
 from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
 
+if TYPE_CHECKING:
+    from lvsha.daemon.reload_plan import ReloadPlan
+
 log = logging.getLogger("lvsha")
+
+AFTER_SPAWN_IMPORTS = ("aiohttp.web", "lvsha.daemon.reload_plan")
+"""What the parent needs only once its children run (the control API's server, the reload
+planner with the check targets and probes it compares): imported after spawning them, so a
+VRRP child does not wait for them (bench/startup.py)."""
 
 
 class _Parent:
@@ -91,6 +100,8 @@ class _Parent:
             "checker",
             [*argv, "--dry-run"] if self.dry_run else argv,
             pass_fds=(running.snapshot,),
+            # VRRP first: two Python start-ups at once would each take longer.
+            start_after="vrrp",
         )
 
     def samples(self, lag: LoopLag) -> list[Sample]:
@@ -269,9 +280,12 @@ async def _supervise(parent: _Parent) -> int:
         return 1
     control = ControlServer(str(parent.run_dir / CONTROL_SOCKET), parent.reload, parent.status)
     try:
-        await control.start()
+        # Bound before any child starts: a path we cannot use stops lvsha before VRRP runs.
+        # Clients wait in the backlog until it serves, once the children are spawned.
+        control.bind()
     except (SocketPathError, OSError) as exc:
         log.error("not starting: control socket: %s", exc)
+        await control.close()
         await parent.events.close()
         return 1
     supervisor = Supervisor(
@@ -287,12 +301,37 @@ async def _supervise(parent: _Parent) -> int:
     exporter = asyncio.create_task(
         export_periodically(parent.run_dir / "metrics-main.prom", lambda: parent.samples(lag))
     )
+    supervising = asyncio.create_task(supervisor.run(), name="supervisor")
     try:
-        return await supervisor.run()
+        await _after_spawn(supervisor, supervising, control)
+        return await supervising
     finally:
+        if not supervising.done():  # _after_spawn raised: stop the children
+            supervisor.stop(1)
+            await asyncio.gather(supervising, return_exceptions=True)
         exporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await exporter
         lag.stop()
         await control.close()
         await parent.events.close()
+
+
+async def _after_spawn(
+    supervisor: Supervisor, supervising: asyncio.Task[int], control: ControlServer
+) -> None:
+    """Once the children are spawned: import what only the parent's later work needs (in a
+    thread, so the loop keeps relaying the children's first messages), then serve the control
+    API."""
+    spawned = asyncio.create_task(supervisor.spawned())
+    await asyncio.wait({spawned, supervising}, return_when=asyncio.FIRST_COMPLETED)
+    spawned.cancel()
+    if supervising.done():
+        return
+    for module in AFTER_SPAWN_IMPORTS:
+        await asyncio.to_thread(importlib.import_module, module)
+    try:
+        await control.serve()
+    except OSError as exc:
+        log.error("stopping: control socket: %s", exc)
+        supervisor.stop(1)

@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lvsha.daemon.sdnotify import sd_notify
 from lvsha.messages import ChildReady, Message, MessageError, decode, encode
@@ -51,6 +51,9 @@ class ChildSpec:
     """SIGTERM, then SIGKILL after this many seconds."""
     pass_fds: tuple[int, ...] = ()
     """Descriptors the child inherits besides its channel (the configuration snapshot)."""
+    start_after: str | None = None
+    """At lvsha's start, spawn this child only once the named one is ready (or has exited, or
+    `START_AFTER_LIMIT` passed): the two do not compete for the CPU while they start."""
 
 
 @dataclass
@@ -60,6 +63,8 @@ class _Child:
     started_at: float = 0.0
     restarts: int = 0
     ready: bool = False
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the child was ready, or exited, for the first time."""
     writer: asyncio.StreamWriter | None = None
     reader_task: asyncio.Task[None] | None = None
     failed_starts: int = 0
@@ -77,6 +82,8 @@ class Supervisor:
     STABLE_AFTER = 60.0
     """A child that ran this long restarts without backoff next time."""
     GIVE_UP_AFTER = 5
+    START_AFTER_LIMIT = 5.0
+    """Seconds a child waits at most for the one it starts after (`ChildSpec.start_after`)."""
     """Failed starts in a row, each ending the same way before ready, after which lvsha stops."""
 
     def __init__(
@@ -101,6 +108,9 @@ class Supervisor:
         """Children being spawned: their pid is not known yet, so no orphan hunt meanwhile."""
         self._hunt_deferred = False
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._not_spawned = {c.spec.name for c in self._children}
+        """Children given at construction that were not spawned (or failed to be) yet."""
+        self._spawned = asyncio.Event()
 
     def specs(self) -> list[ChildSpec]:
         return [c.spec for c in self._children]
@@ -109,8 +119,20 @@ class Supervisor:
         """How often each child was restarted."""
         return {c.spec.name: c.restarts for c in self._children}
 
+    async def spawned(self) -> None:
+        """Return once every child given at construction has been spawned once (or failed
+        to be): the moment for the parent's own slower start-up work."""
+        await self._spawned.wait()
+
+    def _tried_spawning(self, child: _Child) -> None:
+        self._not_spawned.discard(child.spec.name)
+        if not self._not_spawned:
+            self._spawned.set()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        if not self._not_spawned:
+            self._spawned.set()
         become_subreaper()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
@@ -129,6 +151,7 @@ class Supervisor:
             await asyncio.gather(*watchers, return_exceptions=True)
             await self._last_orphans()
         finally:
+            self._spawned.set()  # nothing more will be spawned
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                 loop.remove_signal_handler(sig)
         log.info("stopped")
@@ -193,6 +216,9 @@ class Supervisor:
 
     async def _keep_running(self, child: _Child) -> None:
         backoff = self.RESTART_BACKOFF_FIRST
+        restarted_at_once = False
+        """Whether the one restart without delay was used since the child last ran stably."""
+        await self._after(child)
         while not self._stopping.is_set():
             try:
                 await self._start(child)
@@ -200,8 +226,11 @@ class Supervisor:
                 log.error("cannot start the %s child: %s", child.spec.name, exc)
                 self.stop(1)
                 return
+            finally:
+                self._tried_spawning(child)
             assert child.process is not None
             code = await child.process.wait()
+            child.up.set()
             was_ready = child.ready
             await self._close_channel(child)
             self._reap_orphans()
@@ -212,6 +241,7 @@ class Supervisor:
             ran = time.monotonic() - child.started_at
             if ran >= self.STABLE_AFTER:
                 backoff = self.RESTART_BACKOFF_FIRST
+                restarted_at_once = False
             how = _describe_exit(code)
             if was_ready:
                 child.failed_starts = 0
@@ -229,18 +259,34 @@ class Supervisor:
                 )
                 self.stop(1)
                 return
+            # A child that was up (ready) comes back at once the first time: a crashed VRRP
+            # child is a director without VRRP until then. Again within STABLE_AFTER, and for a
+            # child that never got ready, the backoff applies (1 s, doubling up to 30 s).
+            at_once = was_ready and not restarted_at_once
+            delay = 0.0 if at_once else backoff
             log.error(
-                "%s child (pid %d) exited with %s after %.1f s; restarting in %.0f s",
+                "%s child (pid %d) exited with %s after %.1f s; restarting %s",
                 child.spec.name,
                 child.process.pid,
                 how,
                 ran,
-                backoff,
+                "now" if at_once else f"in {delay:.0f} s",
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            backoff = min(backoff * 2, self.RESTART_BACKOFF_MAX)
+            if at_once:
+                restarted_at_once = True
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                backoff = min(backoff * 2, self.RESTART_BACKOFF_MAX)
             child.restarts += 1
+
+    async def _after(self, child: _Child) -> None:
+        """Wait (bounded) for the child this one starts after, if it runs."""
+        first = next((c for c in self._children if c.spec.name == child.spec.start_after), None)
+        if first is None or first is child:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first.up.wait(), self.START_AFTER_LIMIT)
 
     async def _start(self, child: _Child) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -294,6 +340,7 @@ class Supervisor:
     def _handle(self, child: _Child, message: Message) -> None:
         if isinstance(message, ChildReady):
             child.ready = True
+            child.up.set()
             child.failed_starts = 0
             if not self._announced_ready and all(c.ready for c in self._children):
                 self._announced_ready = True
