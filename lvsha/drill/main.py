@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -109,6 +109,8 @@ class DrillOptions:
     addresses after it."""
     keepalived_rt_priority: int | None = None
     """keepalived's vrrp_rt_priority; None: keepalived's default (no real-time priority)."""
+    fault_after_advert: float | None = None
+    """Seconds after a master's advert seen by the client to inject each fault (see Timing)."""
 
     @property
     def follows_event_stream(self) -> bool:
@@ -215,6 +217,7 @@ class CommandLauncher:
     exist a moment longer, unreaped."""
     starts: Counter[str] = field(default_factory=Counter)
     followers: dict[str, EventFollower] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __call__(self, host: Host, config: Path) -> subprocess.Popen[bytes]:
         run_dir = self.work_dir / f"run-{host.name}"
@@ -234,13 +237,15 @@ class CommandLauncher:
         ]
         # Own session: a Ctrl-C at the terminal reaches the drill, which stops the directors.
         with log_path.open("wb") as log, self.guard.shielded():
-            return host.popen(
+            process = host.popen(
                 *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            self.processes.append(process)
+            return process
 
     def reported_state(self, host: Host) -> str | None:
         """The state the director last started in `host` reported on its event stream."""
@@ -259,6 +264,14 @@ class CommandLauncher:
             return None
 
     def close(self) -> None:
+        """Kill every director still running, each with its whole process group (children
+        that would only die of their parent's death, later, keepalived's VRRP process among
+        them), and stop following their events."""
+        for process in self.processes:
+            if process.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
         for follower in self.followers.values():
             follower.close()
 
@@ -498,7 +511,7 @@ def _drill_in_lab(
             prober=prober,
             capture=capture,
             launcher=launcher,
-            timing=Timing(options.start_timeout, options.reply_timeout),
+            timing=Timing(options.start_timeout, options.reply_timeout, options.fault_after_advert),
             log=_say,
             vip_removers=vip_removers,
             address_watchers=address_watchers,
@@ -697,6 +710,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(theirs, else {REALTIME_PRIORITY}) or removed (default: as the configs say)",
     )
     parser.add_argument(
+        "--fault-after-advert",
+        type=float,
+        metavar="SECONDS",
+        help="inject each fault this long after one of the master's adverts reaches the client "
+        "(default: as soon as the lab is ready, anywhere in the advert interval)",
+    )
+    parser.add_argument(
         "--vips",
         type=int,
         metavar="N",
@@ -736,6 +756,7 @@ def options_from_args(args: argparse.Namespace) -> DrillOptions:
         daemon=args.daemon,
         realtime=args.realtime,
         vips=args.vips,
+        fault_after_advert=args.fault_after_advert,
     )
 
 

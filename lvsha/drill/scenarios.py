@@ -94,6 +94,11 @@ class Timing:
     """Allowance for a director process to start up, on top of the election's own timers."""
     reply_timeout: float = 0.5
     """A probe answered later than this counts as lost."""
+    fault_after_advert: float | None = None
+    """Seconds after one of the master's adverts (as the client receives it) to inject a fault;
+    None: whenever the lab is ready. A fixed phase takes out of the figures the part of an
+    outage that is only where in the advert interval the fault fell (up to one interval of it,
+    and the probes lost in it), so that daemons compared fault for fault lose comparable time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,8 +380,37 @@ class Drill:
         directors = (self.master, self.backup)
         return all(d.running() and not d.cable_cut for d in directors)
 
+    def _await_fault_phase(self) -> None:
+        """Wait for the master's next advert, then until `fault_after_advert` after it."""
+        phase = self.timing.fault_after_advert
+        if phase is None:
+            return
+        since = time.monotonic()
+        seen: list[AdvertSeen] = []
+
+        def advert_heard() -> bool:
+            self._require_running(self.master)
+            adverts = self.capture.adverts_since(since)
+            advert = first_advert(adverts, self.master.address, self.election.vrid, since)
+            if advert is not None:
+                seen.append(advert)
+            return advert is not None
+
+        wait_until(
+            advert_heard,
+            3 * self.election.advert_interval + 1.0,
+            interval=0.0005,
+            what=f"an advert of {self.master.name} to time the fault from",
+        )
+        # A point in time, not a condition: the fault's place in the advert interval.
+        remaining = seen[0].at + phase - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+
     def _inject(self, scenario: Scenario) -> float:
         master = self.master
+        if scenario is not Scenario.MASTER_RETURNS:
+            self._await_fault_phase()
         if scenario is Scenario.KILL:
             return self.crash(master)
         if scenario is Scenario.LINK_CUT:

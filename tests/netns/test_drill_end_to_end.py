@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from lvsha.drill.main import DrillOptions, run_drill
+from lvsha.drill.scenarios import Scenario
 from tests.netns.drill_helpers import STANDIN_COMMAND, namespaces_with, processes_mentioning
 
 pytestmark = pytest.mark.netns
@@ -76,3 +77,28 @@ def test_every_scenario_against_the_standin(
     # a starts as backup: process start-up plus its own Master_Down_Interval.
     assert returns["fault_to_advert_ms"] / 1000 >= MASTER_DOWN_A
     assert returns["fault_to_garp_ms"] >= returns["fault_to_advert_ms"]
+
+
+def test_faults_timed_from_the_masters_advert(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the fault half an interval after an advert, a kill's takeover comes
+    Master_Down_Interval minus that half interval after it, every time."""
+    phase = INTERVAL / 2
+    options = DrillOptions(
+        director_command=STANDIN_COMMAND,
+        json=True,
+        lab_prefix=prefix,
+        scenarios=(Scenario.KILL,),
+        repetitions=2,
+        fault_after_advert=phase,
+    )
+    status = run_drill(options)
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert namespaces_with(prefix) == []
+    for run in json.loads(out)["runs"]:
+        assert MASTER_DOWN_B - phase - 0.01 <= run["fault_to_advert_ms"] / 1000
+        assert run["fault_to_advert_ms"] / 1000 <= MASTER_DOWN_B - phase + LATE
+        # The stand-in's adverts are timed by its own timer: it is due when it fires.
+        assert run["due_to_advert_ms"] is not None and run["due_to_advert_ms"] < LATE * 1000
