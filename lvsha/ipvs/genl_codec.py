@@ -44,19 +44,16 @@ from lvsha.ipvs.plan import (
     EditService,
     Operation,
 )
-
-# include/uapi/linux/netlink.h
-NLM_F_REQUEST = 0x001
-NLM_F_MULTI = 0x002
-NLM_F_ACK = 0x004
-NLM_F_REPLACE = 0x100
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-NLM_F_DUMP = 0x300
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
+from lvsha.net.nlmsg import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    ReplyFormatError,
+)
+from lvsha.net.nlmsg import attribute as _attribute
 
 # The flags pyroute2 0.9.7 sends for each kind of request; the kernel's IPVS family ignores
 # all but REQUEST, ACK and DUMP, and these keep our requests identical to its.
@@ -115,9 +112,8 @@ _FULL_MASK = 0xFFFF_FFFF
 _NLA_TYPE_MASK = 0x3FFF
 
 _HEADER = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr
-_NLMSGHDR = struct.Struct("=IHHII")
-_ACK = struct.Struct("=IHHIIi")  # nlmsghdr, then struct nlmsgerr's error
 _ATTRIBUTE_HEADER = struct.Struct("=HH")
+_NLMSGHDR = struct.Struct("=IHHII")
 _U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
 _S32 = struct.Struct("=i")
@@ -126,20 +122,10 @@ _BE32 = struct.Struct("!I")
 _FLAGS = struct.Struct("=II")
 _HEADER_SIZE = _HEADER.size
 _NLMSGHDR_SIZE = _NLMSGHDR.size
-_ACK_SIZE = _ACK.size
 _GENLMSGHDR_SIZE = 4
 
 
-class ReplyFormatError(ValueError):
-    """Bytes from the kernel that are not the netlink reply they should be."""
-
-
 # --- attributes -------------------------------------------------------------------------------
-
-
-def _attribute(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return _ATTRIBUTE_HEADER.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
 def _u16_attribute(kind: int, value: int) -> bytes:
@@ -447,24 +433,6 @@ def error_code(payload: memoryview) -> int:
         raise ReplyFormatError(f"{len(payload)}-byte error payload")
     code: int = _S32.unpack_from(payload)[0]
     return -code
-
-
-def acknowledgements(data: bytes) -> list[tuple[int, int]]:
-    """(sequence number, errno) of each NLMSG_ERROR in `data`; errno 0 acknowledges."""
-    found = []
-    offset = 0
-    end = len(data)
-    while offset < end:
-        if end - offset < _ACK_SIZE:
-            raise ReplyFormatError(f"{end - offset} bytes where an ack was expected")
-        length, kind, _, sequence, _, code = _ACK.unpack_from(data, offset)
-        if kind != NLMSG_ERROR:
-            raise ReplyFormatError(f"netlink message of type {kind} where an ack was expected")
-        if length < _ACK_SIZE or offset + length > end:
-            raise ReplyFormatError(f"ack of length {length} in a {end}-byte datagram")
-        found.append((sequence, -code))
-        offset += (length + 3) & ~3
-    return found
 
 
 def _nested(payload: memoryview, outer: int) -> dict[int, memoryview]:

@@ -27,10 +27,7 @@ from pyroute2 import AsyncIPVS
 from pyroute2.netlink.exceptions import NetlinkError
 
 from lvsha.ipvs.genl_codec import (
-    NLMSG_DONE,
-    NLMSG_ERROR,
     IpvsRequests,
-    acknowledgements,
     decode_destination,
     decode_service,
     error_code,
@@ -54,6 +51,14 @@ from lvsha.ipvs.port import (
     NoSuchServiceError,
     ServiceExistsError,
     UnknownModuleError,
+)
+from lvsha.net.nlmsg import (
+    NETLINK_CAP_ACK,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    SO_RCVBUFFORCE,
+    SOL_NETLINK,
+    acknowledgements,
 )
 
 _ErrorClasses = Mapping[int, type[IpvsError]]
@@ -79,9 +84,6 @@ _INVALID = frozenset({errno.EINVAL, errno.ERANGE})
 
 # include/uapi/linux/netlink.h and linux/socket.h; not all are in Python's socket module.
 _NETLINK_GENERIC = 16
-_SOL_NETLINK = 270
-_NETLINK_CAP_ACK = 10
-_SO_RCVBUFFORCE = 33
 
 DEFAULT_RECEIVE_BUFFER = 4 << 20
 """Bytes asked for the socket's receive buffer (the kernel doubles it for bookkeeping)."""
@@ -268,13 +270,13 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
             netlink.setblocking(False)
             netlink.bind((0, 0))
             try:
-                netlink.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self._receive_buffer)
+                netlink.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self._receive_buffer)
             except PermissionError:
                 netlink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer)
             # Refusals then carry the errno without an echo of the request (before Linux 4.3
             # the option is unknown: larger refusals, same meaning).
             with contextlib.suppress(OSError):
-                netlink.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+                netlink.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             room = netlink.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         except BaseException:
             netlink.close()

@@ -25,8 +25,6 @@ from pyroute2.netlink.nlsocket import NetlinkRequest
 
 from lvsha.ipvs.genl_codec import (
     IpvsRequests,
-    ReplyFormatError,
-    acknowledgements,
     decode_destination,
     decode_netmask,
     decode_service,
@@ -59,6 +57,7 @@ from lvsha.ipvs.plan import (
     EditService,
     Operation,
 )
+from lvsha.net.nlmsg import ReplyFormatError, acknowledgements
 
 FAMILY_ID = 0x1F  # whatever the kernel assigned "IPVS"; any value will do here
 TCP, UDP, SCTP = TransportProtocol.TCP, TransportProtocol.UDP, TransportProtocol.SCTP
