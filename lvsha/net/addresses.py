@@ -14,8 +14,9 @@ import abc
 import enum
 import errno
 import logging
+import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -24,12 +25,13 @@ from ipaddress import (
     IPv6Interface,
     ip_interface,
 )
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, cast
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from lvsha.net.ledger import AddressLedger, LedgerError
+from lvsha.net.rtnl import AddressRequest, RtnlSocket
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,12 @@ class AssignedAddress:
     label: str | None = None
 
 
+VipRequest: TypeAlias = tuple[str, VirtualAddress, str | None]
+"""(interface, VIP, IPv4 label or None)."""
+VipResult: TypeAlias = VipOutcome | AddressError | InterfaceNotFoundError
+"""What became of one VIP of a batch: its outcome, or why the kernel did not do it."""
+
+
 class AddressPort(Protocol):
     async def add_vip(
         self, interface: str, vip: VirtualAddress, label: str | None = None
@@ -90,6 +98,23 @@ class AddressPort(Protocol):
         address is already there. IPv6 VIPs skip duplicate address detection (IFA_F_NODAD) so
         they are usable at once; `label` applies to IPv4 only (Linux has no IPv6 labels).
         Raises InterfaceNotFoundError, AddressError."""
+        ...
+
+    def add_vips(self, vips: Sequence[VipRequest]) -> list[VipResult]:
+        """`add_vip` for many VIPs in one exchange with the kernel, without looking first: the
+        takeover path. An IPv4 address present under another prefix length is only found by
+        `disown_duplicates`, once the VIPs are announced."""
+        ...
+
+    async def disown_duplicates(
+        self, added: Sequence[tuple[str, VirtualAddress]]
+    ) -> list[tuple[str, VirtualAddress]]:
+        """Take off again the VIPs just added that were there already under another prefix
+        length (not ours); returns them."""
+        ...
+
+    def remove_vips(self, vips: Sequence[tuple[str, VirtualAddress]]) -> list[VipResult | None]:
+        """`remove_vip` in one exchange for the VIPs this port added; None for the others."""
         ...
 
     async def remove_vip(self, interface: str, vip: VirtualAddress) -> VipOutcome:
@@ -133,7 +158,9 @@ def pick_primary(
 
 
 class _TrackedAddresses(abc.ABC):
-    """The ownership rules shared by every implementation; subclasses do the raw operations."""
+    """The ownership rules shared by every implementation; subclasses do the raw operations:
+    find an interface's index, carry out a batch of address requests (`_exchange`), list an
+    interface's addresses."""
 
     def __init__(self, ledger: AddressLedger | None = None) -> None:
         self.ledger = ledger if ledger is not None else AddressLedger(None)
@@ -147,7 +174,7 @@ class _TrackedAddresses(abc.ABC):
         for interface, vip in sorted(self.ledger.entries(), key=str):
             try:
                 present = await self._find(interface, vip)
-                if present is not None and await self._delete(interface, present):
+                if present is not None and self._delete(interface, present.address):
                     removed.append((interface, vip))
                     log.warning(
                         "removed %s from %s: an earlier lvsha process added it and did not "
@@ -173,12 +200,23 @@ class _TrackedAddresses(abc.ABC):
         """The interface's addresses in kernel order."""
 
     @abc.abstractmethod
-    async def _add(self, interface: str, vip: VirtualAddress, label: str | None) -> bool:
-        """Add; False when the kernel says the address exists after all."""
+    def _index(self, interface: str) -> int:
+        """The interface's index. Raises InterfaceNotFoundError."""
 
     @abc.abstractmethod
-    async def _delete(self, interface: str, assigned: AssignedAddress) -> bool:
+    def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
+        """Carry out the requests in order, as rtnetlink does: each one's errno (0: done); an
+        add is exclusive (EEXIST when the kernel has the address already). Raises OSError when
+        the exchange itself fails."""
+
+    def _delete(self, interface: str, address: VirtualAddress) -> bool:
         """Delete; False when the kernel says it is already gone."""
+        [code] = self._exchange([AddressRequest(False, self._index(interface), address)])
+        if code == errno.EADDRNOTAVAIL:
+            return False
+        if code:
+            raise AddressError(code, f"removing {address} from {interface}: {os.strerror(code)}")
+        return True
 
     async def _find(self, interface: str, vip: VirtualAddress) -> AssignedAddress | None:
         for assigned in await self._assigned(interface):
@@ -186,15 +224,179 @@ class _TrackedAddresses(abc.ABC):
                 return assigned
         return None
 
+    def _indexes(self, interfaces: Iterable[str]) -> dict[str, int | InterfaceNotFoundError]:
+        found: dict[str, int | InterfaceNotFoundError] = {}
+        for interface in interfaces:
+            if interface not in found:
+                try:
+                    found[interface] = self._index(interface)
+                except InterfaceNotFoundError as missing:
+                    found[interface] = missing
+        return found
+
+    def _carry_out(
+        self, requests: Sequence[AddressRequest], what: str, entries: Sequence[str]
+    ) -> list[int] | AddressError:
+        try:
+            return self._exchange(requests)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            return AddressError(code, f"{what} {', '.join(entries)}: {exc.strerror or exc}")
+
+    def add_vips(self, vips: Sequence[VipRequest]) -> list[VipResult]:
+        """Put every VIP on its interface in one exchange with the kernel (the takeover path):
+        ADDED, ALREADY_OURS, or NOT_OURS when someone else's address is there with the same
+        prefix length (IPv4) or at all (IPv6); `disown_duplicates` finds an IPv4 address
+        present under another prefix length afterwards. The ledger is written once, before."""
+        results: list[VipResult | None] = [None] * len(vips)
+        indexes = self._indexes(interface for interface, _, _ in vips)
+        todo: list[int] = []
+        for position, (interface, vip, label) in enumerate(vips):
+            index = indexes[interface]
+            if isinstance(index, InterfaceNotFoundError):
+                results[position] = index
+            elif label is not None and vip.version == 4 and not label.startswith(f"{interface}:"):
+                raise ValueError(
+                    f"label {label!r} must start with the interface name: {interface}:"
+                )
+            else:
+                todo.append(position)
+        fresh = [
+            (vips[p][0], vips[p][1])
+            for p in todo
+            if vips[p][1].ip not in self.added_by_us(vips[p][0])
+        ]
+        try:
+            # Written down before the kernel has them: a crash from here on leaves entries
+            # that the next process reconciles, never an address nobody knows is ours.
+            self.ledger.record(fresh)
+        except LedgerError as exc:
+            refusal = AddressError(exc.errno, f"not adding VIPs: {exc}")
+            return [refusal if r is None else r for r in results]
+        requests = [
+            AddressRequest(
+                True,
+                cast(int, indexes[vips[p][0]]),
+                vips[p][1],
+                vips[p][2] if vips[p][1].version == 4 else None,
+            )
+            for p in todo
+        ]
+        codes = self._carry_out(requests, "adding", [f"{vips[p][1]} to {vips[p][0]}" for p in todo])
+        not_added: list[tuple[str, VirtualAddress]] = []
+        for n, position in enumerate(todo):
+            interface, vip, _ = vips[position]
+            ours = self._ours.setdefault(interface, set())
+            code = codes if isinstance(codes, AddressError) else codes[n]
+            if code == 0:
+                ours.add(vip.ip)
+                results[position] = VipOutcome.ADDED
+            elif code == errno.EEXIST and vip.ip in ours:
+                results[position] = VipOutcome.ALREADY_OURS
+            elif code == errno.EEXIST:
+                not_added.append((interface, vip))
+                log.warning(
+                    "%s already has %s, not added by lvsha: leaving it alone and never removing it",
+                    interface,
+                    vip.ip,
+                )
+                results[position] = VipOutcome.NOT_OURS
+            else:
+                if vip.ip not in ours:
+                    not_added.append((interface, vip))
+                results[position] = (
+                    code
+                    if isinstance(code, AddressError)
+                    else InterfaceNotFoundError(interface)
+                    if code == errno.ENODEV
+                    else AddressError(code, f"adding {vip} to {interface}: {os.strerror(code)}")
+                )
+        self.ledger.forget(not_added)
+        # Not logged here: the caller announces the VIPs first, then says they were added.
+        return [r for r in results if r is not None]
+
+    async def disown_duplicates(
+        self, added: Sequence[tuple[str, VirtualAddress]]
+    ) -> list[tuple[str, VirtualAddress]]:
+        """Of IPv4 VIPs `add_vips` just added, take off again those the interface also has under
+        another prefix length (someone else's address, which an exclusive add does not see):
+        they are not ours. Returns them."""
+        disowned = []
+        by_interface: dict[str, list[VirtualAddress]] = {}
+        for interface, vip in added:
+            if vip.version == 4 and vip.ip in self._ours.get(interface, ()):
+                by_interface.setdefault(interface, []).append(vip)
+        for interface, vips in by_interface.items():
+            try:
+                assigned = await self._assigned(interface)
+            except InterfaceNotFoundError:
+                continue
+            for vip in vips:
+                if not any(a.address.ip == vip.ip and a.address != vip for a in assigned):
+                    continue
+                log.warning(
+                    "%s also has %s under another prefix length, not added by lvsha: "
+                    "taking %s off again and leaving that one alone",
+                    interface,
+                    vip.ip,
+                    vip,
+                )
+                try:
+                    self._delete(interface, vip)
+                except AddressError as exc:
+                    log.error("%s", exc)
+                    continue  # still ours: the next removal takes it off
+                self._ours[interface].discard(vip.ip)
+                self.ledger.forget([(interface, vip)])
+                disowned.append((interface, vip))
+        return disowned
+
+    def remove_vips(self, vips: Sequence[tuple[str, VirtualAddress]]) -> list[VipResult | None]:
+        """Take off, in one exchange, each VIP this port added: REMOVED, or ABSENT when the
+        kernel no longer had it. None for a VIP this port did not add (`remove_vip` tells
+        whether it is there). The ledger forgets them once the kernel has let go."""
+        results: list[VipResult | None] = [None] * len(vips)
+        indexes = self._indexes(interface for interface, _ in vips)
+        todo: list[int] = []
+        for position, (interface, vip) in enumerate(vips):
+            index = indexes[interface]
+            if vip.ip not in self._ours.get(interface, ()):
+                continue
+            if isinstance(index, InterfaceNotFoundError):
+                results[position] = index
+            else:
+                todo.append(position)
+        requests = [AddressRequest(False, cast(int, indexes[vips[p][0]]), vips[p][1]) for p in todo]
+        codes = self._carry_out(
+            requests, "removing", [f"{vips[p][1]} from {vips[p][0]}" for p in todo]
+        )
+        gone: list[tuple[str, VirtualAddress]] = []
+        for n, position in enumerate(todo):
+            interface, vip = vips[position]
+            code = codes if isinstance(codes, AddressError) else codes[n]
+            if code in (0, errno.EADDRNOTAVAIL):
+                self._ours[interface].discard(vip.ip)
+                gone.append((interface, vip))
+                if code == 0:
+                    log.info("removed %s from %s", vip, interface)
+                results[position] = VipOutcome.REMOVED if code == 0 else VipOutcome.ABSENT
+            else:
+                # Still ours, and still in the ledger: the next removal tries again.
+                results[position] = (
+                    code
+                    if isinstance(code, AddressError)
+                    else AddressError(code, f"removing {vip} from {interface}: {os.strerror(code)}")
+                )
+        # Forgotten only once the kernel has let go of them (or never had them).
+        self.ledger.forget(gone)
+        return results
+
     async def add_vip(
         self, interface: str, vip: VirtualAddress, label: str | None = None
     ) -> VipOutcome:
-        if label is not None and vip.version == 4 and not label.startswith(f"{interface}:"):
-            raise ValueError(f"label {label!r} must start with the interface name: {interface}:")
-        ours = self._ours.setdefault(interface, set())
         present = await self._find(interface, vip)
         if present is not None:
-            if vip.ip in ours:
+            if vip.ip in self._ours.get(interface, ()):
                 return VipOutcome.ALREADY_OURS
             log.warning(
                 "%s already has %s, not added by lvsha: leaving it alone and never removing it",
@@ -202,43 +404,23 @@ class _TrackedAddresses(abc.ABC):
                 present.address,
             )
             return VipOutcome.NOT_OURS
-        try:
-            # Written down before the kernel has it: a crash from here on leaves an entry
-            # that the next process reconciles, never an address nobody knows is ours.
-            self.ledger.record([(interface, vip)])
-        except LedgerError as exc:
-            raise AddressError(exc.errno, f"not adding {vip} to {interface}: {exc}") from None
-        try:
-            added = await self._add(interface, vip, label if vip.version == 4 else None)
-        except BaseException:
-            self.ledger.forget([(interface, vip)])
-            raise
-        if not added:
-            self.ledger.forget([(interface, vip)])
-            log.warning("%s got %s from someone else just now: not ours", interface, vip)
-            return VipOutcome.NOT_OURS
-        ours.add(vip.ip)
-        # Not logged here: the caller announces the VIP first, then says it was added.
-        return VipOutcome.ADDED
+        [result] = self.add_vips([(interface, vip, label)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def remove_vip(self, interface: str, vip: VirtualAddress) -> VipOutcome:
-        ours = self._ours.setdefault(interface, set())
+        [result] = self.remove_vips([(interface, vip)])
+        if isinstance(result, Exception):
+            raise result
+        if result is not None:
+            return result
         present = await self._find(interface, vip)
         if present is None:
-            ours.discard(vip.ip)
             self.ledger.forget([(interface, vip)])
             return VipOutcome.ABSENT
-        if vip.ip not in ours:
-            log.warning("%s has %s, not added by lvsha: left in place", interface, vip)
-            return VipOutcome.NOT_OURS
-        ours.discard(vip.ip)
-        deleted = await self._delete(interface, present)
-        # Forgotten only once the kernel has let go of it (or never had it).
-        self.ledger.forget([(interface, vip)])
-        if not deleted:
-            return VipOutcome.ABSENT
-        log.info("removed %s from %s", present.address, interface)
-        return VipOutcome.REMOVED
+        log.warning("%s has %s, not added by lvsha: left in place", interface, vip)
+        return VipOutcome.NOT_OURS
 
     async def primary_address(self, interface: str, family: Family) -> Address | None:
         return pick_primary(await self._assigned(interface), family, self.added_by_us(interface))
@@ -271,8 +453,37 @@ class MemoryAddresses(_TrackedAddresses):
     async def _assigned(self, interface: str) -> list[AssignedAddress]:
         return list(self._get(interface).addresses)
 
-    async def _add(self, interface: str, vip: VirtualAddress, label: str | None) -> bool:
-        entry = self._get(interface)
+    def _index(self, interface: str) -> int:
+        return self._get(interface).index
+
+    def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
+        by_index = {entry.index: entry for entry in self.interfaces.values()}
+        return [self._apply(by_index.get(request.index), request) for request in requests]
+
+    @staticmethod
+    def _apply(entry: MemoryInterface | None, request: AddressRequest) -> int:
+        """What the kernel does with one request."""
+        if entry is None:
+            return errno.ENODEV
+        vip = request.address
+        # IPv4 tells addresses apart by address and prefix length, IPv6 by address alone
+        # (deletes name the prefix length in both).
+        same = [
+            a
+            for a in entry.addresses
+            if a.address.ip == vip.ip
+            and (
+                a.address.network.prefixlen == vip.network.prefixlen
+                or (request.add and vip.version == 6)
+            )
+        ]
+        if not request.add:
+            if not same:
+                return errno.EADDRNOTAVAIL
+            entry.addresses.remove(same[0])
+            return 0
+        if same:
+            return errno.EEXIST
         # The kernel makes an IPv4 address secondary when the interface already has a primary
         # in the same subnet.
         secondary = vip.version == 4 and any(
@@ -282,15 +493,8 @@ class MemoryAddresses(_TrackedAddresses):
             for a in entry.addresses
         )
         flags = IFA_F_SECONDARY if secondary else IFA_F_NODAD if vip.version == 6 else 0
-        entry.addresses.append(AssignedAddress(vip, flags, label))
-        return True
-
-    async def _delete(self, interface: str, assigned: AssignedAddress) -> bool:
-        entry = self._get(interface)
-        if assigned not in entry.addresses:
-            return False
-        entry.addresses.remove(assigned)
-        return True
+        entry.addresses.append(AssignedAddress(vip, flags, request.label))
+        return 0
 
     async def interface(self, name: str) -> Interface:
         entry = self._get(name)
@@ -306,6 +510,7 @@ class NetlinkAddresses(_TrackedAddresses):
     def __init__(self, ledger: AddressLedger | None = None) -> None:
         super().__init__(ledger)
         self._ipr: Any = None
+        self._rtnl = RtnlSocket()
 
     async def _route(self) -> Any:
         if self._ipr is None:
@@ -314,6 +519,7 @@ class NetlinkAddresses(_TrackedAddresses):
         return self._ipr
 
     def close(self) -> None:
+        self._rtnl.close()
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
@@ -323,6 +529,15 @@ class NetlinkAddresses(_TrackedAddresses):
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+    def _index(self, interface: str) -> int:
+        try:
+            return socket.if_nametoindex(interface)
+        except OSError:
+            raise InterfaceNotFoundError(interface) from None
+
+    def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
+        return self._rtnl.exchange(requests)
 
     async def _link(self, name: str) -> Any:
         ipr = await self._route()
@@ -339,7 +554,7 @@ class NetlinkAddresses(_TrackedAddresses):
         return Interface(name, int(link["index"]), str(link.get("address") or "").lower())
 
     async def _assigned(self, interface: str) -> list[AssignedAddress]:
-        index = (await self.interface(interface)).index
+        index = self._index(interface)
         ipr = await self._route()
         found = []
         async for message in await ipr.addr("dump", index=index):
@@ -358,42 +573,3 @@ class NetlinkAddresses(_TrackedAddresses):
                 )
             )
         return found
-
-    async def _add(self, interface: str, vip: VirtualAddress, label: str | None) -> bool:
-        index = (await self.interface(interface)).index
-        request: dict[str, Any] = {
-            "index": index,
-            "address": str(vip.ip),
-            "prefixlen": vip.network.prefixlen,
-        }
-        if vip.version == 4:
-            request["local"] = str(vip.ip)
-            if label is not None:
-                request["label"] = label
-        else:
-            request["flags"] = IFA_F_NODAD
-        try:
-            await (await self._route()).addr("add", **request)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                return False
-            raise AddressError(exc.code, f"adding {vip} to {interface}: {exc}") from None
-        return True
-
-    async def _delete(self, interface: str, assigned: AssignedAddress) -> bool:
-        index = (await self.interface(interface)).index
-        address = assigned.address
-        request: dict[str, Any] = {
-            "index": index,
-            "address": str(address.ip),
-            "prefixlen": address.network.prefixlen,
-        }
-        if address.version == 4:
-            request["local"] = str(address.ip)
-        try:
-            await (await self._route()).addr("del", **request)
-        except NetlinkError as exc:
-            if exc.code == errno.EADDRNOTAVAIL:
-                return False
-            raise AddressError(exc.code, f"removing {address} from {interface}: {exc}") from None
-        return True

@@ -39,6 +39,14 @@ class Announcer(Protocol):
         """Send one announcement frame per address on `interface`. Raises AnnounceError."""
         ...
 
+    def announce_now(
+        self, interface: str, addresses: Iterable[Announced]
+    ) -> list[IPv4Address | IPv6Address]:
+        """Send what can go out without waiting (the takeover path, inside one callback) and
+        return the addresses whose frame went; a full socket buffer stops it there. Raises
+        AnnounceError."""
+        ...
+
 
 def _plain(address: Announced) -> IPv4Address | IPv6Address:
     if isinstance(address, IPv4Interface | IPv6Interface):
@@ -178,6 +186,26 @@ class PacketAnnouncer:
                 code, f"announcing {', '.join(failed)} on {interface}: {os.strerror(code)}"
             )
 
+    def announce_now(
+        self, interface: str, addresses: Iterable[Announced]
+    ) -> list[IPv4Address | IPv6Address]:
+        port = self._port(interface)
+        sent: list[IPv4Address | IPv6Address] = []
+        for address in map(_plain, addresses):
+            try:
+                port.sock.send(self._frame(interface, port, address))
+            except BlockingIOError:
+                break  # the next round sends the rest
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    self._forget(interface)
+                code = exc.errno or errno.EIO
+                raise AnnounceError(
+                    code, f"announcing {address} on {interface}: {os.strerror(code)}"
+                ) from None
+            sent.append(address)
+        return sent
+
     def _forget(self, interface: str) -> None:
         port = self._ports.pop(interface, None)
         if port is not None:
@@ -207,6 +235,11 @@ class RecordingAnnouncer:
         self.prepared.update((interface, address) for address in map(_plain, addresses))
 
     async def announce(self, interface: str, addresses: Iterable[Announced]) -> None:
-        self.announcements.append(
-            Announcement(self._clock(), interface, tuple(map(_plain, addresses)))
-        )
+        self.announce_now(interface, addresses)
+
+    def announce_now(
+        self, interface: str, addresses: Iterable[Announced]
+    ) -> list[IPv4Address | IPv6Address]:
+        sent = tuple(map(_plain, addresses))
+        self.announcements.append(Announcement(self._clock(), interface, sent))
+        return list(sent)

@@ -81,6 +81,15 @@ class _AnnounceRound:
 
 
 @dataclass(frozen=True, slots=True)
+class _AfterAdd:
+    """What follows a takeover's adds once the frames are out: logging, and giving back any
+    VIP that turned out to be someone else's."""
+
+    added: tuple[HeldAddress, ...]
+    failed: tuple[tuple[HeldAddress, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _AddHeld:
     """A reload's add of VIPs for the mastership it was queued under."""
 
@@ -98,7 +107,7 @@ class _RemoveHeld:
 
 __all__ = ["HANDOVER_GRACE", "HeldAddress", "HeldChange", "HeldKey", "InstanceRunner"]
 
-_Work = AddVips | RemoveVips | _AnnounceRound | _AddHeld | _RemoveHeld
+_Work = AddVips | RemoveVips | _AnnounceRound | _AfterAdd | _AddHeld | _RemoveHeld
 
 
 class InstanceRunner:
@@ -149,6 +158,8 @@ class InstanceRunner:
         self._partial: list[tuple[AnnouncementSchedule, frozenset[HeldKey]]] = []
         """Announcements owed for VIPs a reload added while master (refreshes aside, which
         the whole-instance schedule sends for every VIP)."""
+        self._busy = False
+        """The worker is carrying out an item (and may be waiting inside it)."""
         self._worker = asyncio.create_task(self._do_work(), name=f"vrrp-{self.name}-vips")
         self.send_errors = 0
 
@@ -181,8 +192,7 @@ class InstanceRunner:
         actions = self.machine.reconfigure(params, self._loop.time())
         self.name = params.name
         self._worker.set_name(f"vrrp-{self.name}-vips")
-        for action in actions:
-            self._execute(action)
+        self._execute(actions)
         if actions or self.machine.next_deadline() != before:
             self._rearm()
 
@@ -249,11 +259,25 @@ class InstanceRunner:
 
     def feed(self, event: Event) -> None:
         """Hand one event to the machine now and carry out what it asks."""
-        for action in self.machine.handle(event, self._loop.time()):
-            self._execute(action)
+        self._execute(self.machine.handle(event, self._loop.time()))
         self._rearm()
 
-    def _execute(self, action: Action) -> None:
+    def _execute(self, actions: Sequence[Action]) -> None:
+        """The frames first (advert, VIPs, announcements), then everything that only reports
+        (state change logs, the parent, notify scripts, sync groups), in the machine's order."""
+        for position, action in enumerate(actions):
+            if isinstance(action, AddVips) and any(
+                isinstance(later, RemoveVips) for later in actions[position + 1 :]
+            ):
+                # Master for a moment only (a backup woken from a stall counts its timeout
+                # before the adverts that waited): queued, so skipped, never added or announced.
+                self._work.put_nowait((self._mastership, action))
+                continue
+            self._carry_out(action)
+        for action in actions:
+            self._on_action(self, action)
+
+    def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendAdvert):
             self._send(action.priority)
         elif isinstance(action, AddVips):
@@ -261,7 +285,12 @@ class InstanceRunner:
                 # Master again within the grace: the VIPs never left.
                 self._pending_removal.cancel()
                 self._pending_removal = None
-            self._work.put_nowait((self._mastership, action))
+            if self._work.empty() and not self._busy:
+                # The takeover path: added and announced within this callback.
+                self._work.put_nowait((self._mastership, self._add_now()))
+            else:
+                # After what is queued (a removal from the last spell as master, say).
+                self._work.put_nowait((self._mastership, action))
         elif isinstance(action, RemoveVips):
             self._schedule = None
             self._partial.clear()
@@ -277,7 +306,33 @@ class InstanceRunner:
             # re-asserts itself after hearing a lower priority (repairs ARP caches).
             self._schedule = AnnouncementSchedule(self._garp, self._loop.time())
             self._announce_due()
-        self._on_action(self, action)
+
+    def _add_now(self) -> _AfterAdd:
+        """Put every VIP on in one exchange with the kernel, then send each one's frame of the
+        first announcement round at once; bookkeeping waits until the frames are out."""
+        held = self._held
+        results = self._addresses.add_vips([(h.interface, h.address, h.label) for h in held])
+        due: dict[str, list[VirtualAddress]] = {}
+        added: list[HeldAddress] = []
+        failed: list[tuple[HeldAddress, str]] = []
+        for one, result in zip(held, results, strict=True):
+            if isinstance(result, Exception):
+                failed.append((one, str(result)))
+                continue
+            if result is not VipOutcome.NOT_OURS:
+                self._on[one.key] = one
+                due.setdefault(one.interface, []).append(one.address)
+            if result is VipOutcome.ADDED:
+                added.append(one)
+        for interface, addresses in due.items():
+            try:
+                sent = self._announcer.announce_now(interface, addresses)
+            except AnnounceError as exc:
+                log.error("%s: announcing on %s failed: %s", self.name, interface, exc)
+                continue  # the round tries them again
+            # Their frame of the round queued next has gone: that round skips them.
+            self._announced_early.update(a for a in addresses if a.ip in sent)
+        return _AfterAdd(tuple(added), tuple(failed))
 
     def _remove_after_grace(self, action: RemoveVips) -> None:
         self._pending_removal = None
@@ -354,7 +409,9 @@ class InstanceRunner:
         while (item := await self._work.get()) is not None:
             mastership, work = item
             what = type(work).__name__.lstrip("_")
-            if mastership != self._mastership and not isinstance(work, RemoveVips | _RemoveHeld):
+            if mastership != self._mastership and not isinstance(
+                work, RemoveVips | _RemoveHeld | _AfterAdd
+            ):
                 # Queued while master, and no longer master: the removal queued since
                 # takes care of what was added; nothing more is added or announced.
                 if isinstance(work, _AnnounceRound) and work.only is None:
@@ -363,6 +420,7 @@ class InstanceRunner:
                     work.outcome.set_result(HeldChange(skipped=True))
                 log.debug("%s: %s skipped: no longer master", self.name, what)
                 continue
+            self._busy = True
             try:
                 await self._apply(work, mastership)
             except (InterfaceNotFoundError, AddressError, AnnounceError) as exc:
@@ -370,37 +428,22 @@ class InstanceRunner:
                 log.error("%s: %s failed: %s", self.name, what, exc)
             except Exception:
                 log.exception("%s: %s failed", self.name, what)
+            finally:
+                self._busy = False
 
     async def _apply(self, work: _Work, mastership: int) -> None:
         if isinstance(work, _AddHeld | _RemoveHeld):
             await self._change_held(work, mastership)
         elif isinstance(work, AddVips):
-            for held in self._held:
-                if mastership != self._mastership:
-                    break  # stepped down while adding: add no more
-                outcome = await self._addresses.add_vip(held.interface, held.address, held.label)
-                if outcome is not VipOutcome.NOT_OURS:
-                    self._on[held.key] = held
-                if mastership != self._mastership:
-                    # Stepped down while the kernel added it: never announce it now; the
-                    # removal queued since takes it off.
-                    if outcome is VipOutcome.ADDED:
-                        log.info(
-                            "%s: added %s to %s, no longer master: not announced",
-                            self.name,
-                            held.address,
-                            held.interface,
-                        )
-                    break
-                if self._rounds_queued and outcome is not VipOutcome.NOT_OURS:
-                    await self._announce_early(held)
-                if outcome is VipOutcome.ADDED:
-                    log.info("%s: added %s to %s", self.name, held.address, held.interface)
+            await self._after_add(self._add_now(), mastership)
+        elif isinstance(work, _AfterAdd):
+            await self._after_add(work, mastership)
         elif isinstance(work, RemoveVips):
             # What it holds, and anything still on from before a reload changed that.
             keys = {h.key for h in self._held}
-            for held in [*self._held, *(h for k, h in self._on.items() if k not in keys)]:
-                await self._remove(held)
+            await self._remove_all(
+                [*self._held, *(h for k, h in self._on.items() if k not in keys)]
+            )
         elif isinstance(work, _AnnounceRound) and work.only is not None:
             for interface in dict.fromkeys(h.interface for h in self._held):
                 if mastership != self._mastership:
@@ -423,6 +466,51 @@ class InstanceRunner:
                 ]
                 if due:
                     await self._announcer.announce(interface, due)
+
+    async def _after_add(self, work: _AfterAdd, mastership: int) -> None:
+        for held in work.added:
+            log.info("%s: added %s to %s", self.name, held.address, held.interface)
+        for held, why in work.failed:
+            log.error(
+                "%s: adding %s to %s failed: %s", self.name, held.address, held.interface, why
+            )
+        if mastership != self._mastership:
+            return  # the removal queued since takes them all off
+        disowned = await self._addresses.disown_duplicates(
+            [(h.interface, h.address) for h in work.added]
+        )
+        for held in work.added:
+            if (held.interface, held.address) in disowned:
+                self._on.pop(held.key, None)
+
+    async def _remove_all(self, targets: Sequence[HeldAddress]) -> None:
+        """Take VIPs off in one exchange with the kernel, but those another instance holds."""
+        leaving = []
+        for held in targets:
+            if self._claimed_elsewhere is not None and self._claimed_elsewhere(self, held.key):
+                self._on.pop(held.key, None)
+                log.info(
+                    "%s: %s stays on %s: another instance holds it",
+                    self.name,
+                    held.address,
+                    held.interface,
+                )
+            else:
+                leaving.append(held)
+        results = self._addresses.remove_vips([(h.interface, h.address) for h in leaving])
+        for held, result in zip(leaving, results, strict=True):
+            self._on.pop(held.key, None)
+            if result is None:
+                # Not added by this process: looked at and left alone, or forgotten.
+                await self._addresses.remove_vip(held.interface, held.address)
+            elif isinstance(result, Exception):
+                log.error(
+                    "%s: removing %s from %s failed: %s",
+                    self.name,
+                    held.address,
+                    held.interface,
+                    result,
+                )
 
     async def _remove(self, held: HeldAddress) -> VipOutcome | None:
         """Take one VIP off, unless another instance holds it now; None when left on."""
@@ -477,15 +565,6 @@ class InstanceRunner:
         finally:
             if not work.outcome.done():
                 work.outcome.set_result(change)
-
-    async def _announce_early(self, held: HeldAddress) -> None:
-        """Send `held`'s frame of the queued round now; the round then skips it."""
-        try:
-            await self._announcer.announce(held.interface, [held.address])
-        except AnnounceError as exc:
-            log.error("%s: announcing %s failed: %s", self.name, held.address, exc)
-            return  # the round tries it again
-        self._announced_early.add(held.address)
 
     async def close(self) -> None:
         """Stop the timer and the work queue, after finishing what is queued (a removal

@@ -139,3 +139,34 @@ def test_missing_interface_is_named(lab: Lab) -> None:
                 await port.interface("eth7")
 
     run_in(a, scenario)
+
+
+def test_a_batch_of_vips_goes_on_and_off_in_one_exchange(lab: Lab) -> None:
+    a = lab.add_host("a", "192.0.2.1/24", "2001:db8::1/64")
+    a.ip("addr", "add", "192.0.2.30/24", "dev", "eth0")  # the operator's, same prefix length
+    a.ip("addr", "add", "192.0.2.31/32", "dev", "eth0")  # the operator's, another one
+    vips = [IPv4Interface(f"192.0.2.{n}/24") for n in range(10, 30)] + [VIP6]
+    theirs = [IPv4Interface("192.0.2.30/24"), IPv4Interface("192.0.2.31/24")]
+
+    async def scenario() -> None:
+        async with NetlinkAddresses() as port:
+            results = port.add_vips([("eth0", vip, None) for vip in [*vips, *theirs]])
+            assert results == [VipOutcome.ADDED] * 21 + [VipOutcome.NOT_OURS, VipOutcome.ADDED]
+            present = addresses_on(a)
+            assert {str(vip) for vip in vips} <= present.keys()
+            assert present["2001:db8::10/64"].get("nodad") is True
+            assert port.add_vips([("eth0", VIP6, None)]) == [VipOutcome.ALREADY_OURS]
+            # 192.0.2.31 was there as a /32: the kernel took our /24 too; the check after the
+            # announcements gives it back.
+            assert await port.disown_duplicates([("eth0", theirs[1])]) == [("eth0", theirs[1])]
+            assert "192.0.2.31/24" not in addresses_on(a)
+            removed = port.remove_vips([("eth0", vip) for vip in [*vips, *theirs]])
+            assert removed == [VipOutcome.REMOVED] * 21 + [None, None]
+            assert port.remove_vips([("eth0", VIP6)]) == [None]  # forgotten: not ours any more
+            [missing] = port.add_vips([("eth7", VIP6, None)])
+            assert isinstance(missing, InterfaceNotFoundError)
+
+    run_in(a, scenario)
+    present = addresses_on(a)
+    assert not {str(vip) for vip in vips} & present.keys()
+    assert {"192.0.2.30/24", "192.0.2.31/32", "192.0.2.1/24"} <= present.keys()

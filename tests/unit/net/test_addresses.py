@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_interface
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,6 +14,7 @@ from lvsha.net.addresses import (
     IFA_F_NODAD,
     IFA_F_SECONDARY,
     IFA_F_TENTATIVE,
+    AddressError,
     AssignedAddress,
     Interface,
     InterfaceNotFoundError,
@@ -18,6 +23,8 @@ from lvsha.net.addresses import (
     VipOutcome,
     pick_primary,
 )
+from lvsha.net.ledger import AddressLedger
+from lvsha.net.rtnl import AddressRequest
 
 MAC = "02:00:00:00:00:01"
 VIP4 = ip_interface("192.0.2.10/24")
@@ -157,3 +164,106 @@ def test_primary_ipv6_is_the_usable_link_local() -> None:
     ]
     assert pick_primary(assigned, 6, ours=()) == IPv6Address("fe80::3")
     assert pick_primary(assigned[:2], 6, ours=()) is None
+
+
+# The takeover path: many VIPs in one exchange with the kernel, without looking first.
+
+
+class CountingAddresses(MemoryAddresses):
+    """Counts exchanges with the "kernel" and ledger writes; can fail an exchange."""
+
+    def __init__(self, ledger: AddressLedger, fail: OSError | None = None) -> None:
+        super().__init__(port().interfaces, ledger)
+        self.exchanges = 0
+        self.fail = fail
+
+    def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
+        self.exchanges += 1
+        if self.fail is not None:
+            raise self.fail
+        return super()._exchange(requests)
+
+
+class CountingLedger(AddressLedger):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes = 0
+
+    def _write(self, entries: set[tuple[str, Any]]) -> None:
+        self.writes += 1
+        super()._write(entries)
+
+
+VIPS = [ip_interface(f"192.0.2.{n}/24") for n in range(100, 120)]
+
+
+def test_twenty_vips_go_on_in_one_exchange_and_one_ledger_write(tmp_path: Path) -> None:
+    ledger = CountingLedger(tmp_path / "addresses.json")
+    addresses = CountingAddresses(ledger)
+    results = addresses.add_vips([("eth0", vip, None) for vip in VIPS])
+    assert results == [VipOutcome.ADDED] * 20
+    assert (addresses.exchanges, ledger.writes) == (1, 1)
+    assert set(AddressLedger(ledger.path).entries()) == {("eth0", vip) for vip in VIPS}
+    assert (
+        addresses.add_vips([("eth0", vip, None) for vip in VIPS]) == [VipOutcome.ALREADY_OURS] * 20
+    )
+    assert ledger.writes == 1  # nothing new to write down
+    removed = addresses.remove_vips([("eth0", vip) for vip in VIPS])
+    assert removed == [VipOutcome.REMOVED] * 20
+    assert (addresses.exchanges, ledger.writes) == (3, 2)
+    assert AddressLedger(ledger.path).entries() == frozenset()
+
+
+def test_a_batch_says_what_became_of_each_vip(tmp_path: Path) -> None:
+    addresses = CountingAddresses(AddressLedger(tmp_path / "addresses.json"))
+    addresses.interfaces["eth0"].addresses.append(AssignedAddress(ip_interface("192.0.2.101/24")))
+    results = addresses.add_vips(
+        [("eth0", VIPS[0], None), ("eth0", VIPS[1], None), ("eth9", VIPS[2], None)]
+    )
+    assert results[0] is VipOutcome.ADDED
+    assert results[1] is VipOutcome.NOT_OURS  # the operator's: the kernel said EEXIST
+    assert isinstance(results[2], InterfaceNotFoundError)
+    assert addresses.ledger.entries() == {("eth0", VIPS[0])}
+    removed = addresses.remove_vips([("eth0", VIPS[0]), ("eth0", VIPS[1])])
+    assert removed == [VipOutcome.REMOVED, None]  # not ours: remove_vip looks, then leaves it
+    assert "192.0.2.101/24" in on(addresses)
+
+
+def test_a_failed_exchange_fails_every_vip_and_forgets_them(tmp_path: Path) -> None:
+    addresses = CountingAddresses(
+        AddressLedger(tmp_path / "addresses.json"), OSError(errno.ENOBUFS, "No buffer space")
+    )
+    results = addresses.add_vips([("eth0", vip, None) for vip in VIPS[:2]])
+    assert all(isinstance(r, AddressError) and "No buffer space" in str(r) for r in results)
+    assert addresses.ledger.entries() == frozenset()
+    assert addresses.added_by_us("eth0") == frozenset()
+
+
+def test_a_vip_that_vanished_behind_our_back_is_added_again(tmp_path: Path) -> None:
+    addresses = CountingAddresses(AddressLedger(tmp_path / "addresses.json"))
+    addresses.add_vips([("eth0", VIP4, None)])
+    addresses.interfaces["eth0"].addresses.pop()  # `ip addr del` by hand
+    assert addresses.add_vips([("eth0", VIP4, None)]) == [VipOutcome.ADDED]
+    assert addresses.remove_vips([("eth0", VIP4)]) == [VipOutcome.REMOVED]
+    addresses.add_vips([("eth0", VIP4, None)])
+    addresses.interfaces["eth0"].addresses.pop()
+    assert addresses.remove_vips([("eth0", VIP4)]) == [VipOutcome.ABSENT]
+    assert addresses.ledger.entries() == frozenset()
+
+
+async def test_an_ipv4_address_there_under_another_prefix_length_is_given_back(
+    tmp_path: Path,
+) -> None:
+    # An exclusive add only sees the same address with the same prefix length; the check
+    # after the frames are out finds the operator's /32 and takes our /24 off again.
+    addresses = CountingAddresses(AddressLedger(tmp_path / "addresses.json"))
+    addresses.interfaces["eth0"].addresses.append(AssignedAddress(ip_interface("192.0.2.10/32")))
+    assert addresses.add_vips([("eth0", VIP4, None), ("eth0", VIPS[0], None)]) == [
+        VipOutcome.ADDED,
+        VipOutcome.ADDED,
+    ]
+    disowned = await addresses.disown_duplicates([("eth0", VIP4), ("eth0", VIPS[0])])
+    assert disowned == [("eth0", VIP4)]
+    assert "192.0.2.10/32" in on(addresses) and "192.0.2.10/24" not in on(addresses)
+    assert addresses.added_by_us("eth0") == {VIPS[0].ip}
+    assert addresses.ledger.entries() == {("eth0", VIPS[0])}

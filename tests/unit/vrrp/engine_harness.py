@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -16,6 +16,8 @@ from lvsha.net.addresses import (
     MemoryAddresses,
     MemoryInterface,
     VipOutcome,
+    VipRequest,
+    VipResult,
 )
 from lvsha.net.announce import RecordingAnnouncer
 from lvsha.vrrp.engine import VrrpEngine
@@ -127,25 +129,37 @@ class JournalAddresses(MemoryAddresses):
     def on(self, interface: str) -> set[str]:
         return {str(a.address) for a in self.interfaces[interface].addresses}
 
+    def add_vips(self, vips: Sequence[VipRequest]) -> list[VipResult]:
+        results: list[VipResult] = []
+        for interface, vip, label in vips:
+            if str(vip) in self.refuse_add:
+                results.append(AddressError(1, f"adding {vip} to {interface}: refused"))
+                continue
+            results += super().add_vips([(interface, vip, label)])
+            self.journal.append(("add", interface, str(vip)))
+        self.after_change()
+        return results
+
+    def remove_vips(self, vips: Sequence[tuple[str, VirtualAddress]]) -> list[VipResult | None]:
+        results: list[VipResult | None] = []
+        for interface, vip in vips:
+            if str(vip) in self.refuse_remove:
+                results.append(AddressError(1, f"removing {vip} from {interface}: refused"))
+                continue
+            results += super().remove_vips([(interface, vip)])
+            self.journal.append(("remove", interface, str(vip)))
+        self.after_change()
+        return results
+
     async def add_vip(
         self, interface: str, vip: VirtualAddress, label: str | None = None
     ) -> VipOutcome:
         await asyncio.sleep(0)  # the kernel answers later
-        if str(vip) in self.refuse_add:
-            raise AddressError(1, f"adding {vip} to {interface}: refused")
-        outcome = await super().add_vip(interface, vip, label)
-        self.journal.append(("add", interface, str(vip)))
-        self.after_change()
-        return outcome
+        return await super().add_vip(interface, vip, label)
 
     async def remove_vip(self, interface: str, vip: VirtualAddress) -> VipOutcome:
         await asyncio.sleep(0)
-        if str(vip) in self.refuse_remove:
-            raise AddressError(1, f"removing {vip} from {interface}: refused")
-        outcome = await super().remove_vip(interface, vip)
-        self.journal.append(("remove", interface, str(vip)))
-        self.after_change()
-        return outcome
+        return await super().remove_vip(interface, vip)
 
 
 class Harness:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from ipaddress import IPv4Address, IPv4Interface
+from collections.abc import Callable, Iterable, Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 from typing import Any
 
-from lvsha.net.addresses import MemoryAddresses, MemoryInterface, VipOutcome
-from lvsha.net.announce import Announced, RecordingAnnouncer
+import pytest
+
+from lvsha.net.addresses import MemoryAddresses, MemoryInterface, VipRequest, VipResult
+from lvsha.net.announce import Announced, Announcement, RecordingAnnouncer
 from lvsha.net.garp import GarpSettings
 from lvsha.vrrp.events import (
     Action,
@@ -85,7 +87,7 @@ def runner(
     )
 
 
-def announcements(run: InstanceRunner) -> list[object]:
+def announcements(run: InstanceRunner) -> list[Announcement]:
     announcer = run._announcer
     assert isinstance(announcer, RecordingAnnouncer)
     return list(announcer.announcements)
@@ -131,30 +133,48 @@ async def test_becoming_master_again_within_the_grace_keeps_the_vips() -> None:
     await run.close()
 
 
-async def test_a_mastership_that_ended_before_its_vips_were_added_adds_and_announces_nothing() -> (
-    None
-):
-    # Master for a moment (here: an owner whose link drops at once; in the chaos bench, a
-    # backup woken from SIGSTOP whose master-down timer had run out): the add and the
-    # announcements queued for that moment must not run once it is over, or a backup
-    # answers ARP for the VIP and sends clients away from the real master.
-    run, addresses = runner(priority=255)
+async def test_a_mastership_that_ended_within_one_event_adds_and_announces_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A backup woken from a stall (SIGSTOP, a paused VM) counts its timeout before the advert
+    # that waited, then steps down within the same event: the takeover's add and frames must
+    # not happen for that moment, or a backup answers ARP for the VIP and sends clients away
+    # from the real master.
+    states: list[VrrpState] = []
+    run, addresses = runner(
+        on_action=lambda runner, action: (
+            states.append(action.new) if isinstance(action, StateChanged) else None
+        )
+    )
     run.feed(Startup())
-    assert run.state is VrrpState.MASTER
-    run.feed(LinkChanged(up=False))
-    assert run.machine.state is VrrpState.FAULT
+    assert run.state is VrrpState.BACKUP
+    loop = asyncio.get_running_loop()
+    due = run.machine.next_deadline()
+    assert due is not None
+    stalled = due + 0.01 - loop.time()
+    real = loop.time
+    monkeypatch.setattr(loop, "time", lambda: real() + stalled)  # the clock after the stall
+    run.feed(AdvertReceived(PEER, 200, 0.05))
+    monkeypatch.undo()
+    assert states == [VrrpState.BACKUP, VrrpState.MASTER, VrrpState.BACKUP]
     await run.close()  # works off the whole queue
     assert not holds(addresses)
     assert addresses.ledger.entries() == frozenset()
     assert announcements(run) == []
 
 
-async def test_fault_removes_the_vips_at_once() -> None:
-    run, addresses = runner()
-    await become_master(run, addresses)
-    run.feed(LinkChanged(up=False))
-    await wait_for(lambda: not holds(addresses), HANDOVER_GRACE / 2)
+async def test_an_owner_master_at_start_up_adds_and_announces_within_the_call() -> None:
+    # The takeover path: by the time feed() returns, the advert is sent, the VIP is on and its
+    # first frame is out, before any task has run.
+    run, addresses = runner(priority=255)
+    run.feed(Startup())
+    assert run.state is VrrpState.MASTER
+    assert holds(addresses)
+    assert [a.addresses for a in announcements(run)] == [(VIP.ip,)]
+    sender = run._sender
+    assert isinstance(sender, Sent) and len(sender.adverts) == 1
     await run.close()
+    assert len(announcements(run)) == 1  # burst 1: the round skips what went out early
 
 
 async def test_timers_never_fire_before_their_deadline() -> None:
@@ -169,91 +189,107 @@ async def test_timers_never_fire_before_their_deadline() -> None:
 
 
 class OrderedAddresses(MemoryAddresses):
-    """Memory addresses that log each add into a shared journal."""
+    """Memory addresses that log each add and removal into a shared journal."""
 
     def __init__(self, journal: list[str], *args: Any) -> None:
         super().__init__(*args)
         self.journal = journal
 
-    async def add_vip(
-        self, interface: str, vip: VirtualAddress, label: str | None = None
-    ) -> VipOutcome:
-        outcome = await super().add_vip(interface, vip, label)
-        self.journal.append(f"add {vip.ip}")
-        await asyncio.sleep(0)  # a real add waits for the kernel's acknowledgement
-        return outcome
+    def add_vips(self, vips: Sequence[VipRequest]) -> list[VipResult]:
+        results = super().add_vips(vips)
+        self.journal.extend(f"add {vip.ip}" for _, vip, _ in vips)
+        return results
+
+    def remove_vips(self, vips: Sequence[tuple[str, VirtualAddress]]) -> list[VipResult | None]:
+        results = super().remove_vips(vips)
+        self.journal.extend(f"remove {vip.ip}" for _, vip in vips)
+        return results
 
 
 class OrderedAnnouncer(RecordingAnnouncer):
+    """Records each frame in a shared journal; `hold` keeps announcement rounds waiting."""
+
     def __init__(self, journal: list[str]) -> None:
         super().__init__()
         self.journal = journal
+        self.hold: asyncio.Event | None = None
+        self.held = asyncio.Event()
+
+    def announce_now(
+        self, interface: str, addresses: Iterable[Announced]
+    ) -> list[IPv4Address | IPv6Address]:
+        sent = super().announce_now(interface, addresses)
+        self.journal.extend(f"announce {a}" for a in sent)
+        return sent
 
     async def announce(self, interface: str, addresses: Iterable[Announced]) -> None:
-        listed = list(addresses)
-        self.journal.extend(f"announce {IPv4Interface(a).ip}" for a in listed)
-        await super().announce(interface, listed)
+        if self.hold is not None:
+            self.held.set()
+            await self.hold.wait()
+        await super().announce(interface, addresses)
 
 
-async def test_each_vip_is_announced_right_after_its_add_and_once_per_round() -> None:
-    vips = (VIP, IPv4Interface("192.0.2.101/24"), IPv4Interface("192.0.2.102/24"))
+def ordered_runner(
+    vips: Sequence[IPv4Interface], garp: GarpSettings, priority: int = 100
+) -> tuple[InstanceRunner, list[str], OrderedAnnouncer]:
     params = InstanceParams(
         name="VI",
         vrid=7,
         version=3,
-        priority=100,
+        priority=priority,
         advert_interval=0.05,
         primary_address=IPv4Address("192.0.2.11"),
-        vips=vips,
+        vips=tuple(vips),
     )
     journal: list[str] = []
-    addresses = OrderedAddresses(journal, {"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
     announcer = OrderedAnnouncer(journal)
     run = InstanceRunner(
         VrrpMachine(params),
-        advert=Advert(VrrpVersion.V3, 7, 100, 5, tuple(v.ip for v in vips)),
+        advert=Advert(VrrpVersion.V3, 7, priority, 5, tuple(v.ip for v in vips)),
         sender=Sent(),
-        addresses=addresses,
+        addresses=OrderedAddresses(journal, {"eth0": MemoryInterface(2, "02:00:00:00:00:01")}),
         announcer=announcer,
         held=[HeldAddress(vip, "eth0") for vip in vips],
-        garp=GarpSettings(burst=2, delay=0),
+        garp=garp,
         on_action=lambda runner, action: None,
     )
+    return run, journal, announcer
+
+
+async def test_all_vips_are_added_at_once_then_announced_once_per_round() -> None:
+    vips = (VIP, IPv4Interface("192.0.2.101/24"), IPv4Interface("192.0.2.102/24"))
+    run, journal, _ = ordered_runner(vips, GarpSettings(burst=2, delay=0))
     run.feed(Startup())
     await wait_for(lambda: len(journal) == 3 + 2 * 3, 2)
-    first_round = [f"{verb} {vip.ip}" for vip in vips for verb in ("add", "announce")]
-    second_round = [f"announce {vip.ip}" for vip in vips]
-    assert journal == first_round + second_round
+    adds = [f"add {vip.ip}" for vip in vips]
+    frames = [f"announce {vip.ip}" for vip in vips]
+    assert journal == adds + frames + frames
     await run.close()
     assert len(journal) == 9  # no frame sent twice within a round
 
 
-class SlowAddresses(MemoryAddresses):
-    """Adds only when the test says so: a step down can happen while the kernel adds."""
-
-    def __init__(self) -> None:
-        super().__init__({"eth0": MemoryInterface(2, "02:00:00:00:00:01")})
-        self.adding = asyncio.Event()
-        self.proceed = asyncio.Event()
-
-    async def add_vip(
-        self, interface: str, vip: VirtualAddress, label: str | None = None
-    ) -> VipOutcome:
-        self.adding.set()
-        await self.proceed.wait()
-        return await super().add_vip(interface, vip, label)
-
-
-async def test_a_step_down_while_the_vip_is_being_added_announces_nothing() -> None:
-    addresses = SlowAddresses()
-    run, _ = runner(priority=255, addresses=addresses)
-    run.feed(Startup())  # the owner: master at once, the add starts
-    await asyncio.wait_for(addresses.adding.wait(), 2)
-    run.feed(LinkChanged(up=False))  # gone while the kernel adds
-    addresses.proceed.set()
+async def test_a_takeover_while_the_last_spell_is_still_being_worked_off_waits_for_it() -> None:
+    # The worker is busy (a round of announcements waiting on a full socket), a fault queues
+    # the removal, and the owner comes back: its add must follow that removal, never pass it.
+    run, journal, announcer = ordered_runner((VIP,), GarpSettings(burst=2, delay=0), 255)
+    announcer.hold = asyncio.Event()
+    run.feed(Startup())  # the owner: master at once; the first frame goes with the add
+    await asyncio.wait_for(announcer.held.wait(), 2)  # the second round waits in the worker
+    run.feed(LinkChanged(up=False))  # removal queued behind it
+    run.feed(LinkChanged(up=True))
+    await wait_for(lambda: run.state is VrrpState.MASTER, 2)  # add queued behind that
+    assert journal == [f"add {VIP.ip}", f"announce {VIP.ip}"]
+    announcer.hold.set()
+    await wait_for(lambda: len(journal) >= 6, 2)
     await run.close()
-    assert announcements(run) == []
-    assert not holds(addresses)
+    assert journal[:6] == [
+        f"add {VIP.ip}",
+        f"announce {VIP.ip}",
+        f"announce {VIP.ip}",  # the round that was already on its way
+        f"remove {VIP.ip}",
+        f"add {VIP.ip}",
+        f"announce {VIP.ip}",
+    ]
 
 
 async def test_adverts_waiting_in_the_socket_go_in_before_a_timeout() -> None:
