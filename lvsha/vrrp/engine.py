@@ -433,7 +433,7 @@ class VrrpEngine:
         held = list(held)
         try:
             for interface in dict.fromkeys(h.interface for h in held):
-                # Build the frames now: the first one costs ~100 ms (scapy), not at failover.
+                # Build the frames now, not at failover (and learn early of a bad interface).
                 self._announcer.prepare(
                     interface, [h.address for h in held if h.interface == interface]
                 )

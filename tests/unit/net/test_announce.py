@@ -73,3 +73,25 @@ def test_recording_announcer_remembers_what_was_prepared() -> None:
     recorder.prepare("eth0", [ip_interface("192.0.2.10/24")])
     assert recorder.prepared == {("eth0", IPv4Address("192.0.2.10"))}
     assert recorder.announcements == []
+
+
+def test_frames_are_byte_for_byte_what_scapy_builds() -> None:
+    # scapy builds the reference frames (the VRRP process no longer imports it).
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6  # noqa: PLC0415
+    from scapy.layers.l2 import ARP, Ether  # noqa: PLC0415
+
+    for mac in (MAC, "aa:bb:cc:dd:ee:ff", "00:00:00:00:00:01"):
+        for address in ("192.0.2.10", "10.255.0.1", "0.0.0.0"):
+            expected = Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / ARP(
+                op="who-has", hwsrc=mac, psrc=address, hwdst="ff:ff:ff:ff:ff:ff", pdst=address
+            )
+            assert gratuitous_arp(mac, IPv4Address(address)) == bytes(expected)
+        for address in ("2001:db8::10", "fe80::1", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"):
+            for router in (False, True):
+                expected = (
+                    Ether(dst="33:33:00:00:00:01", src=mac)
+                    / IPv6(src=address, dst="ff02::1", hlim=255)
+                    / ICMPv6ND_NA(tgt=address, R=int(router), S=0, O=1)
+                    / ICMPv6NDOptDstLLAddr(lladdr=mac)
+                )
+                assert unsolicited_na(mac, IPv6Address(address), router) == bytes(expected)

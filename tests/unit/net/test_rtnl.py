@@ -132,3 +132,45 @@ def test_a_missing_acknowledgement_is_an_error_not_a_success() -> None:
     with pytest.raises(OSError, match="did not acknowledge 1 address request"):
         rtnl.exchange([AddressRequest(True, 2, ip_interface("192.0.2.10/24"))])
     assert rtnl._socket is None  # a fresh socket next time: no stray answer is misread
+
+
+def pyroute2_encoded(request: AddressRequest, sequence: int) -> bytes:
+    message = ifaddrmsg()
+    address = request.address
+    message["family"] = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    message["prefixlen"] = address.network.prefixlen
+    message["index"] = request.index
+    message["scope"] = 0
+    attrs: list[tuple[str, object]] = []
+    if address.version == 4:
+        message["flags"] = 0
+        attrs = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
+        if request.label is not None and request.add:
+            attrs.append(("IFA_LABEL", request.label))
+    else:
+        message["flags"] = IFA_F_NODAD if request.add else 0
+        attrs = [("IFA_ADDRESS", str(address.ip))]
+        if request.add:
+            attrs.append(("IFA_FLAGS", IFA_F_NODAD))
+    message["attrs"] = attrs
+    message["header"]["type"] = RTM_NEWADDR if request.add else RTM_DELADDR
+    message["header"]["flags"] = (
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        if request.add
+        else NLM_F_REQUEST | NLM_F_ACK
+    )
+    message["header"]["sequence_number"] = sequence
+    message.encode()
+    return bytes(message.data)
+
+
+def test_requests_are_byte_for_byte_what_pyroute2_encodes() -> None:
+    for add in (True, False):
+        for address, label in (
+            ("192.0.2.10/24", "eth0:vip"),
+            ("192.0.2.10/32", None),
+            ("2001:db8::10/64", None),
+            ("2001:db8::10/128", None),
+        ):
+            request = AddressRequest(add, 7, ip_interface(address), label)
+            assert encode(request, 42) == pyroute2_encoded(request, 42), (add, address)
