@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -54,6 +54,7 @@ from lvsha.net.nlmsg import (
     ReplyFormatError,
 )
 from lvsha.net.nlmsg import attribute as _attribute
+from lvsha.net.nlmsg import attributes as _attributes
 
 # The flags pyroute2 0.9.7 sends for each kind of request; the kernel's IPVS family ignores
 # all but REQUEST, ACK and DUMP, and these keep our requests identical to its.
@@ -108,20 +109,14 @@ IP_VS_SVC_F_HASHED = 0x0002
 # The kernel applies new = (old & ~mask) | (flags & mask); a full mask sets every bit we send.
 _FULL_MASK = 0xFFFF_FFFF
 
-# Attribute type bits that are not part of the type (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
-_NLA_TYPE_MASK = 0x3FFF
-
 _HEADER = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr
 _ATTRIBUTE_HEADER = struct.Struct("=HH")
-_NLMSGHDR = struct.Struct("=IHHII")
 _U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
-_S32 = struct.Struct("=i")
 _BE16 = struct.Struct("!H")
 _BE32 = struct.Struct("!I")
 _FLAGS = struct.Struct("=II")
 _HEADER_SIZE = _HEADER.size
-_NLMSGHDR_SIZE = _NLMSGHDR.size
 _GENLMSGHDR_SIZE = 4
 
 
@@ -404,36 +399,6 @@ class IpvsRequests:
 
 # --- replies ----------------------------------------------------------------------------------
 
-Reply = tuple[int, int, int, memoryview]
-"""One netlink message: (type, flags, sequence number, payload after the nlmsghdr)."""
-
-
-def replies(data: bytes) -> Iterator[Reply]:
-    """The netlink messages in one datagram from the kernel."""
-    view = memoryview(data)
-    offset = 0
-    end = len(data)
-    while offset < end:
-        if end - offset < _NLMSGHDR_SIZE:
-            raise ReplyFormatError(f"{end - offset} stray bytes after the last netlink message")
-        length, kind, flags, sequence, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR_SIZE or offset + length > end:
-            raise ReplyFormatError(
-                f"netlink message of length {length} at offset {offset} of a {end}-byte datagram"
-            )
-        yield kind, flags, sequence, view[offset + _NLMSGHDR_SIZE : offset + length]
-        offset += (length + 3) & ~3
-
-
-def error_code(payload: memoryview) -> int:
-    """The errno of an NLMSG_ERROR (0: an acknowledgement) or NLMSG_DONE message."""
-    if len(payload) < 4:
-        if len(payload) == 0:
-            return 0  # NLMSG_DONE without a payload, as some kernels sent it
-        raise ReplyFormatError(f"{len(payload)}-byte error payload")
-    code: int = _S32.unpack_from(payload)[0]
-    return -code
-
 
 def _nested(payload: memoryview, outer: int) -> dict[int, memoryview]:
     """The attributes inside the top-level attribute `outer` of a generic netlink payload."""
@@ -441,18 +406,6 @@ def _nested(payload: memoryview, outer: int) -> dict[int, memoryview]:
     if inner is None:
         raise ReplyFormatError(f"reply without attribute {outer}")
     return _attributes(inner, 0)
-
-
-def _attributes(data: memoryview, offset: int) -> dict[int, memoryview]:
-    found = {}
-    end = len(data)
-    while offset + 4 <= end:
-        length, kind = _ATTRIBUTE_HEADER.unpack_from(data, offset)
-        if length < 4 or offset + length > end:
-            raise ReplyFormatError(f"attribute {kind} of length {length} overruns its message")
-        found[kind & _NLA_TYPE_MASK] = data[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
-    return found
 
 
 def _address(family: int, raw: memoryview) -> IPAddress:

@@ -30,8 +30,6 @@ from lvsha.ipvs.genl_codec import (
     IpvsRequests,
     decode_destination,
     decode_service,
-    error_code,
-    replies,
 )
 from lvsha.ipvs.model import Destination, DestinationKey, Service, ServiceKey, ServiceOptions
 from lvsha.ipvs.plan import (
@@ -59,6 +57,8 @@ from lvsha.net.nlmsg import (
     SO_RCVBUFFORCE,
     SOL_NETLINK,
     acknowledgements,
+    error_code,
+    replies,
 )
 
 _ErrorClasses = Mapping[int, type[IpvsError]]

@@ -29,8 +29,6 @@ from lvsha.ipvs.genl_codec import (
     decode_netmask,
     decode_service,
     encode_netmask,
-    error_code,
-    replies,
 )
 from lvsha.ipvs.model import (
     AddressKey,
@@ -57,7 +55,7 @@ from lvsha.ipvs.plan import (
     EditService,
     Operation,
 )
-from lvsha.net.nlmsg import ReplyFormatError, acknowledgements
+from lvsha.net.nlmsg import ReplyFormatError, acknowledgements, error_code, replies
 
 FAMILY_ID = 0x1F  # whatever the kernel assigned "IPVS"; any value will do here
 TCP, UDP, SCTP = TransportProtocol.TCP, TransportProtocol.UDP, TransportProtocol.SCTP
