@@ -23,15 +23,13 @@ from ipaddress import (
     IPv4Interface,
     IPv6Address,
     IPv6Interface,
-    ip_interface,
 )
-from typing import Any, Literal, Protocol, TypeAlias, cast
-
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import Literal, Protocol, TypeAlias, cast
 
 from lvsha.net.ledger import AddressLedger, LedgerError
+from lvsha.net.nlmsg import RefusedError
 from lvsha.net.rtnl import AddressRequest, RtnlSocket
+from lvsha.net.rtnl_dump import Link, RtnlQueries
 
 log = logging.getLogger(__name__)
 
@@ -502,27 +500,24 @@ class MemoryAddresses(_TrackedAddresses):
 
 
 class NetlinkAddresses(_TrackedAddresses):
-    """Implements `AddressPort` with rtnetlink (pyroute2 AsyncIPRoute).
+    """Implements `AddressPort` with rtnetlink, on plain netlink sockets (lvsha.net.rtnl for
+    requests, lvsha.net.rtnl_dump for queries).
 
-    Opens its netlink socket on first use, in the network namespace of the calling thread.
+    Opens its netlink sockets on first use, in the network namespace of the calling thread.
     """
 
     def __init__(self, ledger: AddressLedger | None = None) -> None:
         super().__init__(ledger)
-        self._ipr: Any = None
+        self._queries = RtnlQueries()
         self._rtnl = RtnlSocket()
 
-    async def _route(self) -> Any:
-        if self._ipr is None:
-            # groups=0: this socket asks; it must not queue every address and route event.
-            self._ipr = AsyncIPRoute(groups=0)
-        return self._ipr
+    def _route(self) -> RtnlQueries:
+        # Joins no multicast group: this socket asks; it must not queue every address event.
+        return self._queries
 
     def close(self) -> None:
         self._rtnl.close()
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        self._queries.close()
 
     async def __aenter__(self) -> NetlinkAddresses:
         return self
@@ -539,37 +534,30 @@ class NetlinkAddresses(_TrackedAddresses):
     def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
         return self._rtnl.exchange(requests)
 
-    async def _link(self, name: str) -> Any:
-        ipr = await self._route()
+    def _warm(self) -> None:
         try:
-            (link,) = await ipr.link("get", ifname=name)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+            self._rtnl.open()
+        except OSError as exc:
+            log.warning("cannot open a netlink socket yet: %s", exc)  # the first add tries
+
+    def _link(self, name: str) -> Link:
+        try:
+            return self._route().link(name)
+        except RefusedError as exc:
+            if exc.errno == errno.ENODEV:
                 raise InterfaceNotFoundError(name) from None
             raise
-        return link
 
     async def interface(self, name: str) -> Interface:
-        link = await self._link(name)
-        return Interface(name, int(link["index"]), str(link.get("address") or "").lower())
+        link = self._link(name)
+        return Interface(name, link.index, link.mac)
 
     async def _assigned(self, interface: str) -> list[AssignedAddress]:
         index = self._index(interface)
-        ipr = await self._route()
         found = []
-        async for message in await ipr.addr("dump", index=index):
-            address = message.get("address")
-            local = message.get("local")
-            # For IPv4 IFA_LOCAL is the address itself; IFA_ADDRESS the peer on point-to-point.
-            text = local if message["family"] == socket.AF_INET and local else address
-            if text is None:
+        for entry in self._route().addresses():
+            address = entry.interface_address
+            if entry.index != index or address is None:
                 continue
-            flags = message.get("IFA_FLAGS")
-            found.append(
-                AssignedAddress(
-                    ip_interface(f"{text}/{message['prefixlen']}"),
-                    int(flags if flags is not None else message["flags"]),
-                    message.get("label"),
-                )
-            )
+            found.append(AssignedAddress(address, entry.flags, entry.label))
         return found

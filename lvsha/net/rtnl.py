@@ -103,6 +103,27 @@ def _body(request: AddressRequest) -> tuple[int, int, bytes]:
     return kind, message_flags, header + body
 
 
+def route_socket(timeout: float | None) -> socket.socket:
+    """A NETLINK_ROUTE socket bound in the network namespace of the calling thread; blocking
+    with `timeout` (None: non-blocking)."""
+    netlink = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE
+    )
+    try:
+        netlink.bind((0, 0))
+        if timeout is None:
+            netlink.setblocking(False)
+        else:
+            netlink.settimeout(timeout)
+        # Refusals then carry the errno without an echo of the request.
+        with contextlib.suppress(OSError):
+            netlink.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+    except BaseException:
+        netlink.close()
+        raise
+    return netlink
+
+
 class RtnlSocket:
     """A plain NETLINK_ROUTE socket for address requests, opened on first use in the network
     namespace of the calling thread."""
@@ -113,19 +134,7 @@ class RtnlSocket:
 
     def _open(self) -> socket.socket:
         if self._socket is None:
-            netlink = socket.socket(
-                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE
-            )
-            try:
-                netlink.bind((0, 0))
-                netlink.settimeout(REPLY_TIMEOUT)
-                # Refusals then carry the errno without an echo of the request.
-                with contextlib.suppress(OSError):
-                    netlink.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            except BaseException:
-                netlink.close()
-                raise
-            self._socket = netlink
+            self._socket = route_socket(REPLY_TIMEOUT)
         return self._socket
 
     def exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
