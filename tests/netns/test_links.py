@@ -113,7 +113,9 @@ def test_lost_notifications_are_recovered_from_a_fresh_dump(lab: Lab) -> None:
     async def scenario() -> None:
         async with LinkMonitor(["eth0"]) as monitor:
             # The smallest receive buffer the kernel allows holds only a few link messages.
-            monitor._ipr.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            netlink = monitor._socket
+            assert netlink is not None
+            netlink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
             # The event loop is blocked while these run, so nothing drains the socket.
             for mtu in range(1300, 1340):
                 a.ip("link", "set", "eth0", "mtu", str(mtu))
