@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from lvsha.checks.script import ScriptCommand
 from lvsha.config.model import LvshaConfig
 from lvsha.config.vrrp import Notify, VrrpInstance
 from lvsha.messages import Message, VrrpStateChanged
@@ -50,6 +49,7 @@ from lvsha.net.announce import Announcer
 from lvsha.net.garp import GarpSettings
 from lvsha.net.links import LinkChanged as LinkEvent
 from lvsha.net.sysctl import ensure_accept_local
+from lvsha.scripts import ScriptCommand
 from lvsha.vrrp.events import (
     Action,
     Address,

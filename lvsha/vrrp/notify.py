@@ -22,7 +22,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from lvsha.checks.script import (
+from lvsha.scripts import (
     SCRIPT_PATH,
     ScriptCommand,
     ScriptRefusedError,

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lvsha.checks.script import (
+from lvsha.scripts import (
     SCRIPT_PATH,
     ScriptCommand,
     ScriptRefusedError,

@@ -29,6 +29,7 @@ HTTP_DNS_AND_PROBES = (
 )
 DAEMON = ("lvsha.daemon.run", "lvsha.daemon.control", "lvsha.daemon.supervisor", "asyncio")
 MODELS = ("pydantic", "yaml", "lvsha.config.model", "lvsha.drill")
+NOT_IN_THE_VRRP_PROCESS = ("pyroute2", "lvsha.checks")
 
 
 def modules_after(code: str) -> set[str]:
@@ -58,6 +59,13 @@ def under(modules: set[str], packages: tuple[str, ...]) -> list[str]:
 
 def test_the_vrrp_process_never_imports_http_dns_or_the_probes() -> None:
     assert under(modules_after("import lvsha.daemon.vrrp_process"), HTTP_DNS_AND_PROBES) == []
+
+
+def test_the_vrrp_process_imports_neither_pyroute2_nor_the_health_checks() -> None:
+    # pyroute2's package alone costs the VRRP process 70-125 ms and about 11 MiB at each start;
+    # the script runner it shares with the checks lives in lvsha.scripts.
+    loaded = modules_after("import lvsha.daemon.vrrp_process")
+    assert under(loaded, NOT_IN_THE_VRRP_PROCESS) == []
 
 
 def test_the_parent_spawns_its_children_before_importing_http_dns_or_the_probes() -> None:

@@ -273,7 +273,7 @@ async def test_env_in_a_shebang_resolves_the_interpreter_along_path(
 async def test_a_refusal_is_logged_once_until_it_changes(
     lab_dir: Path, loose: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="lvsha.checks.script")
+    caplog.set_level(logging.WARNING, logger="lvsha.scripts")
     command = ScriptCommand(("/bin/sh", str(loose)))
     for _ in range(3):
         assert not (await probe_script(command, TARGET, 5.0)).ok
