@@ -534,12 +534,6 @@ class NetlinkAddresses(_TrackedAddresses):
     def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
         return self._rtnl.exchange(requests)
 
-    def _warm(self) -> None:
-        try:
-            self._rtnl.open()
-        except OSError as exc:
-            log.warning("cannot open a netlink socket yet: %s", exc)  # the first add tries
-
     def _link(self, name: str) -> Link:
         try:
             return self._route().link(name)
