@@ -11,6 +11,7 @@ left behind.
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
 import errno
 import logging
@@ -28,7 +29,7 @@ from typing import Literal, Protocol, TypeAlias, cast
 
 from lvsha.net.ledger import AddressLedger, LedgerError
 from lvsha.net.nlmsg import RefusedError
-from lvsha.net.rtnl import AddressRequest, RtnlSocket
+from lvsha.net.rtnl import AddressRequest, RtnlSocket, encode
 from lvsha.net.rtnl_dump import Link, RtnlQueries
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,10 @@ class AddressPort(Protocol):
         length (not ours); returns them."""
         ...
 
+    def prepare(self, vips: Sequence[VipRequest]) -> None:
+        """Build ahead what `add_vips` and `remove_vips` of these will send and write."""
+        ...
+
     def remove_vips(self, vips: Sequence[tuple[str, VirtualAddress]]) -> list[VipResult | None]:
         """`remove_vip` in one exchange for the VIPs this port added; None for the others."""
         ...
@@ -168,6 +173,11 @@ class _TrackedAddresses(abc.ABC):
         return frozenset(self._ours.get(interface, ()))
 
     async def reconcile(self) -> list[tuple[str, VirtualAddress]]:
+        self._warm()
+        try:
+            self.ledger.open()
+        except LedgerError as exc:
+            log.error("%s", exc)  # each add tries again, and is refused while this lasts
         removed = []
         for interface, vip in sorted(self.ledger.entries(), key=str):
             try:
@@ -192,6 +202,27 @@ class _TrackedAddresses(abc.ABC):
             self.ledger.forget([(interface, vip)])
             self._ours.get(interface, set()).discard(vip.ip)
         return removed
+
+    def _warm(self) -> None:  # noqa: B027 - nothing to open in memory
+        """Get ready for the first takeover (open sockets) at start-up."""
+
+    def prepare(self, vips: Sequence[VipRequest]) -> None:
+        """Build ahead what adding and removing these VIPs will send and write, and run the
+        exchange once with a request the kernel refuses, so a takeover runs warm code."""
+        try:
+            indexes = self._indexes(interface for interface, _, _ in vips)
+        except OSError:
+            return
+        for interface, vip, label in vips:
+            index = indexes[interface]
+            if not isinstance(index, int):
+                continue
+            encode(AddressRequest(True, index, vip, label if vip.version == 4 else None), 0)
+            encode(AddressRequest(False, index, vip), 0)
+        self.ledger.prepare((interface, vip) for interface, vip, _ in vips)
+        with contextlib.suppress(OSError):
+            # Interface index 0 exists nowhere: refused with EADDRNOTAVAIL, nothing changes.
+            self._exchange([AddressRequest(False, 0, IPv4Interface("192.0.2.0/32"))])
 
     @abc.abstractmethod
     async def _assigned(self, interface: str) -> list[AssignedAddress]:
@@ -262,7 +293,7 @@ class _TrackedAddresses(abc.ABC):
         fresh = [
             (vips[p][0], vips[p][1])
             for p in todo
-            if vips[p][1].ip not in self.added_by_us(vips[p][0])
+            if vips[p][1].ip not in self._ours.get(vips[p][0], ())
         ]
         try:
             # Written down before the kernel has them: a crash from here on leaves entries
@@ -518,6 +549,7 @@ class NetlinkAddresses(_TrackedAddresses):
     def close(self) -> None:
         self._rtnl.close()
         self._queries.close()
+        self.ledger.close()
 
     async def __aenter__(self) -> NetlinkAddresses:
         return self
@@ -533,6 +565,12 @@ class NetlinkAddresses(_TrackedAddresses):
 
     def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
         return self._rtnl.exchange(requests)
+
+    def _warm(self) -> None:
+        try:
+            self._rtnl.open()
+        except OSError as exc:
+            log.warning("cannot open a netlink socket yet: %s", exc)  # the first add tries
 
     def _link(self, name: str) -> Link:
         try:

@@ -132,7 +132,7 @@ class RtnlSocket:
         self._socket: socket.socket | None = None
         self._sequence = 0
 
-    def _open(self) -> socket.socket:
+    def open(self) -> socket.socket:
         if self._socket is None:
             self._socket = route_socket(REPLY_TIMEOUT)
         return self._socket
@@ -152,7 +152,7 @@ class RtnlSocket:
         return results
 
     def _exchange(self, requests: Sequence[AddressRequest]) -> list[int]:
-        netlink = self._open()
+        netlink = self.open()
         first = (self._sequence + 1) & _SEQUENCE_MASK
         self._sequence = (self._sequence + len(requests)) & _SEQUENCE_MASK
         waiting = {(first + i) & _SEQUENCE_MASK: i for i in range(len(requests))}

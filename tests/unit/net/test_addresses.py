@@ -189,9 +189,9 @@ class CountingLedger(AddressLedger):
         super().__init__(path)
         self.writes = 0
 
-    def _write(self, entries: set[tuple[str, Any]]) -> None:
+    def _append(self, sign: str, entries: set[tuple[str, Any]]) -> None:
         self.writes += 1
-        super()._write(entries)
+        super()._append(sign, entries)
 
 
 VIPS = [ip_interface(f"192.0.2.{n}/24") for n in range(100, 120)]

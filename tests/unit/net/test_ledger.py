@@ -80,7 +80,7 @@ async def test_an_address_someone_else_holds_is_not_recorded(tmp_path: Path) -> 
 async def test_a_vip_that_cannot_be_recorded_is_not_added_even_as_root(tmp_path: Path) -> None:
     # A directory where the file should be: the write fails whoever we are.
     path = tmp_path / "addresses.json"
-    (tmp_path / "addresses.json.new").mkdir()
+    path.mkdir()
     port = MemoryAddresses(interfaces(), AddressLedger(path))
     with pytest.raises(AddressError, match="cannot write the address ledger"):
         await port.add_vip("eth0", VIP)
@@ -99,3 +99,56 @@ def test_a_damaged_file_is_reported_and_read_as_empty(
     path.write_text("{{{")
     assert AddressLedger(path).entries() == frozenset()
     assert "is damaged" in caplog.text
+
+
+def test_changes_are_appended_and_read_back_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "addresses.json"
+    ledger = AddressLedger(path)
+    ledger.record([("eth0", VIP), ("eth0", OTHER)])
+    ledger.forget([("eth0", VIP)])
+    ledger.record([("eth1", VIP)])
+    lines = path.read_text().splitlines()
+    assert lines[0] == '{"format": 2, "addresses": []}'
+    assert lines[1:] == [
+        '["+", "eth0", "192.0.2.100/24"]',
+        '["+", "eth0", "192.0.2.101/24"]',
+        '["-", "eth0", "192.0.2.100/24"]',
+        '["+", "eth1", "192.0.2.100/24"]',
+    ]
+    assert AddressLedger(path).entries() == {("eth0", OTHER), ("eth1", VIP)}
+    ledger.close()
+
+
+def test_a_line_cut_short_by_a_crash_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The process died inside the append: that address was never added.
+    path = tmp_path / "addresses.json"
+    path.write_text(
+        '{"format": 2, "addresses": [["eth0", "192.0.2.100/24"]]}\n["+", "eth0", "192.0'
+    )
+    assert AddressLedger(path).entries() == {("eth0", VIP)}
+    assert "damaged" not in caplog.text
+
+
+def test_a_format_1_file_is_read(tmp_path: Path) -> None:
+    # What lvsha wrote before the ledger was appended to: one JSON object, no newline.
+    path = tmp_path / "addresses.json"
+    path.write_text('{"format": 1, "addresses": [["eth0", "192.0.2.100/24"]]}')
+    ledger = AddressLedger(path)
+    assert ledger.entries() == {("eth0", VIP)}
+    ledger.record([("eth0", OTHER)])
+    assert AddressLedger(path).entries() == {("eth0", VIP), ("eth0", OTHER)}
+    ledger.close()
+
+
+def test_the_file_is_rewritten_once_changes_pile_up(tmp_path: Path) -> None:
+    path = tmp_path / "addresses.json"
+    ledger = AddressLedger(path)
+    for _ in range(600):
+        ledger.record([("eth0", VIP)])
+        ledger.forget([("eth0", VIP)])
+    ledger.record([("eth0", OTHER)])
+    assert len(path.read_text().splitlines()) < 200
+    assert AddressLedger(path).entries() == {("eth0", OTHER)}
+    ledger.close()
