@@ -129,6 +129,8 @@ class AdvertSocket(Protocol):
 
     def send(self, advert: Advert) -> None: ...
 
+    def prepare(self, advert: Advert) -> None: ...
+
     def read_pending(self) -> None: ...
 
     def close(self) -> None: ...
@@ -295,7 +297,7 @@ class VrrpEngine:
         self._group_state: dict[str, VrrpState] = {}
         self._scripts: dict[str, TrackScriptRunner] = {}
         self._links: dict[str, bool] = {}
-        self._pending: deque[tuple[_Instance, Event]] = deque()
+        self._pending: deque[tuple[_Instance, Event, float | None]] = deque()
         self._dispatching = False
         self._retirements: set[asyncio.Task[None]] = set()
         self._applying = asyncio.Lock()
@@ -389,7 +391,7 @@ class VrrpEngine:
                 state=record.runner.state,
             )
             if event is not None:
-                self._feed(record, event)
+                self._feed(record, event, received.received_at)
 
         sock.start(on_advert, on_drop=record.drop_log)
         return record
@@ -431,6 +433,8 @@ class VrrpEngine:
 
     def _prepare_announcements(self, name: str, held: Iterable[HeldAddress]) -> None:
         held = list(held)
+        # What a takeover sends the kernel and writes to the ledger, built now too.
+        self._addresses.prepare([(h.interface, h.address, h.label) for h in held])
         try:
             for interface in dict.fromkeys(h.interface for h in held):
                 # Build the frames now, not at failover (and learn early of a bad interface).
@@ -459,9 +463,10 @@ class VrrpEngine:
 
     # Running.
 
-    def _feed(self, record: _Instance, event: Event) -> None:
-        """Feed one event, then every sync-group order it caused, in order, never reentrantly."""
-        self._pending.append((record, event))
+    def _feed(self, record: _Instance, event: Event, at: float | None = None) -> None:
+        """Feed one event, then every sync-group order it caused, in order, never reentrantly;
+        `at` is when it happened (an advert's arrival), when known."""
+        self._pending.append((record, event, at))
         self._drain()
 
     def _drain(self) -> None:
@@ -471,9 +476,9 @@ class VrrpEngine:
         self._dispatching = True
         try:
             while self._pending:
-                target, next_event = self._pending.popleft()
+                target, next_event, at = self._pending.popleft()
                 if not target.closed:
-                    target.runner.feed(next_event)
+                    target.runner.feed(next_event, at)
         finally:
             self._dispatching = False
 
@@ -487,7 +492,7 @@ class VrrpEngine:
         if group is not None:
             orders = group.on_action(record.name, action)
             self._pending.extend(
-                (self.instances[order.member], order.event)
+                (self.instances[order.member], order.event, None)
                 for order in orders
                 if order.member in self.instances
             )
@@ -836,7 +841,7 @@ class VrrpEngine:
             }
             self._groups[name], orders = SyncGroup.resume(name, members)
             for order in orders:
-                self._pending.append((self.instances[order.member], order.event))
+                self._pending.append((self.instances[order.member], order.event, None))
         self._group_state = {n: s for n, s in self._group_state.items() if n in new.sync_groups}
         self._drain()
 

@@ -23,6 +23,7 @@ from typing import Protocol
 from lvsha.net.addresses import AddressError, AddressPort, InterfaceNotFoundError, VipOutcome
 from lvsha.net.announce import AnnounceError, Announcer
 from lvsha.net.garp import AnnouncementSchedule, GarpSettings
+from lvsha.vrrp.deadline import deadline_timer
 from lvsha.vrrp.events import (
     Action,
     AddVips,
@@ -49,14 +50,13 @@ Letting go a little later loses no traffic; both holding the VIPs for those mill
 harmless, as clients follow the newest announcement. Not applied on FAULT or shutdown
 timeouts, where there is no new master to wait for."""
 
-TIMER_EARLY = 0.002
-"""The kernel may run a normal process's timer up to 0.1% of its timeout late (epoll timer
-slack); waking this much plus 0.15% early and re-arming for the exact deadline keeps
-Master_Down_Interval exact without real-time scheduling."""
-
 
 class AdvertSender(Protocol):
     def send(self, advert: Advert) -> None: ...
+
+    def prepare(self, advert: Advert) -> None:
+        """Encode `advert` ahead of sending it."""
+        ...
 
 
 ClaimCheck = Callable[["InstanceRunner", HeldKey], bool]
@@ -140,7 +140,7 @@ class InstanceRunner:
         self._garp = garp
         self._on_action = on_action
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = deadline_timer(self._loop, self._on_timer)
         self._schedule: AnnouncementSchedule | None = None
         self._work: asyncio.Queue[tuple[int, _Work] | None] = asyncio.Queue()
         self._mastership = 0
@@ -159,6 +159,7 @@ class InstanceRunner:
         """Announcements owed for VIPs a reload added while master (refreshes aside, which
         the whole-instance schedule sends for every VIP)."""
         self._busy = False
+        self._prepared_priority: int | None = None
         """The worker is carrying out an item (and may be waiting inside it)."""
         self._worker = asyncio.create_task(self._do_work(), name=f"vrrp-{self.name}-vips")
         self.send_errors = 0
@@ -199,6 +200,7 @@ class InstanceRunner:
     def set_advert(self, advert: Advert) -> None:
         """What the next adverts carry (VIP list, interval, authentication)."""
         self._advert = advert
+        self._prepared_priority = None
 
     def set_garp(self, garp: GarpSettings) -> None:
         """Announcement settings for the next spell as master and for VIPs a reload adds; the
@@ -257,10 +259,19 @@ class InstanceRunner:
         self._work.put_nowait((self._mastership, _RemoveHeld(dropped, outcome)))
         return outcome
 
-    def feed(self, event: Event) -> None:
-        """Hand one event to the machine now and carry out what it asks."""
-        self._execute(self.machine.handle(event, self._loop.time()))
+    def feed(self, event: Event, at: float | None = None) -> None:
+        """Hand one event to the machine now and carry out what it asks. `at` is when it
+        happened (the kernel's arrival time of an advert), if earlier than now: the machine's
+        timers then run from that moment; never before an event already handled."""
+        now = self._loop.time()
+        if at is not None and at < now:
+            now = max(at, self.machine.last_now)
+        self._execute(self.machine.handle(event, now))
         self._rearm()
+        if self.machine.priority != self._prepared_priority:
+            # What this router would advertise on taking over, encoded before it has to.
+            self._prepared_priority = self.machine.priority
+            self._sender.prepare(self._advert_with(self.machine.priority))
 
     def _execute(self, actions: Sequence[Action]) -> None:
         """The frames first (advert, VIPs, announcements), then everything that only reports
@@ -338,20 +349,21 @@ class InstanceRunner:
         self._pending_removal = None
         self._work.put_nowait((self._mastership, action))
 
-    def _send(self, priority: int) -> None:
+    def _advert_with(self, priority: int) -> Advert:
         a = self._advert
+        return Advert(
+            version=a.version,
+            vrid=a.vrid,
+            priority=priority,
+            advert_interval=a.advert_interval,
+            addresses=a.addresses,
+            auth_type=a.auth_type,
+            auth_data=a.auth_data,
+        )
+
+    def _send(self, priority: int) -> None:
         try:
-            self._sender.send(
-                Advert(
-                    version=a.version,
-                    vrid=a.vrid,
-                    priority=priority,
-                    advert_interval=a.advert_interval,
-                    addresses=a.addresses,
-                    auth_type=a.auth_type,
-                    auth_data=a.auth_data,
-                )
-            )
+            self._sender.send(self._advert_with(priority))
         except OSError as exc:
             # A lost advert is tolerated by VRRP; a dead link shows up as a link event.
             self.send_errors += 1
@@ -370,9 +382,6 @@ class InstanceRunner:
         self._partial = [p for p in self._partial if p[0].next_deadline() is not None]
 
     def _rearm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         deadlines = [
             d
             for d in (
@@ -383,14 +392,11 @@ class InstanceRunner:
             if d is not None
         ]
         if deadlines:
-            deadline = min(deadlines)
-            ahead = deadline - self._loop.time()
-            if ahead > TIMER_EARLY:
-                deadline -= TIMER_EARLY + ahead * 0.0015
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer.arm(min(deadlines))
+        else:
+            self._timer.cancel()
 
     def _on_timer(self) -> None:
-        self._timer = None
         due = self.machine.next_deadline()
         if due is not None and due <= self._loop.time() and self._read_input is not None:
             # Adverts already received go in before the timeout is acted on. After a stall
@@ -403,7 +409,7 @@ class InstanceRunner:
             self.feed(TimerFired())  # feed() re-arms
             return
         self._announce_due()
-        self._rearm()  # woken early on purpose: re-arm for what is left
+        self._rearm()  # an announcement was due, or the adverts that waited moved the deadline
 
     async def _do_work(self) -> None:
         while (item := await self._work.get()) is not None:
@@ -569,9 +575,7 @@ class InstanceRunner:
     async def close(self) -> None:
         """Stop the timer and the work queue, after finishing what is queued (a removal
         waiting out its grace is done now)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()
         if self._pending_removal is not None:
             self._pending_removal.cancel()
             self._pending_removal = None

@@ -225,6 +225,11 @@ class VrrpMachine:
     def next_deadline(self) -> float | None:
         return self._m.deadline
 
+    @property
+    def last_now(self) -> float:
+        """The time of the last event handled (-inf before the first)."""
+        return self._m.last_now
+
     def handle(self, event: Event, now: float) -> list[Action]:
         """Handle one event at `now`; a timer already due runs first, as it happened first."""
         if now < self._m.last_now:

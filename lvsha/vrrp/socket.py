@@ -16,10 +16,12 @@ import enum
 import logging
 import socket
 import struct
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeAlias
 
 from lvsha.vrrp.wire import (
     ANCILLARY_BUFFER_SIZE,
@@ -59,6 +61,25 @@ MAX_READS_PER_WAKEUP = 64
 
 _IP_MREQN = struct.Struct("=4s4si")
 _IN_PKTINFO = struct.Struct("=i4s4s")
+_Packet: TypeAlias = tuple[bytes, tuple[int, int, bytes], tuple[object, ...]]
+"""(payload, IP_PKTINFO / IPV6_PKTINFO ancillary data, destination) of one advert."""
+_ENCODED_KEPT = 8
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h; also SCM_TIMESTAMPNS
+_TIMESPEC = struct.Struct("=qq")
+_TIMESTAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def arrival_time(ancillary: Iterable[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time (SCM_TIMESTAMPNS, wall clock) on the monotonic clock the event
+    loop and the VRRP machines use; None when the packet carries none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            wall: float = seconds + nanoseconds / 1e9
+            return wall - (time.time() - time.monotonic())
+    return None
+
+
 _IPV6_MREQ = struct.Struct("=16si")
 _IN6_PKTINFO = struct.Struct("=16si")
 
@@ -129,6 +150,7 @@ class VrrpSocket:
         self.ignored: Counter[SocketDropReason] = Counter()
         """Valid adverts this socket does not deliver, by reason."""
         self.adverts_not_sent = 0
+        self._encoded: dict[Advert, list[_Packet]] = {}
         """Adverts lost because the send buffer was full; VRRP tolerates a lost advert."""
         self.receive_errors = 0
         """Reads or callbacks that raised; each is also a `RECEIVE_ERROR` drop."""
@@ -146,6 +168,9 @@ class VrrpSocket:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, settings.interface.encode())
+            # The kernel's arrival time of each advert: Master_Down runs from when the advert
+            # came, not from when this process got round to reading it.
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             if settings.family == socket.AF_INET:
                 _configure_ipv4(sock, settings, ifindex)
             else:
@@ -175,7 +200,22 @@ class VrrpSocket:
         Other send errors (ENETDOWN, EADDRNOTAVAIL when the source went away) are raised for
         the caller to act on; a full send buffer only counts in `adverts_not_sent`.
         """
+        packets = self._encoded.get(advert)
+        if packets is None:
+            packets = self._encode(advert)
+        for payload, pktinfo, address in packets:
+            try:
+                # An IPv4 raw socket bound to an address stops receiving the group's packets,
+                # so the source is pinned per packet instead (ipi_spec_dst / ipi6_addr).
+                self._sock.sendmsg([payload], [pktinfo], 0, address)
+            except BlockingIOError:
+                self.adverts_not_sent += 1
+
+    def _encode(self, advert: Advert) -> list[_Packet]:
+        """The packets of `advert`, kept for the next time: a master sends the same advert
+        over and over, and a takeover's first advert was built by the last one."""
         source = self.settings.source
+        packets: list[_Packet] = []
         for destination in self.settings.destinations:
             payload = encode_advert(advert, source, destination)
             if isinstance(source, IPv4Address):
@@ -192,12 +232,16 @@ class VrrpSocket:
                     socket.IPV6_PKTINFO,
                     _IN6_PKTINFO.pack(source.packed, self.ifindex),
                 )
-            try:
-                # An IPv4 raw socket bound to an address stops receiving the group's packets,
-                # so the source is pinned per packet instead (ipi_spec_dst / ipi6_addr).
-                self._sock.sendmsg([payload], [pktinfo], 0, address)
-            except BlockingIOError:
-                self.adverts_not_sent += 1
+            packets.append((payload, pktinfo, address))
+        if len(self._encoded) >= _ENCODED_KEPT:
+            self._encoded.clear()  # priorities move with tracking; a handful are in use
+        self._encoded[advert] = packets
+        return packets
+
+    def prepare(self, advert: Advert) -> None:
+        """Encode `advert` now (a backup's first advert as master), not at takeover."""
+        if advert not in self._encoded:
+            self._encode(advert)
 
     def ignored_snapshot(self) -> Mapping[SocketDropReason, int]:
         """Every reason, zeros included, for a stable metric label set."""
@@ -260,13 +304,20 @@ class VrrpSocket:
 
     def _receive_one(self) -> ReceivedAdvert | None:
         if self.settings.family == socket.AF_INET:
-            packet = self._sock.recv(RECEIVE_BUFFER_SIZE)
-            return receive_ipv4_packet(packet, self.drops)
-        payload, ancillary, _flags, address = self._sock.recvmsg(
-            RECEIVE_BUFFER_SIZE, ANCILLARY_BUFFER_SIZE
-        )
-        datagram = ipv6_datagram(payload, IPv6Address(address[0]), ancillary)
-        return receive_advert(datagram, self.drops)
+            packet, ancillary, _flags, _address = self._sock.recvmsg(
+                RECEIVE_BUFFER_SIZE, _TIMESTAMP_SPACE
+            )
+            received = receive_ipv4_packet(packet, self.drops)
+        else:
+            payload, ancillary, _flags, address = self._sock.recvmsg(
+                RECEIVE_BUFFER_SIZE, ANCILLARY_BUFFER_SIZE + _TIMESTAMP_SPACE
+            )
+            datagram = ipv6_datagram(payload, IPv6Address(address[0]), ancillary)
+            received = receive_advert(datagram, self.drops)
+        if received is None:
+            return None
+        arrived = arrival_time(ancillary)
+        return received if arrived is None else replace(received, received_at=arrived)
 
     def _accepts(self, received: ReceivedAdvert) -> bool:
         reason: SocketDropReason | None = None

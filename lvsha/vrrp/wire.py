@@ -210,6 +210,8 @@ class ReceivedAdvert:
     destination: IpAddress
     advert: Advert
     checksum: int
+    received_at: float | None = None
+    """When the kernel received it, on the monotonic clock; None when not known."""
 
 
 @dataclass(frozen=True, slots=True)

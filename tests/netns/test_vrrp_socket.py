@@ -211,9 +211,13 @@ async def test_what_one_socket_sends_the_other_receives(
     auth = (AuthType.SIMPLE_PASSWORD, case.password) if case.password else (AuthType.NONE, b"")
     sent = advert_for(case.version, case.family, auth_type=auth[0], auth_data=auth[1])
 
+    sent_at = time.monotonic()
     a_socket.send(sent)
     received = await b_inbox.next()
 
+    # The kernel's arrival time, on the machines' clock: after the send, before the read.
+    assert received.received_at is not None
+    assert sent_at <= received.received_at <= time.monotonic()
     assert received.advert == sent
     assert received.source == a_source
     assert received.destination == (b_source if case.unicast else group(case.family))

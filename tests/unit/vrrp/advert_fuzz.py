@@ -142,7 +142,8 @@ _TIME_STEPS = (0.0, 0.0, 0.001, 0.01, 0.05, 0.2, 1.0)
 
 class StandInRawSocket:
     """Hands out queued reads the way the kernel delivers them to a raw VRRP socket: IPv4
-    with its IP header, IPv6 as payload plus hop limit and destination as ancillary data."""
+    with its IP header, IPv6 as payload plus hop limit and destination as ancillary data;
+    neither with the arrival time (the fuzzer's clock is its own)."""
 
     def __init__(self) -> None:
         self._reads: deque[tuple[bytes, IpAddress, IpAddress, int, bool]] = deque()
@@ -162,7 +163,11 @@ class StandInRawSocket:
         self._reads.append((payload, source, destination, ttl, framed))
 
     def recv(self, size: int) -> bytes:
-        payload, source, destination, ttl, framed = self._pop()
+        return self._ipv4(size, self._pop())
+
+    @staticmethod
+    def _ipv4(size: int, read: tuple[bytes, IpAddress, IpAddress, int, bool]) -> bytes:
+        payload, source, destination, ttl, framed = read
         if framed:
             return payload[:size]
         header = _IPV4_HEADER.pack(
@@ -174,7 +179,10 @@ class StandInRawSocket:
     def recvmsg(
         self, size: int, ancillary_size: int
     ) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[str, int, int, int]]:
-        payload, source, destination, ttl, _framed = self._pop()
+        read = self._pop()
+        payload, source, destination, ttl, _framed = read
+        if source.version == 4:
+            return self._ipv4(size, read), [], 0, (str(source), 0, 0, 0)
         ancillary = [
             (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ttl.to_bytes(4, sys.byteorder)),
             (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(destination.packed, 2)),

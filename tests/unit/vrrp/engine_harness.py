@@ -77,6 +77,9 @@ class FakeSocket:
     def send(self, advert: Advert) -> None:
         self.sent.append((asyncio.get_running_loop().time(), advert))
 
+    def prepare(self, advert: Advert) -> None:
+        pass
+
     def read_pending(self) -> None:
         pass
 

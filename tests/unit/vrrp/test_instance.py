@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 from typing import Any
@@ -25,6 +28,7 @@ from lvsha.vrrp.events import (
 )
 from lvsha.vrrp.instance import HANDOVER_GRACE, HeldAddress, InstanceRunner
 from lvsha.vrrp.machine import InstanceParams, VrrpMachine
+from lvsha.vrrp.socket import SO_TIMESTAMPNS, arrival_time
 from lvsha.vrrp.wire import Advert, VrrpVersion
 
 VIP = IPv4Interface("192.0.2.100/24")
@@ -34,9 +38,13 @@ PEER = IPv4Address("192.0.2.200")
 class Sent:
     def __init__(self) -> None:
         self.adverts: list[Advert] = []
+        self.prepared: list[Advert] = []
 
     def send(self, advert: Advert) -> None:
         self.adverts.append(advert)
+
+    def prepare(self, advert: Advert) -> None:
+        self.prepared.append(advert)
 
 
 class Timed(VrrpMachine):
@@ -316,3 +324,25 @@ async def test_adverts_waiting_in_the_socket_go_in_before_a_timeout() -> None:
     await run.close()
     assert announcements(run) == []
     assert not holds(addresses)
+
+
+async def test_master_down_runs_from_the_advert_s_arrival_not_its_reading() -> None:
+    run, _ = runner()
+    run.feed(Startup())
+    loop = asyncio.get_running_loop()
+    arrived = loop.time() - 0.004  # read 4 ms after the kernel had it
+    run.feed(AdvertReceived(PEER, 200, 0.05), at=arrived)
+    deadline = run.machine.next_deadline()
+    assert deadline == pytest.approx(arrived + run.machine.master_down_interval())
+    # Never before an event already handled: the machine's clock does not go back.
+    run.feed(AdvertReceived(PEER, 200, 0.05), at=arrived - 1.0)
+    assert run.machine.last_now >= arrived
+    await run.close()
+
+
+def test_arrival_time_is_read_from_the_kernel_stamp() -> None:
+    now_wall, now_monotonic = time.time(), time.monotonic()
+    stamp = struct.pack("=qq", int(now_wall), int((now_wall % 1) * 1e9))
+    arrived = arrival_time([(socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp)])
+    assert arrived == pytest.approx(now_monotonic, abs=0.01)
+    assert arrival_time([(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, b"\xff\0\0\0")]) is None

@@ -36,7 +36,9 @@ class FailingRawSocket(StandInRawSocket):
         super().__init__()
         self.error = error
 
-    def recv(self, size: int) -> bytes:
+    def recvmsg(
+        self, size: int, ancillary_size: int
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[str, int, int, int]]:
         raise self.error
 
 
