@@ -13,9 +13,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 class Model(BaseModel):
     """Strict and frozen: no unknown keys, no quiet type coercion ("5" is not 5), and no
-    infinity or NaN (`.inf`, `1e400`), which no duration or count can mean."""
+    infinity or NaN (`.inf`, `1e400`), which no duration or count can mean.
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+    Validators are built on first use (`defer_build`): the VRRP and checker children receive
+    finished models from the parent and never validate, so they never pay for building them."""
+
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,11 @@
 child, make sure it never outlives its parent.
 
 The parent validates the file once and keeps the result; a child reads the parent's snapshot of
-the text it validated, from a sealed memory file the parent passes down, never the file on disk.
-A file edited (or broken) on disk therefore changes nothing until a reload, and a child
-restarted after a crash runs the configuration its parent runs.
+the model it validated (pickled), from a sealed memory file the parent passes down, never the
+file on disk. A file edited (or broken) on disk therefore changes nothing until a reload, a
+child restarted after a crash runs the configuration its parent runs, and a child starts
+without parsing YAML or validating anything (the VRRP child without even building the models'
+validators).
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import fcntl
 import logging
 import math
 import os
+import pickle
 import signal
+from typing import TYPE_CHECKING
 
-from lvsha.config import ConfigError, LvshaConfig, load_file, load_text
+from lvsha.config.model import LvshaConfig
 from lvsha.daemon.supervisor import PARENT_PID_ENV
+
+if TYPE_CHECKING:
+    from lvsha.config.source import ConfigError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -27,6 +34,11 @@ _PR_SET_PDEATHSIG = 1
 def load_or_log(path: str, log: logging.Logger, consequence: str) -> LvshaConfig | None:
     """The validated configuration, or None after logging every problem and then
     `consequence` (what a bad file means here, e.g. "not starting")."""
+    # YAML and validation only for a file given by hand: a child started by the parent reads
+    # the model it validated.
+    from lvsha.config.loader import load_file  # noqa: PLC0415
+    from lvsha.config.source import ConfigError  # noqa: PLC0415
+
     try:
         return load_file(path)
     except ConfigError as exc:
@@ -40,10 +52,15 @@ def log_problems(error: ConfigError, log: logging.Logger, consequence: str) -> N
     log.error("%s: %d configuration error(s)", consequence, len(error.problems))
 
 
-def snapshot_fd(text: str, name: str) -> int:
-    """A sealed memory file holding `text`, for children to inherit (see `read_snapshot`)."""
+def config_snapshot(config: LvshaConfig, name: str) -> int:
+    """A sealed memory file holding `config`, pickled, for children to inherit
+    (`load_snapshot`); `name` is the file it came from."""
+    return snapshot_fd(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL), name)
+
+
+def snapshot_fd(data: bytes, name: str) -> int:
+    """A sealed memory file holding `data` (see `read_snapshot`)."""
     fd = os.memfd_create(f"lvsha-config:{os.path.basename(name)}", os.MFD_ALLOW_SEALING)
-    data = text.encode("utf-8")
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -52,8 +69,9 @@ def snapshot_fd(text: str, name: str) -> int:
     return fd
 
 
-def read_snapshot(fd: int) -> str:
-    """The text of the parent's snapshot; pread, so children sharing it never race on an offset."""
+def read_snapshot(fd: int) -> bytes:
+    """The bytes of the parent's snapshot; pread, so children sharing it never race on an
+    offset."""
     size = os.fstat(fd).st_size
     chunks = []
     offset = 0
@@ -63,24 +81,27 @@ def read_snapshot(fd: int) -> str:
             break
         chunks.append(chunk)
         offset += len(chunk)
-    return b"".join(chunks).decode("utf-8")
+    return b"".join(chunks)
 
 
 def load_snapshot(fd: int, name: str, log: logging.Logger) -> LvshaConfig | None:
     """The configuration the parent validated (`name` is the file it came from, for messages)."""
     try:
-        text = read_snapshot(fd)
-    except (OSError, UnicodeDecodeError) as exc:
+        data = read_snapshot(fd)
+    except OSError as exc:
         log.error("cannot read the configuration snapshot from the parent (fd %d): %s", fd, exc)
         return None
     finally:
         os.close(fd)
     try:
-        # The parent applied the size limit it was given; the snapshot is within it.
-        return load_text(text, name, max_size=len(text.encode("utf-8", "surrogatepass")))
-    except ConfigError as exc:
-        log_problems(exc, log, "not starting")
+        config = pickle.loads(data)  # the parent is trusted: it started us
+    except Exception as exc:  # whatever unpickling raises, this is no configuration
+        log.error("the configuration snapshot of %s does not unpickle: %s", name, exc)
         return None
+    if not isinstance(config, LvshaConfig):
+        log.error("the configuration snapshot of %s is a %s", name, type(config).__name__)
+        return None
+    return config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

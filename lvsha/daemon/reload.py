@@ -16,6 +16,7 @@ A reload whose file is invalid changes nothing and answers with every problem, l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lvsha.config import ConfigError, LvshaConfig, load_text, read_config_text
-from lvsha.daemon.child import snapshot_fd
+from lvsha.daemon.child import config_snapshot
 from lvsha.messages import ApplyConfig, ChildReady, ConfigApplied, Message, for_vrrp
 from lvsha.vrrp.params import instance_identity
 
@@ -53,7 +54,7 @@ def digest_of(text: str) -> str:
 
 @dataclass
 class Running:
-    """What the parent runs: the configuration, the text it came from and its snapshot."""
+    """What the parent runs: the configuration, the text it came from and its snapshots."""
 
     path: str
     text: str
@@ -61,7 +62,27 @@ class Running:
     generation: int
     digest: str
     snapshot: int
-    """A sealed memory file of `text`, which (re)started children read."""
+    """A sealed memory file of `config`, pickled, which a (re)started checker reads."""
+    vrrp_snapshot: int
+    """The same for the VRRP child, without the virtual servers (`for_vrrp`)."""
+
+    @classmethod
+    def start(
+        cls, path: str, text: str, config: LvshaConfig, generation: int, digest: str
+    ) -> Running:
+        """With fresh snapshots of `config` (close them with `close`)."""
+        snapshot = config_snapshot(config, path)
+        try:
+            vrrp_snapshot = config_snapshot(for_vrrp(config), path)
+        except BaseException:
+            os.close(snapshot)
+            raise
+        return cls(path, text, config, generation, digest, snapshot, vrrp_snapshot)
+
+    def close(self) -> None:
+        for fd in (self.snapshot, self.vrrp_snapshot):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def describe(self) -> str:
         return f"generation {self.generation} (sha256 {self.digest[:DIGEST_SHOWN]})"
@@ -193,21 +214,22 @@ class Reloader:
         plan = await asyncio.to_thread(plan_reload, running.config, config)
         if plan_only:
             return self._answer("plan", path, plan=plan, new_digest=digest)
-        snapshot = snapshot_fd(text, path)
-        new = Running(path, text, config, running.generation + 1, digest, snapshot)
+        new = await asyncio.to_thread(
+            Running.start, path, text, config, running.generation + 1, digest
+        )
         try:
             errors, left = await self._apply(running, new)
         except BaseException:
-            os.close(snapshot)
+            new.close()
             raise
         if errors:
-            os.close(snapshot)
+            new.close()
             return self._answer(
                 "failed", path, plan=plan, new_digest=digest, errors=errors, left=left
             )
         self.running = new
         self._on_applied(running, new, plan)
-        os.close(running.snapshot)
+        running.close()
         return self._answer("applied", path, plan=plan, new_digest=digest)
 
     def _answer(self, outcome: str, path: str, **fields: Any) -> ReloadAnswer:

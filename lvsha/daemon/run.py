@@ -15,12 +15,11 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lvsha.config import DEFAULT_MAX_SIZE, ConfigError
-from lvsha.daemon.child import log_problems, snapshot_fd
+from lvsha.daemon.child import log_problems
 from lvsha.daemon.control import CONTROL_SOCKET, ControlServer
 from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
@@ -84,17 +83,18 @@ class _Parent:
         ]
 
     def child_spec(self, name: str, running: Running) -> ChildSpec:
-        source = ("--config-fd", str(running.snapshot), "--config-name", running.path)
         run_dir = ("--run-dir", str(self.run_dir))
         if name == "vrrp":
+            source = ("--config-fd", str(running.vrrp_snapshot), "--config-name", running.path)
             intervals = [i.advert_interval for i in running.config.vrrp_instances.values()]
             return ChildSpec(
                 "vrrp",
                 child_argv("lvsha.daemon.vrrp_process", *source, *run_dir),
                 # A leaving master may hold its VIPs for a Master_Down_Interval.
                 stop_timeout=max([10.0, *(4 * i + 2 for i in intervals)]),
-                pass_fds=(running.snapshot,),
+                pass_fds=(running.vrrp_snapshot,),
             )
+        source = ("--config-fd", str(running.snapshot), "--config-name", running.path)
         argv = child_argv("lvsha.daemon.checker_process", *source, *run_dir)
         return ChildSpec(
             "checker",
@@ -263,13 +263,13 @@ def run(
         log_problems(exc, log, "not starting")
         return 1
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    running = Running(config_path, text, config, 1, digest_of(text), snapshot_fd(text, config_path))
+    running = Running.start(config_path, text, config, 1, digest_of(text))
     log.info("configuration %s from %s", running.describe(), config_path)
     parent = _Parent(running, Path(run_dir), max_config_size, dry_run)
     try:
         return asyncio.run(_supervise(parent))
     finally:
-        os.close(parent.running.snapshot)
+        parent.running.close()
 
 
 async def _supervise(parent: _Parent) -> int:

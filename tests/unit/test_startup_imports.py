@@ -107,3 +107,26 @@ def test_drill_help_still_lists_the_drill_options() -> None:
         cwd=REPO,
     )
     assert "--scenario" in done.stdout
+
+
+def test_the_vrrp_process_runs_without_openssl_or_yaml() -> None:
+    # As the parent starts it (`python -m`): OpenSSL (ssl, and hashlib's _hashlib with
+    # libcrypto) is about 7 MiB of its resident memory and it uses neither; the configuration
+    # arrives as a finished model, so no YAML either.
+    code = (
+        "import json, runpy, sys\n"
+        "sys.argv = ['vrrp_process', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('lvsha.daemon.vrrp_process', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import hashlib\n"
+        "hashlib.sha256(b'the built-in one still works').hexdigest()\n"
+        "print(json.dumps(sorted(m for m, v in sys.modules.items() if v is not None)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert under(loaded, ("ssl", "_ssl", "_hashlib", "yaml")) == []
+    assert "asyncio" in loaded  # it did import what it runs on

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
 from lvsha.config import load_text
-from lvsha.daemon.child import read_snapshot, snapshot_fd
+from lvsha.daemon.child import read_snapshot
 from lvsha.daemon.reload import Reloader, Running, digest_of, renamed_instances
-from lvsha.messages import ApplyConfig, ChildReady, ConfigApplied, Message
+from lvsha.messages import ApplyConfig, ChildReady, ConfigApplied, Message, for_vrrp
 
 VRRP = """\
 vrrp_instances:
@@ -74,9 +75,7 @@ def make_reloader(
     tmp_path: Path, text: str, children: FakeChildren
 ) -> tuple[Reloader, list[tuple[Running, Running]]]:
     path = config_file(tmp_path, text)
-    running = Running(
-        path, text, load_text(text, path), 1, digest_of(text), snapshot_fd(text, path)
-    )
+    running = Running.start(path, text, load_text(text, path), 1, digest_of(text))
     applied: list[tuple[Running, Running]] = []
     reloader = Reloader(
         running,
@@ -140,8 +139,10 @@ async def test_apply_goes_checker_first_and_gives_vrrp_no_virtual_servers(tmp_pa
     assert {m.generation for _, m in children.received} == {2}
     ((old, new),) = applied
     assert old.generation == 1 and new.generation == 2
-    # Children restarted from now on read the new text.
-    assert read_snapshot(new.snapshot) == new_text
+    # Children restarted from now on read the new configuration; the VRRP child's without
+    # the virtual servers.
+    assert pickle.loads(read_snapshot(new.snapshot)) == new.config
+    assert pickle.loads(read_snapshot(new.vrrp_snapshot)) == for_vrrp(new.config)
     assert reloader.running is new
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from lvsha.config import ConfigError, LvshaConfig, load_text
 from lvsha.daemon import reload, run
-from lvsha.daemon.child import snapshot_fd
 from lvsha.daemon.reload_plan import reload_plan
 from lvsha.daemon.supervisor import Supervisor
 from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
@@ -36,9 +35,7 @@ vrrp_instances:
 def parent(tmp_path: Path) -> tuple[run._Parent, RecordingSupervisor]:
     path = str(tmp_path / "lvsha.yaml")
     Path(path).write_text(TEXT)
-    running = reload.Running(
-        path, TEXT, load_text(TEXT, path), 1, reload.digest_of(TEXT), snapshot_fd(TEXT, path)
-    )
+    running = reload.Running.start(path, TEXT, load_text(TEXT, path), 1, reload.digest_of(TEXT))
     state = run._Parent(running, tmp_path, 1 << 20, dry_run=True)
     supervisor = RecordingSupervisor()
     state.supervisor = supervisor
@@ -111,15 +108,13 @@ def test_an_applied_reload_restarts_children_from_the_new_snapshot_and_renames_r
     old = state.running
     state.on_message("vrrp", VrrpStateChanged("VI_1", "BACKUP", "MASTER", "timer", 150))
     text = TEXT.replace("VI_1", "web").replace("priority: 150", "priority: 160")
-    new = reload.Running(
-        old.path, text, load_text(text, old.path), 2, reload.digest_of(text), snapshot_fd(text, "x")
-    )
+    new = reload.Running.start(old.path, text, load_text(text, old.path), 2, reload.digest_of(text))
     plan = reload_plan(old.config, new.config)
     state._applied(old, new, plan)
     (spec,) = supervisor.specs()
     assert spec.name == "vrrp"
     # A VRRP child restarted after this reload reads the new configuration, not the first.
-    assert spec.pass_fds == (new.snapshot,)
-    assert spec.argv[spec.argv.index("--config-fd") + 1] == str(new.snapshot)
+    assert spec.pass_fds == (new.vrrp_snapshot,)
+    assert spec.argv[spec.argv.index("--config-fd") + 1] == str(new.vrrp_snapshot)
     # The renamed instance keeps its last state under its new name, for a restarting checker.
     assert state.roles == {"web": "MASTER"}
