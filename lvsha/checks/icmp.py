@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 from lvsha.checks.result import ProbeResult
+from lvsha.net.checksum import internet_checksum
 
 _ECHO_REQUEST = {socket.AF_INET: 8, socket.AF_INET6: 128}
 _ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
@@ -121,7 +122,7 @@ class IcmpPinger:
         header = _ECHO.pack(request_type, 0, 0, self._identifier, sequence)
         if self._family == socket.AF_INET6:
             return header + self._cookie  # the kernel fills in the ICMPv6 checksum (RFC 3542 3.1)
-        checksum = _internet_checksum(header + self._cookie)
+        checksum = internet_checksum(header + self._cookie)
         return _ECHO.pack(request_type, 0, checksum, self._identifier, sequence) + self._cookie
 
     def _on_readable(self) -> None:
@@ -217,13 +218,3 @@ async def probe_icmp(params: IcmpParams, pingers: IcmpPingers) -> ProbeResult:
     if problem is not None:
         return verdict(False, problem)
     return verdict(True, "icmp echo reply")
-
-
-def _internet_checksum(data: bytes) -> int:
-    """RFC 1071 one's complement sum of 16-bit words."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF

@@ -21,7 +21,7 @@ from ipaddress import IPv4Address
 
 from lvsha.drill.lab import Host
 from lvsha.drill.reader import ReaderThread
-from lvsha.vrrp.wire import internet_checksum
+from lvsha.net.checksum import internet_checksum
 
 ETH_P_IP = 0x0800
 _ETHERNET = struct.Struct("!6s6sH")

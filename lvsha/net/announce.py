@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Protocol, TypeAlias
 
+from lvsha.net.checksum import internet_checksum
+
 Announced: TypeAlias = IPv4Address | IPv6Address | IPv4Interface | IPv6Interface
 """What can be announced: a VIP with or without its prefix length."""
 
@@ -96,16 +98,6 @@ def gratuitous_arp(mac: str, address: IPv4Address) -> bytes:
     )  # fmt: skip
 
 
-def _checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of `data`."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def unsolicited_na(mac: str, address: IPv6Address, router: bool) -> bytes:
     """A neighbour advertisement of `address` at `mac` to all nodes (RFC 4861 7.2.6)."""
     source = _mac_bytes(mac)
@@ -115,7 +107,9 @@ def unsolicited_na(mac: str, address: IPv6Address, router: bool) -> bytes:
     option = bytes((_ND_OPT_TARGET_LINKADDR, 1)) + source
     message = _NA.pack(_ND_NEIGHBOR_ADVERT, 0, 0, flags, address.packed) + option
     pseudo_header = address.packed + _ALL_NODES.packed + _PSEUDO.pack(len(message), _IPPROTO_ICMPV6)
-    message = message[:2] + struct.pack("!H", _checksum(pseudo_header + message)) + message[4:]
+    message = (
+        message[:2] + struct.pack("!H", internet_checksum(pseudo_header + message)) + message[4:]
+    )
     # 33:33 + the group's low 32 bits (RFC 2464 7); hop limit 255 or receivers drop it
     # (RFC 4861 7.1.2).
     ipv6 = _IPV6.pack(

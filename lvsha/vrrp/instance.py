@@ -489,20 +489,19 @@ class InstanceRunner:
             if (held.interface, held.address) in disowned:
                 self._on.pop(held.key, None)
 
+    def _stays_on(self, held: HeldAddress) -> bool:
+        """Another instance holds this address now: it is left on, and no longer this one's."""
+        if self._claimed_elsewhere is None or not self._claimed_elsewhere(self, held.key):
+            return False
+        self._on.pop(held.key, None)
+        log.info(
+            "%s: %s stays on %s: another instance holds it", self.name, held.address, held.interface
+        )
+        return True
+
     async def _remove_all(self, targets: Sequence[HeldAddress]) -> None:
         """Take VIPs off in one exchange with the kernel, but those another instance holds."""
-        leaving = []
-        for held in targets:
-            if self._claimed_elsewhere is not None and self._claimed_elsewhere(self, held.key):
-                self._on.pop(held.key, None)
-                log.info(
-                    "%s: %s stays on %s: another instance holds it",
-                    self.name,
-                    held.address,
-                    held.interface,
-                )
-            else:
-                leaving.append(held)
+        leaving = [held for held in targets if not self._stays_on(held)]
         results = self._addresses.remove_vips([(h.interface, h.address) for h in leaving])
         for held, result in zip(leaving, results, strict=True):
             self._on.pop(held.key, None)
@@ -520,14 +519,7 @@ class InstanceRunner:
 
     async def _remove(self, held: HeldAddress) -> VipOutcome | None:
         """Take one VIP off, unless another instance holds it now; None when left on."""
-        if self._claimed_elsewhere is not None and self._claimed_elsewhere(self, held.key):
-            self._on.pop(held.key, None)
-            log.info(
-                "%s: %s stays on %s: another instance holds it",
-                self.name,
-                held.address,
-                held.interface,
-            )
+        if self._stays_on(held):
             return None
         outcome = await self._addresses.remove_vip(held.interface, held.address)
         self._on.pop(held.key, None)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeAlias
 
+from lvsha.net.checksum import internet_checksum
+
 IpAddress: TypeAlias = IPv4Address | IPv6Address
 
 IPPROTO_VRRP = 112
@@ -227,16 +229,6 @@ class ReceivingInstance:
     auth_type: AuthType = AuthType.NONE
     auth_password: bytes = b""
     """Unpadded, at most 8 bytes, as keepalived's `auth_pass` keeps only its first 8 characters."""
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071 one's complement checksum; 0 when `data` already contains a valid checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _pseudo_header(source: IpAddress, destination: IpAddress, length: int) -> bytes:

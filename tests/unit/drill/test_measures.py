@@ -3,7 +3,9 @@ and those from the new master's timer being due and over all of its VIPs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
 
 import pytest
 
@@ -41,6 +43,28 @@ def probes(start: float, end: float, lost_from: float, lost_until: float) -> lis
     return found
 
 
+def b_takes_over_from_a(
+    adverts: Sequence[AdvertSeen],
+    garps: Sequence[GarpSeen],
+    probes_seen: Sequence[Probe] = (),
+    **overrides: Any,
+) -> FailoverMeasures:
+    """`measure_failover` of B taking over from A (VRID, VIP and reply timeout as here);
+    `overrides` are its other keyword arguments."""
+    arguments: dict[str, Any] = {
+        "fault_at": 10.05,
+        "window_end": 10.9,
+        "vrid": VRID,
+        "vip": VIP,
+        "old_master": A,
+        "new_master": B,
+        "new_master_mac": MAC_B,
+        "reply_timeout": 0.5,
+    }
+    arguments.update(overrides)
+    return measure_failover(adverts, garps, probes_seen, **arguments)
+
+
 def test_kill_of_the_master() -> None:
     # A advertises every 100 ms until 10.0; killed at 10.05; B's first advert at 10.41 and
     # its GARP at 10.412; probes from 10.06 up to 10.42 are lost.
@@ -48,19 +72,7 @@ def test_kill_of_the_master() -> None:
     adverts += [advert(10.41 + i * 0.1, B, 100) for i in range(5)]
     garps = [GarpSeen(10.412, VIP, MAC_B, 1), GarpSeen(9.0, VIP, MAC_A, 1)]
     timeline = probes(9.0, 11.0, lost_from=10.055, lost_until=10.415)
-    measures = measure_failover(
-        adverts,
-        sorted(garps, key=lambda garp: garp.at),
-        timeline,
-        fault_at=10.05,
-        window_end=10.9,
-        vrid=VRID,
-        vip=VIP,
-        old_master=A,
-        new_master=B,
-        new_master_mac=MAC_B,
-        reply_timeout=0.5,
-    )
+    measures = b_takes_over_from_a(adverts, sorted(garps, key=lambda garp: garp.at), timeline)
     assert measures.fault_to_advert == pytest.approx(0.36)
     assert measures.last_advert_to_advert == pytest.approx(0.41)
     assert measures.fault_to_garp == pytest.approx(0.362)
@@ -73,18 +85,15 @@ def test_master_returns_while_the_backup_still_advertises() -> None:
     # B is master; A is started at 20.0 and advertises from 20.8; B's adverts go on until 20.75.
     adverts = [advert(19.05 + i * 0.1, B, 100) for i in range(18)]
     adverts += [advert(20.8, A, 150), advert(20.9, A, 150)]
-    measures = measure_failover(
+    measures = b_takes_over_from_a(
         adverts,
         [],
         probes(19.0, 21.5, lost_from=99.0, lost_until=99.0),
         fault_at=20.0,
         window_end=21.0,
-        vrid=VRID,
-        vip=VIP,
         old_master=B,
         new_master=A,
         new_master_mac=MAC_A,
-        reply_timeout=0.5,
     )
     assert measures.fault_to_advert == pytest.approx(0.8)
     assert measures.last_advert_to_advert == pytest.approx(0.05)
@@ -93,18 +102,8 @@ def test_master_returns_while_the_backup_still_advertises() -> None:
 
 
 def test_events_after_the_window_are_not_measured() -> None:
-    measures = measure_failover(
-        [advert(5.0, B, 100)],
-        [GarpSeen(5.0, VIP, MAC_B, 1)],
-        [],
-        fault_at=1.0,
-        window_end=2.0,
-        vrid=VRID,
-        vip=VIP,
-        old_master=A,
-        new_master=B,
-        new_master_mac=MAC_B,
-        reply_timeout=0.5,
+    measures = b_takes_over_from_a(
+        [advert(5.0, B, 100)], [GarpSeen(5.0, VIP, MAC_B, 1)], fault_at=1.0, window_end=2.0
     )
     assert (measures.fault_to_advert, measures.fault_to_garp) == (None, None)
 
@@ -156,20 +155,8 @@ def kill_timeline(
 
 def test_takeover_measured_from_the_timers_due_time() -> None:
     adverts, garps, events = kill_timeline()
-    measures = measure_failover(
-        adverts,
-        garps,
-        [],
-        fault_at=10.05,
-        window_end=10.9,
-        vrid=VRID,
-        vip=VIP,
-        old_master=A,
-        new_master=B,
-        new_master_mac=MAC_B,
-        reply_timeout=0.5,
-        new_master_addresses=events,
-        timers=(MDI_B, SKEW_B),
+    measures = b_takes_over_from_a(
+        adverts, garps, new_master_addresses=events, timers=(MDI_B, SKEW_B)
     )
     due = 10.0 + MDI_B
     assert measures.due_to_advert == pytest.approx(0.001)
@@ -182,20 +169,7 @@ def test_takeover_measured_from_the_timers_due_time() -> None:
 
 def test_a_preempting_master_has_no_timer_figures() -> None:
     adverts, garps, events = kill_timeline()
-    measures = measure_failover(
-        adverts,
-        garps,
-        [],
-        fault_at=10.05,
-        window_end=10.9,
-        vrid=VRID,
-        vip=VIP,
-        old_master=A,
-        new_master=B,
-        new_master_mac=MAC_B,
-        reply_timeout=0.5,
-        new_master_addresses=events,
-    )
+    measures = b_takes_over_from_a(adverts, garps, new_master_addresses=events)
     assert (measures.due_to_advert, measures.due_to_vip_added, measures.due_to_garp) == (
         None,
         None,
@@ -209,18 +183,10 @@ TWENTY = tuple(VIP + i for i in range(20))
 
 def twenty_vip_measures(garps: list[GarpSeen], events: list[AddressEvent]) -> FailoverMeasures:
     adverts, _, _ = kill_timeline(vips=TWENTY)
-    return measure_failover(
+    return b_takes_over_from_a(
         adverts,
         garps,
-        [],
-        fault_at=10.05,
         window_end=10.37,
-        vrid=VRID,
-        vip=VIP,
-        old_master=A,
-        new_master=B,
-        new_master_mac=MAC_B,
-        reply_timeout=0.5,
         new_master_addresses=events,
         timers=(MDI_B, SKEW_B),
         vips=TWENTY,

@@ -13,7 +13,7 @@ from lvsha.drill.probe import (
     measure_outage,
     parse_echo_reply,
 )
-from lvsha.vrrp.wire import internet_checksum
+from lvsha.net.checksum import internet_checksum
 
 INTERVAL = 0.01
 RTT = 0.0005

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lvsha.net.checksum import internet_checksum
 from lvsha.vrrp.wire import (
     VRRP_MULTICAST_IPV4,
     VRRP_MULTICAST_IPV6,
@@ -32,7 +33,6 @@ from lvsha.vrrp.wire import (
     check_advert_for_instance,
     decode_advert,
     encode_advert,
-    internet_checksum,
     ipv6_datagram,
     receive_advert,
     receive_ipv4_packet,

@@ -12,6 +12,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
+from lvsha.net.checksum import internet_checksum
 from lvsha.vrrp.wire import (
     VRRP_MULTICAST_IPV4,
     VRRP_MULTICAST_IPV6,
@@ -25,7 +26,6 @@ from lvsha.vrrp.wire import (
     VrrpVersion,
     decode_advert,
     encode_advert,
-    internet_checksum,
     receive_advert,
     receive_ipv4_packet,
 )
