@@ -23,13 +23,18 @@ from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.supervisor import ChildSpec, Supervisor
 
 setup_logging("main")
-children = [ChildSpec(name, argv, stop_timeout=2.0) for name, argv in json.loads(sys.argv[1])]
+children = [
+    ChildSpec(name, argv, stop_timeout=2.0, start_after=after[0] if after else None)
+    for name, argv, *after in json.loads(sys.argv[1])
+]
 Supervisor.RESTART_BACKOFF_FIRST = 0.05
 Supervisor.RESTART_BACKOFF_MAX = 0.1
 sys.exit(asyncio.run(Supervisor(children).run()))
 """
 
 REPO = Path(__file__).resolve().parents[3]
+Children = list[tuple[str, list[str]] | tuple[str, list[str], str]]
+Supervise = Callable[[Children], "subprocess.Popen[str]"]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -49,10 +54,11 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def supervise() -> Iterator[Callable[[list[tuple[str, list[str]]]], subprocess.Popen[str]]]:
+def supervise() -> Iterator[Supervise]:
+    """Start a supervisor of [name, argv] or [name, argv, start_after] children."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(children: list[tuple[str, list[str]]]) -> subprocess.Popen[str]:
+    def start(children: Children) -> subprocess.Popen[str]:
         process = subprocess.Popen(
             [sys.executable, "-c", HARNESS, json.dumps(children)],
             stdout=subprocess.PIPE,
@@ -72,7 +78,7 @@ def supervise() -> Iterator[Callable[[list[tuple[str, list[str]]]], subprocess.P
 
 
 def test_a_child_failing_the_same_way_at_every_start_stops_lvsha(
-    supervise: Callable[[list[tuple[str, list[str]]]], subprocess.Popen[str]],
+    supervise: Supervise,
 ) -> None:
     failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
     process = supervise([("vrrp", failing)])
@@ -84,7 +90,7 @@ def test_a_child_failing_the_same_way_at_every_start_stops_lvsha(
 
 
 def test_a_crash_after_ready_restarts_without_counting_towards_giving_up(
-    supervise: Callable[[list[tuple[str, list[str]]]], subprocess.Popen[str]],
+    supervise: Supervise,
     tmp_path: Path,
 ) -> None:
     # Says it is ready, then dies: seven times, more than the give-up count, then stays up.
@@ -111,10 +117,46 @@ def test_a_crash_after_ready_restarts_without_counting_towards_giving_up(
     output, _ = process.communicate(timeout=10)
     assert process.returncode == 0, output
     assert "giving up" not in output
+    # A child that was up comes back at once the first time (a director without VRRP until
+    # then), and with backoff after that while it keeps crashing.
+    restarts = [line for line in output.splitlines() if "restarting" in line]
+    assert len(restarts) == 7, output
+    assert restarts[0].endswith("restarting now")
+    assert all("restarting in " in line for line in restarts[1:])
+
+
+def test_the_checker_starts_once_the_vrrp_child_is_ready(
+    supervise: Supervise,
+    tmp_path: Path,
+) -> None:
+    # Two Python start-ups at once would each take longer: VRRP's comes first.
+    journal = tmp_path / "journal"
+    vrrp = (
+        "import os, socket, time\n"
+        "from lvsha.messages import ChildReady, encode\n"
+        "time.sleep(0.5)  # a slow start\n"
+        f"open({str(journal)!r}, 'a').write('vrrp ready\\n')\n"
+        "socket.socket(fileno=int(os.environ['LVSHA_CHANNEL_FD'])).sendall(encode(ChildReady()))\n"
+        "time.sleep(60)\n"
+    )
+    checker = (
+        f"open({str(journal)!r}, 'a').write('checker started\\n'); import time; time.sleep(60)"
+    )
+    process = supervise(
+        [
+            ("vrrp", [sys.executable, "-c", vrrp]),
+            ("checker", [sys.executable, "-c", checker], "vrrp"),
+        ]
+    )
+    wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) == 2, 20, "both")
+    assert journal.read_text().splitlines() == ["vrrp ready", "checker started"]
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, output
 
 
 def test_nothing_a_dead_child_started_survives_it(
-    supervise: Callable[[list[tuple[str, list[str]]]], subprocess.Popen[str]],
+    supervise: Supervise,
     tmp_path: Path,
 ) -> None:
     # The child starts a script in its own group and one that leaves its session (as a
