@@ -51,6 +51,13 @@ harmless, as clients follow the newest announcement. Not applied on FAULT or shu
 timeouts, where there is no new master to wait for."""
 
 
+ARRIVAL_CORRECTION_MAX = 0.01
+"""Seconds an advert's kernel arrival time may move its handling back. Reading an advert takes
+well under this; more means the wall clock (which the kernel stamps with) stepped between the
+arrival and the reading, or the process was stopped: then the reading time is the safe one, as
+timers run from it later, never earlier, than they should."""
+
+
 class AdvertSender(Protocol):
     def send(self, advert: Advert) -> None: ...
 
@@ -262,10 +269,11 @@ class InstanceRunner:
     def feed(self, event: Event, at: float | None = None) -> None:
         """Hand one event to the machine now and carry out what it asks. `at` is when it
         happened (the kernel's arrival time of an advert), if earlier than now: the machine's
-        timers then run from that moment; never before an event already handled."""
+        timers then run from that moment, though never before an event already handled nor
+        more than ARRIVAL_CORRECTION_MAX back."""
         now = self._loop.time()
         if at is not None and at < now:
-            now = max(at, self.machine.last_now)
+            now = max(at, now - ARRIVAL_CORRECTION_MAX, self.machine.last_now)
         self._execute(self.machine.handle(event, now))
         self._rearm()
         if self.machine.priority != self._prepared_priority:

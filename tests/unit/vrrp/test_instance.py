@@ -26,7 +26,12 @@ from lvsha.vrrp.events import (
     VirtualAddress,
     VrrpState,
 )
-from lvsha.vrrp.instance import HANDOVER_GRACE, HeldAddress, InstanceRunner
+from lvsha.vrrp.instance import (
+    ARRIVAL_CORRECTION_MAX,
+    HANDOVER_GRACE,
+    HeldAddress,
+    InstanceRunner,
+)
 from lvsha.vrrp.machine import InstanceParams, VrrpMachine
 from lvsha.vrrp.socket import SO_TIMESTAMPNS, arrival_time
 from lvsha.vrrp.wire import Advert, VrrpVersion
@@ -335,8 +340,13 @@ async def test_master_down_runs_from_the_advert_s_arrival_not_its_reading() -> N
     deadline = run.machine.next_deadline()
     assert deadline == pytest.approx(arrived + run.machine.master_down_interval())
     # Never before an event already handled: the machine's clock does not go back.
-    run.feed(AdvertReceived(PEER, 200, 0.05), at=arrived - 1.0)
+    run.feed(AdvertReceived(PEER, 200, 0.05), at=arrived - 0.001)
     assert run.machine.last_now >= arrived
+    # Nor further back than a reading can take: a wall clock stepped between the arrival and
+    # the reading (the kernel stamps with it) moves no timer earlier than the reading's.
+    stepped = loop.time() - 3600.0
+    run.feed(AdvertReceived(PEER, 200, 0.05), at=stepped)
+    assert run.machine.last_now >= loop.time() - ARRIVAL_CORRECTION_MAX - 0.001
     await run.close()
 
 
