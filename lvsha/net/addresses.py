@@ -177,7 +177,7 @@ class _TrackedAddresses(abc.ABC):
         try:
             self.ledger.open()
         except LedgerError as exc:
-            log.error("%s", exc)  # each add tries again, and is refused while this lasts
+            log.error("%s", exc.strerror)  # each add tries again, and is refused while this lasts
         removed = []
         for interface, vip in sorted(self.ledger.entries(), key=str):
             try:
@@ -300,7 +300,7 @@ class _TrackedAddresses(abc.ABC):
             # that the next process reconciles, never an address nobody knows is ours.
             self.ledger.record(fresh)
         except LedgerError as exc:
-            refusal = AddressError(exc.errno, f"not adding VIPs: {exc}")
+            refusal = AddressError(exc.errno, f"not adding VIPs: {exc.strerror}")
             return [refusal if r is None else r for r in results]
         requests = [
             AddressRequest(

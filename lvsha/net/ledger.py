@@ -87,7 +87,7 @@ class AddressLedger:
                 if self._changes > _COMPACT_AFTER:
                     self._compact()
             except LedgerError as exc:
-                log.error("%s", exc)
+                log.error("%s", exc.strerror)
 
     def open(self) -> None:
         """Read the file and start it afresh as one snapshot, ready to append to: done at
