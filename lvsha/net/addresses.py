@@ -25,7 +25,7 @@ from ipaddress import (
     IPv6Address,
     IPv6Interface,
 )
-from typing import Literal, Protocol, TypeAlias, cast
+from typing import Literal, Protocol, TypeAlias
 
 from lvsha.net.ledger import AddressLedger, LedgerError
 from lvsha.net.nlmsg import RefusedError
@@ -263,14 +263,32 @@ class _TrackedAddresses(abc.ABC):
                     found[interface] = missing
         return found
 
+    def _pending(
+        self, vips: Iterable[tuple[int, str, VirtualAddress]], results: list[VipResult | None]
+    ) -> list[tuple[int, str, VirtualAddress, int]]:
+        """Of (position, interface, VIP), those whose interface exists, with its index; the
+        others' results become InterfaceNotFoundError."""
+        listed = list(vips)
+        indexes = self._indexes(interface for _, interface, _ in listed)
+        pending = []
+        for position, interface, vip in listed:
+            index = indexes[interface]
+            if isinstance(index, InterfaceNotFoundError):
+                results[position] = index
+            else:
+                pending.append((position, interface, vip, index))
+        return pending
+
     def _carry_out(
         self, requests: Sequence[AddressRequest], what: str, entries: Sequence[str]
-    ) -> list[int] | AddressError:
+    ) -> list[int | AddressError]:
+        """Each request's errno (0: done), or for each the AddressError of a failed exchange."""
         try:
-            return self._exchange(requests)
+            return list(self._exchange(requests))
         except OSError as exc:
             code = exc.errno or errno.EIO
-            return AddressError(code, f"{what} {', '.join(entries)}: {exc.strerror or exc}")
+            failure = AddressError(code, f"{what} {', '.join(entries)}: {exc.strerror or exc}")
+            return [failure] * len(requests)
 
     def add_vips(self, vips: Sequence[VipRequest]) -> list[VipResult]:
         """Put every VIP on its interface in one exchange with the kernel (the takeover path):
@@ -278,22 +296,17 @@ class _TrackedAddresses(abc.ABC):
         prefix length (IPv4) or at all (IPv6); `disown_duplicates` finds an IPv4 address
         present under another prefix length afterwards. The ledger is written once, before."""
         results: list[VipResult | None] = [None] * len(vips)
-        indexes = self._indexes(interface for interface, _, _ in vips)
-        todo: list[int] = []
-        for position, (interface, vip, label) in enumerate(vips):
-            index = indexes[interface]
-            if isinstance(index, InterfaceNotFoundError):
-                results[position] = index
-            elif label is not None and vip.version == 4 and not label.startswith(f"{interface}:"):
+        pending = self._pending(((p, i, vip) for p, (i, vip, _) in enumerate(vips)), results)
+        for position, interface, vip, _ in pending:
+            label = vips[position][2]
+            if label is not None and vip.version == 4 and not label.startswith(f"{interface}:"):
                 raise ValueError(
                     f"label {label!r} must start with the interface name: {interface}:"
                 )
-            else:
-                todo.append(position)
         fresh = [
-            (vips[p][0], vips[p][1])
-            for p in todo
-            if vips[p][1].ip not in self._ours.get(vips[p][0], ())
+            (interface, vip)
+            for _, interface, vip, _ in pending
+            if vip.ip not in self._ours.get(interface, ())
         ]
         try:
             # Written down before the kernel has them: a crash from here on leaves entries
@@ -303,20 +316,15 @@ class _TrackedAddresses(abc.ABC):
             refusal = AddressError(exc.errno, f"not adding VIPs: {exc.strerror}")
             return [refusal if r is None else r for r in results]
         requests = [
-            AddressRequest(
-                True,
-                cast(int, indexes[vips[p][0]]),
-                vips[p][1],
-                vips[p][2] if vips[p][1].version == 4 else None,
-            )
-            for p in todo
+            AddressRequest(True, index, vip, vips[position][2] if vip.version == 4 else None)
+            for position, _, vip, index in pending
         ]
-        codes = self._carry_out(requests, "adding", [f"{vips[p][1]} to {vips[p][0]}" for p in todo])
+        codes = self._carry_out(
+            requests, "adding", [f"{vip} to {interface}" for _, interface, vip, _ in pending]
+        )
         not_added: list[tuple[str, VirtualAddress]] = []
-        for n, position in enumerate(todo):
-            interface, vip, _ = vips[position]
+        for (position, interface, vip, _), code in zip(pending, codes, strict=True):
             ours = self._ours.setdefault(interface, set())
-            code = codes if isinstance(codes, AddressError) else codes[n]
             if code == 0:
                 ours.add(vip.ip)
                 results[position] = VipOutcome.ADDED
@@ -385,24 +393,16 @@ class _TrackedAddresses(abc.ABC):
         kernel no longer had it. None for a VIP this port did not add (`remove_vip` tells
         whether it is there). The ledger forgets them once the kernel has let go."""
         results: list[VipResult | None] = [None] * len(vips)
-        indexes = self._indexes(interface for interface, _ in vips)
-        todo: list[int] = []
-        for position, (interface, vip) in enumerate(vips):
-            index = indexes[interface]
-            if vip.ip not in self._ours.get(interface, ()):
-                continue
-            if isinstance(index, InterfaceNotFoundError):
-                results[position] = index
-            else:
-                todo.append(position)
-        requests = [AddressRequest(False, cast(int, indexes[vips[p][0]]), vips[p][1]) for p in todo]
+        pending = self._pending(
+            ((p, i, vip) for p, (i, vip) in enumerate(vips) if vip.ip in self._ours.get(i, ())),
+            results,
+        )
+        requests = [AddressRequest(False, index, vip) for _, _, vip, index in pending]
         codes = self._carry_out(
-            requests, "removing", [f"{vips[p][1]} from {vips[p][0]}" for p in todo]
+            requests, "removing", [f"{vip} from {interface}" for _, interface, vip, _ in pending]
         )
         gone: list[tuple[str, VirtualAddress]] = []
-        for n, position in enumerate(todo):
-            interface, vip = vips[position]
-            code = codes if isinstance(codes, AddressError) else codes[n]
+        for (position, interface, vip, _), code in zip(pending, codes, strict=True):
             if code in (0, errno.EADDRNOTAVAIL):
                 self._ours[interface].discard(vip.ip)
                 gone.append((interface, vip))
