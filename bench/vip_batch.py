@@ -34,6 +34,17 @@ TARGET = 0.003
 """Seconds for 20 VIPs, added and announced (and, separately, released)."""
 
 
+def vip_counts(text: str) -> list[int]:
+    """`--vips`: comma-separated counts of VIPs, each within the host's subnet."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not all(0 < count <= MAX_VIPS for count in counts):
+        raise argparse.ArgumentTypeError(f"each count must be 1 to {MAX_VIPS}: {text}")
+    return counts
+
+
 def rounds(count: int, runs: int, ledger_dir: Path) -> tuple[list[float], list[float]]:
     """(add and announce, remove) seconds of each round, in the calling thread's namespace."""
     # In the host's subnet, so each is a secondary address of its 192.0.2.1/24: a VIP that
@@ -72,13 +83,18 @@ def measure(host: Host, count: int, runs: int) -> tuple[list[float], list[float]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.vip_batch", description=__doc__)
-    parser.add_argument("--vips", default="1,20,100", help="VIP counts, comma-separated")
+    parser.add_argument(
+        "--vips",
+        type=vip_counts,
+        default=[1, 20, 100],
+        help=f"VIP counts, comma-separated, each 1 to {MAX_VIPS} (default: 1,20,100)",
+    )
     parser.add_argument("--runs", type=int, default=50, metavar="N")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.vip_batch needs root (network namespaces)", file=sys.stderr)
         return 2
-    counts = [int(n) for n in args.vips.split(",")]
+    counts: list[int] = args.vips
     with open("/proc/loadavg", encoding="ascii") as handle:
         print(
             f"VIP batches: {args.runs} rounds each; loadavg {' '.join(handle.read().split()[:3])}"

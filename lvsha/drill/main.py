@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import shlex
@@ -639,6 +640,17 @@ def run_drill(options: DrillOptions) -> int:
     return EXIT_SCENARIO_FAILED if failed else 0
 
 
+def _seconds_from_now(text: str) -> float:
+    """A delay for argparse: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The drill's options, for `lvsha drill` and for `python -m lvsha.drill.main`."""
     parser.add_argument(
@@ -711,7 +723,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fault-after-advert",
-        type=float,
+        type=_seconds_from_now,
         metavar="SECONDS",
         help="inject each fault this long after one of the master's adverts reaches the client "
         "(default: as soon as the lab is ready, anywhere in the advert interval)",

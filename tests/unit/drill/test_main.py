@@ -209,3 +209,18 @@ def test_daemon_realtime_and_vips_options() -> None:
     defaults = options_from_args(parser.parse_args([]))
     assert (defaults.daemon, defaults.realtime, defaults.vips) == ("lvsha", None, None)
     assert defaults.watch_vip
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_fault_delay_must_be_seconds_from_now(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--fault-after-advert", value])
+    assert "--fault-after-advert" in capsys.readouterr().err
+    assert (
+        options_from_args(parser.parse_args(["--fault-after-advert", "0.05"])).fault_after_advert
+        == 0.05
+    )
