@@ -108,11 +108,105 @@ class ConfigApplied:
     left: str = ""
 
 
-Message: TypeAlias = ChildReady | VrrpStateChanged | VrrpRoles | ApplyConfig | ConfigApplied
+STATUS_INTERVAL = 1.0
+"""Seconds between two `VrrpStatus` snapshots the VRRP child sends unasked (it also sends one
+at once after a state, priority, master or handover change)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpStatus:
+    """VRRP child -> parent: every instance as `lvsha status` shows it, a JSON object
+    `{"instances": [...]}` whose items follow the `vrrp_instance` definition of
+    lvsha/api/schemas/status.json. Sent every `STATUS_INTERVAL` and at once after a change;
+    the parent answers clients from the last one, so no client ever makes VRRP wait."""
+
+    kind: ClassVar[str] = "vrrp_status"
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetHandover:
+    """Parent -> VRRP child: the instances handed over to the peer (`lvsha handover`), all of
+    them: an instance not named is not (or no longer) handed over. A handed-over master sends
+    priority 0 and lets its VIPs go once the new master is heard (make-before-break); a
+    handed-over instance stays backup and takes no mastership until the set no longer names
+    it. The child answers with a `VrrpStatus` once it has fed the change to its instances."""
+
+    kind: ClassVar[str] = "set_handover"
+    instances: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """Parent -> checker: send a `CheckerStatus` with this serial."""
+
+    kind: ClassVar[str] = "status_request"
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckerStatus:
+    """Checker -> parent: the answer to `StatusRequest`: a JSON object
+    `{"virtual_servers": [...]}` whose items follow the `virtual_server` definition of
+    lvsha/api/schemas/status.json."""
+
+    kind: ClassVar[str] = "checker_status"
+    serial: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetOverrides:
+    """Parent -> checker: every operator override in force (drain, maint), all of them, as
+    `lvsha.daemon.overrides.encode` writes them: a real server no override selects is back to
+    what its checks (and the maintenance files) decide. Answered with `OverridesApplied`."""
+
+    kind: ClassVar[str] = "set_overrides"
+    serial: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class OverridesApplied:
+    """Checker -> parent: `SetOverrides` with this serial is applied to the check pool and
+    the IPVS table (one pass of the syncer has run). `errors`: what could not be done."""
+
+    kind: ClassVar[str] = "overrides_applied"
+    serial: int
+    errors: tuple[str, ...] = ()
+
+
+Message: TypeAlias = (
+    ChildReady
+    | VrrpStateChanged
+    | VrrpRoles
+    | ApplyConfig
+    | ConfigApplied
+    | VrrpStatus
+    | SetHandover
+    | StatusRequest
+    | CheckerStatus
+    | SetOverrides
+    | OverridesApplied
+)
 
 _KINDS: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (ChildReady, VrrpStateChanged, VrrpRoles, ApplyConfig, ConfigApplied)
+    cls.kind: cls
+    for cls in (
+        ChildReady,
+        VrrpStateChanged,
+        VrrpRoles,
+        ApplyConfig,
+        ConfigApplied,
+        VrrpStatus,
+        SetHandover,
+        StatusRequest,
+        CheckerStatus,
+        SetOverrides,
+        OverridesApplied,
+    )
 }
+
 
 
 def encode(message: Message) -> bytes:
