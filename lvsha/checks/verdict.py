@@ -20,6 +20,8 @@ class Health(enum.Enum):
     UNHEALTHY = "unhealthy"
     DISABLED = "disabled"
     """Drained by the operator: kept at weight 0 whatever its checks say."""
+    MAINTENANCE = "maintenance"
+    """In maintenance (`lvsha maint`): out of the IPVS table, its checks paused."""
 
 
 @dataclass(frozen=True, slots=True)

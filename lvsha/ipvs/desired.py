@@ -7,6 +7,7 @@ perform_svr_state, and ipvs_cmd turning a removal into weight 0 under inhibit_on
   configured weight;
 - an unhealthy one is left out, or kept at weight 0 with inhibit_on_failure;
 - a disabled (operator-drained) one is kept at weight 0, so its connections finish;
+- one in maintenance is left out, always (inhibit_on_failure or not): the operator took it out;
 - quorum is the summed weight of healthy real servers. Held quorum is lost when that sum drops
   below quorum - hysteresis and regained when it reaches quorum + hysteresis; on the first
   evaluation only the upper bound counts, as keepalived starts pessimistic;
@@ -120,10 +121,12 @@ def desired_service(
             if real_server.inhibit_on_failure is None
             else real_server.inhibit_on_failure
         )
-        in_service = health[real_server.key] is Health.HEALTHY and not sorry_active
-        if in_service:
+        state = health[real_server.key]
+        if state is Health.MAINTENANCE:
+            continue
+        if state is Health.HEALTHY and not sorry_active:
             weight = weights[real_server.key]
-        elif health[real_server.key] is Health.DISABLED or inhibit:
+        elif state is Health.DISABLED or inhibit:
             weight = 0
         else:
             continue

@@ -35,6 +35,7 @@ SORRY = Destination(ip_address("10.0.9.9"), 80, weight=1, forwarding=Forwarding.
 HEALTHY = Verdict(Health.HEALTHY)
 UNHEALTHY = Verdict(Health.UNHEALTHY)
 DISABLED = Verdict(Health.DISABLED)
+MAINTENANCE = Verdict(Health.MAINTENANCE)
 
 
 def spec(
@@ -112,6 +113,21 @@ def test_a_disabled_server_is_kept_at_weight_zero_and_does_not_count_for_quorum(
 
     assert pool(result) == {A.key: 0, B.key: 2, C.key: 1}
     assert result.quorum.live_weight == 3
+
+
+@pytest.mark.parametrize("inhibit_on_failure", [False, True])
+def test_a_server_in_maintenance_is_out_of_the_pool_and_of_quorum(
+    inhibit_on_failure: bool,
+) -> None:
+    vs = spec(quorum=4, sorry=SorryServerSpec(SORRY), inhibit_on_failure=inhibit_on_failure)
+    result = desired_service(vs, verdicts(a=MAINTENANCE), None)
+
+    inhibited = {B.key: 0, C.key: 0} if inhibit_on_failure else {}
+    assert pool(result) == {**inhibited, SORRY.key: 1}
+    assert result.quorum == QuorumState(up=False, live_weight=3)
+    # Even with a dynamic weight and quorum held, it stays out.
+    kept = desired_service(spec(), verdicts(a=Verdict(Health.MAINTENANCE, 5)), None)
+    assert pool(kept) == {B.key: 2, C.key: 1}
 
 
 def test_a_dynamic_weight_replaces_the_configured_one_and_counts_for_quorum() -> None:
