@@ -80,6 +80,18 @@ class Shutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class Handover:
+    """`lvsha handover` (active) or its cancellation (not active).
+
+    A handed-over instance behaves as if keepalived were stopped on this director while lvsha
+    keeps running: a master sends priority 0 and keeps its VIPs until the new master is heard
+    (make-before-break), then stays backup; a backup never takes over, whatever it hears or
+    stops hearing, until the handover is cancelled."""
+
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SyncGroupFault:
     """Some member of this instance's sync group is (or no longer is) in fault on its own."""
 
@@ -104,6 +116,7 @@ Event: TypeAlias = (
     | TrackingFault
     | LinkChanged
     | Shutdown
+    | Handover
     | SyncGroupFault
     | SyncGroupBackup
     | SyncGroupMaster

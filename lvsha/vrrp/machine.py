@@ -23,6 +23,7 @@ from lvsha.vrrp.events import (
     Event,
     FaultChanged,
     FaultReason,
+    Handover,
     LinkChanged,
     PriorityChanged,
     ReadyForMaster,
@@ -170,6 +171,11 @@ class _Memory:
     answered_release_at: float = -math.inf
     """When a master last answered a priority-0 advert."""
     answers_suppressed: int = 0
+    handed_over: bool = False
+    """`lvsha handover`: stays (or becomes) backup and never takes over until cancelled."""
+    releasing_for_handover: bool = False
+    """In RELEASING for a handover (back to MASTER if no new master is heard, to BACKUP when
+    one is), not for a shutdown (to INITIALIZE either way)."""
 
 
 class VrrpMachine:
@@ -208,6 +214,12 @@ class VrrpMachine:
     @property
     def holds_vips(self) -> bool:
         return self._m.state in (VrrpState.MASTER, VrrpState.RELEASING)
+
+    @property
+    def handed_over(self) -> bool:
+        """Handed over to the peer (`Handover`): never master until the handover is cancelled.
+        A handover that fails (no new master heard while releasing) clears it."""
+        return self._m.handed_over
 
     @property
     def ready_for_master(self) -> bool:
@@ -346,7 +358,10 @@ class VrrpMachine:
     def _enter_backup(self, now: float, reason: str, master_down_after: float) -> list[Action]:
         actions = self._transition(VrrpState.BACKUP, reason)
         self._m.preempt_hold_until = None
-        self._arm_master_down(now, master_down_after, "master down timer expired")
+        if self._m.handed_over:
+            self._m.deadline = None  # handed over: no Master_Down_Timer, never master
+        else:
+            self._arm_master_down(now, master_down_after, "master down timer expired")
         return actions
 
     def _arm_master_down(self, now: float, after: float, reason: str) -> None:
@@ -355,21 +370,29 @@ class VrrpMachine:
 
     def _enter_master(self, now: float, reason: str) -> list[Action]:
         # RFC 5798 section 6.4.2: the advert goes first so the old master has stepped down
-        # (and dropped the VIPs) by the time our gratuitous ARP / NA lands.
+        # (and dropped the VIPs) by the time our gratuitous ARP / NA lands. Back from a
+        # handover's RELEASING the VIPs are still on: adding them again finds them there
+        # (already ours) and changes nothing; the announcements repair the peer's takeover.
         vips = self.params.vips
+        self._m.releasing_for_handover = False
         actions = self._transition(VrrpState.MASTER, reason)
         actions += [SendAdvert(self._m.priority), AddVips(vips), Announce(vips)]
         self._m.deadline = now + self.params.advert_interval
         return actions
 
     def _master_to_backup(self, now: float, reason: str, *, handover: bool = False) -> list[Action]:
+        self._m.releasing_for_handover = False
         actions = self._transition(VrrpState.BACKUP, reason)
         actions.append(RemoveVips(self.params.vips, handover=handover))
         self._m.preempt_hold_until = None
-        self._arm_master_down(now, self.master_down_interval(), "master down timer expired")
+        if self._m.handed_over:
+            self._m.deadline = None
+        else:
+            self._arm_master_down(now, self.master_down_interval(), "master down timer expired")
         return actions
 
     def _release_vips(self, reason: str, *, handover: bool = False) -> list[Action]:
+        self._m.releasing_for_handover = False
         actions = self._transition(VrrpState.INITIALIZE, reason)
         actions.append(RemoveVips(self.params.vips, handover=handover))
         self._m.deadline = None
@@ -379,6 +402,9 @@ class VrrpMachine:
         """Leave Initialize or Fault for Backup, or straight for Master as the owner."""
         self._m.master_adver_interval = self.params.advert_interval
         owner = self._m.priority == OWNER_PRIORITY
+        if self._m.handed_over:
+            # Whatever it would do otherwise (the owner, `state MASTER`): backup, no timer.
+            return self._enter_backup(now, f"{reason}: handed over", 0.0)
         if owner and at_startup and self.params.sync_group is None:
             # RFC 5798 / RFC 3768 section 6.4.1: the owner becomes master at once.
             return self._enter_master(now, f"{reason}: address owner")
@@ -413,6 +439,13 @@ class VrrpMachine:
         state = self._m.state
         if state is VrrpState.INITIALIZE:
             return []
+        if state is VrrpState.RELEASING and self._m.releasing_for_handover:
+            # Still running: in fault, as a master would be; priority 0 has gone already.
+            self._m.releasing_for_handover = False
+            actions = self._transition(VrrpState.FAULT, f"{reason.value} while handing over")
+            self._m.deadline = None
+            actions.append(RemoveVips(self.params.vips))
+            return actions
         if state is VrrpState.RELEASING:
             return self._release_vips(f"{reason.value} while releasing")
         actions = self._transition(VrrpState.FAULT, reason.value)
@@ -485,6 +518,11 @@ class VrrpMachine:
     def _backup_advert(self, event: AdvertReceived, now: float) -> list[Action]:
         if self._discards_advert(event):
             return []
+        if self._m.handed_over:
+            # Heard (for status), never acted on: no Master_Down_Timer to restart or cut short.
+            if self.params.version == 3 and event.priority != RELEASE_PRIORITY:
+                self._m.master_adver_interval = event.advert_interval
+            return []
         if event.priority == RELEASE_PRIORITY:
             # RFC 5798 section 6.4.2: the master is leaving; take over after Skew_Time.
             self._arm_master_down(
@@ -523,6 +561,10 @@ class VrrpMachine:
         return []
 
     def _backup_follow_group(self, event: SyncGroupMaster, now: float) -> list[Action]:
+        if self._m.handed_over:
+            # Never granted in practice (a handed-over member is not ready for master, and
+            # the engine hands a sync group over as a whole): stays backup regardless.
+            return []
         return self._enter_master(now, f"sync group {self.params.sync_group} became master")
 
     def _answer_due(self, last: float, now: float) -> bool:
@@ -576,10 +618,55 @@ class VrrpMachine:
     def _master_shutdown(self, event: Shutdown, now: float) -> list[Action]:
         # RFC 5798 section 6.4.3: send priority 0 and stop advertising. Make-before-break:
         # keep the VIPs until the new master is heard, at most one Master_Down_Interval.
-        actions = self._transition(VrrpState.RELEASING, "shutdown: sent priority 0")
+        return self._start_releasing(now, "shutdown: sent priority 0", for_handover=False)
+
+    def _start_releasing(self, now: float, reason: str, *, for_handover: bool) -> list[Action]:
+        actions = self._transition(VrrpState.RELEASING, reason)
         actions.append(SendAdvert(RELEASE_PRIORITY))
+        self._m.releasing_for_handover = for_handover
         self._m.deadline = now + self.master_down_interval()
         return actions
+
+    # Handover: the flag in every state; a master leaves as at shutdown, but to BACKUP.
+
+    def _set_handed_over(self, event: Handover) -> bool:
+        """Record the flag; whether it changed."""
+        if event.active == self._m.handed_over:
+            return False
+        self._m.handed_over = event.active
+        return True
+
+    def _handover_flag_only(self, event: Handover, now: float) -> list[Action]:
+        # Initialize, Fault, and a shutdown's RELEASING: `_come_up` reads the flag later.
+        self._set_handed_over(event)
+        return []
+
+    def _backup_handover(self, event: Handover, now: float) -> list[Action]:
+        if not self._set_handed_over(event):
+            return []
+        if not event.active:
+            # Normal VRRP from here: a master still heard re-arms the timer with each advert,
+            # a lower one is preempted (with preempt) when it runs out.
+            self._arm_master_down(now, self.master_down_interval(), "master down timer expired")
+            return []
+        self._m.deadline = None
+        self._m.preempt_hold_until = None
+        if self._m.ready_for_master:
+            self._m.ready_for_master = False
+            return [ReadyForMaster(ready=False)]
+        return []
+
+    def _master_handover(self, event: Handover, now: float) -> list[Action]:
+        if not self._set_handed_over(event):
+            return []
+        return self._start_releasing(now, "handover: sent priority 0", for_handover=True)
+
+    def _releasing_handover(self, event: Handover, now: float) -> list[Action]:
+        if not self._set_handed_over(event) or event.active:
+            return []
+        if not self._m.releasing_for_handover:
+            return []  # a shutdown goes on
+        return self._enter_master(now, "handover cancelled: master again")
 
     def _master_follow_group(self, event: SyncGroupBackup, now: float) -> list[Action]:
         return self._master_to_backup(
@@ -594,9 +681,23 @@ class VrrpMachine:
         if self._discards_advert(event) or event.priority == RELEASE_PRIORITY:
             # Another router leaving as well: keep waiting for the new master.
             return []
+        if self._m.releasing_for_handover:
+            if self.params.version == 3:
+                self._m.master_adver_interval = event.advert_interval
+            return self._master_to_backup(
+                now, f"handover: new master {event.source} heard", handover=True
+            )
         return self._release_vips(f"new master {event.source} heard", handover=True)
 
     def _releasing_timeout(self, event: TimerFired, now: float) -> list[Action]:
+        if self._m.releasing_for_handover:
+            # Nobody took over: giving the VIPs up now would leave them to nobody.
+            self._m.handed_over = False
+            return self._enter_master(
+                now,
+                "handover failed: no new master heard within the master down interval; "
+                "staying master",
+            )
         return self._release_vips("no new master heard within the master down interval")
 
     def _releasing_shutdown(self, event: Shutdown, now: float) -> list[Action]:
@@ -619,6 +720,7 @@ TRANSITIONS: dict[tuple[VrrpState, type[Any]], _Handler] = {
     (_I, LinkChanged): VrrpMachine._link_changed,
     (_I, TrackingFault): VrrpMachine._tracking_fault,
     (_I, SyncGroupFault): VrrpMachine._sync_group_fault,
+    (_I, Handover): VrrpMachine._handover_flag_only,
     (_B, AdvertReceived): VrrpMachine._backup_advert,
     (_B, TimerFired): VrrpMachine._backup_master_down,
     (_B, PriorityChanged): VrrpMachine._backup_priority,
@@ -627,6 +729,7 @@ TRANSITIONS: dict[tuple[VrrpState, type[Any]], _Handler] = {
     (_B, SyncGroupFault): VrrpMachine._sync_group_fault,
     (_B, SyncGroupMaster): VrrpMachine._backup_follow_group,
     (_B, Shutdown): VrrpMachine._stop,
+    (_B, Handover): VrrpMachine._backup_handover,
     (_M, AdvertReceived): VrrpMachine._master_advert,
     (_M, TimerFired): VrrpMachine._master_adver_timer,
     (_M, PriorityChanged): VrrpMachine._record_priority,
@@ -635,12 +738,14 @@ TRANSITIONS: dict[tuple[VrrpState, type[Any]], _Handler] = {
     (_M, SyncGroupFault): VrrpMachine._sync_group_fault,
     (_M, SyncGroupBackup): VrrpMachine._master_follow_group,
     (_M, Shutdown): VrrpMachine._master_shutdown,
+    (_M, Handover): VrrpMachine._master_handover,
     (_F, AdvertReceived): VrrpMachine._fault_advert,
     (_F, PriorityChanged): VrrpMachine._record_priority,
     (_F, LinkChanged): VrrpMachine._link_changed,
     (_F, TrackingFault): VrrpMachine._tracking_fault,
     (_F, SyncGroupFault): VrrpMachine._sync_group_fault,
     (_F, Shutdown): VrrpMachine._stop,
+    (_F, Handover): VrrpMachine._handover_flag_only,
     (_R, AdvertReceived): VrrpMachine._releasing_advert,
     (_R, TimerFired): VrrpMachine._releasing_timeout,
     (_R, PriorityChanged): VrrpMachine._record_priority,
@@ -648,5 +753,6 @@ TRANSITIONS: dict[tuple[VrrpState, type[Any]], _Handler] = {
     (_R, TrackingFault): VrrpMachine._tracking_fault,
     (_R, SyncGroupFault): VrrpMachine._sync_group_fault,
     (_R, Shutdown): VrrpMachine._releasing_shutdown,
+    (_R, Handover): VrrpMachine._releasing_handover,
 }
 """The whole machine: what each state does with each event. Anything missing raises."""
