@@ -9,9 +9,15 @@ Most probes run as a task each. A `CallbackProbe` (TCP) runs without one, on the
 `TcpConnector`, and reports to a callback: thousands of probes a second cost too much as tasks.
 
 A check that several real servers share (same probe, parameters and timing: `CheckKey`) runs
-once; its result counts for each of them. Operators drain a real server (`disable`), not a
-check: a drained real server is Disabled whatever its checks say, which a shared check could not
-express per real server.
+once; its result counts for each of them. Operators drain a real server, not a check: a
+drained real server is Disabled whatever its checks say, which a shared check could not express
+per real server. The operator's state comes merged from its sources (`lvsha.checks.admin`,
+`set_admins`); `disable`/`enable` are a drain of their own, kept for tools and tests.
+
+A real server in maintenance is in Maintenance (out of the IPVS table). A check whose every real
+server is in maintenance is paused: out of the schedule, its probe in flight cancelled. When one
+of them is ready again the check is due at once, and its real servers are judged from the state
+the check had.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import logging
 import math
 import random
 import resource
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+from lvsha.checks.admin import AdminChange, AdminState
 from lvsha.checks.flaplog import CoalescingLog
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.state import (
@@ -45,6 +52,7 @@ from lvsha.checks.state import (
 from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools
 from lvsha.checks.tcp_fast import DeadlineTimer, ProbeCallback, TcpConnector
 from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict
+from lvsha.daemon.overrides import Mode
 from lvsha.stats import RecentSamples
 
 log = logging.getLogger(__name__)
@@ -267,6 +275,18 @@ class _CallbackRun:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckReport:
+    """One check of a real server as `lvsha status` shows it."""
+
+    description: str
+    status: str
+    """unknown, up, down, disabled (CheckStatus) or paused."""
+    last_result: ProbeResult | None
+    last_result_at: float | None
+    """Loop time the last probe ended."""
+
+
+@dataclass(frozen=True, slots=True)
 class PoolChange:
     """What `CheckPool.reconfigure` changed."""
 
@@ -394,6 +414,10 @@ class CheckPool:
         self._drained: dict[RealServerId, str] = {}
         """Drained real servers; a reload keeps those it removes (dormant): the drain holds
         again if they come back, until `enable`."""
+        self._admin: dict[RealServerId, AdminState] = {}
+        """The merged operator state of real servers not ready (`set_admins`)."""
+        self._paused: set[int] = set()
+        """Indexes of checks whose every real server is in maintenance: not scheduled."""
         self._presumed: dict[RealServerId, Presumption] = {}
         """How real servers stood before this start, until their checks have all spoken."""
         self._verdicts: dict[RealServerId, RealServerVerdict] = {}
@@ -443,7 +467,38 @@ class CheckPool:
         }
 
     def is_drained(self, real_server: RealServerId) -> bool:
-        return real_server in self._drained
+        admin = self._admin.get(real_server)
+        return real_server in self._drained or (admin is not None and admin.mode is Mode.DRAIN)
+
+    def is_configured(self, real_server: RealServerId) -> bool:
+        return real_server in self._checks_of
+
+    def admin_of(self, real_server: RealServerId) -> AdminState | None:
+        """The operator's state of `real_server` (None: ready); a `disable` without
+        `set_admins` counts as a drain of the file source, which is what drove it before."""
+        admin = self._admin.get(real_server)
+        if admin is None and real_server in self._drained:
+            return AdminState(Mode.DRAIN, "file", self._drained[real_server])
+        return admin
+
+    def is_paused(self, key: CheckKey) -> bool:
+        check = self._by_key.get(key)
+        return check is not None and check.index in self._paused
+
+    def check_reports(self, real_server: RealServerId) -> list[CheckReport]:
+        """Each check of `real_server` (none if it is not configured), for the status."""
+        reports = []
+        paused = self._paused
+        for check in self._checks_of.get(real_server, ()):
+            state = check.state
+            if state is None:
+                reports.append(CheckReport(check.description, "unknown", None, None))
+                continue
+            status = "paused" if check.index in paused else state.status.value
+            reports.append(
+                CheckReport(check.description, status, state.last_result, state.last_result_at)
+            )
+        return reports
 
     # Subscriptions.
 
@@ -480,6 +535,8 @@ class CheckPool:
         now = self._loop.time()
         for check in self._checks.values():
             self._first_round(check, now)
+        if self._any_maintenance():
+            self._repause(self._checks.values(), now)
         for real_server in self._checks_of:
             presumption = self._presumed.get(real_server)
             if presumption is None:
@@ -600,6 +657,9 @@ class CheckPool:
                 self._publish(self._judge(rs, "checks changed by a reload", None, now))
             for rs in added:
                 self._publish(self._judge(rs, "no probe yet", None, now))
+            if self._paused or self._any_maintenance():
+                # Checks kept, revived or started serve other real servers now.
+                self._repause(self._checks.values(), now)
             self._launch(self._scheduler.start_due(now))
             self._arm()
         change = PoolChange(
@@ -619,6 +679,11 @@ class CheckPool:
         del self._checks[check.index]
         del self._by_key[check.key]
         check.frozen_at = now
+        self._paused.discard(check.index)
+        self._cancel_probe(check)
+
+    def _cancel_probe(self, check: _Check) -> None:
+        """Cancel `check`'s probe in flight, if any; its slot is the caller's to free."""
         if check.run is not None:
             self._abandon(check.run)
         task = self._tasks.pop(check.index, None)
@@ -682,6 +747,72 @@ class CheckPool:
             return
         log.info("%s enabled: %s", real_server, reason)
         self._rejudge(real_server, reason, None)
+
+    def set_admin(self, real_server: RealServerId, admin: AdminState | None, reason: str) -> None:
+        """`set_admins` for one real server."""
+        self.set_admins([(real_server, admin, reason)])
+
+    def set_admins(self, changes: Sequence[AdminChange]) -> None:
+        """The operator's merged state of these real servers from now on (None: ready), each
+        with the reason its verdict gives. Drain: Disabled, checks running. Maint: Maintenance,
+        and the checks no other real server needs are paused; back to ready, they are due at
+        once. A real server not configured keeps its state (dormant) until told otherwise."""
+        rejudge: list[tuple[RealServerId, str]] = []
+        maint_changed: dict[int, _Check] = {}
+        for real_server, admin, reason in changes:
+            old = self._admin.pop(real_server, None)
+            if admin is not None:
+                self._admin[real_server] = admin
+            if old == admin or real_server not in self._checks_of:
+                continue
+            what = "ready" if admin is None else f"{admin.mode.value} ({admin.source})"
+            log.info("%s: %s: %s", real_server, what, reason)
+            rejudge.append((real_server, reason))
+            if (old is not None and old.mode is Mode.MAINT) != (
+                admin is not None and admin.mode is Mode.MAINT
+            ):
+                for check in self._checks_of[real_server]:
+                    maint_changed[check.index] = check
+        if self._loop is None:
+            return  # start() pauses and judges
+        now = self._loop.time()
+        if maint_changed:
+            self._repause(maint_changed.values(), now)
+            self._launch(self._scheduler.start_due(now))
+            self._arm()
+        for real_server, reason in rejudge:
+            self._publish(self._judge(real_server, reason, None, now))
+
+    def _any_maintenance(self) -> bool:
+        return any(admin.mode is Mode.MAINT for admin in self._admin.values())
+
+    def _in_maintenance(self, real_server: RealServerId) -> bool:
+        admin = self._admin.get(real_server)
+        return admin is not None and admin.mode is Mode.MAINT
+
+    def _repause(self, checks: Iterable[_Check], now: float) -> None:
+        """Pause the `checks` whose every real server is in maintenance, resume the others
+        that were paused (due now). The caller launches what is due and re-arms."""
+        paused: list[int] = []
+        for check in checks:
+            if check.state is None or self._checks.get(check.index) is not check:
+                continue
+            wanted = bool(check.real_servers) and all(
+                self._in_maintenance(rs) for rs in check.real_servers
+            )
+            if wanted == (check.index in self._paused):
+                continue
+            if wanted:
+                self._paused.add(check.index)
+                self._cancel_probe(check)
+                paused.append(check.index)
+                log.debug("check %s paused: its real servers are in maintenance", check.description)
+            else:
+                self._paused.discard(check.index)
+                self._scheduler.schedule(check.index, now)
+                log.debug("check %s resumed", check.description)
+        if paused:
+            self._scheduler.forget(paused)
 
     def _known(self, real_server: RealServerId) -> None:
         if real_server not in self._checks_of:
@@ -852,7 +983,10 @@ class CheckPool:
         self, real_server: RealServerId, reason: str, check: str | None, now: float
     ) -> RealServerVerdict:
         status, weight = self._checks_say(real_server)
-        if real_server in self._drained:
+        admin = self._admin.get(real_server)
+        if admin is not None and admin.mode is Mode.MAINT:
+            health = Health.MAINTENANCE
+        elif admin is not None or real_server in self._drained:
             health = Health.DISABLED
         elif in_service(status):
             health = Health.HEALTHY

@@ -211,6 +211,8 @@ class CheckState:
         self._rounds = 0
         self._next_probe_at = now if first_probe_at is None else first_probe_at
         self._reason = reason
+        self._last_result: ProbeResult | None = None
+        self._last_result_at: float | None = None
 
     @property
     def status(self) -> CheckStatus:
@@ -253,6 +255,16 @@ class CheckState:
         """The reason of the last probe result or operator command."""
         return self._reason
 
+    @property
+    def last_result(self) -> ProbeResult | None:
+        """The last probe's result (any attempt, retries included); None: no probe yet."""
+        return self._last_result
+
+    @property
+    def last_result_at(self) -> float | None:
+        """When the last probe ended (the `now` it was handed in with)."""
+        return self._last_result_at
+
     def handle(self, event: CheckInput) -> list[CheckEvent]:
         if event.now < self._now:
             raise ValueError(f"time went backwards: {event.now} < {self._now}")
@@ -277,6 +289,8 @@ class CheckState:
         assert isinstance(event, ProbeCompleted)
         result, now = event.result, event.now
         self._reason = result.reason
+        self._last_result = result
+        self._last_result_at = now
         # Cadence is start to start (keepalived's misc check does the same), never in the past;
         # from the scheduled start when known, so that late starts do not push the schedule.
         started_at = now - result.latency if event.due is None else event.due

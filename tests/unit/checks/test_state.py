@@ -60,6 +60,15 @@ def test_without_alpha_starts_unknown_in_service_and_first_pass_is_up() -> None:
     assert (check.status, check.next_probe_at) == (CheckStatus.UP, 110.0)
 
 
+def test_the_last_probe_result_is_kept_with_its_time_retries_included() -> None:
+    check = CheckState(params(retries=1), now=0.0)
+    assert (check.last_result, check.last_result_at) == (None, None)
+    check.probe_completed(PASS, 0.5)
+    assert (check.last_result, check.last_result_at) == (PASS, 0.5)
+    check.probe_completed(TIMEOUT, 13.0)  # a failed attempt, retried: the round is not over
+    assert (check.last_result, check.last_result_at) == (TIMEOUT, 13.0)
+
+
 def test_without_alpha_first_failed_round_is_down_without_fall_grace() -> None:
     check = CheckState(params(fall=3), now=0.0)
     assert check.probe_completed(REFUSED, 0.0) == [Down("tcp connect refused", 0.0)]
