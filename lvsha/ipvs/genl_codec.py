@@ -21,6 +21,7 @@ from typing import Any
 
 from lvsha.ipvs.model import (
     AddressKey,
+    Connections,
     Destination,
     DestinationKey,
     Family,
@@ -98,6 +99,8 @@ IPVS_DEST_ATTR_FWD_METHOD = 3
 IPVS_DEST_ATTR_WEIGHT = 4
 IPVS_DEST_ATTR_U_THRESH = 5
 IPVS_DEST_ATTR_L_THRESH = 6
+IPVS_DEST_ATTR_ACTIVE_CONNS = 7
+IPVS_DEST_ATTR_INACT_CONNS = 8
 IPVS_DEST_ATTR_ADDR_FAMILY = 11
 IPVS_DEST_ATTR_TUN_TYPE = 13
 IPVS_DEST_ATTR_TUN_PORT = 14
@@ -460,6 +463,22 @@ def decode_service(payload: memoryview) -> tuple[ServiceKey, ServiceOptions]:
 
 def _string(raw: memoryview) -> str:
     return bytes(raw).split(b"\0", 1)[0].decode("ascii")
+
+
+def decode_destination_counters(
+    payload: memoryview, service_family: Family
+) -> tuple[DestinationKey, Connections]:
+    """The key and connection counters of one message of an IPVS_CMD_GET_DEST dump."""
+    attributes = _nested(payload, IPVS_CMD_ATTR_DEST)
+    raw_family = attributes.get(IPVS_DEST_ATTR_ADDR_FAMILY)
+    family = service_family if raw_family is None else _U16.unpack_from(raw_family)[0]
+    key = DestinationKey(
+        _address(family, _required(attributes, IPVS_DEST_ATTR_ADDR, "destination")),
+        _BE16.unpack_from(_required(attributes, IPVS_DEST_ATTR_PORT, "destination"))[0],
+    )
+    active = _required(attributes, IPVS_DEST_ATTR_ACTIVE_CONNS, "destination")
+    inactive = _required(attributes, IPVS_DEST_ATTR_INACT_CONNS, "destination")
+    return key, Connections(_U32.unpack_from(active)[0], _U32.unpack_from(inactive)[0])
 
 
 def decode_destination(payload: memoryview, service_family: Family) -> Destination:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 
 from lvsha.ipvs.model import (
+    Connections,
     Destination,
     DestinationKey,
     Family,
@@ -60,6 +61,7 @@ class MemoryIpvsTable:
         self._persistence_engines = persistence_engines
         self._options: dict[ServiceKey, ServiceOptions] = {}
         self._destinations: dict[ServiceKey, dict[DestinationKey, Destination]] = {}
+        self._connections: dict[tuple[ServiceKey, DestinationKey], Connections] = {}
         for service in services:
             self._add_service(service.key, service.options)
             for destination in service.destinations:
@@ -75,6 +77,24 @@ class MemoryIpvsTable:
     async def list_services(self) -> dict[ServiceKey, Service]:
         return self.snapshot()
 
+    def set_connections(
+        self, service: ServiceKey, destination: DestinationKey, active: int, inactive: int
+    ) -> None:
+        """A test hook: the counters `destination_counters` reports for a destination (0 until
+        set; a destination deleted and added again starts at 0)."""
+        if destination not in self._require_service(service):
+            raise NoSuchDestinationError(f"service {service} has no destination {destination}")
+        if active < 0 or inactive < 0:
+            raise ValueError(f"connection counts must be >= 0, got {active}, {inactive}")
+        self._connections[service, destination] = Connections(active, inactive)
+
+    async def destination_counters(self) -> dict[ServiceKey, dict[DestinationKey, Connections]]:
+        zero = Connections()
+        return {
+            service: {key: self._connections.get((service, key), zero) for key in destinations}
+            for service, destinations in self._destinations.items()
+        }
+
     async def add_service(self, key: ServiceKey, options: ServiceOptions) -> None:
         self._add_service(key, options)
 
@@ -84,7 +104,8 @@ class MemoryIpvsTable:
         self._options[key] = options
 
     async def delete_service(self, key: ServiceKey) -> None:
-        self._require_service(key)
+        for destination in self._require_service(key):
+            self._connections.pop((key, destination), None)
         del self._options[key]
         del self._destinations[key]
 
@@ -103,6 +124,7 @@ class MemoryIpvsTable:
         if destination not in destinations:
             raise NoSuchDestinationError(f"service {service} has no destination {destination}")
         del destinations[destination]
+        self._connections.pop((service, destination), None)
 
     async def apply_operations(self, operations: Sequence[Operation]) -> list[IpvsError | None]:
         results: list[IpvsError | None] = []

@@ -210,6 +210,20 @@ class Destination:
         return Family.of(self.address)
 
 
+@dataclass(frozen=True, slots=True)
+class Connections:
+    """A destination's connection counters as the kernel reports them (IPVS_DEST_ATTR_
+    ACTIVE_CONNS, IPVS_DEST_ATTR_INACT_CONNS). Not part of `Destination`: they change with
+    traffic, and a table must compare equal whatever its traffic."""
+
+    active: int = 0
+    inactive: int = 0
+
+
+ConnectionTable: TypeAlias = Mapping[ServiceKey, Mapping[DestinationKey, Connections]]
+"""Every destination's counters, by service."""
+
+
 def destination_sort_key(key: DestinationKey) -> tuple[int, int, int]:
     return (key.address.version, int(key.address), key.port)
 

@@ -19,9 +19,9 @@ import contextlib
 import errno
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, assert_never
+from typing import Any, Self, TypeVar, assert_never
 
 from pyroute2 import AsyncIPVS
 from pyroute2.netlink.exceptions import NetlinkError
@@ -29,9 +29,18 @@ from pyroute2.netlink.exceptions import NetlinkError
 from lvsha.ipvs.genl_codec import (
     IpvsRequests,
     decode_destination,
+    decode_destination_counters,
     decode_service,
 )
-from lvsha.ipvs.model import Destination, DestinationKey, Service, ServiceKey, ServiceOptions
+from lvsha.ipvs.model import (
+    Connections,
+    Destination,
+    DestinationKey,
+    Family,
+    Service,
+    ServiceKey,
+    ServiceOptions,
+)
 from lvsha.ipvs.plan import (
     AddDestination,
     AddService,
@@ -98,6 +107,8 @@ _REPLY_TIMEOUT = 30.0
 """Seconds to wait for a reply. The kernel answers a request before sendmsg returns, so waiting
 this long means it never will."""
 _SEQUENCE_MASK = 0xFFFF_FFFF
+
+T = TypeVar("T")
 
 
 class IpvsGenlEndpoint:
@@ -201,6 +212,20 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
         await super().close()
 
     async def list_services(self) -> dict[ServiceKey, Service]:
+        dumped = await self._dump_table(decode_destination)
+        return {
+            key: Service(key, options, tuple(destinations))
+            for key, (options, destinations) in dumped.items()
+        }
+
+    async def destination_counters(self) -> dict[ServiceKey, dict[DestinationKey, Connections]]:
+        dumped = await self._dump_table(decode_destination_counters)
+        return {key: dict(destinations) for key, (_, destinations) in dumped.items()}
+
+    async def _dump_table(
+        self, decode: Callable[[memoryview, Family], T]
+    ) -> dict[ServiceKey, tuple[ServiceOptions, list[T]]]:
+        """Every service, and its destinations as `decode` reads them."""
         async with self._lock, self._stream() as (netlink, requests):
             sequence = self._next_sequences(1)
             services = [
@@ -209,7 +234,7 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
                     netlink, requests.service_dump(sequence), sequence, "list IPVS services"
                 )
             ]
-            table: dict[ServiceKey, Service] = {}
+            table: dict[ServiceKey, tuple[ServiceOptions, list[T]]] = {}
             for key, options in services:
                 sequence = self._next_sequences(1)
                 payloads = await self._dump(
@@ -219,8 +244,7 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
                     f"list destinations of service {key}",
                 )
                 family = key.family
-                destinations = tuple(decode_destination(payload, family) for payload in payloads)
-                table[key] = Service(key, options, destinations)
+                table[key] = (options, [decode(payload, family) for payload in payloads])
             return table
 
     async def apply_operations(self, operations: Sequence[Operation]) -> list[IpvsError | None]:

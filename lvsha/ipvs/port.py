@@ -11,7 +11,14 @@ import errno
 from collections.abc import Sequence
 from typing import ClassVar, Protocol, assert_never
 
-from lvsha.ipvs.model import Destination, DestinationKey, IpvsTable, ServiceKey, ServiceOptions
+from lvsha.ipvs.model import (
+    ConnectionTable,
+    Destination,
+    DestinationKey,
+    IpvsTable,
+    ServiceKey,
+    ServiceOptions,
+)
 from lvsha.ipvs.plan import (
     AddDestination,
     AddService,
@@ -81,6 +88,11 @@ class IpvsTablePort(Protocol):
 
     async def list_services(self) -> IpvsTable:
         """Every service in the table, each with all its destinations."""
+        ...
+
+    async def destination_counters(self) -> ConnectionTable:
+        """Every destination's connection counters, by service (the same dumps as
+        `list_services`, read for their counters only): for `lvsha status`."""
         ...
 
     async def add_service(self, key: ServiceKey, options: ServiceOptions) -> None:

@@ -24,6 +24,7 @@ import pytest
 from lvsha.ipvs.memory import KERNEL_SCHEDULERS, MemoryIpvsTable
 from lvsha.ipvs.model import (
     AddressKey,
+    Connections,
     Destination,
     DestinationKey,
     Family,
@@ -312,6 +313,24 @@ async def test_many_destinations_come_back_sorted(table: NetlinkIpvsTable) -> No
     service = Service(WEB, ServiceOptions("wrr"), destinations)
     await write(table, one(service))
     await assert_kernel_holds(table, one(service))
+
+
+async def test_connection_counters_are_read_for_every_destination(
+    table: NetlinkIpvsTable,
+) -> None:
+    services: dict[ServiceKey, Service] = {
+        WEB: Service(WEB, ServiceOptions("wrr"), (REAL, replace(REAL, port=81))),
+        WEB6: Service(WEB6, ServiceOptions("wrr"), (REAL6,)),
+        MARK: Service(MARK, ServiceOptions("rr")),
+    }
+    await write(table, services)
+    counters = await table.destination_counters()
+    assert {key: set(entries) for key, entries in counters.items()} == {
+        key: set(service.destinations_by_key) for key, service in services.items()
+    }
+    # No traffic has reached these destinations.
+    assert {c for entries in counters.values() for c in entries.values()} == {Connections()}
+    await assert_kernel_holds(table, services)
 
 
 @pytest.mark.parametrize("forwarding", [Forwarding.LOCAL_NODE, Forwarding.BYPASS])

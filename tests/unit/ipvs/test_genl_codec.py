@@ -26,12 +26,14 @@ from pyroute2.netlink.nlsocket import NetlinkRequest
 from lvsha.ipvs.genl_codec import (
     IpvsRequests,
     decode_destination,
+    decode_destination_counters,
     decode_netmask,
     decode_service,
     encode_netmask,
 )
 from lvsha.ipvs.model import (
     AddressKey,
+    Connections,
     Destination,
     DestinationKey,
     Family,
@@ -429,6 +431,35 @@ def test_a_kernel_without_tunnel_attributes_means_ipip() -> None:
     assert destination == Destination(
         ip_address("2001:db8:1::5"), 443, 3, Forwarding.TUNNEL, 10, 5, TunnelType.IPIP, 0
     )
+
+
+def test_connection_counters_are_read_from_a_destination_reply() -> None:
+    attributes = {
+        "attrs": [
+            ("IPVS_DEST_ATTR_ADDR_FAMILY", socket.AF_INET6),
+            ("IPVS_DEST_ATTR_ADDR", "2001:db8:1::5"),
+            ("IPVS_DEST_ATTR_PORT", 443),
+            ("IPVS_DEST_ATTR_FWD_METHOD", 2),
+            ("IPVS_DEST_ATTR_WEIGHT", 3),
+            ("IPVS_DEST_ATTR_U_THRESH", 10),
+            ("IPVS_DEST_ATTR_L_THRESH", 5),
+            ("IPVS_DEST_ATTR_ACTIVE_CONNS", 70000),
+            ("IPVS_DEST_ATTR_INACT_CONNS", 12),
+            ("IPVS_DEST_ATTR_PERSIST_CONNS", 4),
+        ]
+    }
+    payload = reply([("IPVS_CMD_ATTR_DEST", attributes)])
+    assert decode_destination_counters(payload, Family.INET) == (
+        DestinationKey(ip_address("2001:db8:1::5"), 443),
+        Connections(active=70000, inactive=12),
+    )
+    # The counters are no part of the destination: a busy one equals an idle one.
+    assert decode_destination(payload, Family.INET) == Destination(
+        ip_address("2001:db8:1::5"), 443, 3, Forwarding.TUNNEL, 10, 5
+    )
+    without = {"attrs": [a for a in attributes["attrs"] if a[0] != "IPVS_DEST_ATTR_INACT_CONNS"]}
+    with pytest.raises(ReplyFormatError, match="without attribute 8"):
+        decode_destination_counters(reply([("IPVS_CMD_ATTR_DEST", without)]), Family.INET)
 
 
 def attribute(kind: int, value: bytes) -> bytes:

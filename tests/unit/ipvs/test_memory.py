@@ -12,6 +12,7 @@ import pytest
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.model import (
     AddressKey,
+    Connections,
     Destination,
     DestinationKey,
     Family,
@@ -62,6 +63,32 @@ async def test_list_services_returns_services_with_destinations() -> None:
     port = port_with_web()
 
     assert await port.list_services() == {WEB: Service(WEB, ServiceOptions(), (REAL,))}
+
+
+async def test_connection_counters_are_zero_until_set_and_go_with_their_destination() -> None:
+    port = port_with_web()
+    other = Destination(ip_address("10.0.0.2"), 80)
+    await port.add_destination(WEB, other)
+    assert await port.destination_counters() == {
+        WEB: {REAL.key: Connections(), other.key: Connections()}
+    }
+    port.set_connections(WEB, REAL.key, 7, 30)
+    assert (await port.destination_counters())[WEB][REAL.key] == Connections(7, 30)
+    before = await port.list_services()
+    port.set_connections(WEB, other.key, 1, 0)
+    assert await port.list_services() == before  # counters never make tables differ
+    await port.delete_destination(WEB, REAL.key)
+    await port.add_destination(WEB, REAL)
+    assert (await port.destination_counters())[WEB] == {
+        REAL.key: Connections(),
+        other.key: Connections(1, 0),
+    }
+    with pytest.raises(NoSuchDestinationError):
+        port.set_connections(WEB, DestinationKey(ip_address("10.0.0.9"), 80), 1, 1)
+    with pytest.raises(NoSuchServiceError):
+        port.set_connections(WEB6, REAL.key, 1, 1)
+    await port.delete_service(WEB)
+    assert await port.destination_counters() == {}
 
 
 async def test_a_snapshot_does_not_change_with_the_table() -> None:
