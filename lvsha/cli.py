@@ -145,8 +145,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="keep the IPVS table and the connection sync daemon in memory instead of the "
         "kernel's (VRRP still runs for real)",
     )
+    run.add_argument(
+        "--state-dir",
+        default="/var/lib/lvsha",
+        help="directory of the state file, overrides.json: the drains, maintenance and "
+        "handovers operators set, kept across restarts (default: %(default)s)",
+    )
     _add_max_config_size(run)
     run.set_defaults(handler=_run)
+    _add_operator_commands(commands)
 
     reload = commands.add_parser(
         "reload",
@@ -210,7 +217,11 @@ def _run(args: argparse.Namespace) -> int:
     from lvsha.daemon import run as daemon_run  # noqa: PLC0415
 
     return daemon_run.run(
-        args.config, args.run_dir, args.dry_run, max_config_size=args.max_config_size
+        args.config,
+        args.run_dir,
+        args.dry_run,
+        max_config_size=args.max_config_size,
+        state_dir=args.state_dir,
     )
 
 
@@ -249,6 +260,251 @@ def _report_reload(answer: dict[str, Any], *, quiet: bool) -> int:
         if outcome not in ("plan", "applied"):
             print(f"reload {outcome}: still running {running}", file=sys.stderr)
     return {"applied": 0, "plan": 0, "invalid": 1}.get(outcome, 2)
+
+
+def _add_common(parser: argparse.ArgumentParser, timeout: float) -> None:
+    parser.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    parser.add_argument(
+        "--run-dir", default="/run/lvsha", help="the daemon's run directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=timeout,
+        metavar="SECONDS",
+        help="give up waiting for the daemon after this long (default: %(default)g)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds from 0 to 86400")
+    return value
+
+
+def _add_operator_commands(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show VRRP instances, virtual servers and real servers",
+        description="Show what the running lvsha does: each VRRP instance's state, priority "
+        "(and the trackers that move it), the master it hears, its last transition and "
+        "advert counters; each virtual server's real servers with their health, last "
+        "check, weights (configured and in the kernel), admin state and connections; the "
+        "overrides in force. A terminal gets colour; a pipe the same table without. Exit "
+        "status: 0 shown, 3 the daemon cannot be reached.",
+    )
+    _add_common(status, 10.0)
+    status.set_defaults(handler=_status)
+
+    for verb, text in (
+        (
+            "drain",
+            "Set real servers to weight 0: no new connections, established ones go on, "
+            "checks keep running. With --wait, return when the kernel reports no active "
+            "connection to them, or at --timeout saying how many are left (exit 1).",
+        ),
+        (
+            "maint",
+            "Take real servers out of the IPVS table and pause their checks, until lvsha ready.",
+        ),
+        (
+            "ready",
+            "End lvsha drain and lvsha maint of real servers: back to what their checks "
+            "decide. A maintenance file still drains what it names.",
+        ),
+    ):
+        parser = commands.add_parser(
+            verb,
+            help=text.split(":")[0].split(".")[0].lower(),
+            description=text + " Kept across restarts and reloads. Changing nothing (asking "
+            "for what already holds) is not an error. Exit status: 0 done, 1 --wait timed "
+            "out, 2 refused (no such real server, not allowed), 3 the daemon cannot be "
+            "reached.",
+            epilog=f"Examples: lvsha {verb} web 10.0.0.21:80; lvsha {verb} 10.0.0.21 "
+            "(that address in every virtual server)",
+        )
+        parser.add_argument(
+            "targets",
+            nargs="+",
+            metavar="[VS] RS",
+            help="the virtual server (its name, or its service as lvsha status writes it: "
+            "192.0.2.10:80/tcp) and the real server (ADDRESS or ADDRESS:PORT); the real "
+            "server alone means it in every virtual server",
+        )
+        if verb != "ready":
+            parser.add_argument("--reason", default="", help="why, shown in lvsha status")
+        if verb == "drain":
+            parser.add_argument(
+                "--wait",
+                action="store_true",
+                help="wait until no active connection is left (or --timeout passes)",
+            )
+        _add_common(parser, 300.0 if verb == "drain" else 30.0)
+        parser.set_defaults(handler=_admin, verb=verb)
+
+    handover = commands.add_parser(
+        "handover",
+        help="hand the VIPs to the peer and stay backup",
+        description="A planned switchover, before maintenance of this director: a master "
+        "sends priority 0 and keeps its VIPs until the peer is heard as the new master "
+        "(make-before-break), then stays backup, never taking over (also if the peer "
+        "goes), until lvsha handover --cancel; kept across restarts. Instances of a sync "
+        "group move together. Exit status: 0 handed over (or cancelled), 1 an instance "
+        "stayed master (no peer took over), 2 refused, 3 the daemon cannot be reached.",
+    )
+    handover.add_argument("instance", nargs="?", help="one instance (default: every one)")
+    handover.add_argument("--cancel", action="store_true", help="end the handover")
+    _add_common(handover, 60.0)
+    handover.set_defaults(handler=_handover)
+
+    events = commands.add_parser(
+        "events",
+        help="show the event stream",
+        description="Print the last 100 events (VRRP transitions, real servers up and down, "
+        "reloads, ...); with --follow, then every new one until interrupted.",
+    )
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    _add_common(events, 10.0)
+    events.set_defaults(handler=_events)
+
+
+def _call(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None
+) -> tuple[int, dict[str, Any]] | int:
+    """(HTTP status, answer), or the exit status after saying why there is none."""
+    from lvsha import client  # noqa: PLC0415
+
+    socket_path = os.path.join(args.run_dir, "control.sock")
+    try:
+        return client.request(socket_path, method, path, body, args.timeout)
+    except client.ControlError as exc:
+        print(f"lvsha {args.command}: {exc}", file=sys.stderr)
+        return 3
+
+
+def _refused(args: argparse.Namespace, status: int, answer: dict[str, Any]) -> int | None:
+    if answer.get("ok") is True:
+        return None
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    print(f"lvsha {args.command}: {answer.get('error', answer)}", file=sys.stderr)
+    return 2 if status < 500 else 3
+
+
+def _status(args: argparse.Namespace) -> int:
+    result = _call(args, "GET", "/v1/status", None)
+    if isinstance(result, int):
+        return result
+    status, answer = result
+    refused = _refused(args, status, answer)
+    if refused is not None:
+        return refused
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    from lvsha.status_view import render  # noqa: PLC0415
+
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print(render(answer, colour=colour))
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    targets = args.targets
+    if len(targets) > 2:
+        print(f"lvsha {args.verb}: give [VS] RS, not {len(targets)} words", file=sys.stderr)
+        return 2
+    vs, rs = (None, targets[0]) if len(targets) == 1 else targets
+    body: dict[str, Any] = {"virtual_server": vs, "real_server": rs}
+    if args.verb != "ready":
+        body["reason"] = args.reason
+    if getattr(args, "wait", False):
+        body["wait"] = max(0.0, args.timeout - 1.0)
+    result = _call(args, "POST", f"/v1/{args.verb}", body)
+    if isinstance(result, int):
+        return result
+    status, answer = result
+    refused = _refused(args, status, answer)
+    if refused is not None:
+        return refused
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        done = {"drain": "drained", "maint": "in maintenance", "ready": "ready"}[args.verb]
+        if not answer["changed"]:
+            done = f"already {done}"
+        for name in answer["selected"]:
+            print(f"{name}: {done}")
+        for note in answer.get("notes", []):
+            print(f"note: {note}")
+    waited = answer.get("waited")
+    if waited is not None:
+        left = waited["left"]
+        if not args.json:
+            if waited["done"]:
+                print(f"no active connection left after {waited['seconds']:g} s")
+            else:
+                plural = "connection is" if left == 1 else "connections are"
+                print(f"{left} active {plural} left after {waited['seconds']:g} s")
+        return 0 if waited["done"] else 1
+    return 0
+
+
+def _handover(args: argparse.Namespace) -> int:
+    body = {"instance": args.instance, "cancel": args.cancel}
+    result = _call(args, "POST", "/v1/handover", body)
+    if isinstance(result, int):
+        return result
+    status, answer = result
+    refused = _refused(args, status, answer)
+    if refused is not None:
+        return refused
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    stayed = []
+    for inst in answer.get("instances", []):
+        if not args.cancel and not inst["handed_over"]:
+            stayed.append(inst["name"])
+        if not args.json:
+            flag = " (handed over)" if inst["handed_over"] else ""
+            print(f"{inst['name']}: {inst['state']}{flag}: {inst['reason']}")
+    if stayed:
+        print(
+            f"lvsha handover: {', '.join(stayed)} stayed master: no peer took over",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    from lvsha import client  # noqa: PLC0415
+
+    socket_path = os.path.join(args.run_dir, "control.sock")
+    path = "/v1/events?follow=1" if args.follow else "/v1/events"
+    try:
+        for event in client.stream_events(socket_path, path, args.timeout):
+            if args.json:
+                print(json.dumps(event), flush=True)
+            else:
+                print(_event_line(event), flush=True)
+    except client.ControlError as exc:
+        print(f"lvsha events: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    fields = " ".join(
+        f"{key}={value}" for key, value in event.items() if key not in ("seq", "time", "type")
+    )
+    return f"{event.get('time', '?')} {event.get('type', '?')} {fields}".rstrip()
 
 
 def _drill(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -62,3 +63,53 @@ def request(
     if not isinstance(answer, dict):
         raise ControlError(f"{socket_path}: the answer is not a JSON object")
     return response.status, answer
+
+
+def stream_events(socket_path: str, path: str, timeout: float) -> Iterator[dict[str, Any]]:
+    """The events of `GET /v1/events` (path with `?follow=1`: then every new one, as long as
+    the daemon sends them); raises ControlError."""
+    connection = _UnixConnection(socket_path, timeout)
+    try:
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+        except FileNotFoundError:
+            raise ControlError(f"{socket_path} does not exist: is lvsha running?") from None
+        except ConnectionRefusedError:
+            raise ControlError(f"{socket_path}: nobody listens: is lvsha running?") from None
+        except TimeoutError:
+            raise ControlError(f"{socket_path}: no answer within {timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ControlError(f"{socket_path}: {exc}") from None
+        kind = response.getheader("Content-Type", "")
+        if response.status != 200 or not kind.startswith("application/x-ndjson"):
+            raw = response.read()
+            try:
+                answer = json.loads(raw)
+            except ValueError:
+                raise ControlError(
+                    f"{socket_path}: the answer is not JSON: {raw[:200]!r}"
+                ) from None
+            if response.status != 200 or not isinstance(answer, dict):
+                error = answer.get("error", answer) if isinstance(answer, dict) else answer
+                raise ControlError(f"HTTP {response.status}: {error}")
+            events = answer.get("events", [])
+            yield from (event for event in events if isinstance(event, dict))
+            return
+        if connection.sock is not None:
+            connection.sock.settimeout(None)  # following: events come when they come
+        while True:
+            try:
+                line = response.readline()
+            except (OSError, http.client.HTTPException) as exc:
+                raise ControlError(f"{socket_path}: {exc}") from None
+            if not line:
+                return
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise ControlError(f"{socket_path}: an event is not JSON: {line[:200]!r}") from None
+            if isinstance(event, dict):
+                yield event
+    finally:
+        connection.close()

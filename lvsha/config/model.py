@@ -92,6 +92,49 @@ class IpvsSettings(Model):
     )
 
 
+def _group(value: object) -> object:
+    """A group name that exists on this host, or a numeric group id."""
+    if isinstance(value, bool):
+        raise ValueError("expected a group name or number")
+    if isinstance(value, int):
+        if not 0 <= value <= 0xFFFF_FFFE:
+            raise ValueError(f"group id {value} is out of range")
+        return value
+    if isinstance(value, str):
+        if value.isascii() and value.isdigit():
+            return _group(int(value))
+        import grp  # noqa: PLC0415 - only for the few files that name a group
+
+        try:
+            grp.getgrnam(value)
+        except KeyError:
+            raise ValueError(
+                f"group '{value}' does not exist on this host: create it (groupadd {value}) "
+                "or give a group id"
+            ) from None
+        return value
+    return value
+
+
+GroupName = Annotated[str | int, BeforeValidator(_group)]
+
+
+class ControlSettings(Model):
+    """Who may use the control socket (RUN_DIR/control.sock) besides root."""
+
+    admin_group: GroupName | None = Field(
+        None,
+        description="Members may change things (drain, maint, ready, handover, reload) and "
+        "read everything.",
+    )
+    read_group: GroupName | None = Field(
+        None,
+        description="Members may read (status, events, reload --plan). The socket belongs to "
+        "this group (else to admin_group), mode 0660: admin_group members who are not in it "
+        "can only reach it as root.",
+    )
+
+
 class GlobalConfig(Model):
     router_id: str | None = Field(
         None, min_length=1, max_length=64, description="Name in notifications; default: host name."
@@ -109,6 +152,7 @@ class GlobalConfig(Model):
     vrrp: VrrpDefaults = Field(default_factory=VrrpDefaults)
     lvs_sync_daemon: LvsSyncDaemon | None = None
     ipvs: IpvsSettings = Field(default_factory=IpvsSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
 
 
 class LvshaConfig(Model):

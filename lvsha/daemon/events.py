@@ -186,6 +186,7 @@ class EventStream:
         self._clock = clock
         self._seq = 0
         self._replay: collections.deque[bytes] = collections.deque(maxlen=replay)
+        self._listeners: list[Callable[[bytes], None]] = []
         self._clients: set[_Client] = set()  # those that get events
         self._open: set[_Client] = set()  # those that hold a descriptor: receivers and leavers
         self._listener: socket.socket | None = None
@@ -268,7 +269,19 @@ class EventStream:
         self._replay.append(line)
         for client in list(self._clients):
             self._deliver(client, line)
+        for listener in list(self._listeners):
+            listener(line)
         return self._seq
+
+    def recent(self) -> list[bytes]:
+        """The last `replay` events, oldest first, each a JSON line."""
+        return list(self._replay)
+
+    def listen(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call `listener` with each event's JSON line from now on (it must not block or
+        raise); returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     async def close(self) -> None:
         """Stop listening, give clients a moment to take what was sent, remove the socket file."""

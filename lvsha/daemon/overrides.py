@@ -26,7 +26,6 @@ import enum
 import ipaddress
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,13 +265,15 @@ def save(path: Path, state: State) -> None:
     directory). Raises OSError."""
     data = (json.dumps(state.to_json(), indent=2) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # left by a crash of an earlier process with this pid
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o640)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -106,6 +106,10 @@ class ReloadAnswer:
     """The digest of the file that was read (the plan's target)."""
     errors: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    target: LvshaConfig | None = None
+    """The configuration the file holds (None: it is invalid)."""
+    overrides: list[str] = field(default_factory=list)
+    """The operators' overrides in force, as they apply to `target` (lvsha drain, ...)."""
 
     @property
     def ok(self) -> bool:
@@ -123,6 +127,7 @@ class ReloadAnswer:
             "plan_text": None if self.plan is None else self.plan.text(),
             "errors": self.errors,
             "left": self.left,
+            "overrides": self.overrides,
         }
 
 
@@ -213,7 +218,7 @@ class Reloader:
         digest = digest_of(text)
         plan = await asyncio.to_thread(plan_reload, running.config, config)
         if plan_only:
-            return self._answer("plan", path, plan=plan, new_digest=digest)
+            return self._answer("plan", path, plan=plan, new_digest=digest, target=config)
         new = await asyncio.to_thread(
             Running.start, path, text, config, running.generation + 1, digest
         )
@@ -225,12 +230,18 @@ class Reloader:
         if errors:
             new.close()
             return self._answer(
-                "failed", path, plan=plan, new_digest=digest, errors=errors, left=left
+                "failed",
+                path,
+                plan=plan,
+                new_digest=digest,
+                errors=errors,
+                left=left,
+                target=config,
             )
         self.running = new
         self._on_applied(running, new, plan)
         running.close()
-        return self._answer("applied", path, plan=plan, new_digest=digest)
+        return self._answer("applied", path, plan=plan, new_digest=digest, target=config)
 
     def _answer(self, outcome: str, path: str, **fields: Any) -> ReloadAnswer:
         running = self.running

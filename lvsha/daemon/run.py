@@ -18,12 +18,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lvsha.config import DEFAULT_MAX_SIZE, ConfigError
+from lvsha.config import DEFAULT_MAX_SIZE, ConfigError, LvshaConfig
+from lvsha.daemon import overrides
 from lvsha.daemon.child import log_problems
-from lvsha.daemon.control import CONTROL_SOCKET, ControlServer
+from lvsha.daemon.control import CONTROL_SOCKET, AccessRules, ControlServer
 from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.daemon.operations import Operations
 from lvsha.daemon.reload import (
     ReloadAnswer,
     Reloader,
@@ -34,12 +36,14 @@ from lvsha.daemon.reload import (
 )
 from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
 from lvsha.daemon.unixsock import SocketPathError
-from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
+from lvsha.messages import Message, SetHandover, VrrpRoles, VrrpStateChanged
 
 if TYPE_CHECKING:
     from lvsha.daemon.reload_plan import ReloadPlan
 
 log = logging.getLogger("lvsha")
+
+DEFAULT_STATE_DIR = "/var/lib/lvsha"
 
 AFTER_SPAWN_IMPORTS = ("aiohttp.web", "lvsha.daemon.reload_plan")
 """What the parent needs only once its children run (the control API's server, the reload
@@ -51,9 +55,19 @@ class _Parent:
     """The parent's state: the configuration its children run, their last VRRP states, the
     stream, and the reloads."""
 
-    def __init__(self, running: Running, run_dir: Path, max_size: int, dry_run: bool) -> None:
+    def __init__(
+        self,
+        running: Running,
+        run_dir: Path,
+        max_size: int,
+        dry_run: bool,
+        *,
+        state_path: Path,
+        state: overrides.State,
+    ) -> None:
         self.run_dir = run_dir
         self.dry_run = dry_run
+        self.state_path = state_path
         self.events = EventStream(str(run_dir / "events.sock"))
         self.roles: dict[str, str] = {}
         """Each VRRP instance's last reported state, for a checker that (re)starts."""
@@ -67,6 +81,15 @@ class _Parent:
             remove_child=self._remove_child,
             on_applied=self._applied,
         )
+        self.operations = Operations(
+            state_path,
+            state,
+            running=lambda: self.running,
+            send=self._send_to,
+            children=lambda: [] if self.supervisor is None else self.supervisor.running(),
+        )
+        self.rules = AccessRules(running.config.global_.control)
+        self.control: ControlServer | None = None
         self._signalled: asyncio.Task[None] | None = None
         self._signalled_again = False
 
@@ -87,9 +110,16 @@ class _Parent:
         if name == "vrrp":
             source = ("--config-fd", str(running.vrrp_snapshot), "--config-name", running.path)
             intervals = [i.advert_interval for i in running.config.vrrp_instances.values()]
+            # A VRRP process that (re)starts must never take over what was handed over.
+            handed = [
+                word
+                for instance in sorted(self.operations.state.handover)
+                if instance in running.config.vrrp_instances
+                for word in ("--handed-over", instance)
+            ]
             return ChildSpec(
                 "vrrp",
-                child_argv("lvsha.daemon.vrrp_process", *source, *run_dir),
+                child_argv("lvsha.daemon.vrrp_process", *source, *run_dir, *handed),
                 # A leaving master may hold its VIPs for a Master_Down_Interval.
                 stop_timeout=max([10.0, *(4 * i + 2 for i in intervals)]),
                 pass_fds=(running.vrrp_snapshot,),
@@ -126,6 +156,8 @@ class _Parent:
         return samples
 
     def on_message(self, child: str, message: Message) -> None:
+        if self.operations.child_message(child, message):
+            return
         if child == "vrrp" and isinstance(message, VrrpStateChanged):
             self._vrrp_state(message)
         self.reloader.child_message(child, message)
@@ -146,13 +178,33 @@ class _Parent:
     def _send(self, child: str, message: Message) -> bool:
         return self.supervisor is not None and self.supervisor.send(child, message)
 
+    def _send_to(self, child: str, message: Message) -> bool:
+        """For the operations: a handover change also changes how a VRRP process that
+        restarts must start."""
+        if isinstance(message, SetHandover):
+            self._respawn_specs(self.running)
+        return self._send(child, message)
+
+    def _respawn_specs(self, running: Running) -> None:
+        """Children restarted from now on start from `running` and the state in force."""
+        if self.supervisor is not None:
+            for spec in self.supervisor.specs():
+                fresh = self.child_spec(spec.name, running)
+                spec.argv, spec.pass_fds, spec.stop_timeout = (
+                    fresh.argv,
+                    fresh.pass_fds,
+                    fresh.stop_timeout,
+                )
+
     def on_started(self, child: str) -> None:
         if child == "checker":
             # Before anything else: a restarted checker must not guess the role.
             self._send("checker", VrrpRoles(tuple(sorted(self.roles.items()))))
+        self.operations.child_started(child)
 
     def on_exited(self, child: str) -> None:
         self.reloader.child_exited(child)
+        self.operations.child_exited(child)
         if child != "vrrp":
             return
         # Whatever the dead process held, it no longer runs VRRP; its successor reconciles
@@ -175,15 +227,13 @@ class _Parent:
 
     def _applied(self, old: Running, new: Running, plan: ReloadPlan) -> None:
         """A new configuration runs: children restarted from now on start from it."""
-        if self.supervisor is not None:
-            for spec in self.supervisor.specs():
-                fresh = self.child_spec(spec.name, new)
-                spec.argv, spec.pass_fds, spec.stop_timeout = (
-                    fresh.argv,
-                    fresh.pass_fds,
-                    fresh.stop_timeout,
-                )
-        for was, now in renamed_instances(old.config, new.config).items():
+        renamed = renamed_instances(old.config, new.config)
+        self.operations.reloaded(renamed)
+        self._respawn_specs(new)
+        self.rules.update(new.config.global_.control)
+        if self.control is not None:
+            self.control.regroup()
+        for was, now in renamed.items():
             if was in self.roles:
                 self.roles[now] = self.roles.pop(was)
         for gone in set(self.roles) - set(new.config.vrrp_instances):
@@ -206,6 +256,8 @@ class _Parent:
 
     async def reload(self, file: str | None, plan_only: bool) -> ReloadAnswer:
         answer = await self.reloader.reload(file, plan_only=plan_only)
+        if answer.target is not None:
+            answer.overrides = self.operations.plan_lines(answer.target)
         if answer.outcome in ("invalid", "failed", "refused"):
             for line in [*answer.errors, *answer.left]:
                 log.error("reload: %s", line)
@@ -224,17 +276,6 @@ class _Parent:
             )
         return answer
 
-    def status(self) -> dict[str, object]:
-        """What runs: the configuration's generation and file, the children, the VRRP roles."""
-        running = self.running
-        return {
-            "file": running.path,
-            "generation": running.generation,
-            "digest": running.digest,
-            "children": [] if self.supervisor is None else self.supervisor.running(),
-            "vrrp_states": dict(sorted(self.roles.items())),
-        }
-
     def on_sighup(self) -> None:
         if self._signalled is not None and not self._signalled.done():
             self._signalled_again = True
@@ -250,11 +291,22 @@ class _Parent:
                 return
 
 
+def state_lines(state: overrides.State, config: LvshaConfig) -> list[str]:
+    """The overrides and handovers in force, for the start-up log."""
+    lines = [
+        f"{o.mode.value} {o.selector.describe()}" + (f" by {o.by}" if o.by else "")
+        for o in state.overrides
+    ]
+    lines += [f"handover {name} ({by})" for name, by in sorted(state.handover.items())]
+    return lines
+
+
 def run(
     config_path: str,
     run_dir: str,
     dry_run: bool = False,
     max_config_size: int = DEFAULT_MAX_SIZE,
+    state_dir: str = DEFAULT_STATE_DIR,
 ) -> int:
     setup_logging("main")
     try:
@@ -262,10 +314,24 @@ def run(
     except ConfigError as exc:
         log_problems(exc, log, "not starting")
         return 1
+    state_path = Path(state_dir) / overrides.STATE_FILE
+    try:
+        state = overrides.load(state_path)
+    except overrides.OverrideError as exc:
+        log.error(
+            "not starting: the state file %s: it holds the drains, maintenance and handovers "
+            "operators set; fix it, or move it away to start without them",
+            exc,
+        )
+        return 1
+    for line in state_lines(state, config):
+        log.info("in force from %s: %s", state_path, line)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     running = Running.start(config_path, text, config, 1, digest_of(text))
     log.info("configuration %s from %s", running.describe(), config_path)
-    parent = _Parent(running, Path(run_dir), max_config_size, dry_run)
+    parent = _Parent(
+        running, Path(run_dir), max_config_size, dry_run, state_path=state_path, state=state
+    )
     try:
         return asyncio.run(_supervise(parent))
     finally:
@@ -278,7 +344,15 @@ async def _supervise(parent: _Parent) -> int:
     except (EventStreamError, OSError) as exc:
         log.error("not starting: event stream: %s", exc)
         return 1
-    control = ControlServer(str(parent.run_dir / CONTROL_SOCKET), parent.reload, parent.status)
+    control = ControlServer(
+        str(parent.run_dir / CONTROL_SOCKET),
+        parent.reload,
+        parent.operations,
+        parent.events,
+        generation=lambda: parent.running.generation,
+        rules=parent.rules,
+    )
+    parent.control = control
     try:
         # Bound before any child starts: a path we cannot use stops lvsha before VRRP runs.
         # Clients wait in the backlog until it serves, once the children are spawned.

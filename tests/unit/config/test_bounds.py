@@ -393,8 +393,14 @@ def test_lvsha_run_passes_the_size_limit_on(
     assert main(["run", "c.yaml", "--run-dir", run_dir, "--max-config-size", "32M"]) == 0
     assert main(["run", "c.yaml", "--run-dir", run_dir]) == 0
     assert calls == [
-        (("c.yaml", run_dir, False), {"max_config_size": 32 * 1024 * 1024}),
-        (("c.yaml", run_dir, False), {"max_config_size": DEFAULT_MAX_SIZE}),
+        (
+            ("c.yaml", run_dir, False),
+            {"max_config_size": 32 * 1024 * 1024, "state_dir": "/var/lib/lvsha"},
+        ),
+        (
+            ("c.yaml", run_dir, False),
+            {"max_config_size": DEFAULT_MAX_SIZE, "state_dir": "/var/lib/lvsha"},
+        ),
     ]
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from lvsha.config import ConfigError, LvshaConfig, load_text
-from lvsha.daemon import reload, run
+from lvsha.daemon import overrides, reload, run
 from lvsha.daemon.reload_plan import reload_plan
 from lvsha.daemon.supervisor import Supervisor
-from lvsha.messages import Message, VrrpRoles, VrrpStateChanged
+from lvsha.messages import Message, SetOverrides, VrrpRoles, VrrpStateChanged
 
 
 class RecordingSupervisor(Supervisor):
@@ -36,7 +36,14 @@ def parent(tmp_path: Path) -> tuple[run._Parent, RecordingSupervisor]:
     path = str(tmp_path / "lvsha.yaml")
     Path(path).write_text(TEXT)
     running = reload.Running.start(path, TEXT, load_text(TEXT, path), 1, reload.digest_of(TEXT))
-    state = run._Parent(running, tmp_path, 1 << 20, dry_run=True)
+    state = run._Parent(
+        running,
+        tmp_path,
+        1 << 20,
+        dry_run=True,
+        state_path=tmp_path / "state" / "overrides.json",
+        state=overrides.State(),
+    )
     supervisor = RecordingSupervisor()
     state.supervisor = supervisor
     return state, supervisor
@@ -80,7 +87,9 @@ def test_a_starting_checker_hears_the_last_states_first(tmp_path: Path) -> None:
     state.on_message("vrrp", VrrpStateChanged("VI_1", "BACKUP", "MASTER", "timer", 150))
     supervisor.sent.clear()
     state.on_started("checker")
-    assert supervisor.sent == [("checker", VrrpRoles((("VI_1", "MASTER"), ("VI_2", "BACKUP"))))]
+    # The roles first; then the overrides in force (none here).
+    assert supervisor.sent[0] == ("checker", VrrpRoles((("VI_1", "MASTER"), ("VI_2", "BACKUP"))))
+    assert [(child, type(m)) for child, m in supervisor.sent[1:]] == [("checker", SetOverrides)]
     assert state.events.seq == 2
 
 
