@@ -25,6 +25,7 @@ from lvsha.daemon.control import AccessRules, ControlServer
 from lvsha.daemon.events import EventStream
 from lvsha.daemon.operations import OperationError
 from lvsha.daemon.reload import ReloadAnswer
+from tests.tools import api_schema
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a second uid)")
 
@@ -89,9 +90,12 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Calls, EventStream]
 
 
 async def ask(
-    path: str, method: str, url: str, body: dict[str, object] | None = None
+    path: str, method: str, url: str, body: dict[str, Any] | None = None
 ) -> tuple[int, dict[str, Any]]:
-    return await asyncio.to_thread(client.request, path, method, url, body, 10.0)
+    status, answer = await asyncio.to_thread(client.request, path, method, url, body, 10.0)
+    if status >= 400 and "outcome" not in answer:
+        api_schema.check("error", answer)
+    return status, answer
 
 
 async def test_a_reload_is_answered_with_its_outcome(
@@ -101,6 +105,7 @@ async def test_a_reload_is_answered_with_its_outcome(
     status, answer = await ask(path, "POST", "/v1/reload", {"plan": False, "file": None})
     assert status == 200
     assert answer["outcome"] == "applied" and answer["generation"] == 7 and answer["ok"] is True
+    api_schema.check("reload", answer)
     status, answer = await ask(path, "POST", "/v1/reload", {"plan": False, "file": "/bad.yaml"})
     assert status == 422
     assert answer["errors"] == ["/bad.yaml:1:1: (top level): broken"]
@@ -199,6 +204,7 @@ async def test_events_give_the_last_ones_then_follow(
         events.publish("test", n=n)
     status, answer = await ask(path, "GET", "/v1/events")
     assert status == 200 and answer["generation"] == 7
+    api_schema.check("events", answer)
     assert [e["n"] for e in answer["events"]] == list(range(5, 105))
 
     seen: list[dict[str, Any]] = []
