@@ -67,6 +67,12 @@ def test_lifecycle() -> None:
     assert service["KillMode"] == "mixed"
     # The address ledger in the run directory must outlive a killed lvsha (issue 9).
     assert service["RuntimeDirectoryPreserve"] == "yes"
+    # The operators' overrides survive restarts (issue 12), in the state directory systemd
+    # makes writable under ProtectSystem=strict, and the control socket is reachable by its
+    # group through the run directory.
+    assert service["StateDirectory"] == "lvsha"
+    assert service["ExecStart"].endswith("--state-dir ${STATE_DIRECTORY}")
+    assert int(service["RuntimeDirectoryMode"], 8) & 0o001
 
 
 def test_capabilities_are_only_what_lvsha_uses() -> None:
