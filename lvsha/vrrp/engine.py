@@ -36,10 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from lvsha.config.model import LvshaConfig
 from lvsha.config.vrrp import Notify, VrrpInstance
@@ -54,7 +55,10 @@ from lvsha.vrrp.events import (
     Action,
     Address,
     Event,
+    FaultChanged,
+    Handover,
     LinkChanged,
+    PriorityChanged,
     Shutdown,
     Startup,
     StateChanged,
@@ -91,6 +95,7 @@ from lvsha.vrrp.wire import (
     Advert,
     AdvertDropError,
     DropCounter,
+    DropReason,
     ReceivedAdvert,
     ReceivingInstance,
     check_advert_for_instance,
@@ -136,6 +141,17 @@ class AdvertSocket(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(slots=True)
+class _Heard:
+    """The last advert an instance accepted from another router (for status)."""
+
+    source: Address
+    priority: int
+    advert_interval: float
+    at: float
+    """Loop time it was read."""
+
+
 @dataclass(eq=False)
 class _Instance:
     """One running instance and what the engine keeps for it."""
@@ -159,6 +175,13 @@ class _Instance:
     retiring: bool = False
     """Removed or replaced by a reload: leaving, no longer one of `VrrpEngine.instances`."""
     closed: bool = False
+    since: float | None = None
+    """Loop time of the last state change (None: it never left INITIALIZE)."""
+    reason: str = ""
+    """Why the last state change happened."""
+    adverts_received: int = 0
+    """Adverts from other routers that passed every check and went to the machine."""
+    heard: _Heard | None = None
 
     @property
     def interface(self) -> str:
@@ -213,6 +236,8 @@ class _Plan:
     scripts_closing: list[TrackScriptRunner] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    handed_over: set[str] = field(default_factory=set)
+    """Names of rebuilt instances whose old instance was handed over: they start so."""
 
 
 def notify_hooks(notify: Notify, user: str | None, security: bool) -> NotifyHooks:
@@ -278,8 +303,15 @@ class VrrpEngine:
         report: Callable[[Message], None],
         open_socket: Callable[[VrrpSocketSettings], AdvertSocket] = VrrpSocket.open,
         accept_local: Callable[[str], object] = ensure_accept_local,
+        handed_over: Collection[str] = (),
+        on_status_change: Callable[[], None] | None = None,
     ) -> None:
-        """`open_socket` and `accept_local` are the kernel edges: tests pass fakes."""
+        """`open_socket` and `accept_local` are the kernel edges: tests pass fakes.
+        `handed_over` names the instances handed over (`lvsha handover`) from the start: they
+        never become master until `set_handover` no longer names them. `on_status_change` is
+        called (synchronously, after the wire actions of the moment) whenever something
+        `status` shows changed: a state, a handover, an effective priority, a fault reason,
+        the master heard; it must be cheap (schedule the work, do not do it)."""
         self.config = config
         self._addresses = addresses
         self._announcer = announcer
@@ -301,6 +333,9 @@ class VrrpEngine:
         self._dispatching = False
         self._retirements: set[asyncio.Task[None]] = set()
         self._applying = asyncio.Lock()
+        self._on_status_change = on_status_change
+        self._handover: set[str] = self._expand_handover(handed_over, config)
+        """The instances handed over, sync groups expanded (see `set_handover`)."""
 
     # Start-up.
 
@@ -316,6 +351,7 @@ class VrrpEngine:
         for name in tracked_scripts(self.config):
             self._scripts[name] = self._script_runner(self.config, name)
             self._scripts[name].start()
+        self._sync_handover()  # before Startup: a handed-over instance comes up as backup
         for record in self.instances.values():
             self._launch(record)
 
@@ -379,6 +415,7 @@ class VrrpEngine:
         )
         self._records[runner] = record
         own = frozenset({source})
+        clock = asyncio.get_running_loop().time
 
         def on_advert(received: ReceivedAdvert) -> None:
             # The socket is open before Startup and after Shutdown (Initialize): the receive
@@ -390,8 +427,20 @@ class VrrpEngine:
                 sock.drops,
                 state=record.runner.state,
             )
-            if event is not None:
-                self._feed(record, event, received.received_at)
+            if event is None:
+                return
+            self._feed(record, event, received.received_at)
+            # Bookkeeping for status after the machine (and the wire) had the advert.
+            record.adverts_received += 1
+            heard = record.heard
+            if heard is None:
+                record.heard = _Heard(event.source, event.priority, event.advert_interval, clock())
+                self._status_changed()
+                return
+            if heard.source != event.source or heard.priority != event.priority:
+                self._status_changed()
+            heard.source, heard.priority = event.source, event.priority
+            heard.advert_interval, heard.at = event.advert_interval, clock()
 
         sock.start(on_advert, on_drop=record.drop_log)
         return record
@@ -479,6 +528,8 @@ class VrrpEngine:
                 target, next_event, at = self._pending.popleft()
                 if not target.closed:
                     target.runner.feed(next_event, at)
+                    if isinstance(next_event, PriorityChanged):
+                        self._status_changed()
         finally:
             self._dispatching = False
 
@@ -488,6 +539,8 @@ class VrrpEngine:
             return
         if isinstance(action, StateChanged):
             self._state_changed(record, action)
+        elif isinstance(action, FaultChanged):
+            self._status_changed()
         group = self._groups.get(record.group) if record.group is not None else None
         if group is not None:
             orders = group.on_action(record.name, action)
@@ -506,6 +559,9 @@ class VrrpEngine:
 
     def _state_changed(self, record: _Instance, change: StateChanged) -> None:
         machine = record.runner.machine
+        record.since = asyncio.get_running_loop().time()
+        record.reason = change.reason
+        self._status_changed()
         log.info(
             "%s: %s -> %s (%s), priority %d%s",
             record.name,
@@ -526,6 +582,8 @@ class VrrpEngine:
         )
         if record.retiring:
             return  # its stop hook has run
+        if change.new is VrrpState.MASTER and record.name in self._handover:
+            self._handover_failed(record)  # the machine clears its flag when it fails
         state = _NOTIFY_STATES.get(change.new)
         if state is not None:
             transition = Transition.instance(record.name, state, machine.priority)
@@ -572,6 +630,145 @@ class VrrpEngine:
     def link_states(self) -> Mapping[str, bool]:
         """What the engine knows of its interfaces' links."""
         return dict(self._links)
+
+    # Handover (`lvsha handover`).
+
+    @property
+    def handed_over(self) -> frozenset[str]:
+        """The instances handed over now, sync groups expanded."""
+        return frozenset(self._handover)
+
+    def set_handover(self, names: Collection[str]) -> None:
+        """The instances handed over to the peer, all of them: the others are not (or no
+        longer). A sync group moves as one: naming a member hands over every member. Names
+        not configured are warned of and ignored. A master sends priority 0 and becomes
+        backup once the new master is heard; a backup stays backup; a handover no longer
+        asked for is cancelled (see lvsha.vrrp.machine)."""
+        self._handover = self._expand_handover(names, self.config)
+        self._sync_handover()
+        self._status_changed()
+
+    def _expand_handover(self, names: Collection[str], config: LvshaConfig) -> set[str]:
+        found: set[str] = set()
+        for name in names:
+            if name not in config.vrrp_instances:
+                log.warning("handover of %s ignored: no such VRRP instance", name)
+                continue
+            group = sync_group_of(config, name)
+            found.update(config.sync_groups[group].instances if group is not None else (name,))
+        return found
+
+    def _sync_handover(self) -> None:
+        """Tell each instance whose handover flag differs from the set."""
+        for name, record in self.instances.items():
+            wanted = name in self._handover
+            if record.runner.machine.handed_over == wanted or record.closed:
+                continue
+            if record.runner.state is not VrrpState.INITIALIZE:
+                log.info("%s: %s", name, "handed over" if wanted else "handover cancelled")
+            self._feed(record, Handover(active=wanted))
+
+    def _handover_failed(self, record: _Instance) -> None:
+        """A handed-over master heard no new master and stays master (the machine cleared its
+        flag): the rest of its sync group, handed over with it, is taken back too."""
+        members = {record.name}
+        if record.group is not None and record.group in self.config.sync_groups:
+            members.update(self.config.sync_groups[record.group].instances)
+        log.warning(
+            "%s: handover failed (no new master heard): master again%s",
+            record.name,
+            f", and so is the handover of sync group {record.group} cancelled"
+            if len(members) > 1
+            else "",
+        )
+        self._handover -= members
+        for name in sorted(members - {record.name}):
+            other = self.instances.get(name)
+            if other is not None and other.runner.machine.handed_over:
+                self._pending.append((other, Handover(active=False), None))
+        if self._pending:
+            # Inside this instance's feed: after it, as sync group orders are.
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    # Status (`lvsha status`).
+
+    def _status_changed(self) -> None:
+        if self._on_status_change is not None:
+            self._on_status_change()
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every configured instance, as the `vrrp_instance` definition of
+        lvsha/api/schemas/status.json has it. Reads what the engine keeps: no I/O."""
+        offset = time.time() - asyncio.get_running_loop().time()
+        return [self._instance_status(r, offset) for r in self.instances.values()]
+
+    @staticmethod
+    def _instance_status(record: _Instance, offset: float) -> dict[str, Any]:
+        """`offset` turns a loop time into a wall-clock time."""
+        runner = record.runner
+        machine = runner.machine
+        params = machine.params
+        tracking = record.tracking
+        trackers = []
+        for tracker in tracking.trackers:
+            healthy = tracking.health(tracker.name)
+            weight = tracker.weight
+            counts = (weight > 0 and healthy) or (weight < 0 and not healthy)
+            trackers.append(
+                {
+                    "tracker": tracker.name.replace(":", " ", 1),
+                    "healthy": healthy,
+                    "weight": weight,
+                    "effect": weight if counts else 0,
+                }
+            )
+        master: dict[str, Any] | None = None
+        if machine.state is VrrpState.MASTER:
+            master = {
+                "address": str(params.primary_address),
+                "priority": machine.priority,
+                "advert_interval": params.advert_interval,
+                "heard_at": None,
+                "self": True,
+            }
+        elif record.heard is not None:
+            heard = record.heard
+            master = {
+                "address": str(heard.source),
+                "priority": heard.priority,
+                "advert_interval": heard.advert_interval,
+                "heard_at": heard.at + offset,
+                "self": False,
+            }
+        drops = {
+            reason.value: count
+            for reason, count in record.socket.drops.snapshot().items()
+            # Taken all the same (lvsha.vrrp.wire.address_list_difference): not a drop.
+            if count and reason is not DropReason.ADDRESS_LIST_MISMATCH
+        }
+        if isinstance(record.socket, VrrpSocket):
+            drops.update((reason.value, n) for reason, n in record.socket.ignored.items() if n)
+        return {
+            "name": record.name,
+            "interface": record.config.interface,
+            "vrid": params.vrid,
+            "family": record.config.family,
+            "version": params.version,
+            "state": machine.state.name,
+            "since": None if record.since is None else record.since + offset,
+            "reason": record.reason,
+            "base_priority": tracking.base_priority,
+            "effective_priority": machine.priority,
+            "trackers": trackers,
+            "handed_over": machine.handed_over,
+            "master": master,
+            "vips": [str(held.address) for held in runner.held],
+            "advert_interval": params.advert_interval,
+            "adverts_sent": runner.adverts_sent,
+            "adverts_received": record.adverts_received,
+            "drops": drops,
+            "fault_reasons": sorted(reason.value for reason in machine.fault_reasons),
+        }
 
     # Live reconfiguration.
 
@@ -628,6 +825,8 @@ class VrrpEngine:
             why = rebuild_reason(record.config, inst)
             if why is not None:
                 rebuild.append((record, name, why))
+                if record.runner.machine.handed_over:
+                    plan.handed_over.add(name)
                 continue
             try:
                 change = self._in_place(record, name, new)
@@ -803,6 +1002,12 @@ class VrrpEngine:
         for name, script in plan.scripts_started.items():
             self._scripts[name] = script
             script.start()
+        # Handed over stays handed over, by name from here on (a renamed instance keeps its
+        # machine, a rebuilt one starts so); a sync group that gained members hands them over.
+        kept = {name for name, r in self.instances.items() if r.runner.machine.handed_over}
+        built = {r.name for r in plan.built if r.name in plan.handed_over | self._handover}
+        self._handover = self._expand_handover(kept | built, new)
+        self._sync_handover()
         for record in plan.built:
             self._launch(record)
         return removals

@@ -170,6 +170,8 @@ class InstanceRunner:
         """The worker is carrying out an item (and may be waiting inside it)."""
         self._worker = asyncio.create_task(self._do_work(), name=f"vrrp-{self.name}-vips")
         self.send_errors = 0
+        self.adverts_sent = 0
+        """Adverts handed to the socket without an error (priority 0 ones included)."""
 
     @property
     def state(self) -> VrrpState:
@@ -372,6 +374,7 @@ class InstanceRunner:
     def _send(self, priority: int) -> None:
         try:
             self._sender.send(self._advert_with(priority))
+            self.adverts_sent += 1
         except OSError as exc:
             # A lost advert is tolerated by VRRP; a dead link shows up as a link event.
             self.send_errors += 1

@@ -185,7 +185,13 @@ class Harness:
         self.sockets.append(sock)
         return sock
 
-    async def start(self, cfg: LvshaConfig) -> VrrpEngine:
+    async def start(
+        self,
+        cfg: LvshaConfig,
+        *,
+        handed_over: Sequence[str] = (),
+        on_status_change: Callable[[], None] | None = None,
+    ) -> VrrpEngine:
         self.engine = VrrpEngine(
             cfg,
             addresses=self.addresses,
@@ -194,6 +200,8 @@ class Harness:
             report=self.reports.append,
             open_socket=self._open,
             accept_local=lambda interface: None,
+            handed_over=handed_over,
+            on_status_change=on_status_change,
         )
         await self.engine.start(self.links)
         return self.engine
