@@ -253,6 +253,11 @@ def _report_reload(answer: dict[str, Any], *, quiet: bool) -> int:
             print(f"plan for {answer['file']} against the running {running}; nothing changed")
         elif outcome == "applied":
             print(f"reload applied: {answer['file']} runs as {running}")
+        overrides = answer.get("overrides") or []
+        if overrides:
+            print("overrides in force (lvsha status; lvsha ready or handover --cancel ends them):")
+            for line in overrides:
+                print(f"  {line}")
         for line in answer.get("errors", []):
             print(line, file=sys.stderr)
         for line in answer.get("left", []):

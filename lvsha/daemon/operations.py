@@ -357,6 +357,7 @@ class Operations:
         loop = asyncio.get_running_loop()
         began = loop.time()
         left = 0
+        first = True
         while True:
             services = await self.services()
             if services["error"] is not None:
@@ -364,7 +365,22 @@ class Operations:
             left = _active_connections(services["virtual_servers"], selector)
             waited = loop.time() - began
             if left == 0 or waited >= timeout:
+                log.info(
+                    "drain --wait of %s: %s after %.1f s",
+                    selector.describe(),
+                    "no active connection left" if left == 0 else f"{left} still active",
+                    waited,
+                )
                 return {"done": left == 0, "left": left, "seconds": round(waited, 3)}
+            if first:
+                log.info(
+                    "drain --wait of %s: waiting up to %g s for %d active connection%s",
+                    selector.describe(),
+                    timeout,
+                    left,
+                    "" if left == 1 else "s",
+                )
+            first = False
             await asyncio.sleep(min(DRAIN_POLL, timeout - waited))
             # Not served from the cache: a fresh read of the counters.
             self._checker = None
@@ -533,7 +549,9 @@ def _without(
             continue
         for rs in selected:
             if rs not in chosen_set:
-                narrow = ov.Selector(rs.address, rs.port, rs.virtual_service)
+                narrow = ov.Selector(
+                    rs.address, rs.port, rs.virtual_server_name or rs.virtual_service
+                )
                 kept.append(dataclasses.replace(override, selector=narrow))
     return kept
 
