@@ -8,6 +8,13 @@ run directory, and at start it takes off what an earlier VRRP process left there
 
 A reload reaches it as `ApplyConfig` on the channel: a finished model, applied live, one at a
 time, in the order sent, and answered with `ConfigApplied`. Nothing is parsed or validated here.
+
+`lvsha status` and `lvsha handover`: from `ChildReady` on it sends a `VrrpStatus` every
+`STATUS_INTERVAL` seconds and once more right after anything it shows changes (at most one
+extra per loop iteration, after that moment's adverts and VIP changes); `SetHandover` names
+every instance handed over, and is answered with a `VrrpStatus` once fed to the instances.
+`--handed-over NAME` (repeated) hands instances over from the start, before any can become
+master.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import resource
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from lvsha.config import LvshaConfig
@@ -44,7 +52,16 @@ from lvsha.daemon.child import (
 )
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
-from lvsha.messages import ApplyConfig, ChildReady, ConfigApplied, MessageError
+from lvsha.messages import (
+    STATUS_INTERVAL,
+    ApplyConfig,
+    ChildReady,
+    ConfigApplied,
+    Message,
+    MessageError,
+    SetHandover,
+    VrrpStatus,
+)
 from lvsha.net.addresses import NetlinkAddresses
 from lvsha.net.announce import PacketAnnouncer
 from lvsha.net.ledger import LEDGER_FILE, AddressLedger
@@ -153,9 +170,74 @@ async def apply_config(engine: VrrpEngine, message: ApplyConfig, links: LinkWatc
     return ConfigApplied(generation, outcome.ok, outcome.errors, outcome.left)
 
 
-async def follow_parent(engine: VrrpEngine, channel: ParentChannel, links: LinkWatch) -> None:
-    """Apply each configuration the parent sends, in order, one at a time."""
+class StatusReporter:
+    """Sends the engine's status to the parent: every STATUS_INTERVAL seconds, and soon after
+    a change (`changed`, the engine's on_status_change): at most once per loop iteration, from
+    a call_soon callback, so never ahead of the adverts and VIP changes of that moment."""
+
+    def __init__(self, send: Callable[[Message], None]) -> None:
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self._engine: VrrpEngine | None = None
+        self._pending = False
+        self._ticker: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def start(self, engine: VrrpEngine) -> None:
+        """Send now and from now on (after ChildReady: nothing is sent before)."""
+        self._engine = engine
+        self.send_now()
+        self._ticker = self._loop.create_task(self._tick(), name="vrrp-status")
+
+    def stop(self) -> None:
+        self._engine = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    def changed(self) -> None:
+        if self._pending or self._engine is None:
+            return
+        self._pending = True
+        self._loop.call_soon(self._send_pending)
+
+    def _send_pending(self) -> None:
+        if self._pending:  # not sent meanwhile
+            self.send_now()
+
+    def send_now(self) -> None:
+        self._pending = False
+        if self._engine is None:
+            return
+        self._send(status_message(self._engine))
+        self.sent += 1
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self.send_now()
+
+
+def status_message(engine: VrrpEngine) -> VrrpStatus:
+    return VrrpStatus(json.dumps({"instances": engine.status()}, separators=(",", ":")))
+
+
+async def follow_parent(
+    engine: VrrpEngine,
+    channel: ParentChannel,
+    links: LinkWatch,
+    status: StatusReporter | None = None,
+) -> None:
+    """Apply each configuration the parent sends, in order, one at a time; take each
+    handover set and answer it with the status (through `status` when given)."""
     async for message in channel.messages():
+        if isinstance(message, SetHandover):
+            engine.set_handover(message.instances)
+            if status is not None:
+                status.send_now()
+            else:
+                channel.send(status_message(engine))
+            continue
         if not isinstance(message, ApplyConfig):
             log.warning("ignoring a %s message from the parent", message.kind)
             continue
@@ -211,7 +293,12 @@ def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
     return samples
 
 
-async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> int:
+async def serve(
+    config: LvshaConfig,
+    run_dir: Path,
+    channel: ParentChannel,
+    handed_over: Collection[str] = (),
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     engines: list[VrrpEngine] = []
@@ -235,6 +322,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
     lag.start()
     notifier = Notifier()
     announcer = PacketAnnouncer()
+    status = StatusReporter(channel.send)
     async with NetlinkAddresses(AddressLedger(run_dir / LEDGER_FILE)) as addresses:
         engine = VrrpEngine(
             config,
@@ -242,6 +330,8 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
             announcer=announcer,
             notifier=notifier,
             report=channel.send,
+            handed_over=handed_over,
+            on_status_change=status.changed,
         )
         engines.append(engine)
         links = LinkWatch(engine, _watched_interfaces(config))
@@ -254,7 +344,9 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
             return 1
 
         links.follow()
-        reader = asyncio.create_task(follow_parent(engine, channel, links), name="parent-channel")
+        reader = asyncio.create_task(
+            follow_parent(engine, channel, links, status), name="parent-channel"
+        )
         exporter = asyncio.create_task(
             export_periodically(run_dir / "metrics-vrrp.prom", lambda: _samples(engine, lag))
         )
@@ -263,7 +355,10 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
         gc.collect()
         gc.freeze()
         channel.send(ChildReady())
+        status.start(engine)
         log.info("VRRP running: %s", ", ".join(config.vrrp_instances))
+        if engine.handed_over:
+            log.info("handed over from the start: %s", ", ".join(sorted(engine.handed_over)))
         await stop.wait()
         log.info("stopping: releasing mastership")
         reader.cancel()
@@ -272,6 +367,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        status.stop()
         lag.stop()
         links.close()
         announcer.close()
@@ -279,10 +375,22 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel) -> i
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvsha-vrrp")
     add_config_arguments(parser)
     parser.add_argument("--run-dir", default="/run/lvsha")
+    parser.add_argument(
+        "--handed-over",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an instance handed over to the peer (lvsha handover) from the start; repeated",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging("vrrp")
     die_with_parent(log)
@@ -293,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _set_realtime(config.global_.vrrp.realtime_priority)
     channel = ParentChannel()
     try:
-        return asyncio.run(serve(config, Path(args.run_dir), channel))
+        return asyncio.run(serve(config, Path(args.run_dir), channel, args.handed_over))
     finally:
         channel.close()
 
