@@ -12,6 +12,12 @@ the check pool (unchanged checks keep their state and schedule), the maintenance
 IPVS table (one pass, which the reload waits for: only changed entries get operations) and the
 sync daemon. If the kernel refuses part of it, every part goes back to the configuration it
 ran before and the answer (`ConfigApplied`) says why, and what was left if going back failed.
+
+Operator overrides (`SetOverrides`: drain, maint) are taken in the same order, merged with the
+maintenance files (`lvsha.checks.admin.AdminBook`) and followed by one IPVS pass before the
+answer (`OverridesApplied`). A `StatusRequest` is answered out of that order, at once, even
+while a reload runs: the status is built from what the checker holds and a fresh read of the
+kernel's connection counters (requests arriving while a read is in flight share it).
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
+from lvsha.checks.admin import AdminBook
 from lvsha.checks.maintenance import MaintenanceWatcher
 from lvsha.checks.pool import CheckPool, PlanIndex, PlanIndexer, index_plan, raise_file_limit
 from lvsha.checks.targets import CheckPlan, CheckTarget, check_plan, virtual_server_checks
@@ -42,11 +50,16 @@ from lvsha.daemon.child import (
 )
 from lvsha.daemon.logs import setup_logging
 from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.daemon.overrides import Override, OverrideError
+from lvsha.daemon.overrides import decode as decode_overrides
+from lvsha.daemon.overrides import load as load_overrides
 from lvsha.gcpause import collector_paused
 from lvsha.ipvs.memory import MemoryIpvsTable
+from lvsha.ipvs.model import ConnectionTable
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort
 from lvsha.ipvs.specs import ConfiguredService, configured_service, configured_services
+from lvsha.ipvs.status import status_body
 from lvsha.ipvs.syncd import (
     MemorySyncDaemons,
     NetlinkSyncDaemons,
@@ -58,10 +71,14 @@ from lvsha.ipvs.syncd import (
 from lvsha.ipvs.syncer import IpvsSyncer, OnStop, presumptions
 from lvsha.messages import (
     ApplyConfig,
+    CheckerStatus,
     ChildReady,
     ConfigApplied,
     Message,
     MessageError,
+    OverridesApplied,
+    SetOverrides,
+    StatusRequest,
     VrrpRoles,
     VrrpStateChanged,
 )
@@ -231,7 +248,11 @@ class Checker:
             on_stop=OnStop(glob.ipvs.on_stop),
             drain_removed=glob.ipvs.drain_removed,
         )
-        self.watcher = MaintenanceWatcher(self.pool, maintenance_directory)
+        self.table = table
+        self.admin = AdminBook(self.pool)
+        """Both sources of admin state (maintenance files, API overrides), merged."""
+        self.watcher = MaintenanceWatcher(self.admin, maintenance_directory)
+        self._counter_read: asyncio.Task[ConnectionTable | None] | None = None
         self.roles = VrrpRoleBook(config)
         self.follower: SyncDaemonFollower | None = None
         self.generation: int | None = None
@@ -241,9 +262,12 @@ class Checker:
     def _plan(derived: _Derived) -> CheckPlan:
         return derived.plan.plan if isinstance(derived.plan, PlanIndex) else derived.plan
 
-    async def start(self) -> None:
-        """Adopt the kernel's table, start the checks and the first IPVS pass. Raises
-        IpvsError if the table cannot be read."""
+    async def start(self, overrides: Sequence[Override] = ()) -> None:
+        """Adopt the kernel's table, start the checks and the first IPVS pass. `overrides`:
+        the operator's, in force before the first pass (the parent's `SetOverrides` replaces
+        them). Raises IpvsError if the table cannot be read."""
+        if overrides:
+            self.admin.set_overrides(overrides)
         observed = await self.syncer.read_table()
         # A restart starts each real server as the table a previous checker left shows it.
         presumed = presumptions(self.syncer.services, observed)
@@ -280,9 +304,22 @@ class Checker:
         if self.follower is not None:
             await self.follower.stop()
 
-    async def on_message(self, message: Message) -> ConfigApplied | None:
-        """Take one parent message; an `ApplyConfig` is applied before this returns, and its
-        answer returned."""
+    @overload
+    async def on_message(self, message: ApplyConfig) -> ConfigApplied: ...
+
+    @overload
+    async def on_message(self, message: SetOverrides) -> OverridesApplied: ...
+
+    @overload
+    async def on_message(self, message: StatusRequest) -> CheckerStatus: ...
+
+    @overload
+    async def on_message(self, message: Message) -> Message | None: ...
+
+    async def on_message(self, message: Message) -> Message | None:
+        """Take one parent message; an `ApplyConfig` or `SetOverrides` is applied before this
+        returns, and its answer returned (a `StatusRequest` too, though `follow_parent` answers
+        those out of order)."""
         match message:
             case VrrpStateChanged() | VrrpRoles():
                 taken = self.roles.take(message)
@@ -293,9 +330,69 @@ class Checker:
                     await follower.follow(role)
             case ApplyConfig():
                 return await self.apply(message)
+            case SetOverrides():
+                return await self.set_overrides(message)
+            case StatusRequest():
+                return await self.status(message)
             case _:
                 log.debug("ignoring %s from the parent", type(message).__name__)
         return None
+
+    async def set_overrides(self, message: SetOverrides) -> OverridesApplied:
+        """Take the operator's overrides, all of them, and wait for the IPVS pass that follows
+        them; the answer names what could not be done. Never raises."""
+        try:
+            overrides = decode_overrides(message.body)
+        except (OverrideError, RecursionError) as error:
+            log.error("overrides (serial %d) refused: %s", message.serial, error)
+            return OverridesApplied(message.serial, (f"overrides refused: {error}",))
+        try:
+            changed = self.admin.set_overrides(overrides)
+            services = {self.syncer.service_of(rs) for rs in changed}
+            refusals = await self.syncer.sync_now()
+        except Exception as error:  # a bug: say so rather than leave the parent waiting
+            log.exception("applying overrides (serial %d) failed", message.serial)
+            return OverridesApplied(message.serial, (f"internal error: {error!r}",))
+        log.info(
+            "overrides (serial %d): %d in force, %d real servers changed",
+            message.serial,
+            len(overrides),
+            len(changed),
+        )
+        errors = tuple(
+            f"IPVS: {refusal}"
+            for refusal in refusals
+            if refusal.service is None or refusal.service in services
+        )
+        return OverridesApplied(message.serial, errors)
+
+    async def status(self, message: StatusRequest) -> CheckerStatus:
+        """Every virtual server as `lvsha status` shows it, with fresh connection counters."""
+        counters = await self.connection_counters()
+        return CheckerStatus(message.serial, await status_body(self.pool, self.syncer, counters))
+
+    async def connection_counters(self) -> ConnectionTable | None:
+        """The kernel's connection counters, read now, or by the read in flight if there is
+        one (None: the read failed)."""
+        task = self._counter_read
+        if task is None:
+            task = self._counter_read = asyncio.create_task(
+                self._read_counters(), name="connection counters"
+            )
+
+            def done(finished: asyncio.Task[ConnectionTable | None]) -> None:
+                if self._counter_read is finished:
+                    self._counter_read = None
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _read_counters(self) -> ConnectionTable | None:
+        try:
+            return await self.table.destination_counters()
+        except IpvsError as error:
+            log.warning("cannot read the IPVS connection counters: %s", error)
+            return None
 
     async def apply(self, message: ApplyConfig) -> ConfigApplied:
         """Run the configuration `message` carries from now on; see the module docstring."""
@@ -344,7 +441,9 @@ class Checker:
         """Move every part from `old` to `new`; the errors (nothing: done) and a summary."""
         async with self.watcher.paused() as refresh:
             change = self.pool.reconfigure(new.plan)
-            # New real servers a maintenance file selects are drained before they reach IPVS.
+            # New real servers an override or a maintenance file selects enter as they say,
+            # before they reach IPVS.
+            self.admin.resolve()
             await refresh()
         operations = dict(self.syncer.operations)
         refusals = await self.syncer.apply_config(
@@ -390,6 +489,7 @@ class Checker:
         index = old.plan if isinstance(old.plan, PlanIndex) else index_plan(old.plan)
         async with self.watcher.paused() as refresh:
             self.pool.reconfigure(index)
+            self.admin.resolve()
             await refresh()
         left = await self.syncer.apply_config(
             old.services,
@@ -418,7 +518,13 @@ def _samples(checker: Checker, lag: LoopLag) -> Iterable[Sample]:
     yield ("lvsha_ipvs_drift_total", {}, float(syncer.drift))
 
 
-async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_run: bool) -> int:
+async def serve(
+    config: LvshaConfig,
+    run_dir: Path,
+    channel: ParentChannel,
+    dry_run: bool,
+    overrides: Sequence[Override] = (),
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -454,7 +560,7 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     raise_file_limit()
     checker = Checker(config, table, daemons, run_dir / "maintenance")
     try:
-        await checker.start()
+        await checker.start(overrides)
     except IpvsError as exc:
         log.error("cannot read or apply the IPVS table: %s", exc)
         await checker.pool.close()
@@ -474,19 +580,8 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     gc.collect()
     gc.freeze()
 
-    async def follow_parent() -> None:
-        # In order, one at a time: an ApplyConfig is answered before the next message is read.
-        while (message := await inbox.get()) is not None:
-            try:
-                answer = await checker.on_message(message)
-            except Exception:  # a bug: the next message is still taken
-                log.exception("handling %s from the parent failed", type(message).__name__)
-                continue
-            if answer is not None:
-                channel.send(answer)
-
     tasks = [
-        asyncio.create_task(follow_parent(), name="parent-messages"),
+        asyncio.create_task(follow_parent(checker, inbox, channel.send), name="parent-messages"),
         asyncio.create_task(checker.watcher.run(), name="maintenance"),
         asyncio.create_task(
             export_periodically(run_dir / "metrics-checker.prom", lambda: _samples(checker, lag))
@@ -516,6 +611,49 @@ async def serve(config: LvshaConfig, run_dir: Path, channel: ParentChannel, dry_
     return 0
 
 
+async def follow_parent(
+    checker: Checker,
+    inbox: asyncio.Queue[Message | None],
+    send: Callable[[Message], None],
+) -> None:
+    """Take the parent's messages until the channel ends. In order, one at a time: an
+    ApplyConfig or SetOverrides is answered before the next is taken. A StatusRequest is
+    answered out of that order, as soon as it is built, reload or not."""
+    ordered: asyncio.Queue[Message | None] = asyncio.Queue()
+    answering: set[asyncio.Task[None]] = set()
+
+    async def take(message: Message) -> None:
+        try:
+            answer = await checker.on_message(message)
+        except Exception:  # a bug: the next message is still taken
+            log.exception("handling %s from the parent failed", type(message).__name__)
+            return
+        if answer is not None:
+            send(answer)
+
+    async def in_order() -> None:
+        while (message := await ordered.get()) is not None:
+            await take(message)
+
+    worker = asyncio.create_task(in_order(), name="parent-messages-in-order")
+    try:
+        while (message := await inbox.get()) is not None:
+            if isinstance(message, StatusRequest):
+                task = asyncio.create_task(take(message), name=f"status {message.serial}")
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+            else:
+                ordered.put_nowait(message)
+        ordered.put_nowait(None)
+        await worker
+        if answering:
+            await asyncio.gather(*answering, return_exceptions=True)
+    finally:
+        worker.cancel()
+        for task in answering:
+            task.cancel()
+
+
 def _interface_mtus() -> dict[str, int]:
     """This network namespace's interfaces and their MTUs, so a dry run's sync daemon refuses
     and defaults as the kernel would."""
@@ -533,15 +671,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--run-dir", default="/run/lvsha")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument(
+        "--overrides-file",
+        type=Path,
+        help="the operator overrides' state file, in force from the first IPVS pass on",
+    )
     args = parser.parse_args(argv)
     setup_logging("checker")
     die_with_parent(log)
     config = child_config(parser, args, log)
     if config is None:
         return 1
+    overrides: list[Override] = []
+    if args.overrides_file is not None:
+        try:
+            overrides = load_overrides(args.overrides_file).overrides
+        except OverrideError as error:
+            log.error("starting without overrides until the parent sends them: %s", error)
     channel = ParentChannel()
     try:
-        return asyncio.run(serve(config, Path(args.run_dir), channel, args.dry_run))
+        return asyncio.run(serve(config, Path(args.run_dir), channel, args.dry_run, overrides))
     finally:
         channel.close()
 

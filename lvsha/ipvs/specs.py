@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lvsha.checks.targets import real_server_id, virtual_service_id
-from lvsha.checks.verdict import RealServerId
+from lvsha.checks.verdict import RealServerId, host_port
 from lvsha.config.lvs import RealServer, SorryServer, VirtualServer
 from lvsha.config.model import LvshaConfig
 from lvsha.ipvs.desired import RealServerSpec, SorryServerSpec, VirtualServiceSpec
@@ -65,6 +65,15 @@ class ConfiguredService:
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key})" if self.name else str(self.key)
+
+
+def service_id(key: ServiceKey) -> str:
+    """A service key written as `lvsha.checks.targets.virtual_service_id` writes the virtual
+    server it comes from: "192.0.2.10:80/tcp", "[2001:db8::1]:443/tcp", "fwmark 7/ipv4"."""
+    if isinstance(key, FwmarkKey):
+        family = "ipv4" if key.family is Family.INET else "ipv6"
+        return f"fwmark {key.fwmark}/{family}"
+    return f"{host_port(str(key.address), key.port)}/{key.protocol.name.lower()}"
 
 
 def configured_services(config: LvshaConfig) -> tuple[ConfiguredService, ...]:

@@ -506,6 +506,17 @@ class IpvsSyncer:
         return MappingProxyType(self._quorum)
 
     @property
+    def table(self) -> IpvsTable | None:
+        """The kernel's table as last read, with every operation acknowledged since (None:
+        not read yet). Read-only by convention; replaced, never changed, by a re-read."""
+        return self._believed
+
+    def service_of(self, real_server: RealServerId) -> ServiceKey | None:
+        """The configured service `real_server` is in (None: none)."""
+        location = self._locations.get(real_server)
+        return None if location is None else location[0]
+
+    @property
     def held(self) -> frozenset[RealServerId]:
         """Adopted real servers whose destinations are still left as found."""
         return frozenset(self._holds)
@@ -704,6 +715,18 @@ class IpvsSyncer:
                 self._pass_failed(error)
                 return [Refusal(None, "IPVS sync pass", f"{type(error).__name__}: {error}")]
         return [refusal for refusal in refusals if refusal.service in touched]
+
+    async def sync_now(self) -> list[Refusal]:
+        """One pass, after any in progress, that the caller waits for: what the kernel
+        refused in it (empty before `start`, which makes the first pass)."""
+        async with self._pass_lock:
+            if self._loop is None:
+                return []
+            try:
+                return await self._pass()
+            except Exception as error:
+                self._pass_failed(error)
+                return [Refusal(None, "IPVS sync pass", f"{type(error).__name__}: {error}")]
 
     def request_resync(self) -> None:
         """Re-read the kernel table and correct it now rather than at the next interval."""
