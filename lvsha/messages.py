@@ -208,7 +208,6 @@ _KINDS: dict[str, type[Message]] = {
 }
 
 
-
 def encode(message: Message) -> bytes:
     body: dict[str, Any] = {"message": message.kind}
     body.update(dataclasses.asdict(message))

@@ -328,6 +328,7 @@ GLOBAL_RULES: dict[str, tuple[Cost, str]] = {
     "lvs_sync_daemon": (HITLESS, "the kernel's connection sync daemon restarts"),
     "ipvs.on_stop": (HITLESS, "applies when lvsha stops"),
     "ipvs.resync_interval": (HITLESS, ""),
+    "control": (HITLESS, "the control socket's access follows at once"),
 }
 """Global keys (a key is ruled by its longest dotted prefix here), with the note shown after
 the change. Nothing global reaches the wire at once: every one is hitless."""
@@ -335,7 +336,7 @@ GLOBAL_FOLDED = frozenset({"check_defaults", "vrrp.version", "vrrp.garp"})
 """Folded into checks and instances by normalization: their effect is reported there."""
 
 CHECK_NEUTRAL_GLOBALS = frozenset(
-    {"router_id", "notification", "vrrp", "lvs_sync_daemon", "ipvs", "check_defaults"}
+    {"router_id", "notification", "vrrp", "lvs_sync_daemon", "ipvs", "check_defaults", "control"}
 )
 """Global keys `check_plan` does not read (check_defaults is folded into each check's model,
 which is compared itself): a change of these alone leaves every check key as it was. Any other
