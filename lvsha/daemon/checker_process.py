@@ -286,8 +286,9 @@ class Checker:
         await self.watcher.refresh()
         await self.syncer.start(self.pool.verdicts().values(), observed)
 
-    async def start_sync_daemon(self, first: Message | None) -> None:
-        """Start following the VRRP role, if configured, from the parent's first message."""
+    async def start_sync_daemon(self, first: Message | None) -> Message | None:
+        """Start following the VRRP role, if configured, from the parent's first message; a
+        first message that is not `VrrpRoles` is taken after, and its answer returned."""
         if isinstance(first, VrrpRoles):
             self.roles.take(first)
         target = _sync_target(self.config)
@@ -296,7 +297,8 @@ class Checker:
             self.follower = SyncDaemonFollower(self.daemons, instance, settings)
             await self.follower.start(self.roles.role_of(instance))
         if first is not None and not isinstance(first, VrrpRoles):
-            await self.on_message(first)
+            return await self.on_message(first)
+        return None
 
     async def stop(self) -> None:
         await self.syncer.stop()
@@ -573,7 +575,7 @@ async def serve(
                 "no VRRP roles from the parent within %g s: starting the sync daemon as backup",
                 ROLES_WAIT,
             )
-    await checker.start_sync_daemon(first)
+    first_answer = await checker.start_sync_daemon(first)
     # Everything built so far (the plan, thousands of checks and their states) lives as long as
     # the process: keep it out of the cyclic collector, whose full passes over it would
     # otherwise stall the loop for 100 ms and more at 10,000 checks.
@@ -588,6 +590,8 @@ async def serve(
         ),
     ]
     channel.send(ChildReady())
+    if first_answer is not None:
+        channel.send(first_answer)  # the parent's first message was not VrrpRoles
     log.info(
         "checker running: %d checks (%d distinct) on %d real servers",
         len(checker.pool.plan.targets),

@@ -24,7 +24,7 @@ from lvsha.ipvs.syncer import IpvsSyncer
 
 SLICE = 0.005
 """Seconds of building before the loop gets to run other work."""
-CHUNK = 256
+CHUNK = 128
 """Real servers built between two looks at the clock."""
 
 FORWARDING = {

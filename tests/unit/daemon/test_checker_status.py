@@ -179,6 +179,26 @@ async def test_set_overrides_reach_the_table_before_the_answer(
     assert weights(setup.table) == {"10.0.0.2": 2, "10.0.0.3": 1}
 
 
+async def test_overrides_given_at_start_hold_from_the_first_pass(setup: Setup) -> None:
+    checker = Checker(load_text(setup.text), setup.table, setup.daemons, setup.maintenance)
+    await checker.start([override(Mode.MAINT, "10.0.0.3"), override(Mode.DRAIN, "10.0.0.2")])
+    try:
+        added = {
+            (str(op.destination.address), op.destination.weight)
+            for op in setup.table.log
+            if isinstance(op, AddDestination)
+        }
+        assert ("10.0.0.2", 0) in added
+        assert not any(address == "10.0.0.3" for address, _ in added)
+        assert checker.pool.verdicts()[rs("10.0.0.3")].health is Health.MAINTENANCE
+        # A parent whose first message is SetOverrides gets its answer.
+        answer = await checker.start_sync_daemon(SetOverrides(9, "[]"))
+        assert answer == OverridesApplied(9, ())
+        assert weights(setup.table)["10.0.0.3"] == 1
+    finally:
+        await checker.stop()
+
+
 async def test_a_malformed_set_of_overrides_is_answered_with_errors_and_changes_nothing(
     setup: Setup, checker: Checker
 ) -> None:
