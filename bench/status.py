@@ -5,7 +5,9 @@
                                           [--no-realtime] [--keep-logs]
 
 Both need root: the daemons run in a throwaway lab of network namespaces (prefix `st`, unique
-per run), removed at the end, also on failure or Ctrl-C. Exit status 1 when a target fails.
+per run), removed at the end, also on failure or Ctrl-C; every daemon runs with --dry-run and
+a temporary --state-dir and is stopped with SIGTERM. Clients run in this process's namespace:
+the control socket is a file. Exit status 1 when a target fails.
 
 `latency`: the wall time of the real CLI, `lvsha status` and `lvsha status --json`, Python
 start-up included, against a `lvsha run --dry-run` in the lab (one VRRP instance at 1 s, MASTER
@@ -20,19 +22,23 @@ importtime` top of `lvsha status`; the load average before and after (the machin
 global.vrrp.realtime_priority as there, or dropped with --no-realtime) elect a MASTER (a) and a
 BACKUP (b); then `clients` threads, spread over one worker process per CPU, each call `GET
 /v1/status` on a's control socket as fast as they can for `duration` seconds (--both: half of
-them on b's). Prints the requests done, their rate, errors and latency (median, p99, max), the
-master's advert rhythm as a client on the segment hears it (max gap, gaps over 3 intervals),
-and every VRRP state change after the initial election, from both directors' event streams.
-Target: none; the verdict HOLDS when there is none.
+them on b's; a client whose request failed waits 1 ms before the next). Prints the requests
+done, their rate, errors (by message) and latency (median, p99, max), the master's advert
+rhythm as a client on the segment hears it (max gap, gaps over 3 intervals), and every VRRP
+state change after the initial election, from both directors' event streams. Target: none;
+the verdict HOLDS when there is none.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import secrets
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,6 +63,10 @@ TARGET = 0.150
 REQUEST_TIMEOUT = 10.0
 """The CLI's default --timeout."""
 READY_TIMEOUT = 30.0
+ERROR_PAUSE = 0.001
+"""A load client whose request failed waits this long before the next: a refused connect
+(a full backlog answers EAGAIN at once) retried in a spin would count thousands of failures a
+second and take the CPU from the clients that are being served."""
 
 LATENCY_CONFIG = """\
 vrrp_instances:
@@ -258,7 +268,9 @@ def run_latency(runs: int) -> bool:
         tempfile.TemporaryDirectory(prefix="st-pycache-") as pycache,
         tempfile.TemporaryDirectory(prefix="st-latency-") as tmp,
         Lab(f"st{secrets.token_hex(2)}") as lab,
+        contextlib.ExitStack() as stopping,
     ):
+        stopping.callback(_stop, lab.processes)
         env = environment(pycache)
         work = Path(tmp)
         director = lab.add_host("a", "192.0.2.11/24")
@@ -347,32 +359,48 @@ def _output_problem(
 @dataclass
 class Tally:
     """What a set of clients saw: requests answered 200 and ok, their latencies (s), and the
-    failures by message."""
+    failures by message and by second of the run they happened in."""
 
     done: int = 0
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    error_seconds: Counter[int] = field(default_factory=Counter)
 
     def add(self, other: Tally) -> None:
         self.done += other.done
         self.latencies.extend(other.latencies)
         self.errors.update(other.errors)
+        self.error_seconds.update(other.error_seconds)
 
     def to_json(self) -> str:
-        latencies = [round(x, 6) for x in self.latencies]
-        return json.dumps({"done": self.done, "latencies": latencies, "errors": self.errors})
+        return json.dumps(
+            {
+                "done": self.done,
+                "latencies": [round(x, 6) for x in self.latencies],
+                "errors": self.errors,
+                "error_seconds": self.error_seconds,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Tally:
         data = json.loads(text)
         return cls(
-            int(data["done"]), [float(x) for x in data["latencies"]], Counter(data["errors"])
+            int(data["done"]),
+            [float(x) for x in data["latencies"]],
+            Counter(data["errors"]),
+            Counter({int(second): count for second, count in data["error_seconds"].items()}),
         )
 
     def summary(self, seconds: float) -> str:
         failed = sum(self.errors.values())
         text = f"{self.done} requests answered in {seconds:.1f} s ({self.done / seconds:.0f}/s), "
         text += f"{failed} errors"
+        if self.error_seconds:
+            text += (
+                f" (in {len(self.error_seconds)} of the run's seconds, the first at "
+                f"+{min(self.error_seconds)} s)"
+            )
         if self.latencies:
             spread = Spread.of(self.latencies)
             text += (
@@ -396,13 +424,16 @@ def hammer(socket_path: str, threads: int, duration: float) -> Tally:
                     socket_path, "GET", "/v1/status", None, REQUEST_TIMEOUT
                 )
             except client.ControlError as exc:
-                tally.errors[str(exc)[:200]] += 1
-                continue
-            if status == 200 and answer.get("ok") is True:
-                tally.done += 1
-                tally.latencies.append(time.perf_counter() - before)
+                message = str(exc).replace(socket_path, "control.sock")[:200]
             else:
-                tally.errors[f"HTTP {status}: {str(answer.get('error', answer))[:200]}"] += 1
+                if status == 200 and answer.get("ok") is True:
+                    tally.done += 1
+                    tally.latencies.append(time.perf_counter() - before)
+                    continue
+                message = f"HTTP {status}: {str(answer.get('error', answer))[:200]}"
+            tally.errors[message] += 1
+            tally.error_seconds[int(before - (end - duration))] += 1
+            time.sleep(ERROR_PAUSE)
 
     workers = [
         threading.Thread(target=loop, args=(tally,), name=f"client-{n}", daemon=True)
@@ -468,7 +499,8 @@ def run_load(duration: float, clients: int, both: bool, realtime: bool, keep_log
     workers: list[subprocess.Popen[bytes]] = []
     holds = False
     try:
-        with Lab(f"st{secrets.token_hex(2)}") as lab:
+        with Lab(f"st{secrets.token_hex(2)}") as lab, contextlib.ExitStack() as stopping:
+            stopping.callback(_stop, lab.processes)
             client_host = lab.add_host("client", CLIENT)
             hosts: dict[str, Host] = {}
             for name, address, _priority in DIRECTORS:
@@ -595,8 +627,19 @@ def run_load(duration: float, clients: int, both: bool, realtime: bool, keep_log
         if keep_logs or not holds:
             print(f"  director logs: {work}", flush=True)
         else:
-            subprocess.run(["rm", "-rf", str(work)], check=False)
+            shutil.rmtree(work, ignore_errors=True)
     return holds
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """SIGTERM, so each daemon stops its children before it goes (the lab's SIGKILL of the
+    parent alone leaves them a moment to write into the run directory being removed)."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
 
 
 # -------------------------------------------------------------------------------------- main

@@ -130,19 +130,22 @@ def test_status_ready_waits_for_both_children_a_master_and_every_first_probe() -
 
 
 def test_tally_adds_up_and_crosses_a_pipe_as_json() -> None:
-    one = Tally(2, [0.01, 0.03], Counter({"refused": 1}))
-    other = Tally(1, [0.02], Counter({"refused": 2, "HTTP 503: busy": 1}))
+    one = Tally(2, [0.01, 0.03], Counter({"refused": 1}), Counter({3: 1}))
+    other = Tally(1, [0.02], Counter({"refused": 2, "HTTP 503: busy": 1}), Counter({3: 1, 7: 2}))
     one.add(other)
     assert one.done == 3
     assert sorted(one.latencies) == [0.01, 0.02, 0.03]
     assert one.errors == Counter({"refused": 3, "HTTP 503: busy": 1})
-    again = Tally.from_json(one.to_json())
-    assert (again.done, again.latencies, again.errors) == (one.done, one.latencies, one.errors)
+    assert one.error_seconds == Counter({3: 2, 7: 2})
+    assert Tally.from_json(one.to_json()) == one
 
 
 def test_tally_summary() -> None:
-    text = Tally(4, [0.01, 0.02, 0.03, 0.04], Counter({"x": 1})).summary(2.0)
-    assert text.startswith("4 requests answered in 2.0 s (2/s), 1 errors; latency median 25.0 ms")
+    text = Tally(4, [0.01, 0.02, 0.03, 0.04], Counter({"x": 3}), Counter({1: 2, 0: 1})).summary(2)
+    assert text.startswith(
+        "4 requests answered in 2.0 s (2/s), 3 errors (in 2 of the run's seconds, the first at "
+        "+0 s); latency median 25.0 ms"
+    )
     assert "p99 40.0 ms" in text
     assert "max 40.0 ms" in text
     assert Tally().summary(1.0) == "0 requests answered in 1.0 s (0/s), 0 errors"
