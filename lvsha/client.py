@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,9 +105,9 @@ def _exchange(
     socket_path: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
 ) -> tuple[socket.socket, _Answer]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        sock.connect(socket_path)
+        _connect(sock, socket_path, timeout)
+        sock.settimeout(timeout)
         data = b"" if body is None else json.dumps(body).encode()
         head = f"{method} {path} HTTP/1.1\r\nHost: lvsha\r\nConnection: close\r\n"
         if body is not None:
@@ -121,7 +122,7 @@ def _exchange(
     except ConnectionRefusedError:
         sock.close()
         raise ControlError(f"{socket_path}: nobody listens: is lvsha running?") from None
-    except TimeoutError:
+    except (TimeoutError, BlockingIOError):
         sock.close()
         raise ControlError(f"{socket_path}: no answer within {timeout:g} s") from None
     except OSError as exc:
@@ -130,6 +131,17 @@ def _exchange(
     except ControlError:
         sock.close()
         raise
+
+
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    """Connect, waiting up to `timeout` for room in the daemon's listen queue: a Unix socket
+    with a Python timeout is non-blocking, and its connect fails at once (EAGAIN) when the
+    queue is full, where a blocking one waits, for as long as SO_SNDTIMEO allows."""
+    seconds = int(timeout)
+    micro = int((timeout - seconds) * 1_000_000)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micro))
+    sock.setblocking(True)
+    sock.connect(path)
 
 
 def _json_object(raw: bytes, where: str) -> dict[str, Any]:

@@ -65,6 +65,9 @@ FOLLOW_BACKLOG = 10_000
 """Events a follower may fall behind before it is cut off."""
 MAX_WAIT = 86_400.0
 """The longest `drain --wait` a request may ask for."""
+LISTEN_BACKLOG = 1024
+"""Connections waiting for accept (the kernel caps it at net.core.somaxconn, 4096 here): a
+burst of clients waits in it rather than being refused; the client waits for room besides."""
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
 _STATUS = {"applied": 200, "plan": 200, "invalid": 422, "refused": 409, "failed": 409}
@@ -185,7 +188,7 @@ class ControlServer:
         """Listen; raises SocketPathError or OSError when the socket cannot be bound. Clients
         wait in the socket's backlog until `serve`."""
         self._listener = listen_unix(
-            self.path, 0o660, self.rules.socket_gid, 128, what="control socket", log=log
+            self.path, 0o660, self.rules.socket_gid, LISTEN_BACKLOG, what="control socket", log=log
         )
         self._inode = os.stat(self.path).st_ino
 
