@@ -50,6 +50,8 @@ CHECKER_TIMEOUT = 10.0
 """Seconds the checker has to answer a status request or apply overrides."""
 DRAIN_POLL = 0.5
 """Seconds between two reads of the connection counters while `drain --wait` waits."""
+HANDOVER_FAILED = "handover failed"
+"""How the reason of an instance that gave a handover up begins (lvsha.vrrp.machine)."""
 HANDOVER_MARGIN = 2.0
 """Seconds past the longest Master_Down_Interval a handover waits for the peer."""
 
@@ -128,6 +130,8 @@ class Operations:
         self.vrrp: dict[str, Any] | None = None
         """The VRRP child's last status ({"instances": [...]}), with `updated_at`."""
         self._vrrp_changed = asyncio.Condition()
+        self._vrrp_serial = 0
+        """How many VRRP reports have come in."""
         self._checker: _CheckerAnswer | None = None
         self._checker_wait: asyncio.Future[dict[str, Any]] | None = None
         self._serial = 0
@@ -162,6 +166,7 @@ class Operations:
             return
         value["updated_at"] = time.time()
         self.vrrp = value
+        self._vrrp_serial += 1
         self._spawn(self._notify_vrrp())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -424,6 +429,8 @@ class Operations:
                 elif name not in after:
                     after[name] = f"{by} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
             changed = after != before
+            # Changed: wait for a report that follows the change; else the last one will do.
+            since = self._vrrp_serial if changed else self._vrrp_serial - 1
             if changed:
                 self.state.handover = after
                 self._save(previous_handover=before)
@@ -435,7 +442,7 @@ class Operations:
                 )
                 if not self._send("vrrp", SetHandover(tuple(sorted(after)))):
                     raise OperationError(503, "the VRRP process is not running (restarting?)")
-            instances = await self._await_handover(config, chosen, not cancel)
+            instances = await self._await_handover(config, chosen, not cancel, since)
             failed = [
                 i["name"]
                 for i in instances
@@ -452,10 +459,11 @@ class Operations:
         return answer
 
     async def _await_handover(
-        self, config: LvshaConfig, names: Sequence[str], wanted: bool
+        self, config: LvshaConfig, names: Sequence[str], wanted: bool, since: int
     ) -> list[dict[str, Any]]:
         """Wait until each named instance reports its handover flag as `wanted` and is no
-        longer releasing (or has given up: master again, flag cleared)."""
+        longer releasing (or has given up: master again, flag cleared), in a report that
+        came after the one numbered `since`."""
         longest = max((3 * config.vrrp_instances[n].advert_interval for n in names), default=1.0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + longest + HANDOVER_MARGIN
@@ -467,10 +475,13 @@ class Operations:
             found = {i["name"]: i for i in last["instances"] if i.get("name") in names}
             if len(found) != len(set(names)):
                 return None
+            if self._vrrp_serial <= since:
+                return None  # nothing heard since the change was sent
             for item in found.values():
                 if item["state"] == "RELEASING":
                     return None
-                if item["handed_over"] != wanted and not (wanted and item["state"] == "MASTER"):
+                gave_up = str(item["reason"]).startswith(HANDOVER_FAILED)
+                if item["handed_over"] != wanted and not (wanted and gave_up):
                     return None
             return [found[n] for n in names]
 

@@ -125,7 +125,10 @@ class _Parent:
                 pass_fds=(running.vrrp_snapshot,),
             )
         source = ("--config-fd", str(running.snapshot), "--config-name", running.path)
-        argv = child_argv("lvsha.daemon.checker_process", *source, *run_dir)
+        # The overrides in force before its first IPVS pass: a restarted checker must not put
+        # a real server in maintenance back into the table, even for a moment.
+        state = ("--overrides-file", str(self.state_path))
+        argv = child_argv("lvsha.daemon.checker_process", *source, *run_dir, *state)
         return ChildSpec(
             "checker",
             [*argv, "--dry-run"] if self.dry_run else argv,

@@ -212,10 +212,10 @@ async def test_status_says_why_the_checker_view_is_missing(
     assert answer["vrrp"] == {"updated_at": None, "instances": []}
 
 
-def instance(name: str, state: str, handed_over: bool) -> dict[str, Any]:
+def instance(name: str, state: str, handed_over: bool, reason: str = "test") -> dict[str, Any]:
     return {
         "name": name, "interface": "eth0", "vrid": 51, "family": "ipv4", "version": 3,
-        "state": state, "since": 1.0, "reason": "test", "base_priority": 150,
+        "state": state, "since": 1.0, "reason": reason, "base_priority": 150,
         "effective_priority": 150, "trackers": [], "handed_over": handed_over,
         "master": None, "vips": ["10.0.0.1/32"], "advert_interval": 0.1, "adverts_sent": 1,
         "adverts_received": 0, "drops": {}, "fault_reasons": [],
@@ -240,9 +240,14 @@ async def test_a_handover_nobody_took_is_dropped_from_the_state(
     tmp_path: Path, running: Running
 ) -> None:
     children = Children()
-    children.vrrp_answer = [instance("VI_3", "MASTER", False)]
+    gave_up = "handover failed: no new master heard within the master down interval"
+    children.vrrp_answer = [instance("VI_3", "MASTER", False, gave_up)]
     ops = operations(tmp_path, running, children)
+    # The report from before the change says MASTER too: it must not count as the answer.
+    before = [instance("VI_3", "MASTER", False, "master down timer expired")]
+    ops.child_message("vrrp", VrrpStatus(json.dumps({"instances": before})))
     answer = await ops.handover("VI_3", False, "root (uid 0)")
+    assert answer["instances"][0]["reason"] == gave_up
     assert answer["instances"][0]["state"] == "MASTER"
     assert ops.state.handover == {} and ov.load(ops.state_path).handover == {}
     assert children.of(SetHandover) == [SetHandover(("VI_3",)), SetHandover(())]
