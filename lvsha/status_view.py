@@ -187,7 +187,7 @@ def _services(services: dict[str, Any], now: float, paint: _Paint) -> list[str]:
     if not services["virtual_servers"]:
         return lines
     rows: list[list[tuple[str, str]]] = [
-        [(h, h) for h in ("Prot LocalAddress:Port", "Scheduler", "Quorum", "", "", "", "", "")],
+        [(h, h) for h in ("Prot LocalAddress:Port", "Scheduler", "Quorum")],
         [
             (h, h)
             for h in (
@@ -198,7 +198,8 @@ def _services(services: dict[str, Any], now: float, paint: _Paint) -> list[str]:
                 "ActiveConn",
                 "InActConn",
                 "Health",
-                "Admin  Last check",
+                "Admin",
+                "Last check",
             )
         ],
     ]
@@ -246,10 +247,8 @@ def _services(services: dict[str, Any], now: float, paint: _Paint) -> list[str]:
                     (number(rs["active_connections"]),) * 2,
                     (number(rs["inactive_connections"]),) * 2,
                     (rs["health"], paint(rs["health"])),
-                    (
-                        f"{admin_cell:<6} {check}",
-                        f"{paint(admin_cell, admin)}{' ' * max(0, 6 - len(admin_cell))} {check}",
-                    ),
+                    (admin_cell, paint(admin_cell, admin)),
+                    (check, check),
                 ]
             )
     return lines + _table(rows)

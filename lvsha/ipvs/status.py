@@ -106,6 +106,7 @@ async def status_body(
                     "inactive_connections": None if counted is None else counted.inactive,
                     "checks": [_check(report, offset) for report in pool.check_reports(rs)],
                 }
+                entry["reason"] = _reason(entry)
                 entries.append(entry)
             # One dumps per chunk: a list's text without its brackets joins with the others'.
             real_servers.append(json.dumps(entries, separators=(",", ":"))[1:-1])
@@ -123,6 +124,22 @@ async def status_body(
         text = json.dumps(head, separators=(",", ":"))
         parts.append(f'{text[:-1]},"real_servers":[{",".join(real_servers)}]}}')
     return f'{{"virtual_servers":[{",".join(parts)}]}}'
+
+
+def _reason(entry: dict[str, Any]) -> str:
+    """Why a real server is healthy or not, in its checks' words: the verdict's own reason
+    dates from its last change, which may be its start ("no probe yet") though every check
+    has spoken since. Drained and in maintenance: the verdict's reason (the operator's)."""
+    reason: str = entry["reason"]
+    if entry["health"] not in ("healthy", "unhealthy"):
+        return reason
+    spoken = [c for c in entry["checks"] if c["ok"] is not None]
+    if entry["health"] == "unhealthy":
+        spoken = [c for c in spoken if c["status"] == "down"] or spoken
+    if not spoken:
+        return reason
+    latest = max(spoken, key=lambda c: c["at"] or 0.0)
+    return f"{latest['check']}: {latest['reason']}"
 
 
 def _check(report: CheckReport, offset: float) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from lvsha.ipvs.model import (
 )
 from lvsha.ipvs.plan import AddDestination, Operation
 from lvsha.ipvs.port import IpvsError
+from lvsha.ipvs.status import _reason as status_reason
 from lvsha.ipvs.syncd import MemorySyncDaemons
 from lvsha.messages import (
     ApplyConfig,
@@ -348,3 +349,20 @@ async def test_a_status_request_is_answered_while_a_reload_waits_on_the_kernel(
     assert weights(setup.table)["10.0.0.7"] == 0
     inbox.put_nowait(None)
     await asyncio.wait_for(following, 5.0)
+
+
+def test_the_reason_is_the_checks_once_they_have_spoken() -> None:
+    def check(name: str, status: str, ok: bool | None, reason: str, at: float | None) -> Any:
+        return {"check": name, "status": status, "ok": ok, "reason": reason, "at": at}
+
+    up = check("tcp 10.0.0.1:80", "up", True, "tcp connect ok", 2.0)
+    down = check("http 10.0.0.1:80", "down", False, "http status 503", 1.0)
+    silent = check("tcp 10.0.0.1:81", "unknown", None, "no probe yet", None)
+    healthy = {"health": "healthy", "reason": "no probe yet", "checks": [up, silent]}
+    assert status_reason(healthy) == "tcp 10.0.0.1:80: tcp connect ok"
+    unhealthy = {"health": "unhealthy", "reason": "no probe yet", "checks": [up, down]}
+    assert status_reason(unhealthy) == "http 10.0.0.1:80: http status 503"
+    drained = {"health": "disabled", "reason": "lvsha drain (by root)", "checks": [up]}
+    assert status_reason(drained) == "lvsha drain (by root)"
+    quiet = {"health": "healthy", "reason": "no probe yet", "checks": [silent]}
+    assert status_reason(quiet) == "no probe yet"
