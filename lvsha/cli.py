@@ -475,8 +475,14 @@ def _handover(args: argparse.Namespace) -> int:
         if not args.cancel and not inst["handed_over"]:
             stayed.append(inst["name"])
         if not args.json:
-            flag = " (handed over)" if inst["handed_over"] else ""
-            print(f"{inst['name']}: {inst['state']}{flag}: {inst['reason']}")
+            if args.cancel:
+                print(
+                    f"{inst['name']}: {inst['state']}, no longer handed over: it takes part in "
+                    "elections again"
+                )
+            else:
+                flag = " (handed over)" if inst["handed_over"] else ""
+                print(f"{inst['name']}: {inst['state']}{flag}: {inst['reason']}")
     if stayed:
         print(
             f"lvsha handover: {', '.join(stayed)} stayed master: no peer took over",
