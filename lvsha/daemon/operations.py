@@ -202,6 +202,7 @@ class Operations:
 
     def reloaded(self, renamed: Mapping[str, str]) -> None:
         """A reload applied: follow renamed instances, and resend what the children run."""
+        self._checker = None  # the services changed: no answer from before serves
         if any(name in self.state.handover for name in renamed):
             self.state.handover = {renamed.get(k, k): v for k, v in self.state.handover.items()}
             self._save()

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address
@@ -241,11 +242,37 @@ def test_status_and_the_real_server_verbs(pair: tuple[Operator, Operator, Host])
         assert message in done.stderr, done.stderr
     assert a.weights() == {**ALL_UP, WEB21: None, WEB22: 0}
 
+    # The overrides survive a reload, and apply to what the new file changes.
+    config = a.director.config_path
+    config.write_text(config.read_text().replace("weight: 1,", "weight: 4,"))
+    reloaded = a.cli("reload")
+    assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+    assert a.weights() == {**ALL_UP, WEB21: None, WEB22: 0, ALT21: 4}
+    assert a.status()["generation"] == 2
+
     # The events: the transitions, and a followed stream gets the next one.
     events = a.cli("events", "--json")
     assert events.returncode == 0, events.stderr
     kinds = [json.loads(line)["type"] for line in events.stdout.splitlines()]
-    assert "vrrp_state" in kinds
+    assert "vrrp_state" in kinds and "config_applied" in kinds
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "lvsha", "events", "--follow", "--json",
+         "--run-dir", str(a.run_dir)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    followed: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=lambda: followed.extend(json.loads(line) for line in follower.stdout or ()),
+        daemon=True,
+    )
+    reader.start()
+    try:
+        wait_until(lambda: len(followed) >= len(kinds), 20, what="the replay")
+        assert a.cli("reload").returncode == 0
+        wait_until(lambda: any(e.get("generation") == 3 for e in followed), 20, what="a new event")
+    finally:
+        follower.terminate()
+        follower.wait(10)
 
     # reload --plan lists the overrides in force.
     plan = a.cli("reload", "--plan")
@@ -260,14 +287,14 @@ def test_status_and_the_real_server_verbs(pair: tuple[Operator, Operator, Host])
     assert touched.returncode == 2 and "may read but not change" in touched.stderr
     outside = a.cli("status", user=NOBODY)
     assert outside.returncode == 3 and "Permission denied" in outside.stderr
-    assert a.weights() == {**ALL_UP, WEB21: None, WEB22: 0}
+    assert a.weights() == {**ALL_UP, WEB21: None, WEB22: 0, ALT21: 4}
 
     # The overrides survive a restart: the table comes back as they say.
     assert a.director.stop() == 0
     a.start()
     wait_until(a.up, 60, interval=0.2, what="a answers again")
     wait_until(
-        lambda: a.weights() == {**ALL_UP, WEB21: None, WEB22: 0}, 20, interval=0.2,
+        lambda: a.weights() == {**ALL_UP, WEB21: None, WEB22: 0, ALT21: 4}, 20, interval=0.2,
         what="the overrides applied after the restart",
     )  # fmt: skip
     assert [o["mode"] for o in a.status()["overrides"]] == ["maint"]
