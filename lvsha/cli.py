@@ -391,9 +391,17 @@ def _call(
         return 3
 
 
-def _refused(args: argparse.Namespace, status: int, answer: dict[str, Any]) -> int | None:
+def _ask(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None
+) -> dict[str, Any] | int:
+    """The daemon's answer, or the exit status after saying why there is none: 2 refused
+    (4xx), 3 unreachable or failing (5xx)."""
+    result = _call(args, method, path, body)
+    if isinstance(result, int):
+        return result
+    status, answer = result
     if answer.get("ok") is True:
-        return None
+        return answer
     if args.json:
         print(json.dumps(answer, indent=2))
     print(f"lvsha {args.command}: {answer.get('error', answer)}", file=sys.stderr)
@@ -401,13 +409,9 @@ def _refused(args: argparse.Namespace, status: int, answer: dict[str, Any]) -> i
 
 
 def _status(args: argparse.Namespace) -> int:
-    result = _call(args, "GET", "/v1/status", None)
-    if isinstance(result, int):
-        return result
-    status, answer = result
-    refused = _refused(args, status, answer)
-    if refused is not None:
-        return refused
+    answer = _ask(args, "GET", "/v1/status", None)
+    if isinstance(answer, int):
+        return answer
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
@@ -429,13 +433,9 @@ def _admin(args: argparse.Namespace) -> int:
         body["reason"] = args.reason
     if getattr(args, "wait", False):
         body["wait"] = max(0.0, args.timeout - 1.0)
-    result = _call(args, "POST", f"/v1/{args.verb}", body)
-    if isinstance(result, int):
-        return result
-    status, answer = result
-    refused = _refused(args, status, answer)
-    if refused is not None:
-        return refused
+    answer = _ask(args, "POST", f"/v1/{args.verb}", body)
+    if isinstance(answer, int):
+        return answer
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
@@ -461,13 +461,9 @@ def _admin(args: argparse.Namespace) -> int:
 
 def _handover(args: argparse.Namespace) -> int:
     body = {"instance": args.instance, "cancel": args.cancel}
-    result = _call(args, "POST", "/v1/handover", body)
-    if isinstance(result, int):
-        return result
-    status, answer = result
-    refused = _refused(args, status, answer)
-    if refused is not None:
-        return refused
+    answer = _ask(args, "POST", "/v1/handover", body)
+    if isinstance(answer, int):
+        return answer
     if args.json:
         print(json.dumps(answer, indent=2))
     stayed = []
