@@ -324,7 +324,12 @@ def _add_operator_commands(commands: Any) -> None:
     ):
         parser = commands.add_parser(
             verb,
-            help=text.split(":")[0].split(".")[0].lower(),
+            usage=f"lvsha {verb} [options] [VS] RS",
+            help={
+                "drain": "set real servers to weight 0, checks running",
+                "maint": "take real servers out of the IPVS table, checks paused",
+                "ready": "end the drain or maint of real servers",
+            }[verb],
             description=text + " Kept across restarts and reloads. Changing nothing (asking "
             "for what already holds) is not an error. Exit status: 0 done, 1 --wait timed "
             "out, 2 refused (no such real server, not allowed), 3 the daemon cannot be "
