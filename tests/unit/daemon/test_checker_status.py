@@ -13,10 +13,8 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
-import lvsha
 from lvsha.checks.verdict import Health, RealServerId
 from lvsha.config import load_text
 from lvsha.daemon.checker_process import Checker, follow_parent
@@ -43,11 +41,9 @@ from lvsha.messages import (
     SetOverrides,
     StatusRequest,
 )
+from tests.tools import api_schema
 from tests.unit.daemon.test_checker_reload import message
 from tests.unit.ipvs.test_syncer import RecordingPort
-
-SCHEMA = json.loads((Path(lvsha.__file__).parent / "api/schemas/status.json").read_text())
-VIRTUAL_SERVER = {"$defs": SCHEMA["$defs"], "$ref": "#/$defs/virtual_server"}
 
 WEB = AddressKey(TransportProtocol.TCP, ip_address("192.0.2.10"), 80)
 MARK = FwmarkKey(7, Family.INET)
@@ -158,7 +154,7 @@ async def status_of(checker: Checker, serial: int = 1) -> list[dict[str, Any]]:
     assert list(body) == ["virtual_servers"]
     items: list[dict[str, Any]] = body["virtual_servers"]
     for item in items:
-        jsonschema.validate(item, VIRTUAL_SERVER)
+        api_schema.check_def("status", "virtual_server", item)
     return items
 
 

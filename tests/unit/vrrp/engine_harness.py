@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from lvsha.config import LvshaConfig, load_text
-from lvsha.messages import Message, VrrpStateChanged
+from lvsha.daemon.vrrp_process import LinkWatch
+from lvsha.messages import Message, VrrpStateChanged, decode, encode
 from lvsha.net.addresses import (
     AddressError,
     AssignedAddress,
@@ -231,3 +232,26 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 3.0) -> Non
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.002)
+
+
+class StaticLinks(LinkWatch):
+    """Every interface up; nothing to watch."""
+
+    async def watch(self, interfaces: set[str]) -> Mapping[str, bool]:
+        return dict.fromkeys(interfaces, True)
+
+
+class Channel:
+    """The parent's side of a VRRP process's channel: the messages to hand it, and what it
+    sent back, each through the codec as on the wire."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self._messages = messages
+        self.answers: list[Message] = []
+
+    async def messages(self) -> AsyncIterator[Message]:
+        for message in self._messages:
+            yield message
+
+    def send(self, message: Message) -> None:
+        self.answers.append(decode(encode(message)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from ipaddress import IPv4Address
 
 import pytest
@@ -24,13 +23,6 @@ from tests.unit.vrrp.engine_harness import (
 )
 
 M, B, INIT = VrrpState.MASTER, VrrpState.BACKUP, VrrpState.INITIALIZE
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    await harness.stop()
 
 
 async def masters(lab: Harness, *names: str) -> VrrpEngine:

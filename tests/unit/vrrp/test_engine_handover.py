@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,13 +16,6 @@ M, B, R, INIT = (
     VrrpState.INITIALIZE,
 )
 GROUP = {"G": {"instances": ["VI_1", "VI_2"]}}
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    await harness.stop()
 
 
 def both(**settings: object) -> dict[str, dict[str, object]]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -14,36 +12,24 @@ import pytest
 from lvsha.net.links import LinkChanged
 from lvsha.vrrp.events import VrrpState
 from lvsha.vrrp.wire import DropReason
+from tests.tools import api_schema
 from tests.unit.vrrp.engine_harness import OWN, PEER, Harness, config, instance, vip, wait_for
 
 M, B = VrrpState.MASTER, VrrpState.BACKUP
-SCHEMA = json.loads(
-    (Path(__file__).parents[3] / "lvsha" / "api" / "schemas" / "status.json").read_text()
-)
-VALIDATOR = jsonschema.Draft202012Validator(
-    {"$defs": SCHEMA["$defs"], "$ref": "#/$defs/vrrp_instance"}
-)
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    await harness.stop()
 
 
 def one(lab: Harness, name: str = "VI_1") -> dict[str, Any]:
     assert lab.engine is not None
     found = [i for i in lab.engine.status() if i["name"] == name]
     assert len(found) == 1
-    VALIDATOR.validate(found[0])
+    api_schema.check_def("status", "vrrp_instance", found[0])
     json.dumps(found[0])  # what the VRRP process sends
     return found[0]
 
 
 def test_the_validator_refuses_what_the_schema_refuses() -> None:
     with pytest.raises(jsonschema.ValidationError):
-        VALIDATOR.validate({"name": "VI_1"})
+        api_schema.check_def("status", "vrrp_instance", {"name": "VI_1"})
 
 
 async def test_a_master_shows_itself_as_master(lab: Harness) -> None:

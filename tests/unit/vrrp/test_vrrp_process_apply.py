@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
 from lvsha.daemon import vrrp_process
-from lvsha.daemon.vrrp_process import LinkWatch, apply_config, follow_parent
+from lvsha.daemon.vrrp_process import apply_config, follow_parent
 from lvsha.messages import (
     ApplyConfig,
     ChildReady,
     ConfigApplied,
-    Message,
     decode,
     encode,
     for_vrrp,
 )
 from lvsha.vrrp.engine import VrrpEngine
-from tests.unit.vrrp.engine_harness import Harness, config, instance, vip
+from tests.unit.vrrp.engine_harness import Channel, Harness, StaticLinks, config, instance, vip
 
 DIGEST = hashlib.sha256(b"the file").hexdigest()
-
-
-class StaticLinks(LinkWatch):
-    """Every interface up; nothing to watch."""
-
-    async def watch(self, interfaces: set[str]) -> Mapping[str, bool]:
-        return dict.fromkeys(interfaces, True)
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    await harness.stop()
 
 
 def sent(generation: int, cfg: object) -> ApplyConfig:
@@ -79,21 +63,6 @@ async def test_a_snapshot_that_is_no_configuration_is_refused(lab: Harness) -> N
         engine, ApplyConfig(5, DIGEST, "bm90IGEgcGlja2xl"), StaticLinks(engine, set())
     )
     assert not answer.ok and answer.errors
-
-
-class Channel:
-    """The parent's side: messages to hand over, answers received."""
-
-    def __init__(self, messages: list[Message]) -> None:
-        self._messages = messages
-        self.answers: list[Message] = []
-
-    async def messages(self) -> AsyncIterator[Message]:
-        for message in self._messages:
-            yield message
-
-    def send(self, message: Message) -> None:
-        self.answers.append(message)
 
 
 async def test_configurations_are_applied_one_at_a_time_in_order(

@@ -5,52 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from lvsha.daemon import vrrp_process
-from lvsha.daemon.vrrp_process import LinkWatch, StatusReporter, build_parser, follow_parent
-from lvsha.messages import Message, SetHandover, VrrpStatus, decode, encode
+from lvsha.daemon.vrrp_process import StatusReporter, build_parser, follow_parent
+from lvsha.messages import Message, SetHandover, VrrpStatus
 from lvsha.vrrp.events import VrrpState
-from tests.unit.vrrp.engine_harness import Harness, config, instance, vip, wait_for
-
-SCHEMA = json.loads(
-    (Path(__file__).parents[3] / "lvsha" / "api" / "schemas" / "status.json").read_text()
+from tests.tools import api_schema
+from tests.unit.vrrp.engine_harness import (
+    Channel,
+    Harness,
+    StaticLinks,
+    config,
+    instance,
+    vip,
+    wait_for,
 )
-VALIDATOR = jsonschema.Draft202012Validator(
-    {"$defs": SCHEMA["$defs"], "$ref": "#/$defs/vrrp_instance"}
-)
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    await harness.stop()
-
-
-class StaticLinks(LinkWatch):
-    async def watch(self, interfaces: set[str]) -> Mapping[str, bool]:
-        return dict.fromkeys(interfaces, True)
-
-
-class Channel:
-    """The parent's side: messages to hand over, everything sent back (through the codec)."""
-
-    def __init__(self, messages: list[Message]) -> None:
-        self._messages = messages
-        self.answers: list[Message] = []
-
-    async def messages(self) -> AsyncIterator[Message]:
-        for message in self._messages:
-            yield message
-
-    def send(self, message: Message) -> None:
-        self.answers.append(decode(encode(message)))
 
 
 def instances(message: Message) -> dict[str, dict[str, Any]]:
@@ -58,7 +30,7 @@ def instances(message: Message) -> dict[str, dict[str, Any]]:
     body = json.loads(message.body)
     assert set(body) == {"instances"}
     for item in body["instances"]:
-        VALIDATOR.validate(item)
+        api_schema.check_def("status", "vrrp_instance", item)
     return {item["name"]: item for item in body["instances"]}
 
 
