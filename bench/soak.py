@@ -209,6 +209,21 @@ def _settled(listeners: dict[str, EventListener], expected: dict[str, str]) -> b
     return True
 
 
+def initial_election(listeners: dict[str, EventListener], started: float) -> dict[str, int]:
+    """Wait until a is MASTER and b BACKUP, unchanged for SETTLE s; print the election's state
+    changes; return each director's count of them (what came later is spurious)."""
+    wait_until(
+        lambda: _settled(listeners, {"a": "MASTER", "b": "BACKUP"}),
+        ELECTION_TIMEOUT,
+        what="a MASTER and b BACKUP, unchanged for 2 s",
+    )
+    baseline = {name: len(listener.snapshot()) for name, listener in listeners.items()}
+    for name, listener in listeners.items():
+        for change in listener.snapshot():
+            print(f"  initial election, {name}: {change.describe(started)}")
+    return baseline
+
+
 def soak(options: SoakOptions) -> bool:
     """Run one soak and print its report; True when no spurious transition was seen."""
     variant = (
@@ -249,15 +264,7 @@ def soak(options: SoakOptions) -> bool:
                     )
                 listeners[name] = EventListener(run_dir / "events.sock")
                 listeners[name].connect(timeout=ELECTION_TIMEOUT)
-            wait_until(
-                lambda: _settled(listeners, {"a": "MASTER", "b": "BACKUP"}),
-                ELECTION_TIMEOUT,
-                what="a MASTER and b BACKUP, unchanged for 2 s",
-            )
-            baseline = {name: len(listener.snapshot()) for name, listener in listeners.items()}
-            for name, listener in listeners.items():
-                for change in listener.snapshot():
-                    print(f"  initial election, {name}: {change.describe(started)}")
+            baseline = initial_election(listeners, started)
             before = loadavg()
             load = start_load(options.load_workers, options.load_nice)
             soak_from = time.monotonic()

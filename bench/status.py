@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsha import client
-from lvsha.drill.lab import Host, Lab, wait_until
+from lvsha.drill.lab import Host, Lab
 
 REPO = Path(__file__).resolve().parents[1]
 LVSHA = Path(sys.executable).with_name("lvsha")
@@ -477,9 +477,9 @@ def run_load(duration: float, clients: int, both: bool, realtime: bool, keep_log
         LAB_VIP,
         VRRP_VERSION,
         EventListener,
-        _settled,
         adapt,
         advert_rhythm,
+        initial_election,
         loadavg,
     )
     from lvsha.drill.capture import Capture  # noqa: PLC0415
@@ -523,15 +523,7 @@ def run_load(duration: float, clients: int, both: bool, realtime: bool, keep_log
                     )  # fmt: skip
                 listeners[name] = EventListener(run_dir / "events.sock")
                 listeners[name].connect(timeout=ELECTION_TIMEOUT)
-            wait_until(
-                lambda: _settled(listeners, {"a": "MASTER", "b": "BACKUP"}),
-                ELECTION_TIMEOUT,
-                what="a MASTER and b BACKUP, unchanged for 2 s",
-            )
-            baseline = {name: len(listener.snapshot()) for name, listener in listeners.items()}
-            for name, listener in listeners.items():
-                for change in listener.snapshot():
-                    print(f"  initial election, {name}: {change.describe(started)}")
+            baseline = initial_election(listeners, started)
             for name, path in sockets.items():
                 answer = _fetch_status(path)
                 print(f"  {name}: {'no answer' if answer is None else _describe(answer)}")
