@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lvsha.daemon import overrides as ov
+from lvsha.daemon.operations import OperationError
 from lvsha.daemon.reload import ReloadAnswer
 from lvsha.daemon.unixsock import listen_unix, unlink_if_ours
 from lvsha.ratelimit import RateLimitedLog
@@ -369,8 +370,6 @@ class ControlServer:
     async def _admin_change(self, request: web.Request, mode: ov.Mode | None) -> web.StreamResponse:
         from aiohttp import web  # noqa: PLC0415 - imported by `serve` already
 
-        from lvsha.daemon.operations import OperationError  # noqa: PLC0415
-
         fields = {"virtual_server", "real_server", "reason"}
         if mode is ov.Mode.DRAIN:
             fields.add("wait")
@@ -410,8 +409,6 @@ class ControlServer:
 
     async def _post_handover(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web  # noqa: PLC0415 - imported by `serve` already
-
-        from lvsha.daemon.operations import OperationError  # noqa: PLC0415
 
         body = await self._body(request, {"instance", "cancel"})
         if not isinstance(body, dict):
