@@ -176,6 +176,36 @@ class OverridesApplied:
     errors: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ChildEvent:
+    """Child -> parent: something an operator should hear about (lvsha.alerts.events lists
+    the types and their fields). The parent publishes it on the event stream and hands it to
+    the alert sinks; the child never waits for either.
+
+    `fields` is a JSON object: the event's fields (strings, numbers, booleans or null)."""
+
+    kind: ClassVar[str] = "child_event"
+    type: str
+    fields: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Parent -> child: answer with `Pong` carrying this serial, from the event loop (the
+    systemd watchdog is fed only while the children's loops answer)."""
+
+    kind: ClassVar[str] = "ping"
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Child -> parent: the answer to `Ping`."""
+
+    kind: ClassVar[str] = "pong"
+    serial: int
+
+
 Message: TypeAlias = (
     ChildReady
     | VrrpStateChanged
@@ -188,6 +218,9 @@ Message: TypeAlias = (
     | CheckerStatus
     | SetOverrides
     | OverridesApplied
+    | ChildEvent
+    | Ping
+    | Pong
 )
 
 _KINDS: dict[str, type[Message]] = {
@@ -204,6 +237,9 @@ _KINDS: dict[str, type[Message]] = {
         CheckerStatus,
         SetOverrides,
         OverridesApplied,
+        ChildEvent,
+        Ping,
+        Pong,
     )
 }
 

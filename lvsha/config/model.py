@@ -28,20 +28,150 @@ def _webhook(value: object) -> object:
     return value
 
 
+EventName = Literal[
+    "vrrp",
+    "checker",
+    "config",
+    "process",
+    "script",
+    "vrrp_state",
+    "real_server",
+    "quorum",
+    "config_applied",
+    "config_refused",
+    "child_restarted",
+    "script_refused",
+]
+"""An event type, or a category of them (lvsha.alerts.events.CATEGORIES)."""
+
+SeverityName = Literal["info", "warning", "critical"]
+
+
+class Sink(Model):
+    """What every alert sink has: which events it takes and how it sends them."""
+
+    name: Name | None = Field(
+        None, description="Shown in the logs and metrics (label sink); default: type-N."
+    )
+    events: list[EventName] | None = Field(
+        None,
+        description="Event types, or categories (vrrp, checker, config, process, script), to "
+        "send; default: all.",
+    )
+    min_severity: SeverityName = Field(
+        "info", description="Send events of this severity and above (info, warning, critical)."
+    )
+    timeout: Seconds = Field(10.0, gt=0, le=600, description="Limit of one delivery attempt.")
+    retries: int = Field(
+        3, ge=0, le=20, description="Attempts after a failed one, 1 s, 2 s, 4 s ... apart."
+    )
+    queue_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Alerts waiting to be sent; beyond it new ones are dropped, counted "
+        "(lvsha_alerts_dropped_total) and logged.",
+    )
+    gather: Seconds = Field(
+        2.0,
+        ge=0,
+        le=600,
+        description="Wait this long after the first alert of a burst, and send what came "
+        "meanwhile as one message.",
+    )
+
+
+class SmtpSink(Sink):
+    """E-mail through an SMTP relay."""
+
+    type: Literal["smtp"]
+    server: str = Field(min_length=1, description="Relay host name or address.")
+    port: int = Field(25, ge=1, le=65535)
+    tls: Literal["auto", "starttls", "tls", "off"] = Field(
+        "auto",
+        description="auto: STARTTLS when the relay offers it; starttls: required; tls: "
+        "TLS from the start (port 465); off: plain text, as keepalived.",
+    )
+    username: str | None = Field(None, description="Log in with this user (needs password_file).")
+    password_file: str | None = Field(None, description="File holding the password.")
+    sender: Annotated[str, BeforeValidator(_email)] = Field(alias="from")
+    to: list[Annotated[str, BeforeValidator(_email)]] = Field(min_length=1)
+    min_interval: Seconds = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="At most one message this often: what comes in between goes in the next "
+        "one, a digest.",
+    )
+
+
+class WebhookSink(Sink):
+    """A JSON POST per alert, or per burst."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, BeforeValidator(_webhook)]
+    secret_file: str | None = Field(
+        None,
+        description="File holding a secret: each POST then carries X-Lvsha-Signature: "
+        "sha256=<HMAC-SHA256 of the body, hex>.",
+    )
+    min_interval: Seconds = Field(
+        1.0, ge=0, le=86400, description="At most one POST this often (the rest wait for it)."
+    )
+
+
+class AlertmanagerSink(Sink):
+    """Prometheus Alertmanager's v2 API: an alert per condition, fired and resolved."""
+
+    type: Literal["alertmanager"]
+    url: Annotated[str, BeforeValidator(_webhook)] = Field(
+        description="Alertmanager's base URL, e.g. http://127.0.0.1:9093."
+    )
+    resend_interval: Seconds = Field(
+        60.0, ge=1, le=3600, description="Firing alerts are sent again this often."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Added to every alert (router_id is always there)."
+    )
+    min_interval: Seconds = Field(1.0, ge=0, le=86400, description="At most one POST this often.")
+
+
+AlertSink = Annotated[SmtpSink | WebhookSink | AlertmanagerSink, Field(discriminator="type")]
+
+
 class Notification(Model):
-    """Where state changes are reported besides the logs and the event stream."""
+    """Where events are reported besides the logs and the event stream."""
 
     email: list[Annotated[str, BeforeValidator(_email)]] = Field(
-        default_factory=list, description="Recipients (notification_email)."
+        default_factory=list,
+        description="Recipients (notification_email): with smtp_server, an smtp sink named email.",
     )
     email_from: Annotated[str, BeforeValidator(_email)] | None = Field(
-        None, description="Sender (notification_email_from)."
+        None, description="Sender (notification_email_from); default: lvsha@<host name>."
     )
     smtp_server: str | None = Field(None, description="SMTP relay host name or address.")
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_timeout: Seconds = Field(30.0, gt=0, le=600, description="smtp_connect_timeout.")
     webhook_url: Annotated[str, BeforeValidator(_webhook)] | None = Field(
-        None, description="Each state change is POSTed here as JSON."
+        None, description="A webhook sink named webhook: each event is POSTed here as JSON."
+    )
+    sinks: list[AlertSink] = Field(
+        default_factory=list, description="Alert sinks, any number of each type."
+    )
+
+
+class MetricsSettings(Model):
+    """The Prometheus endpoint (the text files in the run directory are always written)."""
+
+    listen: str | None = Field(
+        None,
+        description="host:port to serve /metrics on, e.g. 127.0.0.1:9650 or [::1]:9650; "
+        "none: no endpoint.",
+    )
+    keepalived_names: bool = Field(
+        False,
+        description="Also export the metric names of the keepalived exporter "
+        "(keepalived_vrrp_state, ...), for existing dashboards.",
     )
 
 
@@ -153,6 +283,14 @@ class GlobalConfig(Model):
     lvs_sync_daemon: LvsSyncDaemon | None = None
     ipvs: IpvsSettings = Field(default_factory=IpvsSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    watchdog_bound: Seconds = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Under systemd's WatchdogSec, the watchdog is fed only while the VRRP "
+        "process answers within this long.",
+    )
 
 
 class LvshaConfig(Model):

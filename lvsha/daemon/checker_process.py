@@ -37,6 +37,7 @@ from typing import overload
 
 from lvsha.checks.admin import AdminBook
 from lvsha.checks.maintenance import MaintenanceWatcher
+from lvsha.checks.metrics import FAMILIES
 from lvsha.checks.pool import CheckPool, PlanIndex, PlanIndexer, index_plan, raise_file_limit
 from lvsha.checks.targets import CheckPlan, CheckTarget, check_plan, virtual_server_checks
 from lvsha.checks.verdict import Health, RealServerId
@@ -586,7 +587,9 @@ async def serve(
         asyncio.create_task(follow_parent(checker, inbox, channel.send), name="parent-messages"),
         asyncio.create_task(checker.watcher.run(), name="maintenance"),
         asyncio.create_task(
-            export_periodically(run_dir / "metrics-checker.prom", lambda: _samples(checker, lag))
+            export_periodically(
+                run_dir / "metrics-checker.prom", lambda: _samples(checker, lag), FAMILIES
+            )
         ),
     ]
     channel.send(ChildReady())

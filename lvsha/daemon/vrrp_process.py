@@ -68,6 +68,7 @@ from lvsha.net.ledger import LEDGER_FILE, AddressLedger
 from lvsha.net.links import LinkChanged, LinkMonitor
 from lvsha.vrrp.engine import StartupError, VrrpEngine
 from lvsha.vrrp.events import VrrpState
+from lvsha.vrrp.metrics import FAMILIES
 from lvsha.vrrp.notify import Notifier
 from lvsha.vrrp.wire import DropReason
 
@@ -348,7 +349,9 @@ async def serve(
             follow_parent(engine, channel, links, status), name="parent-channel"
         )
         exporter = asyncio.create_task(
-            export_periodically(run_dir / "metrics-vrrp.prom", lambda: _samples(engine, lag))
+            export_periodically(
+                run_dir / "metrics-vrrp.prom", lambda: _samples(engine, lag), FAMILIES
+            )
         )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's way, so a collection never stalls an advert or a GARP.
