@@ -94,8 +94,12 @@ class SmtpSink(Sink):
     )
     username: str | None = Field(None, description="Log in with this user (needs password_file).")
     password_file: str | None = Field(None, description="File holding the password.")
-    sender: Annotated[str, BeforeValidator(_email)] = Field(alias="from")
-    to: list[Annotated[str, BeforeValidator(_email)]] = Field(min_length=1)
+    sender: Annotated[str, BeforeValidator(_email)] = Field(
+        alias="from", description="The sender address (From:)."
+    )
+    to: list[Annotated[str, BeforeValidator(_email)]] = Field(
+        min_length=1, description="Recipients."
+    )
     min_interval: Seconds = Field(
         60.0,
         ge=0,
@@ -109,7 +113,9 @@ class WebhookSink(Sink):
     """A JSON POST per alert, or per burst."""
 
     type: Literal["webhook"]
-    url: Annotated[str, BeforeValidator(_webhook)]
+    url: Annotated[str, BeforeValidator(_webhook)] = Field(
+        description="http:// or https:// URL to POST to."
+    )
     secret_file: str | None = Field(
         None,
         description="File holding a secret: each POST then carries X-Lvsha-Signature: "
@@ -160,10 +166,31 @@ class Notification(Model):
     )
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    """(host, port) of "host:port", "[v6 address]:port" or ":port" (every address); ValueError
+    naming the problem otherwise."""
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"'{value}' is not host:port (e.g. 127.0.0.1:9650 or [::1]:9650)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError(f"'{value}': only an IPv6 address goes in brackets")
+    elif ":" in host:
+        raise ValueError(f"'{value}': put an IPv6 address in brackets, e.g. [::1]:9650")
+    return host, int(port)
+
+
+def _listen(value: object) -> object:
+    if isinstance(value, str):
+        listen_address(value)
+    return value
+
+
 class MetricsSettings(Model):
     """The Prometheus endpoint (the text files in the run directory are always written)."""
 
-    listen: str | None = Field(
+    listen: Annotated[str, BeforeValidator(_listen)] | None = Field(
         None,
         description="host:port to serve /metrics on, e.g. 127.0.0.1:9650 or [::1]:9650; "
         "none: no endpoint.",

@@ -124,8 +124,8 @@ def reference() -> str:
         "",
         "Generated from the configuration model by `python -m lvsha.config.reference`; a test",
         "keeps it equal to the code. One YAML file describes one director; its top level is",
-        "[LvshaConfig](#lvshaconfig). `lvsha check-config` validates a file against it; the",
-        "daemon that acts on it is not built yet. Durations are seconds, written as a number",
+        "[LvshaConfig](#lvshaconfig). `lvsha check-config` validates a file against it and",
+        "`lvsha run` acts on it. Durations are seconds, written as a number",
         "(`1.5`) or with a unit (`100ms`, `1.5s`, `2m`, `1h`). Check types: "
         + ", ".join(
             f"`{t}` ([{c.__name__}](#{c.__name__.lower()}))" for t, c in CHECK_TYPES.items()

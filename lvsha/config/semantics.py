@@ -14,7 +14,7 @@ from typing import Literal
 
 from lvsha.config.checks import HttpCheck, HttpsCheck, PortCheck, UdpCheck
 from lvsha.config.lvs import RealServer, VirtualServer
-from lvsha.config.model import LvshaConfig
+from lvsha.config.model import LvshaConfig, SmtpSink, WebhookSink
 from lvsha.config.source import Path, format_path
 from lvsha.config.vrrp import VrrpInstance, VrrpScript
 
@@ -438,8 +438,50 @@ def _global(out: _Findings, config: LvshaConfig) -> None:
             ("global", "notification", "email"),
             "email recipients need smtp_server: add it, or remove email",
         )
+    _sinks(out, config)
     if not config.vrrp_instances and not config.virtual_servers:
         out.add((), "nothing to do: define vrrp_instances or virtual_servers")
+
+
+def _sinks(out: _Findings, config: LvshaConfig) -> None:
+    note = config.global_.notification
+    names: dict[str, str] = {}
+    if note.email and note.smtp_server is not None:
+        names["email"] = "email and smtp_server"
+    if note.webhook_url is not None:
+        names["webhook"] = "webhook_url"
+    counts: dict[str, int] = {}
+    for n, sink in enumerate(note.sinks):
+        path = ("global", "notification", "sinks", n)
+        counts[sink.type] = counts.get(sink.type, 0) + 1
+        name = sink.name or f"{sink.type}-{counts[sink.type]}"
+        if name in names:
+            out.add(
+                (*path, "name"),
+                f"sink name '{name}' is taken (by {names[name]}): give each sink its own name",
+            )
+        names[name] = f"sinks[{n}]"
+        secrets = []
+        if isinstance(sink, SmtpSink):
+            if (sink.username is None) != (sink.password_file is None):
+                out.add(
+                    (*path, "username" if sink.username is None else "password_file"),
+                    "username and password_file go together: set both to log in, or neither",
+                )
+            secrets.append(("password_file", sink.password_file))
+        elif isinstance(sink, WebhookSink):
+            secrets.append(("secret_file", sink.secret_file))
+        for key, file in secrets:
+            if file is None:
+                continue
+            try:
+                with open(file, "rb") as handle:
+                    empty = not handle.read().strip()
+            except OSError as exc:
+                out.add((*path, key), f"cannot read {file}: {exc.strerror or exc}")
+                continue
+            if empty:
+                out.add((*path, key), f"{file} is empty")
 
 
 def check_semantics(config: LvshaConfig, explicit_vs_family: list[bool]) -> list[Finding]:

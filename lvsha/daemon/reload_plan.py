@@ -329,6 +329,9 @@ GLOBAL_RULES: dict[str, tuple[Cost, str]] = {
     "ipvs.on_stop": (HITLESS, "applies when lvsha stops"),
     "ipvs.resync_interval": (HITLESS, ""),
     "control": (HITLESS, "the control socket's access follows at once"),
+    "metrics.listen": (HITLESS, "the endpoint moves at once"),
+    "metrics.keepalived_names": (HITLESS, "from the VRRP process's next metrics file"),
+    "watchdog_bound": (HITLESS, ""),
 }
 """Global keys (a key is ruled by its longest dotted prefix here), with the note shown after
 the change. Nothing global reaches the wire at once: every one is hitless."""
@@ -336,7 +339,17 @@ GLOBAL_FOLDED = frozenset({"check_defaults", "vrrp.version", "vrrp.garp"})
 """Folded into checks and instances by normalization: their effect is reported there."""
 
 CHECK_NEUTRAL_GLOBALS = frozenset(
-    {"router_id", "notification", "vrrp", "lvs_sync_daemon", "ipvs", "check_defaults", "control"}
+    {
+        "router_id",
+        "notification",
+        "vrrp",
+        "lvs_sync_daemon",
+        "ipvs",
+        "check_defaults",
+        "control",
+        "metrics",
+        "watchdog_bound",
+    }
 )
 """Global keys `check_plan` does not read (check_defaults is folded into each check's model,
 which is compared itself): a change of these alone leaves every check key as it was. Any other
@@ -358,8 +371,9 @@ def _global_rule(key: str) -> tuple[Cost, str]:
 
 # --- values as people read them ---------------------------------------------------------------
 
-_SECRET_KEYS = frozenset({"password", "webhook_url"})
-"""Keys whose values a plan never shows (a password; a webhook URL often carries a token)."""
+_SECRET_KEYS = frozenset({"password", "webhook_url", "url"})
+"""Keys whose values a plan never shows (a password; a webhook or Alertmanager URL often
+carries a token)."""
 
 
 def _fmt(value: object) -> str:
