@@ -89,10 +89,12 @@ class Supervisor:
     def __init__(
         self,
         children: list[ChildSpec],
+        *,
         on_message: Callable[[str, Message], None] | None = None,
         on_reload: Callable[[], None] | None = None,
         on_started: Callable[[str], None] | None = None,
         on_exited: Callable[[str], None] | None = None,
+        on_restart: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._children = [_Child(spec) for spec in children]
         self.on_message = on_message
@@ -101,6 +103,9 @@ class Supervisor:
         """Called once a child runs and its channel is open: the place for first messages."""
         self.on_exited = on_exited
         """Called when a child has exited, before it is restarted."""
+        self.on_restart = on_restart
+        """Called with the child's name, how it exited and its restarts so far (this one
+        included) when a child that exited is to be restarted."""
         self._stopping = asyncio.Event()
         self._announced_ready = False
         self._exit_code = 0
@@ -165,6 +170,17 @@ class Supervisor:
     def running(self) -> list[str]:
         """The children kept running (started or restarting), in start order."""
         return [c.spec.name for c in self._children]
+
+    def alive(self, name: str) -> bool:
+        """Whether the named child's process runs now with its channel open (not between a
+        crash and its restart)."""
+        for child in self._children:
+            if child.spec.name == name:
+                process = child.process
+                return (
+                    process is not None and process.returncode is None and child.writer is not None
+                )
+        return False
 
     def add(self, spec: ChildSpec) -> None:
         """Start one more child (a reload that needs it) and keep it running like the others.
@@ -272,6 +288,8 @@ class Supervisor:
                 ran,
                 "now" if at_once else f"in {delay:.0f} s",
             )
+            if self.on_restart is not None:
+                self.on_restart(child.spec.name, how, child.restarts + 1)
             if at_once:
                 restarted_at_once = True
             else:
