@@ -18,6 +18,22 @@ A real server in maintenance is in Maintenance (out of the IPVS table). A check 
 server is in maintenance is paused: out of the schedule, its probe in flight cancelled. When one
 of them is ready again the check is due at once, and its real servers are judged from the state
 the check had.
+
+Besides verdicts, the pool tells the operator's side (`subscribe_health`) what it should hear
+of a real server's health, as `HealthReport`s. Every change of health is one, except at first:
+a real server's health at start (or when a reload adds it) is a guess (alpha, or no probe yet)
+unless the IPVS table a previous checker left says how it stood (a presumption). Then:
+
+- its first verdict, healthy, is no news when it was guessed (it was not known to be down), so
+  it is not reported; a recovery from a presumed "out of service" is;
+- found unhealthy, it is reported, as keepalived reports DOWN for a server failing at start:
+  a change from a guessed or presumed healthy, and also a real server that started unhealthy
+  (alpha, or out of service in the table) once one of its checks ends a failing round, whose
+  report then says unhealthy -> unhealthy with that check's reason.
+
+A script check refused to run (`ProbeResult.refused`) is a `ScriptRefusal` to the listeners of
+`subscribe_refusals`, once per episode: again only after a result that was not refused.
+Probe durations are counted by check type (`durations`).
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from lvsha.checks.admin import AdminChange, AdminState
+from lvsha.checks.durations import CheckDurations
 from lvsha.checks.flaplog import CoalescingLog
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.state import (
@@ -49,7 +66,7 @@ from lvsha.checks.state import (
     presumed_status,
     real_server_status,
 )
-from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, ProbeTools
+from lvsha.checks.targets import CheckKey, CheckPlan, CheckTarget, Probe, ProbeTools
 from lvsha.checks.tcp_fast import DeadlineTimer, ProbeCallback, TcpConnector
 from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict
 from lvsha.daemon.overrides import Mode
@@ -196,6 +213,30 @@ class ProbeScheduler(Generic[K]):
 VerdictListener = Callable[[RealServerVerdict], None]
 
 
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """A real server's health as the operator should hear of it (see the module docstring)."""
+
+    old: Health
+    verdict: RealServerVerdict
+    """The new health, with the reason and check that decided it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRefusal:
+    """A script check that was refused to run (first of an episode)."""
+
+    check: str
+    """The check as `describe` says it, e.g. "script /usr/local/bin/check-db"."""
+    probe: Probe
+    reason: str
+    real_servers: tuple[RealServerId, ...]
+
+
+HealthListener = Callable[[HealthReport], None]
+RefusalListener = Callable[[ScriptRefusal], None]
+
+
 class InFlightProbe(Protocol):
     def cancel(self) -> None:
         """Stop the probe and release what it holds; its callback is not called."""
@@ -219,9 +260,11 @@ class _Check:
         "frozen_at",
         "index",
         "key",
+        "kind",
         "misbehaving",
         "origins",
         "real_servers",
+        "refused",
         "run",
         "state",
         "target",
@@ -234,6 +277,8 @@ class _Check:
         self.target = target
         """The first target of the check: its probe, parameters and warm-up are the key's."""
         self.description = target.probe.describe()
+        self.kind = self.description.split(" ", 1)[0]
+        """The check type as metrics label it: tcp, http, https, script and so on."""
         self.origins: list[str] = []
         self.real_servers: list[RealServerId] = []
         self.frozen_at = math.inf
@@ -241,6 +286,8 @@ class _Check:
         self.state: CheckState | None = None
         self.misbehaving = False
         """The probe raised or hung last time; logged once until it behaves again."""
+        self.refused = False
+        """Its last result was a refusal to run (reported once until a result is not)."""
         self.due = 0.0
         """When the probe in flight (or the last one) was due to start."""
         probe = target.probe
@@ -422,6 +469,15 @@ class CheckPool:
         """How real servers stood before this start, until their checks have all spoken."""
         self._verdicts: dict[RealServerId, RealServerVerdict] = {}
         self._listeners: list[VerdictListener] = []
+        self._health_listeners: list[HealthListener] = []
+        self._refusal_listeners: list[RefusalListener] = []
+        self._unreported: set[RealServerId] = set()
+        """Real servers whose health nothing has reported since they started (see the module
+        docstring: their first verdicts follow their own rules)."""
+        self._guessed: set[RealServerId] = set()
+        """Real servers whose health is a guess (alpha, no probe yet), not known."""
+        self.durations = CheckDurations()
+        """How long probes took, by check type."""
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelled: set[asyncio.Task[None]] = set()
         """Probe tasks of stopped checks, cancelled, until they have ended."""
@@ -507,6 +563,17 @@ class CheckPool:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def subscribe_health(self, listener: HealthListener) -> Callable[[], None]:
+        """Call `listener` with every `HealthReport` from now on; returns the unsubscriber."""
+        self._health_listeners.append(listener)
+        return lambda: self._health_listeners.remove(listener)
+
+    def subscribe_refusals(self, listener: RefusalListener) -> Callable[[], None]:
+        """Call `listener` with the first `ScriptRefusal` of each episode from now on; returns
+        the unsubscriber."""
+        self._refusal_listeners.append(listener)
+        return lambda: self._refusal_listeners.remove(listener)
+
     def verdict_queue(self) -> asyncio.Queue[RealServerVerdict]:
         """A queue that first holds every current verdict, then receives each change."""
         queue: asyncio.Queue[RealServerVerdict] = asyncio.Queue()
@@ -533,6 +600,8 @@ class CheckPool:
             if real_server in self._checks_of
         }
         now = self._loop.time()
+        self._unreported = set(self._checks_of)
+        self._guessed = self._unreported - self._presumed.keys()
         for check in self._checks.values():
             self._first_round(check, now)
         if self._any_maintenance():
@@ -645,7 +714,12 @@ class CheckPool:
         for rs in removed:
             self._presumed.pop(rs, None)
             self._verdicts.pop(rs, None)
+            self._unreported.discard(rs)
+            self._guessed.discard(rs)
         self._presumed.update(standing)
+        if self._loop is not None:
+            self._unreported.update(added)
+            self._guessed.update(added)
         if self._loop is not None:
             for key in revived:
                 check = self._by_key[key]
@@ -915,13 +989,22 @@ class CheckPool:
             return
         assert self._loop is not None and check.state is not None
         now = self._loop.time()
-        events = check.state.probe_completed(result, now, check.due)
-        starts = self._scheduler.finished(check.index, now, check.state.next_probe_at)
+        state = check.state
+        self.durations.observe(check.kind, result.latency)
+        failed_rounds = state.consecutive_failures
+        events = state.probe_completed(result, now, check.due)
+        starts = self._scheduler.finished(check.index, now, state.next_probe_at)
         if starts:
             self._launch(starts)
         self._arm()
+        if result.refused != check.refused:
+            check.refused = result.refused
+            if result.refused:
+                self._refused(check, result.reason)
         if events:
             self._fan_out(check, events, now)
+        if self._unreported and state.consecutive_failures > failed_rounds:
+            self._found_unhealthy(check, now)
 
     async def _probe(self, check: _Check) -> ProbeResult:
         """The probe's result; a probe that raises or hangs fails instead of stalling the check."""
@@ -1026,6 +1109,56 @@ class CheckPool:
                 listener(verdict)
             except Exception:
                 log.exception("verdict listener %r failed", listener)
+        if previous is not None and previous.health is not verdict.health:
+            self._health_changed(previous.health, verdict)
+
+    # Reports for the operator.
+
+    def _health_changed(self, old: Health, verdict: RealServerVerdict) -> None:
+        real_server = verdict.real_server
+        if real_server in self._unreported:
+            self._unreported.discard(real_server)
+            if real_server in self._guessed:
+                self._guessed.discard(real_server)
+                if verdict.health is Health.HEALTHY:
+                    return  # its first verdict: it was never known to be anything else
+        self._guessed.discard(real_server)
+        self._report(HealthReport(old, verdict))
+
+    def _found_unhealthy(self, check: _Check, now: float) -> None:
+        """`check` ended a failing round: real servers it leaves unhealthy, never reported
+        since they started, are reported (their verdict did not change: they started so)."""
+        assert check.state is not None
+        for real_server in check.real_servers:
+            if real_server not in self._unreported:
+                continue
+            current = self._verdicts.get(real_server)
+            if current is None or current.health is not Health.UNHEALTHY:
+                continue
+            self._unreported.discard(real_server)
+            self._guessed.discard(real_server)
+            reason = check.state.reason
+            found = RealServerVerdict(
+                real_server, Health.UNHEALTHY, current.weight, reason, check.description, now
+            )
+            self._report(HealthReport(Health.UNHEALTHY, found))
+
+    def _report(self, report: HealthReport) -> None:
+        for listener in list(self._health_listeners):
+            try:
+                listener(report)
+            except Exception:
+                log.exception("health listener %r failed", listener)
+
+    def _refused(self, check: _Check, reason: str) -> None:
+        refusal = ScriptRefusal(
+            check.description, check.target.probe, reason, tuple(check.real_servers)
+        )
+        for listener in list(self._refusal_listeners):
+            try:
+                listener(refusal)
+            except Exception:
+                log.exception("refusal listener %r failed", listener)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,3 +19,7 @@ class ProbeResult:
     """Seconds from the start of the probe to its verdict."""
     weight: int | None = None
     """A dynamic weight (script checks' exit codes 2-255); None keeps the configured weight."""
+    refused: bool = False
+    """The probe never ran: its script was refused (script security, not found, unknown
+    user, exec failed). A failed result all the same; the pool also tells the operator, once
+    while the refusals last (`lvsha.checks.pool.ScriptRefusal`)."""

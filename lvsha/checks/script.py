@@ -67,6 +67,6 @@ async def probe_script(command: ScriptCommand, target: ScriptTarget, timeout: fl
     try:
         run = await run_script(command, target.environment(timeout), timeout)
     except ScriptRefusedError as refusal:
-        return ProbeResult(False, str(refusal), loop.time() - started_at)
+        return ProbeResult(False, str(refusal), loop.time() - started_at, refused=True)
     ok, reason, weight = judge_run(run, command.dynamic_weight)
     return ProbeResult(ok, reason, loop.time() - started_at, weight)
