@@ -113,6 +113,7 @@ async def test_killed_by_a_signal_is_a_failure_naming_the_signal() -> None:
 async def test_failure_reason_carries_the_last_output_line() -> None:
     result = await run(shell("echo starting; echo 'backend says 503' >&2; exit 1"))
     assert result.reason == "script exit status 1: backend says 503"
+    assert not result.refused  # it ran, and failed
 
 
 async def test_output_kept_is_bounded() -> None:

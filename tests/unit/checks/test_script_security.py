@@ -73,14 +73,15 @@ async def test_world_writable_script_given_to_sh_is_refused_and_not_run(lab_dir:
     ran = lab_dir / "ran"
     check = script(lab_dir / "check.sh", f"touch {ran}", mode=0o757)
     result = await probe_script(ScriptCommand(("/bin/sh", str(check))), TARGET, 5.0)
-    assert not result.ok
+    assert (result.ok, result.refused) == (False, True)  # refused: the pool reports it
     assert result.reason == (
         f"script security: {check} (read by /bin/sh) is world-writable; fix: chmod go-w {check}"
     )
     assert not ran.exists()
     # Without script security it runs, as keepalived without enable_script_security.
     unchecked = ScriptCommand(("/bin/sh", str(check)), script_security=False)
-    assert (await probe_script(unchecked, TARGET, 5.0)).ok
+    ran_result = await probe_script(unchecked, TARGET, 5.0)
+    assert (ran_result.ok, ran_result.refused) == (True, False)
     assert ran.exists()
 
 
