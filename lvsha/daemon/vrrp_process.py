@@ -15,6 +15,14 @@ extra per loop iteration, after that moment's adverts and VIP changes); `SetHand
 every instance handed over, and is answered with a `VrrpStatus` once fed to the instances.
 `--handed-over NAME` (repeated) hands instances over from the start, before any can become
 master.
+
+The systemd watchdog: each `Ping` is answered with its `Pong` at once, from the channel's
+reader on the event loop, from the moment the channel opens until the process ends.
+
+Metrics: `RUN_DIR/metrics-vrrp.prom` is written every second (lvsha.vrrp.metrics; with
+global.metrics.keepalived_names, the keepalived exporter's names too). A track script or notify
+hook refused (script security...) is told to the parent as a `script_refused` event, once per
+refusal episode (lvsha.vrrp.script_events).
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from lvsha.config import LvshaConfig
 from lvsha.daemon import runlock
@@ -51,7 +60,7 @@ from lvsha.daemon.child import (
     stop_within,
 )
 from lvsha.daemon.logs import setup_logging
-from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.daemon.metrics import LoopLag, export_periodically
 from lvsha.messages import (
     STATUS_INTERVAL,
     ApplyConfig,
@@ -59,6 +68,8 @@ from lvsha.messages import (
     ConfigApplied,
     Message,
     MessageError,
+    Ping,
+    Pong,
     SetHandover,
     VrrpStatus,
 )
@@ -67,10 +78,9 @@ from lvsha.net.announce import PacketAnnouncer
 from lvsha.net.ledger import LEDGER_FILE, AddressLedger
 from lvsha.net.links import LinkChanged, LinkMonitor
 from lvsha.vrrp.engine import StartupError, VrrpEngine
-from lvsha.vrrp.events import VrrpState
-from lvsha.vrrp.metrics import FAMILIES
+from lvsha.vrrp.metrics import EXPORT_INTERVAL, FAMILIES, PROCESS, process_samples
 from lvsha.vrrp.notify import Notifier
-from lvsha.vrrp.wire import DropReason
+from lvsha.vrrp.script_events import ScriptRefusals
 
 log = logging.getLogger("lvsha.vrrp")
 
@@ -223,28 +233,87 @@ def status_message(engine: VrrpEngine) -> VrrpStatus:
     return VrrpStatus(json.dumps({"instances": engine.status()}, separators=(",", ":")))
 
 
+class Channel(Protocol):
+    """What the VRRP process needs of its channel to the parent (ParentChannel)."""
+
+    def send(self, message: Message) -> None: ...
+
+    def messages(self) -> AsyncIterator[Message]: ...
+
+
+class ParentReader:
+    """Reads the parent's messages from the moment the channel opens, until it closes.
+
+    A `Ping` is answered with its `Pong` at once, from this reader on the event loop: the
+    parent feeds systemd's watchdog only while these answers come, so a wedged loop stops
+    them, and nothing else (a reload in progress, a start-up still opening sockets) holds them
+    up. `ApplyConfig` and `SetHandover` wait in order for `follow`, which takes them one at a
+    time once the engine runs."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._ordered: asyncio.Queue[ApplyConfig | SetHandover | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.pongs = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._read(), name="parent-channel")
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._channel.messages():
+                if isinstance(message, Ping):
+                    self._channel.send(Pong(message.serial))
+                    self.pongs += 1
+                elif isinstance(message, ApplyConfig | SetHandover):
+                    self._ordered.put_nowait(message)
+                else:
+                    log.warning("ignoring a %s message from the parent", message.kind)
+        except (ConnectionError, ValueError) as exc:  # ValueError: a line over the limit
+            log.error("the channel to the parent failed: %s", exc)
+        finally:
+            self._ordered.put_nowait(None)
+
+    async def follow(
+        self, engine: VrrpEngine, links: LinkWatch, status: StatusReporter | None = None
+    ) -> None:
+        """Apply each configuration the parent sends, in order, one at a time; take each
+        handover set and answer it with the status (through `status` when given). Returns
+        when the channel ends."""
+        while (message := await self._ordered.get()) is not None:
+            if isinstance(message, SetHandover):
+                engine.set_handover(message.instances)
+                if status is not None:
+                    status.send_now()
+                else:
+                    self._channel.send(status_message(engine))
+                continue
+            # Shielded: a stop waits for an apply in progress (VrrpEngine.stop) rather than
+            # cutting it in half.
+            self._channel.send(await asyncio.shield(apply_config(engine, message, links)))
+
+    async def close(self) -> None:
+        """Stop reading (no more answers)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 async def follow_parent(
     engine: VrrpEngine,
-    channel: ParentChannel,
+    channel: Channel,
     links: LinkWatch,
     status: StatusReporter | None = None,
 ) -> None:
-    """Apply each configuration the parent sends, in order, one at a time; take each
-    handover set and answer it with the status (through `status` when given)."""
-    async for message in channel.messages():
-        if isinstance(message, SetHandover):
-            engine.set_handover(message.instances)
-            if status is not None:
-                status.send_now()
-            else:
-                channel.send(status_message(engine))
-            continue
-        if not isinstance(message, ApplyConfig):
-            log.warning("ignoring a %s message from the parent", message.kind)
-            continue
-        # Shielded: a stop waits for an apply in progress (VrrpEngine.stop) rather than
-        # cutting it in half.
-        channel.send(await asyncio.shield(apply_config(engine, message, links)))
+    """Read the parent's messages until the channel ends: answer each Ping at once, and
+    apply the configurations and handover sets in order (see `ParentReader`)."""
+    reader = ParentReader(channel)
+    reader.start()
+    try:
+        await reader.follow(engine, links, status)
+    finally:
+        await reader.close()
 
 
 def _set_realtime(priority: int | None) -> None:
@@ -272,28 +341,6 @@ def reserve_descriptors() -> None:
             log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
 
 
-def _samples(engine: VrrpEngine, lag: LoopLag) -> list[Sample]:
-    samples = lag.samples("vrrp")
-    for name, instance in engine.instances.items():
-        machine = instance.runner.machine
-        labels = {"instance": name}
-        samples.append(("lvsha_vrrp_priority", labels, float(machine.priority)))
-        for state in VrrpState:
-            value = 1.0 if machine.state is state else 0.0
-            samples.append(("lvsha_vrrp_state", {**labels, "state": state.name}, value))
-        for reason, count in instance.socket.drops.snapshot().items():
-            if reason is DropReason.ADDRESS_LIST_MISMATCH:
-                # Taken all the same (lvsha.vrrp.wire.address_list_difference).
-                samples.append(("lvsha_vrrp_address_list_mismatch_total", labels, count))
-                continue
-            samples.append(
-                ("lvsha_vrrp_adverts_dropped_total", {**labels, "reason": reason.value}, count)
-            )
-        suppressed = float(machine.reassertions_suppressed)
-        samples.append(("lvsha_vrrp_reassertions_suppressed_total", labels, suppressed))
-    return samples
-
-
 async def serve(
     config: LvshaConfig,
     run_dir: Path,
@@ -312,6 +359,35 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop)
     await channel.open()
+    # Pings are answered from now on, while starting (waiting for the run lock, say) and
+    # while stopping too; configurations wait for the engine.
+    parent = ParentReader(channel)
+    parent.start()
+    try:
+        return await _run(
+            config,
+            run_dir,
+            channel,
+            parent=parent,
+            stop=stop,
+            engines=engines,
+            handed_over=handed_over,
+        )
+    finally:
+        await parent.close()
+        channel.close()
+
+
+async def _run(
+    config: LvshaConfig,
+    run_dir: Path,
+    channel: ParentChannel,
+    *,
+    parent: ParentReader,
+    stop: asyncio.Event,
+    engines: list[VrrpEngine],
+    handed_over: Collection[str],
+) -> int:
     try:
         # Held until this process exits (never closed): the kernel lets go of it however
         # the process dies.
@@ -321,7 +397,8 @@ async def serve(
         return 1
     lag = LoopLag()
     lag.start()
-    notifier = Notifier()
+    refusals = ScriptRefusals(channel.send)
+    notifier = Notifier(on_run=refusals.notify_hook)
     announcer = PacketAnnouncer()
     status = StatusReporter(channel.send)
     async with NetlinkAddresses(AddressLedger(run_dir / LEDGER_FILE)) as addresses:
@@ -333,6 +410,7 @@ async def serve(
             report=channel.send,
             handed_over=handed_over,
             on_status_change=status.changed,
+            script_refusals=refusals,
         )
         engines.append(engine)
         links = LinkWatch(engine, _watched_interfaces(config))
@@ -345,13 +423,18 @@ async def serve(
             return 1
 
         links.follow()
-        reader = asyncio.create_task(
-            follow_parent(engine, channel, links, status), name="parent-channel"
+        following = asyncio.create_task(
+            parent.follow(engine, links, status), name="parent-messages"
         )
         exporter = asyncio.create_task(
             export_periodically(
-                run_dir / "metrics-vrrp.prom", lambda: _samples(engine, lag), FAMILIES
-            )
+                run_dir / f"metrics-{PROCESS}.prom",
+                # keepalived_up says 0 in the last write, once stopping.
+                lambda: process_samples(engine, lag, running=not stop.is_set()),
+                FAMILIES,
+                EXPORT_INTERVAL,
+            ),
+            name="metrics",
         )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's way, so a collection never stalls an advert or a GARP.
@@ -364,9 +447,11 @@ async def serve(
             log.info("handed over from the start: %s", ", ".join(sorted(engine.handed_over)))
         await stop.wait()
         log.info("stopping: releasing mastership")
-        reader.cancel()
+        # No configuration is taken from here; one being applied finishes first (engine.stop
+        # waits for it).
+        following.cancel()
         await engine.stop()
-        for task in (reader, exporter):
+        for task in (following, exporter):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -374,7 +459,6 @@ async def serve(
         lag.stop()
         links.close()
         announcer.close()
-    channel.close()
     return 0
 
 

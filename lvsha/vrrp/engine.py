@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -87,7 +87,14 @@ from lvsha.vrrp.params import (
     trackers,
 )
 from lvsha.vrrp.receive import DropLog, advert_event
-from lvsha.vrrp.socket import AdvertHandler, DropHandler, VrrpSocket, VrrpSocketSettings
+from lvsha.vrrp.script_events import ScriptRefusals
+from lvsha.vrrp.socket import (
+    AdvertHandler,
+    DropHandler,
+    SocketDropReason,
+    VrrpSocket,
+    VrrpSocketSettings,
+)
 from lvsha.vrrp.syncgroup import MemberSnapshot, SyncGroup
 from lvsha.vrrp.track_script import TrackScriptParams, TrackScriptRunner
 from lvsha.vrrp.tracking import Tracker, TrackingState
@@ -129,6 +136,8 @@ class AdvertSocket(Protocol):
     """What the engine needs of an instance's socket (VrrpSocket; a fake in unit tests)."""
 
     drops: DropCounter
+    ignored: Counter[SocketDropReason]
+    """Valid adverts the socket itself did not deliver (not ours to hear), by reason."""
 
     def start(self, on_advert: AdvertHandler, on_drop: DropHandler | None = None) -> None: ...
 
@@ -181,6 +190,10 @@ class _Instance:
     """Why the last state change happened."""
     adverts_received: int = 0
     """Adverts from other routers that passed every check and went to the machine."""
+    priority_zero_received: int = 0
+    """Of those, the ones with priority 0 (the master leaving)."""
+    transitions: Counter[tuple[VrrpState, VrrpState]] = field(default_factory=Counter)
+    """State changes by (from, to), for the metrics."""
     heard: _Heard | None = None
 
     @property
@@ -305,13 +318,16 @@ class VrrpEngine:
         accept_local: Callable[[str], object] = ensure_accept_local,
         handed_over: Collection[str] = (),
         on_status_change: Callable[[], None] | None = None,
+        script_refusals: ScriptRefusals | None = None,
     ) -> None:
         """`open_socket` and `accept_local` are the kernel edges: tests pass fakes.
         `handed_over` names the instances handed over (`lvsha handover`) from the start: they
         never become master until `set_handover` no longer names them. `on_status_change` is
         called (synchronously, after the wire actions of the moment) whenever something
         `status` shows changed: a state, a handover, an effective priority, a fault reason,
-        the master heard; it must be cheap (schedule the work, do not do it)."""
+        the master heard; it must be cheap (schedule the work, do not do it).
+        `script_refusals` hears how each track script run went (refused or run), and that a
+        reload changed the VRRP configuration (a script still refused is reported again)."""
         self.config = config
         self._addresses = addresses
         self._announcer = announcer
@@ -334,6 +350,7 @@ class VrrpEngine:
         self._retirements: set[asyncio.Task[None]] = set()
         self._applying = asyncio.Lock()
         self._on_status_change = on_status_change
+        self._script_refusals = script_refusals
         self._handover: set[str] = self._expand_handover(handed_over, config)
         """The instances handed over, sync groups expanded (see `set_handover`)."""
 
@@ -349,16 +366,29 @@ class VrrpEngine:
         for name in self.config.vrrp_instances:
             self.instances[name] = await self._build(self.config, name)
         for name in tracked_scripts(self.config):
-            self._scripts[name] = self._script_runner(self.config, name)
+            self._scripts[name] = self._script_runner(
+                name, script_command(self.config, name), script_params(self.config, name)
+            )
             self._scripts[name].start()
         self._sync_handover()  # before Startup: a handed-over instance comes up as backup
         for record in self.instances.values():
             self._launch(record)
 
-    def _script_runner(self, config: LvshaConfig, name: str) -> TrackScriptRunner:
+    def _script_runner(
+        self, name: str, command: ScriptCommand, params: TrackScriptParams
+    ) -> TrackScriptRunner:
         return TrackScriptRunner(
-            name, script_command(config, name), script_params(config, name), self._script_changed
+            name,
+            command,
+            params,
+            self._script_changed,
+            on_run=None if self._script_refusals is None else self._script_refusals.track_script,
         )
+
+    @property
+    def scripts(self) -> Mapping[str, TrackScriptRunner]:
+        """The track scripts running, by name (the ones some instance tracks)."""
+        return self._scripts
 
     async def _build(self, config: LvshaConfig, name: str) -> _Instance:
         """An instance with its socket open and reading, not started (INITIALIZE)."""
@@ -432,6 +462,8 @@ class VrrpEngine:
             self._feed(record, event, received.received_at)
             # Bookkeeping for status after the machine (and the wire) had the advert.
             record.adverts_received += 1
+            if event.priority == 0:
+                record.priority_zero_received += 1
             heard = record.heard
             if heard is None:
                 record.heard = _Heard(event.source, event.priority, event.advert_interval, clock())
@@ -561,6 +593,7 @@ class VrrpEngine:
         machine = record.runner.machine
         record.since = asyncio.get_running_loop().time()
         record.reason = change.reason
+        record.transitions[change.old, change.new] += 1
         self._status_changed()
         log.info(
             "%s: %s -> %s (%s), priority %d%s",
@@ -746,8 +779,7 @@ class VrrpEngine:
             # Taken all the same (lvsha.vrrp.wire.address_list_difference): not a drop.
             if count and reason is not DropReason.ADDRESS_LIST_MISMATCH
         }
-        if isinstance(record.socket, VrrpSocket):
-            drops.update((reason.value, n) for reason, n in record.socket.ignored.items() if n)
+        drops.update((reason.value, n) for reason, n in record.socket.ignored.items() if n)
         return {
             "name": record.name,
             "interface": record.config.interface,
@@ -905,9 +937,7 @@ class VrrpEngine:
                 continue
             if running is not None and running.command == command and running.params == params:
                 continue
-            plan.scripts_started[name] = TrackScriptRunner(
-                name, command, params, self._script_changed
-            )
+            plan.scripts_started[name] = self._script_runner(name, command, params)
             plan.summary.append(f"vrrp script {name} {'restarted' if running else 'started'}")
         plan.scripts_stopped = [n for n in self._scripts if n not in wanted]
         plan.summary += [f"vrrp script {n} stopped" for n in plan.scripts_stopped]
@@ -1002,6 +1032,9 @@ class VrrpEngine:
         for name, script in plan.scripts_started.items():
             self._scripts[name] = script
             script.start()
+        if self._script_refusals is not None and plan.summary:
+            # The VRRP configuration changed: a script still refused is reported once more.
+            self._script_refusals.reset()
         # Handed over stays handed over, by name from here on (a renamed instance keeps its
         # machine, a rebuilt one starts so); a sync group that gained members hands them over.
         kept = {name for name, r in self.instances.items() if r.runner.machine.handed_over}

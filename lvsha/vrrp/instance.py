@@ -172,6 +172,12 @@ class InstanceRunner:
         self.send_errors = 0
         self.adverts_sent = 0
         """Adverts handed to the socket without an error (priority 0 ones included)."""
+        self.priority_zero_sent = 0
+        """Of those, the ones with priority 0 (leaving mastership)."""
+        self.frames_announced = 0
+        """Gratuitous ARP and unsolicited neighbour advertisement frames sent."""
+        self.announce_failures = 0
+        """Announcements that failed (some or all of their frames not sent)."""
 
     @property
     def state(self) -> VrrpState:
@@ -349,8 +355,10 @@ class InstanceRunner:
             try:
                 sent = self._announcer.announce_now(interface, addresses)
             except AnnounceError as exc:
+                self.announce_failures += 1
                 log.error("%s: announcing on %s failed: %s", self.name, interface, exc)
                 continue  # the round tries them again
+            self.frames_announced += len(sent)
             # Their frame of the round queued next has gone: that round skips them.
             self._announced_early.update(a for a in addresses if a.ip in sent)
         return _AfterAdd(tuple(added), tuple(failed))
@@ -375,6 +383,8 @@ class InstanceRunner:
         try:
             self._sender.send(self._advert_with(priority))
             self.adverts_sent += 1
+            if priority == 0:
+                self.priority_zero_sent += 1
         except OSError as exc:
             # A lost advert is tolerated by VRRP; a dead link shows up as a link event.
             self.send_errors += 1
@@ -469,7 +479,7 @@ class InstanceRunner:
                     h.address for h in self._held if h.interface == interface and h.key in work.only
                 ]
                 if due:
-                    await self._announcer.announce(interface, due)
+                    await self._announce(interface, due)
         elif isinstance(work, _AnnounceRound):
             self._rounds_queued -= 1
             early, self._announced_early = self._announced_early, set()
@@ -482,7 +492,15 @@ class InstanceRunner:
                     if h.interface == interface and h.address not in early
                 ]
                 if due:
-                    await self._announcer.announce(interface, due)
+                    await self._announce(interface, due)
+
+    async def _announce(self, interface: str, due: list[VirtualAddress]) -> None:
+        try:
+            await self._announcer.announce(interface, due)
+        except AnnounceError:
+            self.announce_failures += 1
+            raise
+        self.frames_announced += len(due)
 
     async def _after_add(self, work: _AfterAdd, mastership: int) -> None:
         for held in work.added:

@@ -20,6 +20,8 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lvsha.scripts import (
@@ -112,6 +114,14 @@ class HookRun:
     command: ScriptCommand
     transition: Transition
     timeout: float
+    configured: tuple[str, ...] = ()
+    """The hook's argv as configured, without the arguments the "any" hook gets (empty: the
+    command's own)."""
+
+    @property
+    def script(self) -> str:
+        """The hook's command line as configured: what logs and events name it by."""
+        return shlex.join(self.configured or self.command.argv)
 
     def environment(self) -> dict[str, str]:
         subject, name, state, priority = self.transition.arguments()
@@ -136,17 +146,24 @@ def hook_runs(hooks: NotifyHooks, transition: Transition) -> list[HookRun]:
     if hooks.any is not None:
         argv = hooks.any.argv + transition.arguments()
         command = dataclasses.replace(hooks.any, argv=argv)
-        runs.append(HookRun("any", command, transition, hooks.timeout))
+        runs.append(HookRun("any", command, transition, hooks.timeout, hooks.any.argv))
     return runs
 
 
-class Notifier:
-    """Runs hooks one at a time in the order they were queued; `notify` never waits."""
+RunCallback = Callable[[HookRun, str | None], None]
+"""on_run(run, refusal): after each hook run, why it was refused (not started: script security,
+not found, unknown user...), or None when it ran, whatever its exit status."""
 
-    def __init__(self, queue_limit: int = QUEUE_LIMIT) -> None:
+
+class Notifier:
+    """Runs hooks one at a time in the order they were queued; `notify` never waits.
+    `on_run` hears of each hook run, refused or not."""
+
+    def __init__(self, queue_limit: int = QUEUE_LIMIT, on_run: RunCallback | None = None) -> None:
         if queue_limit < 1:
             raise ValueError(f"queue_limit must be >= 1, got {queue_limit}")
         self.queue_limit = queue_limit
+        self._on_run = on_run
         self._queue: collections.deque[HookRun] = collections.deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -224,7 +241,17 @@ class Notifier:
             outcome = await run_script(run.command, run.environment(), run.timeout)
         except ScriptRefusedError as refusal:
             logger.error("%s not run: %s", run.describe(), refusal)
+            self._tell(run, str(refusal))
             return
+        self._tell(run, None)
         ok, reason, _ = judge_run(outcome)
         level = logging.INFO if ok else logging.WARNING
         logger.log(level, "%s: %s after %.3f s", run.describe(), reason, outcome.duration)
+
+    def _tell(self, run: HookRun, refusal: str | None) -> None:
+        if self._on_run is None:
+            return
+        try:
+            self._on_run(run, refusal)
+        except Exception:
+            logger.exception("%s: on_run callback failed", run.describe())

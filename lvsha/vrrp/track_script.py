@@ -210,13 +210,18 @@ _TRANSITIONS: dict[tuple[RunPhase, type[TrackScriptInput]], _Handler] = {
 HealthCallback = Callable[[str, bool, str], None]
 """on_change(script_name, healthy, reason)."""
 
+RunCallback = Callable[[str, str | None], None]
+"""on_run(script_name, refusal): after each run, why it was refused (not started: script
+security, not found, unknown user...), or None when it ran, whatever its exit status."""
+
 
 class TrackScriptRunner:
     """Runs one vrrp_script on its schedule and reports each change of its health.
 
     The script sees PATH, LVSHA_VRRP_SCRIPT (its name) and LVSHA_TIMEOUT in its environment.
     Script security applies through `command.script_security`: an insecure script is not run
-    and counts as failed, with the reason saying what is wrong.
+    and counts as failed, with the reason saying what is wrong; `on_run` hears of each run,
+    refused or not.
     """
 
     def __init__(
@@ -225,11 +230,13 @@ class TrackScriptRunner:
         command: ScriptCommand,
         params: TrackScriptParams,
         on_change: HealthCallback,
+        on_run: RunCallback | None = None,
     ) -> None:
         self.name = name
         self.command = command
         self.params = params
         self._on_change = on_change
+        self._on_run = on_run
         self._state: TrackScriptState | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -275,11 +282,18 @@ class TrackScriptRunner:
             if due > loop.time():
                 await asyncio.sleep(due - loop.time())
             state.run_started(loop.time())
+            refused: str | None = None
             try:
                 run = await run_script(self.command, self._environment(), self.params.timeout)
                 ok, reason, _ = judge_run(run)
             except ScriptRefusedError as refusal:
                 ok, reason = False, str(refusal)
+                refused = reason
+            if self._on_run is not None:
+                try:
+                    self._on_run(self.name, refused)
+                except Exception:
+                    logger.exception("vrrp script %s: on_run callback failed", self.name)
             for change in state.run_finished(ok, reason, loop.time()):
                 logger.info(
                     "vrrp script %s is now %s: %s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -24,7 +25,8 @@ from lvsha.net.announce import RecordingAnnouncer
 from lvsha.vrrp.engine import VrrpEngine
 from lvsha.vrrp.events import VirtualAddress, VrrpState
 from lvsha.vrrp.notify import Notifier, NotifyHooks, Transition
-from lvsha.vrrp.socket import AdvertHandler, DropHandler, VrrpSocketSettings
+from lvsha.vrrp.script_events import ScriptRefusals
+from lvsha.vrrp.socket import AdvertHandler, DropHandler, SocketDropReason, VrrpSocketSettings
 from lvsha.vrrp.wire import (
     VRRP_MULTICAST_IPV4,
     Advert,
@@ -66,6 +68,7 @@ class FakeSocket:
     def __init__(self, settings: VrrpSocketSettings) -> None:
         self.settings = settings
         self.drops = DropCounter()
+        self.ignored: Counter[SocketDropReason] = Counter()
         self.sent: list[tuple[float, Advert]] = []
         self.closed = False
         self.heard = 0
@@ -192,6 +195,7 @@ class Harness:
         *,
         handed_over: Sequence[str] = (),
         on_status_change: Callable[[], None] | None = None,
+        script_refusals: ScriptRefusals | None = None,
     ) -> VrrpEngine:
         self.engine = VrrpEngine(
             cfg,
@@ -203,6 +207,7 @@ class Harness:
             accept_local=lambda interface: None,
             handed_over=handed_over,
             on_status_change=on_status_change,
+            script_refusals=script_refusals,
         )
         await self.engine.start(self.links)
         return self.engine
