@@ -483,7 +483,23 @@ def decode_destination_counters(
 
 def decode_destination(payload: memoryview, service_family: Family) -> Destination:
     """One message of an IPVS_CMD_GET_DEST dump (payload after the nlmsghdr)."""
+    return _destination(_nested(payload, IPVS_CMD_ATTR_DEST), service_family)
+
+
+def decode_destination_counted(
+    payload: memoryview, service_family: Family
+) -> tuple[Destination, Connections]:
+    """`decode_destination` and the counters of `decode_destination_counters`, from one
+    parse of the message's attributes."""
     attributes = _nested(payload, IPVS_CMD_ATTR_DEST)
+    active = _required(attributes, IPVS_DEST_ATTR_ACTIVE_CONNS, "destination")
+    inactive = _required(attributes, IPVS_DEST_ATTR_INACT_CONNS, "destination")
+    return _destination(attributes, service_family), Connections(
+        _U32.unpack_from(active)[0], _U32.unpack_from(inactive)[0]
+    )
+
+
+def _destination(attributes: dict[int, memoryview], service_family: Family) -> Destination:
     get = attributes.get
     raw_family = get(IPVS_DEST_ATTR_ADDR_FAMILY)
     # Kernels before 4.x send no address family: the destination is of the service's.

@@ -89,6 +89,15 @@ class MemoryIpvsTable:
         self._connections[service, destination] = Connections(active, inactive)
 
     async def destination_counters(self) -> dict[ServiceKey, dict[DestinationKey, Connections]]:
+        return self._counters()
+
+    async def list_services_counted(
+        self,
+    ) -> tuple[dict[ServiceKey, Service], dict[ServiceKey, dict[DestinationKey, Connections]]]:
+        # Through list_services, so a test port that watches reads sees this one too.
+        return await self.list_services(), self._counters()
+
+    def _counters(self) -> dict[ServiceKey, dict[DestinationKey, Connections]]:
         zero = Connections()
         return {
             service: {key: self._connections.get((service, key), zero) for key in destinations}

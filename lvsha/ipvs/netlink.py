@@ -29,6 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from lvsha.ipvs.genl_codec import (
     IpvsRequests,
     decode_destination,
+    decode_destination_counted,
     decode_destination_counters,
     decode_service,
 )
@@ -221,6 +222,17 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
     async def destination_counters(self) -> dict[ServiceKey, dict[DestinationKey, Connections]]:
         dumped = await self._dump_table(decode_destination_counters)
         return {key: dict(destinations) for key, (_, destinations) in dumped.items()}
+
+    async def list_services_counted(
+        self,
+    ) -> tuple[dict[ServiceKey, Service], dict[ServiceKey, dict[DestinationKey, Connections]]]:
+        dumped = await self._dump_table(decode_destination_counted)
+        services: dict[ServiceKey, Service] = {}
+        counters: dict[ServiceKey, dict[DestinationKey, Connections]] = {}
+        for key, (options, counted) in dumped.items():
+            services[key] = Service(key, options, tuple(d for d, _ in counted))
+            counters[key] = {destination.key: connections for destination, connections in counted}
+        return services, counters
 
     async def _dump_table(
         self, decode: Callable[[memoryview, Family], T]

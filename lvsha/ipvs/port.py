@@ -95,6 +95,11 @@ class IpvsTablePort(Protocol):
         `list_services`, read for their counters only): for `lvsha status`."""
         ...
 
+    async def list_services_counted(self) -> tuple[IpvsTable, ConnectionTable]:
+        """`list_services` and `destination_counters` from one set of dumps: the syncer's
+        periodic re-read, whose counters the metrics export without a dump of their own."""
+        ...
+
     async def add_service(self, key: ServiceKey, options: ServiceOptions) -> None:
         """Create a service without destinations. Raises ServiceExistsError, UnknownModuleError."""
         ...

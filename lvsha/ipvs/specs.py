@@ -7,6 +7,8 @@ Each configured virtual server becomes a `ConfiguredService`: its `VirtualServic
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lvsha.checks.targets import real_server_id, virtual_service_id
@@ -65,6 +67,25 @@ class ConfiguredService:
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key})" if self.name else str(self.key)
+
+
+def virtual_server_labels(services: Iterable[ConfiguredService]) -> dict[ServiceKey, str]:
+    """How metrics and events name each service's virtual server: its name, or the service
+    ("TCP 192.0.2.10:80") when it has none. Names need not be unique: a name several
+    services share gets the service added ("web (TCP 192.0.2.10:80)"), so no two services
+    share a label."""
+    services = tuple(services)
+    uses = Counter(service.name for service in services if service.name)
+    return {
+        service.key: (
+            str(service.key)
+            if not service.name
+            else service.name
+            if uses[service.name] == 1
+            else f"{service.name} ({service.key})"
+        )
+        for service in services
+    }
 
 
 def service_id(key: ServiceKey) -> str:

@@ -17,6 +17,16 @@ weight it has) until a probe result changes its verdict or its `settle_time` has
 Only services lvsha manages are touched: those of the current configuration, and those of the
 previous one until they are gone from the kernel. Never "everything in the kernel".
 
+Quorum: each pass decides whether each service it plans holds quorum (`desired`); a change
+is a `QuorumChange` to the listeners of `subscribe_quorum`, except the first evaluation of a
+service (on verdicts that are still guesses at start) and a first "held" after it, which is
+no news either: a loss is always reported, a regain once a loss or a start from the kernel
+table (`adopted_quorum`) has made the state known.
+
+Metrics: the periodic re-read dumps the destinations' connection counters with the table
+(`counters`), so exporting them costs no dump of its own; drift corrections the kernel
+acknowledged are counted (`drift_repairs`).
+
 Reload (`apply_config`): only services whose configuration changed are planned again, so an
 unchanged entry gets no operation at all, and changes are edits, never delete-and-add (see
 `lvsha.ipvs.plan`). New real servers enter as their verdicts say (`alpha`, rise); removed
@@ -32,7 +42,7 @@ import enum
 import logging
 import math
 from collections import Counter
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 
@@ -41,6 +51,7 @@ from lvsha.checks.state import Presumption
 from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict, Verdict
 from lvsha.ipvs.desired import QuorumState, desired_service
 from lvsha.ipvs.model import (
+    ConnectionTable,
     Destination,
     DestinationKey,
     IpvsTable,
@@ -243,37 +254,80 @@ def adopted_quorum(service: ConfiguredService, observed: Service | None) -> Quor
     return QuorumState(up=not (serving_sorry and live_weight == 0), live_weight=live_weight)
 
 
-def describe_drift(
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """One difference between the kernel table and what lvsha last left in it."""
+
+    service: ServiceKey
+    destination: DestinationKey | None
+    """The destination it is about; None: the service itself."""
+    text: str
+    whole: bool = False
+    """The whole service is missing or was added: every operation on it corrects this."""
+
+
+def find_drift(
     expected: IpvsTable, found: IpvsTable, managed: Container[ServiceKey]
-) -> list[str]:
+) -> list[Drift]:
     """How the kernel table (`found`) differs from what lvsha last left in it (`expected`), for
-    the services it manages, one line per difference."""
-    lines: list[str] = []
+    the services it manages, one item per difference."""
+    drift: list[Drift] = []
     keys = [key for key in expected.keys() | found.keys() if key in managed]
     for key in sorted(keys, key=service_sort_key):
         want, have = expected.get(key), found.get(key)
         if have is None:
-            lines.append(f"service {key} missing")
+            drift.append(Drift(key, None, f"service {key} missing", whole=True))
             continue
         if want is None:
-            lines.append(f"service {key} added by someone else")
+            drift.append(Drift(key, None, f"service {key} added by someone else", whole=True))
             continue
-        lines.extend(
-            f"service {key} {change}" for change in _field_changes(have.options, want.options)
+        drift.extend(
+            Drift(key, None, f"service {key} {change}")
+            for change in _field_changes(have.options, want.options)
         )
         wanted, present = want.destinations_by_key, have.destinations_by_key
         for dest_key in sorted(wanted.keys() | present.keys(), key=destination_sort_key):
             wanted_dest, present_dest = wanted.get(dest_key), present.get(dest_key)
             where = f"service {key} destination {dest_key}"
             if present_dest is None:
-                lines.append(f"{where} missing")
+                drift.append(Drift(key, dest_key, f"{where} missing"))
             elif wanted_dest is None:
-                lines.append(f"{where} added by someone else (weight {present_dest.weight})")
+                text = f"{where} added by someone else (weight {present_dest.weight})"
+                drift.append(Drift(key, dest_key, text))
             else:
-                lines.extend(
-                    f"{where} {change}" for change in _field_changes(present_dest, wanted_dest)
+                drift.extend(
+                    Drift(key, dest_key, f"{where} {change}")
+                    for change in _field_changes(present_dest, wanted_dest)
                 )
-    return lines
+    return drift
+
+
+def describe_drift(
+    expected: IpvsTable, found: IpvsTable, managed: Container[ServiceKey]
+) -> list[str]:
+    """`find_drift`, one line per difference."""
+    return [item.text for item in find_drift(expected, found, managed)]
+
+
+class DriftRepair:
+    """Which operations of the pass after a re-read correct the drift it found: those on a
+    destination that drifted, on a service whose options drifted, or on a service missing or
+    added whole."""
+
+    def __init__(self, drift: Iterable[Drift]) -> None:
+        self._targets: set[tuple[ServiceKey, DestinationKey | None]] = set()
+        self._whole: set[ServiceKey] = set()
+        for item in drift:
+            if item.whole:
+                self._whole.add(item.service)
+            else:
+                self._targets.add((item.service, item.destination))
+
+    def __bool__(self) -> bool:
+        return bool(self._targets or self._whole)
+
+    def corrects(self, service: ServiceKey, destination: DestinationKey | None) -> bool:
+        return service in self._whole or (service, destination) in self._targets
 
 
 def describe_operation(operation: Operation, before: IpvsTable) -> str:
@@ -416,6 +470,20 @@ def _unlogged_operations_line(changes: int, destinations: int, span: float) -> s
     )
 
 
+@dataclass(frozen=True, slots=True)
+class QuorumChange:
+    """A service lost or regained quorum (see the module docstring for which changes count)."""
+
+    service: ConfiguredService
+    quorum: QuorumState
+    """The new state: `up` is whether quorum is held."""
+    sorry_active: bool
+    """The sorry server is in the pool now."""
+
+
+QuorumListener = Callable[[QuorumChange], None]
+
+
 class LatencyStats(RecentSamples):
     """Seconds from a verdict's arrival to the kernel's acknowledgement of the operation it
     caused, over the last `window` samples."""
@@ -483,6 +551,16 @@ class IpvsSyncer:
         """Operations the kernel refused, and passes that failed as a whole."""
         self.drift = 0
         """Differences found between the kernel and what lvsha last left in it."""
+        self.drift_repairs = 0
+        """Operations correcting those differences that the kernel acknowledged."""
+        self.counters: ConnectionTable | None = None
+        """The destinations' connection counters as of the last full read of the table."""
+        self.counters_read_at: float | None = None
+        """Loop time of that read."""
+        self._quorum_listeners: list[QuorumListener] = []
+        self._quorum_known: set[ServiceKey] = set()
+        """Services whose quorum state has been known (reported, or adopted from the kernel)
+        since they were first evaluated: a regain of the others is no news."""
         self.passes = 0
         self._destination_log: CoalescingLog[tuple[ServiceKey, DestinationKey], str] = (
             CoalescingLog(log, _operation_line, _operations_line, _unlogged_operations_line)
@@ -555,10 +633,22 @@ class IpvsSyncer:
 
     # Inputs.
 
+    def subscribe_quorum(self, listener: QuorumListener) -> Callable[[], None]:
+        """Call `listener` with every `QuorumChange` from now on; returns the unsubscriber."""
+        self._quorum_listeners.append(listener)
+        return lambda: self._quorum_listeners.remove(listener)
+
     async def read_table(self) -> IpvsTable:
         """The kernel's table as it is now (for `presumptions` before the check pool starts,
-        then `start`). Raises IpvsError."""
-        return await self._port.list_services()
+        then `start`), its counters kept in `counters`. Raises IpvsError."""
+        return await self._read_counted()
+
+    async def _read_counted(self) -> dict[ServiceKey, Service]:
+        found, counters = await self._port.list_services_counted()
+        self.counters = counters
+        loop = asyncio.get_running_loop()
+        self.counters_read_at = loop.time()
+        return dict(found)
 
     async def start(
         self, verdicts: Iterable[RealServerVerdict] = (), observed: IpvsTable | None = None
@@ -575,7 +665,7 @@ class IpvsSyncer:
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
         if observed is None:
-            observed = await self._port.list_services()
+            observed = await self._read_counted()
         observed = dict(observed)
         self._believed = observed
         self._reread_due = now + self._resync_interval
@@ -586,6 +676,7 @@ class IpvsSyncer:
             adopted = adopted_quorum(service, observed.get(service.key))
             if adopted is not None:
                 self._quorum[service.key] = adopted
+                self._quorum_known.add(service.key)
         unmanaged = [key for key in observed if key not in self.managed()]
         log.info(
             "IPVS syncer started: %d services configured, %d found in the kernel "
@@ -643,6 +734,7 @@ class IpvsSyncer:
             self._arrivals.pop(gone, None)
         for key in removed:
             self._quorum.pop(key, None)
+            self._quorum_known.discard(key)
             self._draining.pop(key, None)
         now = self._loop.time() if self._loop is not None else 0.0
         for key in touched - removed:
@@ -826,7 +918,7 @@ class IpvsSyncer:
         now = self._loop.time()
         believed = self._believed
         periodic = now >= self._reread_due
-        drifted = False
+        repair: DriftRepair | None = None
         refusals: list[Refusal] = []
         if believed is None or self._reread_requested or periodic:
             if believed is not None and periodic and self._dirty:
@@ -834,23 +926,24 @@ class IpvsSyncer:
                 # the whole table (seconds for thousands of entries on a slow machine).
                 refusals += await self._replan(believed, now)
             self._reread_requested = False
-            found = dict(await self._port.list_services())
+            found = await self._read_counted()
             believed = self._believed
             if believed is not None:
-                for line in describe_drift(believed, found, self.managed()):
+                drift = find_drift(believed, found, self.managed())
+                for item in drift:
                     self.drift += 1
-                    drifted = True
-                    log.warning("IPVS drift: %s; correcting", line)
+                    log.warning("IPVS drift: %s; correcting", item.text)
+                repair = DriftRepair(drift) if drift else None
             believed = self._believed = found
             self._dirty = None
             now = self._loop.time()
             self._reread_due = now + self._resync_interval
-        refusals += await self._replan(believed, now, corrections=drifted)
+        refusals += await self._replan(believed, now, repair=repair)
         self.passes += 1
         return refusals
 
     async def _replan(
-        self, believed: dict[ServiceKey, Service], now: float, *, corrections: bool = False
+        self, believed: dict[ServiceKey, Service], now: float, *, repair: DriftRepair | None = None
     ) -> list[Refusal]:
         """Plan the services marked dirty (all after a read) against `believed`, and apply;
         returns what the kernel refused."""
@@ -888,6 +981,7 @@ class IpvsSyncer:
         )
         replanned = desired.services.keys()
         self._log_sorry_changes(services, desired)
+        self._quorum_changes(services, desired)
         if dirty is None:
             self._quorum = desired.quorum
             self._sorry_active = desired.sorry_active
@@ -897,7 +991,7 @@ class IpvsSyncer:
         arrivals, self._arrivals = self._arrivals, {}
         managed = replanned | self._retired
         operations = plan(desired.services, believed, managed=managed)
-        refusals = await self._apply(operations, arrivals, corrections=corrections)
+        refusals = await self._apply(operations, arrivals, repair=repair)
         assert self._believed is not None
         self._retired = {key for key in self._retired if key in self._believed}
         return refusals
@@ -907,10 +1001,11 @@ class IpvsSyncer:
         operations: list[Operation],
         arrivals: dict[RealServerId, float],
         *,
-        corrections: bool = False,
+        repair: DriftRepair | None = None,
     ) -> list[Refusal]:
         """Apply `operations` in one batch. Those on destinations are logged coalesced while
-        they flap, except `corrections` of drift, each worth its own line."""
+        they flap, except in a pass that `repair`s drift, each worth its own line then; those
+        that correct it count in `drift_repairs`."""
         assert self._loop is not None and self._believed is not None
         # As planned: a reconfiguration while operations are in flight does not change them.
         locations = self._locations
@@ -946,7 +1041,9 @@ class IpvsSyncer:
             acknowledged.append(operation)
             self.operations[type(operation).__name__] += 1
             last_ack[service] = acked
-            if destination is None or corrections:
+            if repair is not None and repair.corrects(service, destination):
+                self.drift_repairs += 1
+            if destination is None or repair is not None:
                 log.info("IPVS: %s", text)
             else:
                 log.debug("IPVS: %s", text)
@@ -972,6 +1069,24 @@ class IpvsSyncer:
             self._reread_due = min(self._reread_due, retry_at)
         self._failing = failing
         return refusals
+
+    def _quorum_changes(self, services: Sequence[ConfiguredService], desired: DesiredTable) -> None:
+        """Tell the listeners which of `services` lost or regained quorum in `desired`."""
+        for service in services:
+            key = service.key
+            old, new = self._quorum.get(key), desired.quorum[key]
+            if old is None or old.up == new.up:
+                continue  # the first evaluation, or no change
+            known = key in self._quorum_known
+            self._quorum_known.add(key)
+            if new.up and not known:
+                continue  # held for the first time since start: it was never known lost
+            change = QuorumChange(service, new, key in desired.sorry_active)
+            for listener in list(self._quorum_listeners):
+                try:
+                    listener(change)
+                except Exception:
+                    log.exception("quorum listener %r failed", listener)
 
     def _log_sorry_changes(
         self, services: Sequence[ConfiguredService], desired: DesiredTable

@@ -26,6 +26,7 @@ from pyroute2.netlink.nlsocket import NetlinkRequest
 from lvsha.ipvs.genl_codec import (
     IpvsRequests,
     decode_destination,
+    decode_destination_counted,
     decode_destination_counters,
     decode_netmask,
     decode_service,
@@ -457,9 +458,16 @@ def test_connection_counters_are_read_from_a_destination_reply() -> None:
     assert decode_destination(payload, Family.INET) == Destination(
         ip_address("2001:db8:1::5"), 443, 3, Forwarding.TUNNEL, 10, 5
     )
+    # Both from one parse, for the syncer's re-read that the metrics take their counters from.
+    assert decode_destination_counted(payload, Family.INET) == (
+        decode_destination(payload, Family.INET),
+        Connections(active=70000, inactive=12),
+    )
     without = {"attrs": [a for a in attributes["attrs"] if a[0] != "IPVS_DEST_ATTR_INACT_CONNS"]}
     with pytest.raises(ReplyFormatError, match="without attribute 8"):
         decode_destination_counters(reply([("IPVS_CMD_ATTR_DEST", without)]), Family.INET)
+    with pytest.raises(ReplyFormatError, match="without attribute 8"):
+        decode_destination_counted(reply([("IPVS_CMD_ATTR_DEST", without)]), Family.INET)
 
 
 def attribute(kind: int, value: bytes) -> bytes:

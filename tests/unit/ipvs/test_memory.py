@@ -91,6 +91,14 @@ async def test_connection_counters_are_zero_until_set_and_go_with_their_destinat
     assert await port.destination_counters() == {}
 
 
+async def test_a_counted_listing_is_the_listing_and_the_counters_of_one_moment() -> None:
+    port = port_with_web()
+    port.set_connections(WEB, REAL.key, 4, 9)
+    services, counters = await port.list_services_counted()
+    assert services == await port.list_services()
+    assert counters == await port.destination_counters() == {WEB: {REAL.key: Connections(4, 9)}}
+
+
 async def test_a_snapshot_does_not_change_with_the_table() -> None:
     port = port_with_web()
     before = port.snapshot()
