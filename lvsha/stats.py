@@ -15,11 +15,14 @@ class RecentSamples:
         self._recent: deque[float] = deque(maxlen=window)
         self.count = 0
         """Samples since the start, not only those in the window."""
+        self.total = 0.0
+        """Their sum since the start."""
         self.max = 0.0
 
     def record(self, value: float) -> None:
         self._recent.append(value)
         self.count += 1
+        self.total += value
         self.max = max(self.max, value)
 
     def quantile(self, q: float) -> float:

@@ -67,12 +67,23 @@ def family_of(name: str, families: Families) -> Family:
     raise KeyError(f"metric {name} belongs to no declared family")
 
 
+def summary(name: str, labels: dict[str, str], recent: RecentSamples) -> list[Sample]:
+    """A summary's samples: the median and p99 of the recent window, and the count and sum
+    since the start."""
+    return [
+        (name, {**labels, "quantile": "0.5"}, recent.p50),
+        (name, {**labels, "quantile": "0.99"}, recent.p99),
+        (f"{name}_sum", labels, recent.total),
+        (f"{name}_count", labels, float(recent.count)),
+    ]
+
+
 LOOP_FAMILIES = (
     Family(
         "lvsha_event_loop_lag_seconds",
-        "gauge",
-        "How late the process's event loop ran a callback due at a known time, by quantile "
-        "over the last 2000 ticks (one every 50 ms).",
+        "summary",
+        "How late the process's event loop ran a callback due at a known time; quantiles over "
+        "the last 2000 ticks (one every 50 ms).",
     ),
     Family(
         "lvsha_event_loop_lag_max_seconds",
@@ -111,8 +122,7 @@ class LoopLag:
     def samples(self, process: str) -> list[Sample]:
         labels = {"process": process}
         return [
-            ("lvsha_event_loop_lag_seconds", {**labels, "quantile": "0.5"}, self.lag.p50),
-            ("lvsha_event_loop_lag_seconds", {**labels, "quantile": "0.99"}, self.lag.p99),
+            *summary("lvsha_event_loop_lag_seconds", labels, self.lag),
             ("lvsha_event_loop_lag_max_seconds", labels, self.lag.max),
         ]
 
