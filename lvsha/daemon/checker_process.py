@@ -17,7 +17,16 @@ Operator overrides (`SetOverrides`: drain, maint) are taken in the same order, m
 maintenance files (`lvsha.checks.admin.AdminBook`) and followed by one IPVS pass before the
 answer (`OverridesApplied`). A `StatusRequest` is answered out of that order, at once, even
 while a reload runs: the status is built from what the checker holds and a fresh read of the
-kernel's connection counters (requests arriving while a read is in flight share it).
+kernel's connection counters (requests arriving while a read is in flight share it). A
+`Ping` is answered with a `Pong` at once, out of order too: the parent feeds the systemd
+watchdog only while the children's loops answer.
+
+What the operator should hear of (a real server's health, a service's quorum, a refused
+script: `lvsha.ipvs.events`) goes to the parent as `ChildEvent`s, one buffered write each,
+never waited for. The metrics textfile (`RUN_DIR/metrics-checker.prom`, every
+`METRICS_INTERVAL` seconds) is rendered in slices from what the checker holds: the connection
+counters come from the syncer's periodic re-read of the table (or a status request's read),
+never from a dump of their own.
 """
 
 from __future__ import annotations
@@ -26,18 +35,20 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
 
+from lvsha.alerts.events import FieldValue
 from lvsha.checks.admin import AdminBook
 from lvsha.checks.maintenance import MaintenanceWatcher
-from lvsha.checks.metrics import FAMILIES
+from lvsha.checks.metrics import FAMILIES, check_duration_samples
 from lvsha.checks.pool import CheckPool, PlanIndex, PlanIndexer, index_plan, raise_file_limit
 from lvsha.checks.targets import CheckPlan, CheckTarget, check_plan, virtual_server_checks
 from lvsha.checks.verdict import Health, RealServerId
@@ -55,7 +66,9 @@ from lvsha.daemon.overrides import Override, OverrideError
 from lvsha.daemon.overrides import decode as decode_overrides
 from lvsha.daemon.overrides import load as load_overrides
 from lvsha.gcpause import collector_paused
+from lvsha.ipvs.events import CheckerEvents, ServiceLabels
 from lvsha.ipvs.memory import MemoryIpvsTable
+from lvsha.ipvs.metrics import real_server_samples, virtual_server_samples
 from lvsha.ipvs.model import ConnectionTable
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort
@@ -73,11 +86,14 @@ from lvsha.ipvs.syncer import IpvsSyncer, OnStop, presumptions
 from lvsha.messages import (
     ApplyConfig,
     CheckerStatus,
+    ChildEvent,
     ChildReady,
     ConfigApplied,
     Message,
     MessageError,
     OverridesApplied,
+    Ping,
+    Pong,
     SetOverrides,
     StatusRequest,
     VrrpRoles,
@@ -101,13 +117,21 @@ DIGEST_SHOWN = 12
 SLICE = 0.005
 """Seconds of a reload's work the loop does before it lets probes run again."""
 
+METRICS_INTERVAL = 5.0
+"""Seconds between two writes of the metrics textfile."""
+
 
 async def read_parent(channel: ParentChannel, inbox: asyncio.Queue[Message | None]) -> None:
     """Queue what the parent sends from start-up on, so nothing is lost before the follower
-    exists; None marks the end (no parent, or it closed the channel)."""
+    exists; None marks the end (no parent, or it closed the channel). A `Ping` is answered
+    here at once instead, whatever the checker is busy with (start-up, a reload): the answer
+    says the loop runs, and nothing else."""
     try:
         async for message in channel.messages():
-            inbox.put_nowait(message)
+            if isinstance(message, Ping):
+                channel.send(Pong(message.serial))
+            else:
+                inbox.put_nowait(message)
     finally:
         inbox.put_nowait(None)
 
@@ -214,6 +238,26 @@ async def _derive_paced(config: LvshaConfig) -> _Derived:
     return _Derived(config, indexer.index(plan), tuple(services))
 
 
+class HeldUntilReady:
+    """Sends to the parent, held until it has heard `ChildReady` (`release`): a real server
+    found down while the checks start is reported once the parent knows the child is up."""
+
+    def __init__(self, send: Callable[[Message], None]) -> None:
+        self._send = send
+        self._held: list[Message] | None = []
+
+    def send(self, message: Message) -> None:
+        if self._held is not None:
+            self._held.append(message)
+        else:
+            self._send(message)
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        for message in held or ():
+            self._send(message)
+
+
 def _sync_target(config: LvshaConfig) -> tuple[str, SyncSettings] | None:
     sync = config.global_.lvs_sync_daemon
     return None if sync is None else (sync.vrrp_instance, sync_settings(sync))
@@ -223,7 +267,8 @@ class Checker:
     """The checker's parts for one configuration, and their move to the next (`apply`).
 
     Construct, `await start()`, then `await start_sync_daemon(...)` once the roles are known,
-    `on_message` for each parent message, `await stop()`.
+    `on_message` for each parent message, `await stop()`. `send` takes the events for the
+    parent (`ChildEvent`) and must not wait; without it they are dropped.
     """
 
     def __init__(
@@ -234,6 +279,7 @@ class Checker:
         maintenance_directory: Path,
         *,
         pool: CheckPool | None = None,
+        send: Callable[[Message], None] | None = None,
     ) -> None:
         derived = _derive(config)
         self.config = config
@@ -254,6 +300,12 @@ class Checker:
         """Both sources of admin state (maintenance files, API overrides), merged."""
         self.watcher = MaintenanceWatcher(self.admin, maintenance_directory)
         self._counter_read: asyncio.Task[ConnectionTable | None] | None = None
+        self._counters_read: tuple[float, ConnectionTable] | None = None
+        """The last counters a status request read, and when (loop time)."""
+        self._send = send
+        self.labels = ServiceLabels(self.syncer)
+        """How metrics and events name each virtual server."""
+        self.events = CheckerEvents(self.pool, self.syncer, self._send_event, self.labels)
         self.roles = VrrpRoleBook(config)
         self.follower: SyncDaemonFollower | None = None
         self.generation: int | None = None
@@ -301,7 +353,12 @@ class Checker:
             return await self.on_message(first)
         return None
 
+    def _send_event(self, event_type: str, fields: dict[str, FieldValue]) -> None:
+        if self._send is not None:
+            self._send(ChildEvent(event_type, json.dumps(fields, separators=(",", ":"))))
+
     async def stop(self) -> None:
+        self.events.close()
         await self.syncer.stop()
         await self.pool.close()
         if self.follower is not None:
@@ -315,6 +372,9 @@ class Checker:
 
     @overload
     async def on_message(self, message: StatusRequest) -> CheckerStatus: ...
+
+    @overload
+    async def on_message(self, message: Ping) -> Pong: ...
 
     @overload
     async def on_message(self, message: Message) -> Message | None: ...
@@ -337,6 +397,8 @@ class Checker:
                 return await self.set_overrides(message)
             case StatusRequest():
                 return await self.status(message)
+            case Ping():
+                return Pong(message.serial)
             case _:
                 log.debug("ignoring %s from the parent", type(message).__name__)
         return None
@@ -392,10 +454,26 @@ class Checker:
 
     async def _read_counters(self) -> ConnectionTable | None:
         try:
-            return await self.table.destination_counters()
+            counters = await self.table.destination_counters()
         except IpvsError as error:
             log.warning("cannot read the IPVS connection counters: %s", error)
             return None
+        self._counters_read = (asyncio.get_running_loop().time(), counters)
+        return counters
+
+    def latest_counters(self) -> tuple[float, ConnectionTable] | None:
+        """The connection counters last read (by the syncer's re-read of the table or for a
+        status request, whichever came later), and when (loop time); None: none read yet."""
+        syncer = self.syncer
+        latest = self._counters_read
+        read_at = syncer.counters_read_at
+        if (
+            syncer.counters is not None
+            and read_at is not None
+            and (latest is None or read_at >= latest[0])
+        ):
+            return read_at, syncer.counters
+        return latest
 
     async def apply(self, message: ApplyConfig) -> ConfigApplied:
         """Run the configuration `message` carries from now on; see the module docstring."""
@@ -503,22 +581,35 @@ class Checker:
         return "; ".join([*(f"IPVS: {refusal}" for refusal in left), *errors])
 
 
-def _samples(checker: Checker, lag: LoopLag) -> Iterable[Sample]:
+def metric_samples(checker: Checker, lag: LoopLag) -> Iterator[Sample]:
+    """Every sample of the checker's textfile (families: `lvsha.checks.metrics.FAMILIES`), a
+    generator: `render_sliced` lets the loop run between slices of it."""
     pool, syncer = checker.pool, checker.syncer
     yield from lag.samples("checker")
     for q in (0.5, 0.99):
         label = {"quantile": str(q)}
         yield ("lvsha_check_lateness_seconds", label, pool.lateness.quantile(q))
         yield ("lvsha_ipvs_detection_to_kernel_seconds", label, syncer.latency.quantile(q))
+    yield from check_duration_samples(pool.durations)
     yield ("lvsha_checks_distinct", {}, float(pool.distinct_checks))
     yield ("lvsha_checks_in_flight", {}, float(pool.in_flight))
-    healthy = sum(1 for v in pool.verdicts().values() if v.health is Health.HEALTHY)
+    verdicts = pool.verdicts()
+    healthy = sum(1 for v in verdicts.values() if v.health is Health.HEALTHY)
     yield ("lvsha_real_servers", {"health": "healthy"}, float(healthy))
     yield ("lvsha_real_servers", {}, float(len(pool.real_servers)))
     for operation, count in syncer.operations.items():
         yield ("lvsha_ipvs_operations_total", {"operation": operation}, float(count))
     yield ("lvsha_ipvs_errors_total", {}, float(syncer.errors))
-    yield ("lvsha_ipvs_drift_total", {}, float(syncer.drift))
+    yield ("lvsha_ipvs_drift_repairs_total", {}, float(syncer.drift_repairs))
+    labels = checker.labels.labels()
+    yield from virtual_server_samples(syncer, labels)
+    latest = checker.latest_counters()
+    counters = None
+    if latest is not None:
+        read_at, counters = latest
+        age = asyncio.get_running_loop().time() - read_at
+        yield ("lvsha_ipvs_counters_age_seconds", {}, max(0.0, age))
+    yield from real_server_samples(verdicts, syncer, labels, counters)
 
 
 async def serve(
@@ -561,7 +652,8 @@ async def serve(
         table, daemons = netlink_table, netlink_daemons
     # One descriptor per probe in flight: as many as the hard limit allows (see CheckPool).
     raise_file_limit()
-    checker = Checker(config, table, daemons, run_dir / "maintenance")
+    outbox = HeldUntilReady(channel.send)
+    checker = Checker(config, table, daemons, run_dir / "maintenance", send=outbox.send)
     try:
         await checker.start(overrides)
     except IpvsError as exc:
@@ -588,13 +680,18 @@ async def serve(
         asyncio.create_task(checker.watcher.run(), name="maintenance"),
         asyncio.create_task(
             export_periodically(
-                run_dir / "metrics-checker.prom", lambda: _samples(checker, lag), FAMILIES
-            )
+                run_dir / "metrics-checker.prom",
+                lambda: metric_samples(checker, lag),
+                FAMILIES,
+                METRICS_INTERVAL,
+            ),
+            name="metrics",
         ),
     ]
     channel.send(ChildReady())
     if first_answer is not None:
         channel.send(first_answer)  # the parent's first message was not VrrpRoles
+    outbox.release()
     log.info(
         "checker running: %d checks (%d distinct) on %d real servers",
         len(checker.pool.plan.targets),
@@ -625,7 +722,8 @@ async def follow_parent(
 ) -> None:
     """Take the parent's messages until the channel ends. In order, one at a time: an
     ApplyConfig or SetOverrides is answered before the next is taken. A StatusRequest is
-    answered out of that order, as soon as it is built, reload or not."""
+    answered out of that order, as soon as it is built, reload or not; a Ping at once (those
+    `read_parent` has not answered already)."""
     ordered: asyncio.Queue[Message | None] = asyncio.Queue()
     answering: set[asyncio.Task[None]] = set()
 
@@ -645,7 +743,9 @@ async def follow_parent(
     worker = asyncio.create_task(in_order(), name="parent-messages-in-order")
     try:
         while (message := await inbox.get()) is not None:
-            if isinstance(message, StatusRequest):
+            if isinstance(message, Ping):
+                send(Pong(message.serial))
+            elif isinstance(message, StatusRequest):
                 task = asyncio.create_task(take(message), name=f"status {message.serial}")
                 answering.add(task)
                 task.add_done_callback(answering.discard)
