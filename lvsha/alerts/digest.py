@@ -10,7 +10,7 @@ JSON.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lvsha.alerts.events import (
     Event,
@@ -33,20 +33,31 @@ class Entry:
     first: Event
     latest: Event
     count: int = 1
+    states: list[str] = field(default_factory=list)
+    """A VRRP instance's states, from before its first change on, while there are at most
+    `PATH_STATES`."""
 
     @property
     def line(self) -> str:
         """The latest state, and how many events this stands for when more than one:
-        "web: real server 10.0.0.2:80 down: connection refused (7 changes since ...)"."""
+        "web: real server 10.0.0.2:80 down: connection refused (7 changes since ...)"; a few
+        VRRP transitions show their path: "VI_1: INITIALIZE -> BACKUP -> MASTER"."""
         latest = self.latest
         text = summary(latest.type, latest.fields)
         if self.count == 1:
             return text
-        if latest.type == "vrrp_state":
-            # from where it was before the first change to where it is now
-            fields = {**latest.fields, "old": self.first.fields.get("old")}
-            text = summary(latest.type, fields)
+        if latest.type == "vrrp_state" and len(self.states) == self.count + 1:
+            return f"{latest.fields.get('instance')}: {' -> '.join(self.states)}"
         return f"{text} ({self.count} changes since {iso_time(self.first.time)})"
+
+
+PATH_STATES = 5
+"""States a coalesced VRRP line spells out (four transitions); more read as a count."""
+
+
+def _state(event: Event, key: str) -> str:
+    value = event.fields.get(key)
+    return "?" if value is None else str(value)
 
 
 def coalesce(events: Iterable[Event]) -> list[Entry]:
@@ -58,12 +69,19 @@ def coalesce(events: Iterable[Event]) -> list[Entry]:
         entry = by_key.get(key) if key is not None else None
         if entry is None:
             entry = Entry(first=event, latest=event)
+            if event.type == "vrrp_state":
+                entry.states = [_state(event, "old"), _state(event, "new")]
             entries.append(entry)
             if key is not None:
                 by_key[key] = entry
         else:
             entry.latest = event
             entry.count += 1
+            if event.type == "vrrp_state" and len(entry.states) == entry.count:
+                if len(entry.states) < PATH_STATES:
+                    entry.states.append(_state(event, "new"))
+                else:
+                    entry.states = []  # too many to spell out: a count
     return entries
 
 

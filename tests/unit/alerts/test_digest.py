@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -68,18 +69,26 @@ def test_each_event_has_a_one_line_summary(
     assert summary(event_type, fields) == expected
 
 
-def test_a_vrrp_instance_moving_back_and_forth_reads_from_where_it_was() -> None:
+def test_a_few_vrrp_transitions_show_their_path_more_a_count() -> None:
+    def moves(name: str, *states: str) -> list[Event]:
+        return [
+            event("vrrp_state", NOW + n, instance=name, old=old, new=new)
+            for n, (old, new) in enumerate(itertools.pairwise(states))
+        ]
+
     entries = coalesce(
         [
-            event("vrrp_state", NOW, instance="VI_1", old="BACKUP", new="MASTER"),
-            event("vrrp_state", NOW + 1, instance="VI_1", old="MASTER", new="BACKUP"),
-            event("vrrp_state", NOW + 2, instance="VI_1", old="BACKUP", new="FAULT"),
-            event("vrrp_state", NOW + 3, instance="VI_2", old="BACKUP", new="MASTER"),
+            *moves("VI_1", "INITIALIZE", "BACKUP", "MASTER"),
+            *moves("VI_2", "BACKUP", "MASTER"),
+            *moves("VI_3", "BACKUP", "MASTER", "BACKUP", "MASTER", "BACKUP"),
+            *moves("VI_4", "BACKUP", "MASTER", "BACKUP", "MASTER", "BACKUP", "FAULT"),
         ]
     )
     assert [entry.line for entry in entries] == [
-        "VI_1: BACKUP -> FAULT (3 changes since 2025-01-01T12:00:00.000Z)",
+        "VI_1: INITIALIZE -> BACKUP -> MASTER",
         "VI_2: BACKUP -> MASTER",
+        "VI_3: BACKUP -> MASTER -> BACKUP -> MASTER -> BACKUP",
+        "VI_4: BACKUP -> FAULT (5 changes since 2025-01-01T12:00:00.000Z)",
     ]
 
 
