@@ -90,7 +90,7 @@ async def test_configurations_are_applied_one_at_a_time_in_order(
             sent(3, config({"VI_A": instance(1, vip(10), priority=120)})),
         ]
     )
-    await follow_parent(engine, channel, StaticLinks(engine, set()))  # type: ignore[arg-type]
+    await follow_parent(engine, channel, StaticLinks(engine, set()))
     assert channel.answers == [ConfigApplied(2, True), ConfigApplied(3, True)]
     assert overlaps == []
     assert list(engine.instances) == ["VI_A"]

@@ -64,7 +64,7 @@ def applying(generation: int, priority: int) -> ApplyConfig:
 async def test_each_ping_gets_its_pong_without_waiting_for_a_reload(lab: Harness) -> None:
     engine = await lab.start(config({"VI_1": instance(1, vip(10))}))
     channel = Channel([Ping(1), applying(2, 110), Ping(2), Ping(7)])
-    await follow_parent(engine, channel, StaticLinks(engine, set()))  # type: ignore[arg-type]
+    await follow_parent(engine, channel, StaticLinks(engine, set()))
     assert channel.answers == [Pong(1), Pong(2), Pong(7), ConfigApplied(2, True)]
 
 
@@ -81,9 +81,7 @@ async def test_a_ping_is_answered_while_a_reload_is_applied(
 
     monkeypatch.setattr(VrrpEngine, "apply", slow)
     channel = LiveChannel()
-    following = asyncio.create_task(
-        follow_parent(engine, channel, StaticLinks(engine, set()))  # type: ignore[arg-type]
-    )
+    following = asyncio.create_task(follow_parent(engine, channel, StaticLinks(engine, set())))
     channel.put(applying(2, 110))
     channel.put(Ping(5))
     await wait_for(lambda: channel.answers == [Pong(5)])

@@ -85,7 +85,7 @@ async def test_a_handover_set_is_fed_to_the_engine_and_answered_with_the_status(
         first.append(instances(channel.answers[-1]))
 
     channel.send = send  # type: ignore[method-assign]
-    await follow_parent(engine, channel, StaticLinks(engine, set()))  # type: ignore[arg-type]
+    await follow_parent(engine, channel, StaticLinks(engine, set()))
     assert len(first) == 2
     assert first[0]["VI_2"]["handed_over"] and not first[0]["VI_1"]["handed_over"]
     assert not first[1]["VI_2"]["handed_over"]
@@ -102,7 +102,7 @@ async def test_a_handover_answer_goes_through_the_reporter(lab: Harness) -> None
     channel = Channel([SetHandover(("VI_1",))])
     await follow_parent(
         engine,
-        channel,  # type: ignore[arg-type]
+        channel,
         StaticLinks(engine, set()),
         reporter,
     )
