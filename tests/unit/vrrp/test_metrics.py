@@ -173,11 +173,6 @@ async def test_the_file_parses_and_passes_promtool(lab: Harness) -> None:
     promtool_check(render(keepalived_samples(engine), FAMILIES))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lvsha.daemon.metrics.LOOP_FAMILIES declares lvsha_event_loop_lag_seconds a gauge "
-    "with a quantile label: promtool wants a summary",
-)
 async def test_the_whole_file_passes_promtool(lab: Harness) -> None:
     engine = await lab.start(keepalived_config(True))  # type: ignore[arg-type]
     promtool_check(render(process_samples(engine, LoopLag()), FAMILIES))
