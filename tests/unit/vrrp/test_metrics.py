@@ -158,7 +158,7 @@ async def test_the_file_parses_and_passes_promtool(lab: Harness) -> None:
     assert families["lvsha_vrrp_adverts_sent"].type == "counter"
     assert families["lvsha_vrrp_state"].type == "gauge"
     assert families["keepalived_vrrp_state"].type == "gauge"
-    assert families["lvsha_event_loop_lag_seconds"].type == "gauge"
+    assert families["lvsha_event_loop_lag_seconds"].type == "summary"
     states = {
         (s.labels["instance"], s.labels["state"]): s.value
         for s in families["lvsha_vrrp_state"].samples
