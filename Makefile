@@ -19,9 +19,10 @@ APT_RUN := python3 python3-venv python3-pip iproute2 ca-certificates
 # to split brains on purpose, dnsmasq as the DNS server of the check tests. The real-IPVS
 # tests boot Debian's kernel (which has ip_vs) under qemu with virtme-ng: qemu, busybox
 # and udev for the guest, ipvsadm as the independent reader of the table; tiny-initramfs
-# satisfies the kernel's initramfs dependency without initramfs-tools.
+# satisfies the kernel's initramfs dependency without initramfs-tools. prometheus brings
+# promtool, which checks the /metrics exposition.
 APT_TEST := $(APT_RUN) iputils-ping systemd openssl keepalived nftables dnsmasq-base \
-  qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm
+  qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm prometheus
 
 .PHONY: apt apt-test venv lint typecheck test drill reference clean
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import importlib
+import json
 import logging
+import socket
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lvsha.config import DEFAULT_MAX_SIZE, ConfigError, LvshaConfig
 from lvsha.daemon import overrides
@@ -24,8 +28,9 @@ from lvsha.daemon.child import log_problems
 from lvsha.daemon.control import CONTROL_SOCKET, AccessRules, ControlServer
 from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
-from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.daemon.metrics import LoopLag, Sample, merge, render
 from lvsha.daemon.operations import Operations
+from lvsha.daemon.prometheus import MAIN_FAMILIES, MetricsEndpoint, bind, build_labels
 from lvsha.daemon.reload import (
     ReloadAnswer,
     Reloader,
@@ -36,19 +41,33 @@ from lvsha.daemon.reload import (
 )
 from lvsha.daemon.supervisor import ChildSpec, Supervisor, child_argv
 from lvsha.daemon.unixsock import SocketPathError
-from lvsha.messages import Message, SetHandover, VrrpRoles, VrrpStateChanged
+from lvsha.daemon.watchdog import Watchdog, interval_from_env
+from lvsha.messages import (
+    ChildEvent,
+    Message,
+    Pong,
+    SetHandover,
+    VrrpRoles,
+    VrrpStateChanged,
+)
 
 if TYPE_CHECKING:
+    from lvsha.alerts.dispatch import Alerts
     from lvsha.daemon.reload_plan import ReloadPlan
 
 log = logging.getLogger("lvsha")
 
 DEFAULT_STATE_DIR = "/var/lib/lvsha"
 
-AFTER_SPAWN_IMPORTS = ("aiohttp.web", "lvsha.daemon.reload_plan")
+AFTER_SPAWN_IMPORTS = ("aiohttp.web", "lvsha.daemon.reload_plan", "lvsha.alerts.dispatch")
 """What the parent needs only once its children run (the control API's server, the reload
-planner with the check targets and probes it compares): imported after spawning them, so a
-VRRP child does not wait for them (bench/startup.py)."""
+planner with the check targets and probes it compares, the alert sinks): imported after
+spawning them, so a VRRP child does not wait for them (bench/startup.py)."""
+
+EARLY_EVENTS = 1000
+"""Events kept for the alert sinks while they are not set up yet (the first moments after the
+children start): more would be a storm the sinks would digest anyway."""
+CHILD_FILES = {"vrrp": "metrics-vrrp.prom", "checker": "metrics-checker.prom"}
 
 
 class _Parent:
@@ -90,6 +109,13 @@ class _Parent:
         )
         self.rules = AccessRules(running.config.global_.control)
         self.control: ControlServer | None = None
+        self.alerts: Alerts | None = None
+        self._early: list[tuple[str, dict[str, Any], float]] = []
+        self.early_dropped = 0
+        self.watchdog: Watchdog | None = None
+        self.metrics: MetricsEndpoint | None = None
+        self.lag = LoopLag()
+        self._build = build_labels()
         self._signalled: asyncio.Task[None] | None = None
         self._signalled_again = False
 
@@ -137,9 +163,50 @@ class _Parent:
             start_after="vrrp",
         )
 
-    def samples(self, lag: LoopLag) -> list[Sample]:
+    def publish(self, event_type: str, **fields: Any) -> None:
+        """An event: on the stream, and to the alert sinks."""
+        self.events.publish(event_type, **fields)
+        plain = {key: _plain(value) for key, value in fields.items()}
+        if self.alerts is not None:
+            self.alerts.submit(event_type, plain, time.time())
+        elif len(self._early) < EARLY_EVENTS:
+            self._early.append((event_type, plain, time.time()))
+        else:
+            self.early_dropped += 1
+
+    async def move_metrics(self, listen: str | None) -> None:
+        """A reload changed metrics.listen: serve on the new address, or stop serving. When
+        the new address cannot be bound, the old endpoint keeps serving."""
+        new: MetricsEndpoint | None = None
+        if listen is not None:
+            try:
+                new = MetricsEndpoint(listen, bind(listen), self.scrape)
+                await new.serve()
+            except OSError as exc:
+                log.error("metrics endpoint not moved, still as before: %s", exc)
+                return
+        old, self.metrics = self.metrics, new
+        if old is not None:
+            await old.close()
+            log.info("metrics no longer served on %s", old.listen)
+
+    def start_alerts(self, alerts: Alerts) -> None:
+        """The sinks are set up: they get what happened meanwhile, then every event."""
+        self.alerts = alerts
+        early, self._early = self._early, []
+        for event_type, fields, wall_time in early:
+            alerts.submit(event_type, fields, wall_time)
+        if self.early_dropped:
+            log.warning(
+                "alerts: %d events of the first moments were not alerted (more than %d)",
+                self.early_dropped,
+                EARLY_EVENTS,
+            )
+
+    def samples(self) -> list[Sample]:
         events = self.events
-        samples = lag.samples("main")
+        samples = self.lag.samples("main")
+        samples.append(("lvsha_build_info", self._build, 1.0))
         samples += [
             ("lvsha_event_stream_clients", {}, float(events.clients)),
             ("lvsha_event_stream_connections_total", {}, float(events.connections_total)),
@@ -156,18 +223,78 @@ class _Parent:
         if self.supervisor is not None:
             for child, count in self.supervisor.restarts().items():
                 samples.append(("lvsha_child_restarts_total", {"child": child}, float(count)))
+                up = float(self.supervisor.alive(child))
+                samples.append(("lvsha_child_up", {"child": child}, up))
+        if self.watchdog is not None:
+            samples.append(("lvsha_watchdog_fed_total", {}, float(self.watchdog.fed_total)))
+            withheld = float(self.watchdog.withheld_total)
+            samples.append(("lvsha_watchdog_withheld_total", {}, withheld))
         return samples
 
+    def scrape_main(self) -> str:
+        """The parent's own figures, for its text file."""
+        samples = self.samples()
+        families = dict(MAIN_FAMILIES)
+        if self.alerts is not None:
+            from lvsha.alerts.dispatch import FAMILIES  # noqa: PLC0415 - imported by now
+
+            samples += self.alerts.samples()
+            families.update(FAMILIES)
+        return render(samples, families)
+
+    def scrape(self) -> str:
+        """The exposition for GET /metrics: the parent's figures now, and the last file each
+        running child wrote."""
+        texts = []
+        ages: list[Sample] = []
+        now = time.time()
+        for child, name in CHILD_FILES.items():
+            if self.supervisor is None or not self.supervisor.alive(child):
+                continue
+            path = self.run_dir / name
+            try:
+                with path.open() as file:
+                    texts.append(file.read())
+                    age = max(0.0, now - Path(f"/proc/self/fd/{file.fileno()}").stat().st_mtime)
+            except OSError:
+                continue  # not written yet
+            ages.append(("lvsha_metrics_snapshot_age_seconds", {"process": child}, age))
+        return merge([self.scrape_main(), render(ages, MAIN_FAMILIES), *texts])
+
     def on_message(self, child: str, message: Message) -> None:
+        if isinstance(message, Pong):
+            if self.watchdog is not None:
+                self.watchdog.pong(child, message.serial)
+            return
+        if isinstance(message, ChildEvent):
+            self._child_event(child, message)
+            return
         if self.operations.child_message(child, message):
             return
         if child == "vrrp" and isinstance(message, VrrpStateChanged):
             self._vrrp_state(message)
         self.reloader.child_message(child, message)
 
+    def _child_event(self, child: str, event: ChildEvent) -> None:
+        try:
+            fields = json.loads(event.fields)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict) or not all(
+            value is None or isinstance(value, str | int | float | bool)
+            for value in fields.values()
+        ):
+            log.error("%s child sent a malformed %s event: %r", child, event.type, event.fields)
+            return
+        fields.pop("type", None)
+        self.publish(
+            event.type,
+            **{key: value for key, value in fields.items() if key not in ("seq", "time")},
+        )
+
     def _vrrp_state(self, change: VrrpStateChanged) -> None:
         self.roles[change.instance] = change.new
-        self.events.publish(
+        self.publish(
             "vrrp_state",
             instance=change.instance,
             old=change.old,
@@ -199,7 +326,12 @@ class _Parent:
                     fresh.stop_timeout,
                 )
 
+    def on_restart(self, child: str, how: str, restarts: int) -> None:
+        self.publish("child_restarted", child=child, status=how, restarts=restarts)
+
     def on_started(self, child: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.started(child)
         if child == "checker":
             # Before anything else: a restarted checker must not guess the role.
             self._send("checker", VrrpRoles(tuple(sorted(self.roles.items()))))
@@ -236,6 +368,13 @@ class _Parent:
         self.rules.update(new.config.global_.control)
         if self.control is not None:
             self.control.regroup()
+        if self.alerts is not None:
+            self.alerts.update(new.config)
+        if self.watchdog is not None:
+            self.watchdog.set_bound(new.config.global_.watchdog_bound)
+        listen = new.config.global_.metrics.listen
+        if listen != old.config.global_.metrics.listen:
+            asyncio.get_running_loop().create_task(self.move_metrics(listen))
         for was, now in renamed.items():
             if was in self.roles:
                 self.roles[now] = self.roles.pop(was)
@@ -248,7 +387,7 @@ class _Parent:
             old.describe(),
             plan.summary(),
         )
-        self.events.publish(
+        self.publish(
             "config_applied",
             generation=new.generation,
             digest=new.digest,
@@ -270,7 +409,7 @@ class _Parent:
                 answer.outcome,
                 self.running.describe(),
             )
-            self.events.publish(
+            self.publish(
                 "config_refused",
                 outcome=answer.outcome,
                 file=answer.file,
@@ -292,6 +431,15 @@ class _Parent:
             await self.reload(None, plan_only=False)
             if not self._signalled_again:
                 return
+
+
+def _plain(value: object) -> str | int | float | bool | None:
+    """A field as the alert sinks take it: JSON's scalars, enums by value, others as text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    return str(value)
 
 
 def state_lines(state: overrides.State, config: LvshaConfig) -> list[str]:
@@ -356,12 +504,18 @@ async def _supervise(parent: _Parent) -> int:
         rules=parent.rules,
     )
     parent.control = control
+    metrics_sock: socket.socket | None = None
+    what = "control socket"
     try:
-        # Bound before any child starts: a path we cannot use stops lvsha before VRRP runs.
-        # Clients wait in the backlog until it serves, once the children are spawned.
+        # Bound before any child starts: a path or port we cannot use stops lvsha before VRRP
+        # runs. Clients wait in the backlog until it serves, once the children are spawned.
         control.bind()
+        what = "metrics endpoint"
+        listen = parent.running.config.global_.metrics.listen
+        if listen is not None:
+            metrics_sock = bind(listen)
     except (SocketPathError, OSError) as exc:
-        log.error("not starting: control socket: %s", exc)
+        log.error("not starting: %s: %s", what, exc)
         await control.close()
         await parent.events.close()
         return 1
@@ -371,35 +525,71 @@ async def _supervise(parent: _Parent) -> int:
         on_reload=parent.on_sighup,
         on_started=parent.on_started,
         on_exited=parent.on_exited,
+        on_restart=parent.on_restart,
     )
     parent.supervisor = supervisor
-    lag = LoopLag()
-    lag.start()
+    parent.lag.start()
     exporter = asyncio.create_task(
-        export_periodically(parent.run_dir / "metrics-main.prom", lambda: parent.samples(lag))
+        _export_main(parent.run_dir / "metrics-main.prom", parent), name="metrics-main"
     )
+    watchdog_interval = interval_from_env()
+    watching: asyncio.Task[None] | None = None
+    if watchdog_interval is not None:
+        parent.watchdog = Watchdog(
+            watchdog_interval,
+            parent.running.config.global_.watchdog_bound,
+            send=supervisor.send,
+            alive=supervisor.alive,
+        )
+        watching = asyncio.create_task(parent.watchdog.run(), name="watchdog")
     supervising = asyncio.create_task(supervisor.run(), name="supervisor")
     try:
-        await _after_spawn(supervisor, supervising, control)
+        await _after_spawn(parent, supervisor, supervising, control, metrics_sock)
         return await supervising
     finally:
         if not supervising.done():  # _after_spawn raised: stop the children
             supervisor.stop(1)
             await asyncio.gather(supervising, return_exceptions=True)
-        exporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await exporter
-        lag.stop()
+        for task in (exporter, watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        parent.lag.stop()
+        if parent.metrics is not None:
+            await parent.metrics.close()
+        elif metrics_sock is not None:
+            metrics_sock.close()
+        if parent.alerts is not None:
+            await parent.alerts.close()
         await control.close()
         await parent.events.close()
 
 
+async def _export_main(path: Path, parent: _Parent) -> None:
+    """The parent's own figures as a text file too, like the children's."""
+    from lvsha.daemon.metrics import write_atomically  # noqa: PLC0415
+
+    try:
+        while True:
+            with contextlib.suppress(OSError):
+                write_atomically(path, parent.scrape_main())
+            await asyncio.sleep(5.0)
+    finally:
+        with contextlib.suppress(OSError):
+            write_atomically(path, parent.scrape_main())
+
+
 async def _after_spawn(
-    supervisor: Supervisor, supervising: asyncio.Task[int], control: ControlServer
+    parent: _Parent,
+    supervisor: Supervisor,
+    supervising: asyncio.Task[int],
+    control: ControlServer,
+    metrics_sock: socket.socket | None,
 ) -> None:
     """Once the children are spawned: import what only the parent's later work needs (in a
-    thread, so the loop keeps relaying the children's first messages), then serve the control
-    API."""
+    thread, so the loop keeps relaying the children's first messages), then set up the alert
+    sinks and serve the control API and the metrics."""
     spawned = asyncio.create_task(supervisor.spawned())
     await asyncio.wait({spawned, supervising}, return_when=asyncio.FIRST_COMPLETED)
     spawned.cancel()
@@ -407,8 +597,18 @@ async def _after_spawn(
         return
     for module in AFTER_SPAWN_IMPORTS:
         await asyncio.to_thread(importlib.import_module, module)
+    from lvsha.alerts.dispatch import Alerts  # noqa: PLC0415 - imported just above
+
+    alerts = Alerts(parent.running.config)
+    await alerts.start()
+    parent.start_alerts(alerts)
     try:
+        if metrics_sock is not None:
+            listen = parent.running.config.global_.metrics.listen
+            assert listen is not None
+            parent.metrics = MetricsEndpoint(listen, metrics_sock, parent.scrape)
+            await parent.metrics.serve()
         await control.serve()
     except OSError as exc:
-        log.error("stopping: control socket: %s", exc)
+        log.error("stopping: control socket or metrics endpoint: %s", exc)
         supervisor.stop(1)
