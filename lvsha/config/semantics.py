@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from lvsha.config.checks import HttpCheck, HttpsCheck, PortCheck, UdpCheck
 from lvsha.config.lvs import RealServer, VirtualServer
-from lvsha.config.model import LvshaConfig, SmtpSink, WebhookSink
+from lvsha.config.model import AlertmanagerSink, LvshaConfig, SmtpSink, WebhookSink
 from lvsha.config.source import Path, format_path
 from lvsha.config.vrrp import VrrpInstance, VrrpScript
 
@@ -471,6 +472,18 @@ def _sinks(out: _Findings, config: LvshaConfig) -> None:
             secrets.append(("password_file", sink.password_file))
         elif isinstance(sink, WebhookSink):
             secrets.append(("secret_file", sink.secret_file))
+        elif isinstance(sink, AlertmanagerSink):
+            for label in sink.labels:
+                if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+                    out.add(
+                        (*path, "labels", label),
+                        f"'{label}' is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+                    )
+                elif label in ("alertname", "router_id", "severity") or label.startswith("__"):
+                    out.add(
+                        (*path, "labels", label),
+                        f"label '{label}' is lvsha's to set: choose another name",
+                    )
         for key, file in secrets:
             if file is None:
                 continue
