@@ -17,7 +17,8 @@ FAMILIES = catalog(
     Family(
         "lvsha_check_lateness_seconds",
         "summary",
-        "How late checks start after they are due, by quantile over the last 10,000 starts.",
+        "How late checks start after they are due: quantiles over the last 10,000 starts, "
+        "count and sum since the start.",
     ),
     Family(
         "lvsha_check_duration_seconds",
@@ -28,8 +29,8 @@ FAMILIES = catalog(
     Family(
         "lvsha_ipvs_detection_to_kernel_seconds",
         "summary",
-        "From a verdict change to the kernel's IPVS table holding it, by quantile over the "
-        "last 10,000 changes.",
+        "From a verdict change to the kernel's IPVS table holding it: quantiles over the "
+        "last 10,000 changes, count and sum since the start.",
     ),
     Family("lvsha_checks_distinct", "gauge", "Distinct checks run (shared checks count once)."),
     Family("lvsha_checks_in_flight", "gauge", "Checks running now."),

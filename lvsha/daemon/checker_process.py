@@ -61,7 +61,7 @@ from lvsha.daemon.child import (
     stop_within,
 )
 from lvsha.daemon.logs import setup_logging
-from lvsha.daemon.metrics import LoopLag, Sample, export_periodically
+from lvsha.daemon.metrics import LoopLag, Sample, export_periodically, summary
 from lvsha.daemon.overrides import Override, OverrideError
 from lvsha.daemon.overrides import decode as decode_overrides
 from lvsha.daemon.overrides import load as load_overrides
@@ -586,10 +586,8 @@ def metric_samples(checker: Checker, lag: LoopLag) -> Iterator[Sample]:
     generator: `render_sliced` lets the loop run between slices of it."""
     pool, syncer = checker.pool, checker.syncer
     yield from lag.samples("checker")
-    for q in (0.5, 0.99):
-        label = {"quantile": str(q)}
-        yield ("lvsha_check_lateness_seconds", label, pool.lateness.quantile(q))
-        yield ("lvsha_ipvs_detection_to_kernel_seconds", label, syncer.latency.quantile(q))
+    yield from summary("lvsha_check_lateness_seconds", {}, pool.lateness)
+    yield from summary("lvsha_ipvs_detection_to_kernel_seconds", {}, syncer.latency)
     yield from check_duration_samples(pool.durations)
     yield ("lvsha_checks_distinct", {}, float(pool.distinct_checks))
     yield ("lvsha_checks_in_flight", {}, float(pool.in_flight))
