@@ -50,10 +50,17 @@ class Distribution:
 
 
 class CheckDurations:
-    """Probe durations by check type ("tcp", "http", "https", "script", ...)."""
+    """Probe durations by check type ("tcp", "http", "https", "script", ...): those declared
+    (the pool declares each check's as it creates it) and those observed."""
 
     def __init__(self) -> None:
         self._by_type: dict[str, Distribution] = {}
+
+    def declare(self, check_type: str) -> None:
+        """Count `check_type` from now on, at 0 until a probe of it completes: its series
+        exist from the start (a rate over them works at once)."""
+        if check_type not in self._by_type:
+            self._by_type[check_type] = Distribution()
 
     def observe(self, check_type: str, seconds: float) -> None:
         distribution = self._by_type.get(check_type)

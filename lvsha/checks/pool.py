@@ -437,6 +437,8 @@ class CheckPool:
         self._rng = rng if rng is not None else random.Random()
         self._tools = tools if tools is not None else ProbeTools()
         self.lateness = LatenessStats(lateness_window)
+        self.durations = CheckDurations()
+        """How long probes took, by check type (every configured type, 0 until probed)."""
         if max_in_flight is None:
             max_in_flight = in_flight_budget()
         self._scheduler: ProbeScheduler[int] = ProbeScheduler(max_in_flight, self.lateness)
@@ -476,8 +478,6 @@ class CheckPool:
         docstring: their first verdicts follow their own rules)."""
         self._guessed: set[RealServerId] = set()
         """Real servers whose health is a guess (alpha, no probe yet), not known."""
-        self.durations = CheckDurations()
-        """How long probes took, by check type."""
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelled: set[asyncio.Task[None]] = set()
         """Probe tasks of stopped checks, cancelled, until they have ended."""
@@ -625,6 +625,7 @@ class CheckPool:
 
     def _new_check(self, target: CheckTarget) -> _Check:
         check = _Check(self._next_index, target)
+        self.durations.declare(check.kind)
         self._next_index += 1
         self._checks[check.index] = check
         self._by_key[check.key] = check

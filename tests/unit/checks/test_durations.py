@@ -39,3 +39,13 @@ def test_types_are_kept_apart_in_the_order_first_seen() -> None:
     assert list(durations.by_type()) == ["http", "tcp"]
     assert durations.by_type()["http"].count == 2
     assert durations.by_type()["tcp"].count == 1
+
+
+def test_a_declared_type_is_there_at_zero_until_observed() -> None:
+    durations = CheckDurations()
+    durations.declare("dns")
+    dns = durations.by_type()["dns"]
+    assert (dns.count, dns.total, [count for _, count in dns.cumulative()][-1]) == (0, 0.0, 0)
+    durations.observe("dns", 0.004)
+    durations.declare("dns")  # declaring again keeps what was observed
+    assert durations.by_type()["dns"].count == 1

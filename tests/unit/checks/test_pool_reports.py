@@ -243,9 +243,14 @@ async def test_probe_durations_are_counted_by_check_type(
 ) -> None:
     probes.delay = 0.003
     pool = pools(target(probes, "web"), target(probes, "db", address="192.0.2.2", script=True))
+    # Every configured type is there from the start, at 0 (its series exist before a probe).
+    assert {kind: d.count for kind, d in pool.durations.by_type().items()} == {
+        "fake": 0,
+        "script": 0,
+    }
     pool.start()
     await wait_for(lambda: probes.count("web") >= 3 and probes.count("db") >= 3, "rounds")
-    await wait_for(lambda: "script" in pool.durations.by_type(), "a script probe completed")
+    await wait_for(lambda: pool.durations.by_type()["script"].count > 0, "a script probe's end")
     by_type = pool.durations.by_type()
     assert set(by_type) == {"fake", "script"}
     fake = by_type["fake"]
