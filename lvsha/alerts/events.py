@@ -10,7 +10,9 @@ Fields, by type (every event also carries `type`, and on the stream `seq` and `t
 - `real_server`: virtual_server (its name, or the service when unnamed), service
   ("TCP 192.0.2.10:80"), real_server ("10.0.0.2:80"), old and new (lvsha.checks.verdict.Health
   values: healthy, unhealthy, disabled, maintenance), reason (what the checks said), check (the
-  check that decided, or null).
+  check that decided, or null). A real server found unhealthy when the checker starts is
+  reported (as keepalived reports DOWN at start), with old = new = unhealthy when its starting
+  state was already out; one found healthy at start is not news.
 - `quorum`: virtual_server, service, held (bool: true when regained), live_weight, quorum,
   sorry_server ("10.0.0.9:80" while it serves, or null).
 - `config_applied`: generation, digest, file, changes, cost.

@@ -134,7 +134,67 @@ def reference() -> str:
         "",
         "",
     ]
-    return "\n".join(head) + "\n".join(_section(m) for m in order)
+    return "\n".join(head) + "\n".join(_section(m) for m in order) + "\n" + _alerts()
+
+
+def _alerts() -> str:
+    """What the sinks send, rendered by their own code (lvsha.alerts.examples)."""
+    from lvsha.alerts import examples  # noqa: PLC0415 - only the reference needs them
+
+    events = examples.sample_events()
+    lines = [
+        "## Alerts",
+        "",
+        "Each sink takes the events its `events` names (all by default) at or above its",
+        "`min_severity`. The events, with their severity and the line that sums one up:",
+        "",
+        "| event | severity | example |",
+        "| --- | --- | --- |",
+        *(f"| `{kind}` | {level} | {line} |" for kind, level, line in examples.summaries()),
+        "",
+        "`vrrp_state` is critical for FAULT; `real_server` and `quorum` are info when they",
+        "recover. Categories: `vrrp` (vrrp_state), `checker` (real_server, quorum), `config`,",
+        "`process` (child_restarted), `script` (script_refused); keepalived's",
+        "`smtp_alert_vrrp` and `smtp_alert_checker` are `events: [vrrp]` and `[checker]`.",
+        "",
+        "A sink waits `gather` seconds after the first event of a burst and sends what came",
+        "meanwhile as one message, never more than one per `min_interval`; events about one",
+        "thing (a flapping server) fold into one entry with a count. At most `queue_size`",
+        "events wait; beyond that, and after `retries` failed attempts of `timeout` each",
+        "(1 s, 2 s, 4 s ... apart), events are dropped, counted in",
+        "`lvsha_alerts_dropped_total{sink,reason}` and logged. `tls: auto` takes STARTTLS",
+        "when the relay offers it without checking the certificate (as a relay's",
+        "opportunistic TLS does); `starttls` and `tls` check it.",
+        "",
+        "A failover and a real server failing two seconds later, as each sink sends them:",
+        "",
+        "An `smtp` sink (headers From, To, Date, Message-ID, Auto-Submitted besides):",
+        "",
+        "```",
+        examples.mail(events).rstrip(),
+        "```",
+        "",
+        "A `webhook` sink POSTs, with `X-Lvsha-Signature: sha256=<HMAC-SHA256 of the body>`",
+        "when `secret_file` is set:",
+        "",
+        "```json",
+        examples.webhook(events),
+        "```",
+        "",
+        "An `alertmanager` sink (here with `labels: {team: lb}`) keeps one alert per",
+        "condition: `LvshaRealServerDown`, `LvshaQuorumLost` and `LvshaVrrpNotPreferred` (an",
+        "instance in another state than it prefers: MASTER when its `state` is MASTER or its",
+        "priority 255, else BACKUP). It POSTs changes to `/api/v2/alerts`, re-sends what fires",
+        "every `resend_interval` with `endsAt` three intervals ahead (so the alerts of a",
+        "director that died expire), and sends `endsAt` = the time it ended once a condition",
+        "ends:",
+        "",
+        "```json",
+        examples.alertmanager(events),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
