@@ -333,6 +333,19 @@ async def test_connection_counters_are_read_for_every_destination(
     await assert_kernel_holds(table, services)
 
 
+async def test_one_dump_gives_the_table_and_its_counters(table: NetlinkIpvsTable) -> None:
+    # The syncer's periodic re-read takes both from one dump (the metrics' connections).
+    services: dict[ServiceKey, Service] = {
+        WEB: Service(WEB, ServiceOptions("wrr"), (REAL, replace(REAL, port=81))),
+        WEB6: Service(WEB6, ServiceOptions("wrr"), (REAL6,)),
+        MARK: Service(MARK, ServiceOptions("rr")),
+    }
+    await write(table, services)
+    listed, counters = await table.list_services_counted()
+    assert listed == await table.list_services()
+    assert counters == await table.destination_counters()
+
+
 @pytest.mark.parametrize("forwarding", [Forwarding.LOCAL_NODE, Forwarding.BYPASS])
 async def test_forwarding_written_by_other_tools_is_observed(
     table: NetlinkIpvsTable, forwarding: Forwarding
