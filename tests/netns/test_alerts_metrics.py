@@ -190,8 +190,13 @@ def test_alerts_reach_smtp_webhook_and_alertmanager_and_metrics_parse(
             "keepalived_vrrp_state",
         ):
             assert name in families, (name, sorted(families))
-        assert value(text, "lvsha_vrrp_state", instance="VI", state="MASTER") == 1.0
         assert (value(text, "lvsha_alerts_sent_total", sink="mail") or 0) >= 1
+        # The VRRP process writes its file every second.
+        wait_until(
+            lambda: value(scrape(host), "lvsha_vrrp_state", instance="VI", state="MASTER") == 1.0,
+            5,
+            what="MASTER in /metrics",
+        )
 
         # A real server down: the mail says why; Alertmanager sees it fire, then resolve.
         server.send_signal(signal.SIGKILL)
