@@ -530,6 +530,32 @@ def sink_targets(
     return targets
 
 
+def sink_table(outcomes: Mapping[str, SinkOutcome]) -> list[str]:
+    """The per-sink lines of the report: a table, then each sink's settings."""
+    lines = [
+        f"  {'sink':5} {'type':12} {'events':>6} {'messages':>8} {'bound':>5} {'sent':>5} "
+        f"{'dropped':>7} {'high water':>10} {'queue_size':>10} {'queued':>6}  "
+        "dropped by reason (since start)"
+    ]
+    for name, outcome in outcomes.items():
+        end = outcome.end
+        reasons = ", ".join(f"{r} {n:.0f}" for r, n in sorted(end.dropped.items()))
+        bound = "-" if outcome.bound is None else str(outcome.bound)
+        lines.append(
+            f"  {name:5} {outcome.settings.kind:12} {outcome.events:6.0f} "
+            f"{outcome.messages:8d} {bound:>5} {outcome.sent:5.0f} {outcome.dropped:7.0f} "
+            f"{end.high_water:10.0f} {outcome.settings.queue_size:10d} {end.queued:6.0f}  "
+            f"{reasons or '-'}"
+        )
+    for name, outcome in outcomes.items():
+        sink = outcome.settings
+        lines.append(
+            f"    {name}: gather {sink.gather:g} s, min_interval {sink.min_interval:g} s, "
+            f"timeout {sink.timeout:g} s, retries {sink.retries}"
+        )
+    return lines
+
+
 def lateness_target(before: Sequence[float], during: Sequence[float]) -> Target:
     """The most of the p99 readings during the storm against the most of those before it."""
     if not before or not during:
@@ -733,26 +759,8 @@ def run_storm(options: StormOptions) -> bool:
                 f"(the storm and {drained_at - storm_until:.1f} s of drain)"
             )
             print(f"  events on a's stream: {total} ({by_type or 'none'})")
-            print(
-                f"  {'sink':5} {'type':12} {'events':>6} {'messages':>8} {'bound':>5} "
-                f"{'sent':>5} {'dropped':>7} {'high water':>10} {'queue_size':>10} "
-                f"{'queued':>6}  dropped by reason (since start)"
-            )
-            for name, outcome in outcomes.items():
-                end = outcome.end
-                reasons = ", ".join(f"{r} {n:.0f}" for r, n in sorted(end.dropped.items()))
-                bound = "-" if outcome.bound is None else str(outcome.bound)
-                print(
-                    f"  {name:5} {outcome.settings.kind:12} {outcome.events:6.0f} "
-                    f"{outcome.messages:8d} {bound:>5} {outcome.sent:5.0f} "
-                    f"{outcome.dropped:7.0f} {end.high_water:10.0f} "
-                    f"{outcome.settings.queue_size:10d} {end.queued:6.0f}  {reasons or '-'}"
-                )
-            for name, sink in settings.items():
-                print(
-                    f"    {name}: gather {sink.gather:g} s, min_interval {sink.min_interval:g} "
-                    f"s, timeout {sink.timeout:g} s, retries {sink.retries}"
-                )
+            for line in sink_table(outcomes):
+                print(line)
             print(
                 "  (messages: what the receiver got in the window; bound: one per min_interval "
                 "(per gather when it is 0) + 2)"

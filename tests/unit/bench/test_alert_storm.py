@@ -28,6 +28,7 @@ from bench.alert_storm import (
     sink_entries,
     sink_figures,
     sink_settings,
+    sink_table,
     sink_targets,
     storm_document,
 )
@@ -240,3 +241,16 @@ def test_lateness_target_allows_50_ms_more_than_before() -> None:
     assert lateness_target([0.002, 0.004], [0.010, 0.053]).holds
     assert not lateness_target([0.002, 0.004], [0.010, 0.055]).holds
     assert not lateness_target([], [0.01]).holds
+
+
+def test_the_sink_table_has_a_row_and_a_settings_line_per_sink() -> None:
+    outcomes = {
+        "mail": outcome(messages=2, dropped={"queue_full": 3.0}),
+        "am": outcome("alertmanager", bound=None),
+    }
+    header, mail, am, mail_settings, am_settings = sink_table(outcomes)
+    assert header.split()[:4] == ["sink", "type", "events", "messages"]
+    assert mail.split()[:5] == ["mail", "smtp", "560", "2", "3"]
+    assert mail.endswith("queue_full 3")
+    assert am.split()[4] == "-"  # no bound
+    assert "min_interval 60 s" in mail_settings and am_settings.startswith("    am:")
