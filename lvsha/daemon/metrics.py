@@ -88,7 +88,7 @@ LOOP_FAMILIES = (
     Family(
         "lvsha_event_loop_lag_max_seconds",
         "gauge",
-        "The most the process's event loop ran late over the last 2000 ticks.",
+        "The most the process's event loop ran late since it started.",
     ),
 )
 """Declared by every process (the samples differ by the `process` label)."""
@@ -182,24 +182,45 @@ async def render_sliced(samples: Iterable[Sample], families: Families) -> str:
     return blocks.text()
 
 
-def merge(texts: Iterable[str]) -> str:
-    """Texts `render` wrote (one per process) as one exposition: a family several of them
-    have appears once, with the samples of each (they differ by labels, e.g. `process`)."""
-    headers: dict[str, str] = {}
+Blocks = dict[str, tuple[str, str]]
+"""A rendered text by family: its `# HELP` and `# TYPE` lines, and its sample lines."""
+
+
+def parse(text: str) -> Blocks:
+    """The families of a text `render` wrote, in order (for `merge_blocks`)."""
+    headers: dict[str, list[str]] = {}
     lines: dict[str, list[str]] = {}
-    for text in texts:
-        current = None
-        for line in text.splitlines():
-            if line.startswith("# HELP "):
-                current = line.split(" ", 3)[2]
-                lines.setdefault(current, [])
-                headers.setdefault(current, line + "\n")
-            elif line.startswith("# TYPE "):
-                if current is not None and not headers[current].count("\n# TYPE"):
-                    headers[current] += line + "\n"
-            elif line and current is not None:
-                lines[current].append(line)
-    return "".join(headers[name] + "".join(f"{line}\n" for line in lines[name]) for name in lines)
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            headers[name] = [line]
+            current = lines.setdefault(name, [])
+        elif line.startswith("# TYPE ") and current is not None:
+            headers[line.split(" ", 3)[2]].append(line)
+        elif line and current is not None:
+            current.append(line)
+    return {
+        name: ("".join(f"{h}\n" for h in headers[name]), "".join(f"{x}\n" for x in lines[name]))
+        for name in headers
+    }
+
+
+def merge_blocks(parsed: Iterable[Blocks]) -> str:
+    """Several processes' families as one exposition: a family several of them have appears
+    once, with the samples of each (they differ by labels, e.g. `process`)."""
+    headers: dict[str, str] = {}
+    samples: dict[str, list[str]] = {}
+    for blocks in parsed:
+        for name, (header, lines) in blocks.items():
+            headers.setdefault(name, header)
+            samples.setdefault(name, []).append(lines)
+    return "".join(headers[name] + "".join(samples[name]) for name in headers)
+
+
+def merge(texts: Iterable[str]) -> str:
+    """Texts `render` wrote (one per process) as one exposition (`merge_blocks`)."""
+    return merge_blocks(parse(text) for text in texts)
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -17,6 +17,7 @@ import enum
 import importlib
 import json
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from lvsha.daemon.child import log_problems
 from lvsha.daemon.control import CONTROL_SOCKET, AccessRules, ControlServer
 from lvsha.daemon.events import EventStream, EventStreamError
 from lvsha.daemon.logs import setup_logging
-from lvsha.daemon.metrics import LoopLag, Sample, merge, render
+from lvsha.daemon.metrics import Blocks, LoopLag, Sample, merge_blocks, parse, render
 from lvsha.daemon.operations import Operations
 from lvsha.daemon.prometheus import MAIN_FAMILIES, MetricsEndpoint, bind, build_labels
 from lvsha.daemon.reload import (
@@ -115,6 +116,7 @@ class _Parent:
         self.watchdog: Watchdog | None = None
         self.metrics: MetricsEndpoint | None = None
         self.lag = LoopLag()
+        self._child_metrics: dict[str, tuple[tuple[int, int, int], Blocks]] = {}
         self._build = build_labels()
         self._signalled: asyncio.Task[None] | None = None
         self._signalled_again = False
@@ -244,22 +246,29 @@ class _Parent:
 
     def scrape(self) -> str:
         """The exposition for GET /metrics: the parent's figures now, and the last file each
-        running child wrote."""
-        texts = []
+        running child wrote (parsed once per version of the file: the checker's, with
+        thousands of real servers, is rewritten every 5 s and may be scraped far more often)."""
+        parsed: list[Blocks] = [parse(self.scrape_main())]
         ages: list[Sample] = []
         now = time.time()
         for child, name in CHILD_FILES.items():
             if self.supervisor is None or not self.supervisor.alive(child):
                 continue
-            path = self.run_dir / name
             try:
-                with path.open() as file:
-                    texts.append(file.read())
-                    age = max(0.0, now - Path(f"/proc/self/fd/{file.fileno()}").stat().st_mtime)
+                with (self.run_dir / name).open() as file:
+                    stat = os.fstat(file.fileno())
+                    version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                    cached = self._child_metrics.get(child)
+                    if cached is None or cached[0] != version:
+                        cached = (version, parse(file.read()))
+                        self._child_metrics[child] = cached
             except OSError:
                 continue  # not written yet
+            parsed.append(cached[1])
+            age = max(0.0, now - stat.st_mtime)
             ages.append(("lvsha_metrics_snapshot_age_seconds", {"process": child}, age))
-        return merge([self.scrape_main(), render(ages, MAIN_FAMILIES), *texts])
+        parsed.insert(1, parse(render(ages, MAIN_FAMILIES)))
+        return merge_blocks(parsed)
 
     def on_message(self, child: str, message: Message) -> None:
         if isinstance(message, Pong):
