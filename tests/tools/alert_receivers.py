@@ -163,6 +163,12 @@ class Receivers:
             server.close()
         for runner in self._runners:
             await runner.cleanup()
+        # What is left (the hanging webhook's handlers, SMTP sessions) ends with the loop.
+        current = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() if task is not current]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
