@@ -117,7 +117,9 @@ class _Parent:
         self.metrics: MetricsEndpoint | None = None
         self.lag = LoopLag()
         self._child_metrics: dict[str, tuple[tuple[int, int, int], Blocks]] = {}
-        self._build = build_labels()
+        self._build: dict[str, str] | None = None
+        """lvsha's and Python's versions, looked up at the first scrape (importlib.metadata
+        is not worth delaying the children for)."""
         self._signalled: asyncio.Task[None] | None = None
         self._signalled_again = False
 
@@ -208,6 +210,8 @@ class _Parent:
     def samples(self) -> list[Sample]:
         events = self.events
         samples = self.lag.samples("main")
+        if self._build is None:
+            self._build = build_labels()
         samples.append(("lvsha_build_info", self._build, 1.0))
         samples += [
             ("lvsha_event_stream_clients", {}, float(events.clients)),
