@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lvsha.drill.lab import Host, Lab, wait_until
 from tests.netns.director import Director
 from tests.tools.alert_receivers import Receivers
+from tests.tools.exposition import promtool_accepts
 
 pytestmark = pytest.mark.netns
 
@@ -114,15 +114,6 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool is not None, "promtool is missing: apt-get install prometheus (make test does)"
-    done = subprocess.run(
-        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 @pytest.fixture
 def setup(lab: Lab, tmp_path: Path) -> Iterator[tuple[Host, Host, Receivers, Path]]:
     host = lab.add_host("d", "192.0.2.11/24")
@@ -179,7 +170,7 @@ def test_alerts_reach_smtp_webhook_and_alertmanager_and_metrics_parse(
         )
         text = scrape(host)
         families = {family.name for family in text_string_to_metric_families(text)}
-        promtool_check(text)
+        promtool_accepts(text)
         for name in (
             "lvsha_build_info",
             "lvsha_config_generation",
@@ -277,7 +268,7 @@ def test_broken_sinks_count_drops_and_disturb_nothing(
         wait_until(lambda: dropped("mail") > 0 and dropped("hook") > 0, 30, what="drops counted")
         assert receivers.received.hung > 0  # the webhook was tried, and hung
         text = scrape(host)
-        promtool_check(text)
+        promtool_accepts(text)
         # VRRP went on as if nothing happened: one transition to MASTER, none since.
         assert director.log().count("BACKUP -> MASTER") == 1
         assert value(text, "lvsha_vrrp_state", instance="VI", state="MASTER") == 1.0

@@ -32,8 +32,8 @@ from lvsha.messages import (
     decode,
     encode,
 )
+from tests.tools.exposition import parsed, promtool_accepts, values
 from tests.unit.daemon.test_checker_events import WEB_A, Setup, config_text, wait_for
-from tests.unit.ipvs.exposition import parsed, promtool_accepts, values
 
 WEB = AddressKey(TransportProtocol.TCP, ip_address("192.0.2.10"), 80)
 WEB_A_KEY = DestinationKey(ip_address("10.0.0.1"), 80)

@@ -11,7 +11,7 @@ from lvsha.ipvs.metrics import real_server_samples, virtual_server_samples
 from lvsha.ipvs.model import DestinationKey
 from lvsha.ipvs.specs import configured_services, virtual_server_labels
 from lvsha.ipvs.syncer import IpvsSyncer
-from tests.unit.ipvs.exposition import parsed, promtool_accepts, values
+from tests.tools.exposition import parsed, promtool_accepts, values
 from tests.unit.ipvs.test_syncer import (
     ALL_IDS,
     DNS,

@@ -3,11 +3,8 @@ text it writes, as Prometheus' parser and `promtool check metrics` read it."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterable
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvsha.daemon.metrics import LoopLag, Sample, render
@@ -17,6 +14,7 @@ from lvsha.vrrp.keepalived_names import keepalived_samples
 from lvsha.vrrp.metrics import FAMILIES, process_samples, rx_errors, vrrp_samples
 from lvsha.vrrp.socket import SocketDropReason
 from lvsha.vrrp.wire import DropReason
+from tests.tools.exposition import promtool_accepts
 from tests.unit.vrrp.engine_harness import Harness, config, instance, vip, wait_for
 
 M, B, R = VrrpState.MASTER, VrrpState.BACKUP, VrrpState.RELEASING
@@ -169,23 +167,13 @@ async def test_the_file_parses_and_passes_promtool(lab: Harness) -> None:
         "eth1",
     }
     # lvsha.daemon.metrics.LOOP_FAMILIES (not the VRRP process's) are checked apart below.
-    promtool_check(render(vrrp_samples(engine), FAMILIES))
-    promtool_check(render(keepalived_samples(engine), FAMILIES))
+    promtool_accepts(render(vrrp_samples(engine), FAMILIES))
+    promtool_accepts(render(keepalived_samples(engine), FAMILIES))
 
 
 async def test_the_whole_file_passes_promtool(lab: Harness) -> None:
     engine = await lab.start(keepalived_config(True))  # type: ignore[arg-type]
-    promtool_check(render(process_samples(engine, LoopLag()), FAMILIES))
-
-
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian: prometheus)")
-    checked = subprocess.run(
-        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    promtool_accepts(render(process_samples(engine, LoopLag()), FAMILIES))
 
 
 async def test_keepalived_names_follow_reloads(lab: Harness) -> None:
