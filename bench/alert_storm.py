@@ -63,11 +63,9 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -80,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.soak import EventListener
 from lvsha.checks.pool import DEFAULT_LATENESS_WINDOW
 from lvsha.config.model import LvshaConfig
 from lvsha.drill.lab import Host, Lab, wait_until
@@ -330,58 +329,19 @@ def event_types(lines: Iterable[str], seen: set[int]) -> list[str]:
     return found
 
 
-class EventTally:
+@dataclass
+class EventTally(EventListener):
     """Follows one director's event stream in a thread, keeping each event's type and
     (monotonic) receipt time."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.closed_reason: str | None = None
-        self._events: list[tuple[float, str]] = []
-        self._seen: set[int] = set()
-        self._lock = threading.Lock()
-        self._stream: socket.socket | None = None
+    _events: list[tuple[float, str]] = field(default_factory=list)
 
-    def connect(self, timeout: float) -> None:
-        def connected() -> bool:
-            stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                stream.connect(str(self.path))
-            except OSError:
-                stream.close()
-                return False
-            self._stream = stream
-            return True
-
-        wait_until(connected, timeout, what=f"the event stream {self.path}")
-        threading.Thread(target=self._follow, name=f"tally-{self.path}", daemon=True).start()
-
-    def _follow(self) -> None:
-        assert self._stream is not None
-        pending = b""
-        while True:
-            try:
-                data = self._stream.recv(1 << 16)
-            except OSError as exc:
-                self.closed_reason = f"read failed: {exc}"
-                return
-            if not data:
-                self.closed_reason = "the director closed the stream"
-                return
-            at = time.monotonic()
-            pending += data
-            *complete, pending = pending.split(b"\n")
-            with self._lock:
-                types = event_types((line.decode() for line in complete), self._seen)
-                self._events.extend((at, kind) for kind in types)
+    def _take(self, lines: list[str], at: float) -> None:
+        self._events.extend((at, kind) for kind in event_types(lines, self._seen))
 
     def since(self, start: float) -> Counter[str]:
         with self._lock:
             return Counter(kind for at, kind in self._events if at >= start)
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
 
 
 # ---------------------------------------------------------------------------------- processes
@@ -618,7 +578,6 @@ def run_storm(options: StormOptions) -> bool:
         LAB_CONFIGS,
         LAB_VIP,
         VRRP_VERSION,
-        EventListener,
         adapt,
         advert_rhythm,
         initial_election,

@@ -119,7 +119,11 @@ class EventListener:
             *complete, pending = pending.split(b"\n")
             lines = [line.decode() for line in complete]
             with self._lock:
-                self.changes.extend(state_changes(lines, at, self._seen))
+                self._take(lines, at)
+
+    def _take(self, lines: list[str], at: float) -> None:
+        """Keep what matters of newly read lines (called with the lock held)."""
+        self.changes.extend(state_changes(lines, at, self._seen))
 
     def snapshot(self) -> list[StateChange]:
         with self._lock:

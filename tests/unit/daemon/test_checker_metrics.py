@@ -5,11 +5,6 @@ an event for a real server failing at start, a Pong for a Ping, the textfile at 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from ipaddress import ip_address
 from pathlib import Path
@@ -20,7 +15,6 @@ from lvsha.checks.metrics import FAMILIES
 from lvsha.checks.verdict import Health
 from lvsha.daemon.checker_process import Checker, metric_samples
 from lvsha.daemon.metrics import LoopLag, export_periodically, render_sliced
-from lvsha.daemon.supervisor import CHANNEL_FD_ENV, PARENT_PID_ENV
 from lvsha.ipvs.model import AddressKey, DestinationKey, TransportProtocol
 from lvsha.messages import (
     ChildEvent,
@@ -33,6 +27,7 @@ from lvsha.messages import (
     encode,
 )
 from tests.tools.exposition import parsed, promtool_accepts, values
+from tests.unit.daemon.checker_child import start_checker
 from tests.unit.daemon.test_checker_events import WEB_A, Setup, config_text, wait_for
 
 WEB = AddressKey(TransportProtocol.TCP, ip_address("192.0.2.10"), 80)
@@ -182,20 +177,8 @@ def test_the_checker_process_reports_events_answers_pings_and_leaves_its_textfil
     port = Setup(tmp_path).listener.port  # nobody listens: 10.0.0.1 fails at start
     config = tmp_path / "lvsha.yaml"
     config.write_text(config_text(port))
-    parent_end, child_end = socket.socketpair()
-    env = {**os.environ, CHANNEL_FD_ENV: str(child_end.fileno()), PARENT_PID_ENV: str(os.getpid())}
-    command = [sys.executable, "-m", "lvsha.daemon.checker_process", str(config), "--dry-run"]
-    child = subprocess.Popen(
-        [*command, "--run-dir", str(tmp_path)],
-        env=env,
-        pass_fds=[child_end.fileno()],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    child_end.close()
-    parent_end.settimeout(60)
-    lines = parent_end.makefile("rb")
+    child = start_checker(config, tmp_path)
+    parent_end, lines = child.channel, child.lines
     try:
         # Asked at once, answered at once: start-up does not hold the answer.
         parent_end.sendall(encode(Ping(41)))
@@ -209,10 +192,8 @@ def test_the_checker_process_reports_events_answers_pings_and_leaves_its_textfil
         assert '"new":"unhealthy"' in event.fields
         assert '"reason":"tcp connect refused"' in event.fields
     finally:
-        child.send_signal(signal.SIGTERM)
-        _, errors = child.communicate(timeout=30)
-        parent_end.close()
-    assert child.returncode == 0, errors.decode()
+        child.stop()
+    assert child.process.returncode == 0, child.log
     text = (tmp_path / "metrics-checker.prom").read_text()
     families = parsed(text)
     up = values(families["lvsha_real_server_up"])

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,7 +18,6 @@ import pytest
 from lvsha.checks.verdict import Health
 from lvsha.config import LvshaConfig, load_text
 from lvsha.daemon.checker_process import Checker, VrrpRoleBook
-from lvsha.daemon.supervisor import CHANNEL_FD_ENV, PARENT_PID_ENV
 from lvsha.ipvs.plan import AddDestination, AddService, DeleteDestination, EditDestination
 from lvsha.ipvs.port import InvalidRequestError, IpvsError
 from lvsha.ipvs.syncd import MemorySyncDaemons, SyncState
@@ -37,6 +31,7 @@ from lvsha.messages import (
     encode,
 )
 from lvsha.vrrp.events import VrrpState
+from tests.unit.daemon.checker_child import start_checker
 from tests.unit.ipvs.test_syncer import RecordingPort
 
 INSTANCE = """
@@ -247,20 +242,8 @@ def test_the_checker_process_answers_apply_config_on_its_channel(tmp_path: Path)
     config = tmp_path / "lvsha.yaml"
     text = "virtual_servers:\n" + "".join(SERVICES)
     config.write_text(text)
-    parent_end, child_end = socket.socketpair()
-    env = {**os.environ, CHANNEL_FD_ENV: str(child_end.fileno()), PARENT_PID_ENV: str(os.getpid())}
-    command = [sys.executable, "-m", "lvsha.daemon.checker_process", str(config), "--dry-run"]
-    child = subprocess.Popen(
-        [*command, "--run-dir", str(tmp_path)],
-        env=env,
-        pass_fds=[child_end.fileno()],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    child_end.close()
-    parent_end.settimeout(60)
-    lines = parent_end.makefile("rb")
+    child = start_checker(config, tmp_path)
+    parent_end, lines = child.channel, child.lines
     try:
         assert decode(lines.readline()) == ChildReady()
         changed = "virtual_servers:\n" + service(80, *servers(4)) + SERVICES[2]
@@ -271,9 +254,7 @@ def test_the_checker_process_answers_apply_config_on_its_channel(tmp_path: Path)
         refused = decode(lines.readline())
         assert isinstance(refused, ConfigApplied) and (refused.generation, refused.ok) == (3, False)
     finally:
-        child.send_signal(signal.SIGTERM)
-        _, errors = child.communicate(timeout=30)
-        parent_end.close()
-    log = errors.decode()
+        child.stop()
+    log = child.log
     assert "configuration generation 2 (sha256 " in log and ") applied: checks: 0 kept" in log
-    assert child.returncode == 0, log
+    assert child.process.returncode == 0, log
