@@ -154,3 +154,34 @@ def test_a_taken_port_is_an_error_naming_the_address() -> None:
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
         with pytest.raises(OSError, match=f"metrics.listen {listen}: Address already in use"):
             bind(listen)
+
+
+async def test_a_reload_moves_the_endpoint_and_keeps_it_when_the_new_port_is_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = parent(tmp_path)
+    state.supervisor = AliveSupervisor(set())
+
+    def answers(listen: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    first = f"127.0.0.1:{free_port()}"
+    await state.move_metrics(first)
+    assert await asyncio.to_thread(answers, first)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        await state.move_metrics(busy)
+        assert "metrics endpoint not moved, still as before" in caplog.text
+        assert await asyncio.to_thread(answers, first)
+    second = f"127.0.0.1:{free_port()}"
+    await state.move_metrics(second)
+    assert await asyncio.to_thread(answers, second)
+    assert not await asyncio.to_thread(answers, first)
+    await state.move_metrics(None)
+    assert not await asyncio.to_thread(answers, second)
