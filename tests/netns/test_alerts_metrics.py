@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvsha.drill.lab import Host, Lab, wait_until
+from tests.netns import servers
 from tests.netns.director import Director
 from tests.tools.alert_receivers import Receivers
 from tests.tools.exposition import promtool_accepts
@@ -81,11 +82,9 @@ virtual_servers:
 """
 
 
-def web_server(host: Host, directory: Path) -> subprocess.Popen[bytes]:
-    return host.popen(
-        sys.executable, "-m", "http.server", "8080", "--bind", "0.0.0.0",
-        "--directory", str(directory), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+def real_server(host: Host) -> subprocess.Popen[bytes]:
+    """A TCP server on the real server's address and port, once it listens."""
+    return servers.start(host, "tcp", "--address", "192.0.2.21", "--port", "8080")
 
 
 def start(director: Director, *extra: str, env: dict[str, str] | None = None) -> None:
@@ -125,12 +124,11 @@ def setup(lab: Lab, tmp_path: Path) -> Iterator[tuple[Host, Host, Receivers, Pat
 
 
 def test_alerts_reach_smtp_webhook_and_alertmanager_and_metrics_parse(
-    setup: tuple[Host, Host, Receivers, Path], tmp_path: Path
+    setup: tuple[Host, Host, Receivers, Path],
 ) -> None:
     host, rs, receivers, secret_file = setup
     got = receivers.received
-    (tmp_path / "index.html").write_text("ok\n")
-    server = web_server(rs, tmp_path)
+    server = real_server(rs)
     director = Director(host, config(receivers, secret_file), VIP)
     start(director)
     try:
@@ -214,7 +212,7 @@ def test_alerts_reach_smtp_webhook_and_alertmanager_and_metrics_parse(
         wait_until(lambda: len(alert_posts(False)) >= 2, 20, what="the alert fired and re-sent")
         firing = alert_posts(False)[0]
         assert firing["labels"]["router_id"] == "lab-d"
-        server = web_server(rs, tmp_path)
+        server = real_server(rs)
         wait_until(lambda: bool(alert_posts(True)), 20, what="the alert resolved")
         assert any(
             a["labels"].get("alertname") == "LvshaVrrpNotPreferred" for a in receivers.alerts()
@@ -225,11 +223,10 @@ def test_alerts_reach_smtp_webhook_and_alertmanager_and_metrics_parse(
 
 
 def test_broken_sinks_count_drops_and_disturb_nothing(
-    setup: tuple[Host, Host, Receivers, Path], tmp_path: Path
+    setup: tuple[Host, Host, Receivers, Path],
 ) -> None:
     host, rs, receivers, secret_file = setup
-    (tmp_path / "index.html").write_text("ok\n")
-    server = web_server(rs, tmp_path)
+    server = real_server(rs)
     director = Director(host, config(receivers, secret_file, broken=True), VIP)
     start(director)
     try:
@@ -254,7 +251,7 @@ def test_broken_sinks_count_drops_and_disturb_nothing(
                 20,
                 what="the real server down",
             )
-            server = web_server(rs, tmp_path)
+            server = real_server(rs)
 
         def dropped(sink: str) -> float:
             text = scrape(host)
