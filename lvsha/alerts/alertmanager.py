@@ -45,6 +45,7 @@ from lvsha.alerts.events import Event, Severity, iso_time, summary
 from lvsha.alerts.http import JsonPoster
 from lvsha.checks.verdict import host_port
 from lvsha.config.model import AlertmanagerSink, LvshaConfig
+from lvsha.ipvs.specs import configured_services
 
 REAL_SERVER_DOWN = "LvshaRealServerDown"
 VRRP_NOT_PREFERRED = "LvshaVrrpNotPreferred"
@@ -148,7 +149,7 @@ class AlertmanagerTransport:
 
     def reconfigure(self, config: LvshaConfig) -> bool:
         """A reload: judge the instances again by their new preferred states; resolve the
-        alerts of instances and real servers that are gone. True when an alert changed."""
+        alerts of instances, real servers and services that are gone. True when an alert changed."""
         self._preferred = preferred_states(config)
         now = self.wall_clock()
         changed = False
@@ -159,8 +160,12 @@ class AlertmanagerTransport:
             else:
                 changed |= self._judge_vrrp(self._vrrp[instance], now)
         present = configured_real_servers(config)
+        services = {str(service.key) for service in configured_services(config)}
         for key, condition in list(self.conditions.items()):
             if key[0] == REAL_SERVER_DOWN and condition.labels["real_server"] not in present:
+                changed |= self._resolve(key, now)
+            elif key[0] == QUORUM_LOST and condition.labels["service"] not in services:
+                # The service is gone: nobody will say it regained quorum.
                 changed |= self._resolve(key, now)
         self._dirty |= changed
         return changed

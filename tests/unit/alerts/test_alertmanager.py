@@ -264,10 +264,14 @@ async def test_quorum_lost_is_critical_and_resolves_when_held() -> None:
 
 async def test_a_reload_judges_instances_again_and_resolves_what_is_gone() -> None:
     h = Harness()
+    lost = {"virtual_server": "web", "service": "TCP 192.0.2.10:80", "live_weight": 0}
     await h.flush(
-        vrrp("VI_BACKUP", "BACKUP"), vrrp("VI_MASTER", "BACKUP"), rs("unhealthy", "10.0.0.3:8080")
+        vrrp("VI_BACKUP", "BACKUP"),
+        vrrp("VI_MASTER", "BACKUP"),
+        rs("unhealthy", "10.0.0.3:8080"),
+        event("quorum", held=False, quorum=1, sorry_server=None, **lost),
     )
-    assert h.transport.firing == 2
+    assert h.transport.firing == 3
     reloaded = LvshaConfig.model_validate(
         {
             "global": {"router_id": "lb-nat-1"},
@@ -281,6 +285,8 @@ async def test_a_reload_judges_instances_again_and_resolves_what_is_gone() -> No
     assert names(h, changed) == [
         ("LvshaVrrpNotPreferred", "VI_MASTER", iso_time(h.wall)),
         ("LvshaRealServerDown", "10.0.0.3:8080", iso_time(h.wall)),
+        # The service is gone with the reload: nobody would say it regained quorum.
+        ("LvshaQuorumLost", "", iso_time(h.wall)),
         ("LvshaVrrpNotPreferred", "VI_BACKUP", "firing"),
     ]
     assert not h.transport.reconfigure(reloaded)
