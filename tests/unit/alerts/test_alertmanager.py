@@ -264,12 +264,12 @@ async def test_quorum_lost_is_critical_and_resolves_when_held() -> None:
 
 async def test_a_reload_judges_instances_again_and_resolves_what_is_gone() -> None:
     h = Harness()
-    lost = {"virtual_server": "web", "service": "TCP 192.0.2.10:80", "live_weight": 0}
+    lost: dict[str, Any] = {"virtual_server": "web", "service": "TCP 192.0.2.10:80"}
     await h.flush(
         vrrp("VI_BACKUP", "BACKUP"),
         vrrp("VI_MASTER", "BACKUP"),
         rs("unhealthy", "10.0.0.3:8080"),
-        event("quorum", held=False, quorum=1, sorry_server=None, **lost),
+        event("quorum", held=False, live_weight=0, quorum=1, sorry_server=None, **lost),
     )
     assert h.transport.firing == 3
     reloaded = LvshaConfig.model_validate(
