@@ -1,0 +1,1 @@
+"""Reading keepalived's configuration, for the move from keepalived to lvsha."""
