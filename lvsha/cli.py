@@ -123,6 +123,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_max_config_size(check)
     check.set_defaults(handler=_check_config)
 
+    imports = commands.add_parser(
+        "import-keepalived",
+        help="write a keepalived.conf as an lvsha configuration",
+        description="Read a keepalived.conf (with its includes, @conditional lines and "
+        "$definitions) and write the lvsha YAML it means. Every keyword is mapped, or "
+        "reported as FILE:LINE: keyword: why, and what to do. Exit 0: all mapped; 1: "
+        "something left out (listed, and written as comments), or the result does not pass "
+        "check-config; 2: the file cannot be read.",
+        epilog="Example: lvsha import-keepalived /etc/keepalived/keepalived.conf -o lvsha.yaml",
+    )
+    imports.add_argument("file", metavar="FILE", help="keepalived.conf")
+    imports.add_argument("-o", "--output", metavar="OUT", help="write here (default: stdout)")
+    imports.add_argument(
+        "-i",
+        "--config-id",
+        metavar="ID",
+        help="keepalived's -i: which @ID lines count (default: the host name up to its first dot)",
+    )
+    imports.set_defaults(handler=_import_keepalived)
+
     run = commands.add_parser(
         "run",
         help="run the director daemon",
@@ -517,6 +537,12 @@ def _event_line(event: dict[str, Any]) -> str:
         f"{key}={value}" for key, value in event.items() if key not in ("seq", "time", "type")
     )
     return f"{event.get('time', '?')} {event.get('type', '?')} {fields}".rstrip()
+
+
+def _import_keepalived(args: argparse.Namespace) -> int:
+    from lvsha.keepalived.importer import import_keepalived  # noqa: PLC0415
+
+    return import_keepalived(args.file, args.output, args.config_id)
 
 
 def _drill(args: argparse.Namespace) -> int:

@@ -15,8 +15,9 @@ from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript
 
 
 def _email(value: object) -> object:
-    if isinstance(value, str) and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
-        raise ValueError(f"'{value}' is not an email address")
+    """user@domain, or a local address (root, root@localhost) as keepalived files use."""
+    if isinstance(value, str) and not re.fullmatch(r"[^@\s<>\"]+(@[^@\s<>\"]+)?", value):
+        raise ValueError(f"'{value}' is not an email address (user@domain, or a local user)")
     return value
 
 

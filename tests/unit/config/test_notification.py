@@ -129,3 +129,14 @@ global:
     assert len(found) == 2, found
     assert "events[0]" in found[0] and "vrrp_state" in found[0]
     assert "min_severity" in found[1] and "critical" in found[1]
+
+
+def test_local_recipients_as_keepalived_files_have_them_are_accepted() -> None:
+    config = load_text(
+        "global:\n  notification:\n    email: [root, root@localhost, ops@example.com]\n"
+        "    smtp_server: 127.0.0.1\n" + INSTANCE,
+        "t.yaml",
+    )
+    assert config.global_.notification.email == ["root", "root@localhost", "ops@example.com"]
+    (found,) = problems("global:\n  notification:\n    email: ['two words']\n")
+    assert "'two words' is not an email address (user@domain, or a local user)" in found
