@@ -46,9 +46,22 @@ class StateEntry:
 class Keepalived:
     """keepalived's VRRP subsystem running in `host` for `instance`; a context manager."""
 
-    def __init__(self, host: Host, instance: KeepalivedInstance) -> None:
+    def __init__(
+        self,
+        host: Host,
+        instance: KeepalivedInstance | None = None,
+        *,
+        text: str | None = None,
+        config_id: str | None = None,
+    ) -> None:
+        """Runs `instance`, or a whole keepalived.conf `text` as it is (with `config_id`:
+        keepalived's -i, which @ID lines count)."""
+        self.config_id = config_id
+        if (instance is None) == (text is None):
+            raise ValueError("give an instance or a configuration text")
         self.host = host
         self.instance = instance
+        self.text = text
         self._workdir = Path(tempfile.mkdtemp(prefix="lvsha-keepalived-"))
         self.config_path = self._workdir / "keepalived.conf"
         self._pidfiles = {flag: self._workdir / f"{name}.pid" for flag, name in _PIDFILES}
@@ -60,7 +73,9 @@ class Keepalived:
     def start(self) -> None:
         if self._process is not None:
             raise RuntimeError("keepalived already started")
-        self.config_path.write_text(self.instance.config_text())
+        text = self.text if self.instance is None else self.instance.config_text()
+        assert text is not None
+        self.config_path.write_text(text)
         command = [
             KEEPALIVED,
             "--dont-fork",
@@ -74,6 +89,8 @@ class Keepalived:
         ]
         for flag, path in self._pidfiles.items():
             command += [flag, str(path)]
+        if self.config_id is not None:
+            command += ["--config-id", self.config_id]
         # keepalived logs to stderr unbuffered, so each line's arrival time is when it was said.
         self._process = self.host.popen(
             *command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -103,7 +120,7 @@ class Keepalived:
         entries = []
         for line in self.log():
             match = STATE_LINE.search(line.text)
-            if match and match["instance"] == self.instance.name:
+            if match and (self.instance is None or match["instance"] == self.instance.name):
                 entries.append(StateEntry(line.at, match["state"]))
         return entries
 
