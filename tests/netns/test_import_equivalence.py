@@ -28,6 +28,7 @@ pytestmark = [
 ]
 
 VIP = "192.0.2.100/24"
+VIP2 = "192.0.2.101/24"
 K, L = "192.0.2.11", "192.0.2.12"
 
 
@@ -118,12 +119,13 @@ def imported(text: str, config_id: str, tmp_path: Path) -> str:
     return out.read_text()
 
 
-def holds(host: Host) -> bool:
-    return f" {VIP.split('/', maxsplit=1)[0]}/" in host.ip("-o", "addr", "show", "dev", "eth0")
+def holds(host: Host, vip: str = VIP) -> bool:
+    return f" {vip.split('/', maxsplit=1)[0]}/" in host.ip("-o", "addr", "show", "dev", "eth0")
 
 
 class Pair:
     def __init__(self, lab: Lab, scenario: Scenario, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
         self.scenario = scenario
         self.k_host = lab.add_host("k", f"{K}/24")
         self.l_host = lab.add_host("l", f"{L}/24")
@@ -152,12 +154,13 @@ class Pair:
             assert self.lvsha.stop() == 0, self.lvsha.log()
             self.lvsha = None
 
-    def master(self) -> str | None:
-        held = [name for name, host in (("k", self.k_host), ("l", self.l_host)) if holds(host)]
+    def master(self, vip: str = VIP) -> str | None:
+        hosts = (("k", self.k_host), ("l", self.l_host))
+        held = [name for name, host in hosts if holds(host, vip)]
         return held[0] if len(held) == 1 else None
 
-    def wait_master(self, who: str, what: str) -> None:
-        wait_until(lambda: self.master() == who, self.takeover + 10, what=what)
+    def wait_master(self, who: str, what: str, vip: str = VIP) -> None:
+        wait_until(lambda: self.master(vip) == who, self.takeover + 10, what=what)
 
     def steady(self, who: str, seconds: float) -> None:
         """`who` stays the only master for `seconds` (sampled)."""
@@ -213,5 +216,93 @@ def test_the_imported_file_elects_and_fails_over_as_the_original(
             pair.stop(loser)
             pair.wait_master(winner, f"{winner} master again")
         assert pair.vip_answers(), "the VIP does not answer after the way back"
+    finally:
+        pair.close()
+
+
+def test_a_sync_group_moves_both_instances_together(lab: Lab, tmp_path: Path) -> None:
+    text = """\
+vrrp_sync_group G {
+    group {
+        VI_A VI_B
+    }
+}
+vrrp_instance VI_A {
+    interface eth0
+    virtual_router_id 61
+@k  priority 150
+@l  priority 100
+    advert_int 0.1
+    version 3
+    virtual_ipaddress {
+        192.0.2.100/24
+    }
+}
+vrrp_instance VI_B {
+    interface eth0
+    virtual_router_id 62
+@k  priority 150
+@l  priority 100
+    advert_int 0.1
+    version 3
+    virtual_ipaddress {
+        192.0.2.101/24
+    }
+}
+"""
+    pair = Pair(lab, Scenario(text, 0.1), tmp_path)
+    try:
+        pair.start("l")
+        pair.start("k")
+        for vip in (VIP, VIP2):
+            pair.wait_master("k", f"k master of {vip}", vip)
+        pair.stop("k")
+        for vip in (VIP, VIP2):
+            pair.wait_master("l", f"l takes over {vip}", vip)
+        assert pair.vip_answers()
+    finally:
+        pair.close()
+
+
+def test_a_track_script_weight_moves_mastership_as_in_keepalived(lab: Lab, tmp_path: Path) -> None:
+    k_ok, l_ok = tmp_path / "k-ok", tmp_path / "l-ok"
+    k_ok.write_text("")
+    l_ok.write_text("")
+    text = f"""\
+vrrp_script chk {{
+@k  script "test -e {k_ok}"
+@l  script "test -e {l_ok}"
+    interval 1
+    weight -60
+}}
+vrrp_instance VI_1 {{
+    interface eth0
+    virtual_router_id 63
+@k  priority 100
+@l  priority 150
+    advert_int 0.1
+    version 3
+    virtual_ipaddress {{
+        192.0.2.100/24
+    }}
+    track_script {{
+        chk
+    }}
+}}
+"""
+    pair = Pair(lab, Scenario(text, 0.1), tmp_path)
+    try:
+        pair.start("k")
+        pair.start("l")
+        pair.wait_master("l", "l master (150 against 100)")
+        # lvsha's script fails: 90 against 100, keepalived takes over.
+        l_ok.unlink()
+        pair.wait_master("k", "k master once l's script fails")
+        l_ok.write_text("")
+        pair.wait_master("l", "l master again once its script passes")
+        # keepalived's script fails too: 40 against 150, nothing moves.
+        k_ok.unlink()
+        pair.steady("l", 3.0)
+        assert pair.vip_answers()
     finally:
         pair.close()
