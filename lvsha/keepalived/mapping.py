@@ -204,7 +204,7 @@ def _global_defs(
         elif k == "smtp_server" and mapper.value(s):
             note["smtp_server"] = s.args[0]
             if len(s.args) > 1 and s.args[1].isdigit():
-                note["smtp_port"] = int(s.args[1])
+                note["smtp_port"] = int(s.args[1])  # digits: checked just above
         elif k == "smtp_connect_timeout":
             timeout = mapper.number(s, seconds)
             if timeout is not None:
@@ -289,6 +289,9 @@ def _sync_daemon(mapper: _Mapper, s: Statement, glob: dict[str, Any]) -> None:
     interface, rest = args[0], args[1:]
     if rest and rest[0] == "inst":
         rest = rest[1:]
+    if not rest:
+        mapper.note(s, "names no VRRP instance (lvsha follows one's role): left out")
+        return
     daemon: dict[str, Any] = {"interface": interface, "vrrp_instance": rest[0]}
     if "id" in rest[1:]:
         position = rest.index("id", 1)
@@ -552,16 +555,29 @@ _SCHEDULERS = {
 }
 
 
+def _whole(mapper: _Mapper, s: Statement, word: str, what: str) -> int | None:
+    if word.isdigit():
+        return int(word)
+    mapper.note(s, f"'{word}' is not a {what}: left out")
+    return None
+
+
 def _virtual_server(mapper: _Mapper, block: Statement, servers: list[dict[str, Any]]) -> None:
     server: dict[str, Any] = {}
     args = block.args
     if args[:1] == ["fwmark"] and len(args) >= 2:
-        server["fwmark"] = int(args[1])
+        mark = _whole(mapper, block, args[1], "firewall mark")
+        if mark is None:
+            return
+        server["fwmark"] = mark
     elif args[:1] == ["group"]:
         mapper.note(block, UNSUPPORTED["virtual_server_group"])
         return
     elif len(args) >= 2:
-        server["address"], server["port"] = args[0], int(args[1])
+        port = _whole(mapper, block, args[1], "port number")
+        if port is None:
+            return
+        server["address"], server["port"] = args[0], port
     else:
         mapper.note(block, "needs an address and a port, or fwmark N: left out")
         return
@@ -593,7 +609,9 @@ def _virtual_server(mapper: _Mapper, block: Statement, servers: list[dict[str, A
         elif k == "delay_loop":
             delay_loop = mapper.number(s, seconds)
         elif k == "sorry_server" and mapper.value(s, 2):
-            server["sorry_server"] = {"address": s.args[0], "port": int(s.args[1])}
+            port = _whole(mapper, s, s.args[1], "port number")
+            if port is not None:
+                server["sorry_server"] = {"address": s.args[0], "port": port}
         elif k == "inhibit_on_failure":
             server["inhibit_on_failure"] = True
         elif k == "alpha":
@@ -638,7 +656,10 @@ def _real_server(
         return None
     real: dict[str, Any] = {"address": block.args[0]}
     if len(block.args) > 1:
-        real["port"] = int(block.args[1])
+        port = _whole(mapper, block, block.args[1], "port number")
+        if port is None:
+            return None
+        real["port"] = port
     checks: list[dict[str, Any]] = []
     for s in block.block or ():
         k = s.keyword

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lvsha.cli import main
 from lvsha.config import load_text
@@ -208,3 +210,76 @@ def test_keepalived_own_samples_import_to_files_check_config_accepts(
     assert status in (0, 1)
     if status == 1:
         assert "left out" in report and "# Left out" in out.read_text()
+
+
+KEYWORDS = [
+    "global_defs",
+    "vrrp_instance",
+    "vrrp_script",
+    "vrrp_sync_group",
+    "virtual_server",
+    "real_server",
+    "TCP_CHECK",
+    "HTTP_GET",
+    "url",
+    "authentication",
+    "auth_pass",
+    "virtual_ipaddress",
+    "track_script",
+    "track_interface",
+    "unicast_peer",
+    "group",
+    "state",
+    "priority",
+    "advert_int",
+    "interface",
+    "virtual_router_id",
+    "lvs_sync_daemon",
+    "smtp_server",
+    "sorry_server",
+    "fwmark",
+    "weight",
+    "status_code",
+    "digest",
+    "script",
+    "interval",
+    "notification_email",
+    "nopreempt",
+    "protocol",
+    "lb_algo",
+    "delay_loop",
+    "misc_path",
+]
+
+
+@st.composite
+def keepalived_text(draw: st.DrawFn) -> str:
+    words = st.one_of(
+        st.sampled_from(KEYWORDS),
+        st.sampled_from(["1", "0.5", "-3", "eth0", "10.0.0.1", "10.0.0.1/24", "MASTER", "inst"]),
+        st.text("abc$@#!{}'\"\\ 19.:/-", min_size=1, max_size=6),
+    )
+    lines = []
+    depth = 0
+    for _ in range(draw(st.integers(1, 25))):
+        line = " ".join(draw(st.lists(words, min_size=1, max_size=4)))
+        if draw(st.booleans()):
+            line += " {"
+            depth += 1
+        elif depth and draw(st.booleans()):
+            line = "}"
+            depth -= 1
+        lines.append(line)
+    lines += ["}"] * draw(st.integers(0, depth))
+    return "\n".join(lines) + "\n"
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=keepalived_text())
+def test_any_input_is_an_exit_status_never_a_crash(tmp_path: Path, text: str) -> None:
+    source = tmp_path / "fuzz.conf"
+    source.write_text(text)
+    err = io.StringIO()
+    assert import_keepalived(str(source), str(tmp_path / "out.yaml"), "lb1", err=err) in (0, 1, 2)
