@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.soak import EventListener
+from bench.soak import EventListener, new_events, print_state_changes
 from lvsha.checks.pool import DEFAULT_LATENESS_WINDOW
 from lvsha.config.model import LvshaConfig
 from lvsha.drill.lab import Host, Lab, wait_until
@@ -315,18 +315,7 @@ def scrape(host: Host, port: int = METRICS_PORT, timeout: float = 5.0) -> str:
 def event_types(lines: Iterable[str], seen: set[int]) -> list[str]:
     """The types of the events among event-stream lines not seen before (by `seq`: a new
     connection first replays recent events)."""
-    found = []
-    for text in lines:
-        if not text.strip():
-            continue
-        event = json.loads(text)
-        seq = event.get("seq")
-        if isinstance(seq, int):
-            if seq in seen:
-                continue
-            seen.add(seq)
-        found.append(str(event.get("type")))
-    return found
+    return [str(event.get("type")) for event in new_events(lines, seen)]
 
 
 @dataclass
@@ -747,10 +736,7 @@ def run_storm(options: StormOptions) -> bool:
                 f"{rhythm.count}; gap max {ms(rhythm.max_gap)}; gaps over 3 intervals: "
                 f"{rhythm.late} (b's Master_Down_Interval {mdi * 1000:.1f} ms)"
             )
-            for name, changes in spurious.items():
-                print(f"  state changes of {name} after the initial election: {len(changes)}")
-                for change in changes:
-                    print(f"    {change.describe(started)}")
+            print_state_changes(spurious, started)
             ended = [
                 f"{name}'s event stream ended early: {listener.closed_reason}"
                 for name, listener in listeners.items()

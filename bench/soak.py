@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from itertools import pairwise
@@ -59,10 +59,9 @@ class StateChange:
         )
 
 
-def state_changes(lines: Sequence[str], at: float, seen: set[int]) -> list[StateChange]:
-    """The vrrp_state events among event-stream lines not seen before (by `seq`: a new
-    connection first replays recent events)."""
-    found = []
+def new_events(lines: Iterable[str], seen: set[int]) -> Iterator[dict[str, Any]]:
+    """The events among event-stream lines not seen before (by `seq`: a new connection first
+    replays recent events)."""
     for text in lines:
         if not text.strip():
             continue
@@ -72,9 +71,26 @@ def state_changes(lines: Sequence[str], at: float, seen: set[int]) -> list[State
             if seq in seen:
                 continue
             seen.add(seq)
-        if event.get("type") == "vrrp_state":
-            found.append(StateChange(at, event))
-    return found
+        yield event
+
+
+def state_changes(lines: Sequence[str], at: float, seen: set[int]) -> list[StateChange]:
+    """The vrrp_state events among event-stream lines not seen before."""
+    return [
+        StateChange(at, event)
+        for event in new_events(lines, seen)
+        if event.get("type") == "vrrp_state"
+    ]
+
+
+def print_state_changes(
+    spurious: Mapping[str, Sequence[StateChange]], started: float, what: str = "state changes"
+) -> None:
+    """Each director's state changes after the initial election, counted, then one a line."""
+    for name, changes in spurious.items():
+        print(f"  {what} of {name} after the initial election: {len(changes)}")
+        for change in changes:
+            print(f"    {change.describe(started)}")
 
 
 @dataclass
@@ -303,10 +319,7 @@ def soak(options: SoakOptions) -> bool:
                 f"adverts from b: {backup_adverts}"
             )
             print("  (gaps between the kernel's receive times on the client's capture socket)")
-            for name, changes in spurious.items():
-                print(f"  state changes of {name} after the initial election: {len(changes)}")
-                for change in changes:
-                    print(f"    {change.describe(started)}")
+            print_state_changes(spurious, started)
             for name, listener in listeners.items():
                 if listener.closed_reason is not None:
                     print(f"  {name}'s event stream ended early: {listener.closed_reason}")

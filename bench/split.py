@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from bench.soak import EventListener
+from bench.soak import EventListener, print_state_changes
 from lvsha.config import ConfigError, load_file
 from lvsha.drill.lab import Host, Lab, wait_until
 
@@ -450,10 +450,7 @@ def _measure(
     for name, changes in election.items():
         for change in changes:
             print(f"  initial election, {name}: {change.describe(started)}")
-    for name, changes in spurious.items():
-        print(f"  VRRP state transitions of {name} after the initial election: {len(changes)}")
-        for change in changes:
-            print(f"    {change.describe(started)}")
+    print_state_changes(spurious, started, "VRRP state transitions")
     for director in directors:
         if director.listener is not None and director.listener.closed_reason is not None:
             print(

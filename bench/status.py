@@ -481,6 +481,7 @@ def run_load(duration: float, clients: int, both: bool, realtime: bool, keep_log
         advert_rhythm,
         initial_election,
         loadavg,
+        print_state_changes,
     )
     from lvsha.drill.capture import Capture  # noqa: PLC0415
     from lvsha.drill.scenarios import Election  # noqa: PLC0415
@@ -591,10 +592,7 @@ def run_load(duration: float, clients: int, both: bool, realtime: bool, keep_log
                 f"{ms(rhythm.max_gap)}; gaps over 3 intervals: {rhythm.late} (b's "
                 f"Master_Down_Interval {mdi * 1000:.1f} ms); adverts from b: {from_b}"
             )
-            for name, changes in spurious.items():
-                print(f"  state changes of {name} after the initial election: {len(changes)}")
-                for change in changes:
-                    print(f"    {change.describe(started)}")
+            print_state_changes(spurious, started)
             ended = 0
             for name, listener in listeners.items():
                 if listener.closed_reason is not None:
