@@ -152,9 +152,10 @@ class HookLanes:
         _, late = await asyncio.wait(workers, timeout=budget)
         if late:
             log.warning(
-                "%d hooks still running or waiting after %g s: killed",
-                len(late) + self.waiting,
+                "stopping: %d hooks still running after %g s killed, %d waiting not run",
+                len(late),
                 budget,
+                self.waiting,
             )
             for worker in late:
                 worker.cancel()
