@@ -56,22 +56,23 @@ async def probe_smtp(params: SmtpParams) -> ProbeResult:
     loop = asyncio.get_running_loop()
     started = loop.time()
     dialogue = _Dialogue(params)
-    try:
-        async with asyncio.timeout(params.timeout):
-            reason = await dialogue.judge()
-    except TimeoutError:
-        reason = f"timeout after {float(params.timeout)} s {dialogue.step}"
-        ok = False
-    except _DialogueError as error:
-        reason = str(error)
-        ok = False
-    else:
-        ok = True
-        remaining = started + params.timeout - loop.time()
-        await dialogue.quit(min(QUIT_GRACE, remaining))
+    try:  # closed however the probe ends, cancelled too
+        try:
+            async with asyncio.timeout(params.timeout):
+                reason = await dialogue.judge()
+            ok = True
+        except TimeoutError:
+            reason = f"timeout after {float(params.timeout)} s {dialogue.step}"
+            ok = False
+        except _DialogueError as error:
+            reason = str(error)
+            ok = False
+        latency = loop.time() - started  # the verdict is in; QUIT is a courtesy
+        if ok:
+            await dialogue.quit(min(QUIT_GRACE, started + params.timeout - loop.time()))
     finally:
         dialogue.close()
-    return ProbeResult(ok=ok, reason=reason, latency=loop.time() - started)
+    return ProbeResult(ok=ok, reason=reason, latency=latency)
 
 
 class _Dialogue:

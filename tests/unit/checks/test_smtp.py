@@ -225,6 +225,7 @@ async def test_an_unanswered_quit_costs_at_most_the_grace(
 
     assert result.ok, result.reason
     assert QUIT_GRACE <= loop.time() - started < QUIT_GRACE + LATE_MARGIN
+    assert result.latency < LATE_MARGIN  # the verdict came with the HELO answer
 
 
 async def test_connection_refused() -> None:
@@ -255,3 +256,23 @@ async def test_a_source_address_is_used(serve: Callable[..., Awaitable[Served]])
 
     assert result.reason.startswith("smtp greeting 554")
     assert peers == ["127.0.0.2"]
+
+
+async def test_a_cancelled_probe_closes_its_connection(
+    serve: Callable[..., Awaitable[Served]],
+) -> None:
+    connected, hung_up = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await reader.read()  # returns once the probe closes its side
+        hung_up.set()
+        writer.close()
+
+    served = await serve(lambda recorded: silent)
+    probe = asyncio.create_task(probe_smtp(params(served, timeout=30.0)))
+    await asyncio.wait_for(connected.wait(), 1.0)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    await asyncio.wait_for(hung_up.wait(), 1.0)
