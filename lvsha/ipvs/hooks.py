@@ -219,8 +219,6 @@ class HookBook:
     services: Mapping[ServiceKey, _Hooks]
     omega: frozenset[ServiceKey]
     """Services with `omega`: their down hooks run when lvsha stops."""
-    service_of: Mapping[RealServerId, ServiceKey]
-    """The service of each real server in `real_servers`."""
 
 
 def hook_book(config: LvshaConfig) -> HookBook:
@@ -237,7 +235,6 @@ def hook_book(config: LvshaConfig) -> HookBook:
 
     real_servers: dict[RealServerId, _Hooks] = {}
     services: dict[ServiceKey, _Hooks] = {}
-    service_of: dict[RealServerId, ServiceKey] = {}
     omega: set[ServiceKey] = set()
     for vs in config.virtual_servers:
         key = service_key(vs)
@@ -268,8 +265,7 @@ def hook_book(config: LvshaConfig) -> HookBook:
             real_servers[rs_id] = _Hooks(
                 command(rs.notify_up), command(rs.notify_down), environment, subject, vs.omega
             )
-            service_of[rs_id] = key
-    return HookBook(real_servers, services, frozenset(omega), service_of)
+    return HookBook(real_servers, services, frozenset(omega))
 
 
 # --- when they run --------------------------------------------------------------------------
