@@ -32,12 +32,14 @@ from lvsha.checks.http import (
 from lvsha.checks.icmp import IcmpParams, IcmpPingers, probe_icmp
 from lvsha.checks.result import ProbeResult
 from lvsha.checks.script import ScriptCommand, ScriptTarget, probe_script
+from lvsha.checks.smtp import SmtpParams, probe_smtp
 from lvsha.checks.state import CheckParams
 from lvsha.checks.tcp import probe_tcp
 from lvsha.checks.tcp_fast import ProbeCallback, TcpAttempt, TcpConnector, TcpEndpoint
 from lvsha.checks.udp import ReplyMatch, UdpParams, probe_udp
 from lvsha.checks.verdict import RealServerId, host_port
 from lvsha.config.checks import (
+    SMTP_DEFAULT_HELO,
     Check,
     CheckTiming,
     DnsCheck,
@@ -45,6 +47,7 @@ from lvsha.config.checks import (
     HttpsCheck,
     IcmpCheck,
     ScriptCheck,
+    SmtpCheck,
     TcpCheck,
     UdpCheck,
 )
@@ -131,6 +134,17 @@ class DnsProbe:
 
     async def run(self, tools: ProbeTools) -> ProbeResult:
         return await probe_dns(self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpProbe:
+    params: SmtpParams
+
+    def describe(self) -> str:
+        return f"smtp {host_port(self.params.address, self.params.port)}"
+
+    async def run(self, tools: ProbeTools) -> ProbeResult:
+        return await probe_smtp(self.params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +309,7 @@ def _probe(
     if isinstance(check, ScriptCheck):
         return _script_probe(config, vs, real_server, check, check_index)
     address = str(check.address) if check.address is not None else real_server.address
-    if check.bind_address is not None and not isinstance(check, TcpCheck):
+    if check.bind_address is not None and not isinstance(check, TcpCheck | SmtpCheck):
         log.warning(
             "%s: bind_address is not supported by %s checks yet; probing from the default source",
             origin,
@@ -313,6 +327,10 @@ def _probe(
         return UdpProbe(_udp_params(check, address, port))
     if isinstance(check, DnsCheck):
         return DnsProbe(DnsParams(address, port, check.timeout, check.name, check.query_type))
+    if isinstance(check, SmtpCheck):
+        source = str(check.bind_address) if check.bind_address is not None else None
+        helo_name = check.helo_name if check.helo_name is not None else SMTP_DEFAULT_HELO
+        return SmtpProbe(SmtpParams(address, port, check.timeout, helo_name, source))
     raise AssertionError(f"unhandled check type {type(check).__name__}")
 
 

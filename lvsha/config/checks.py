@@ -197,6 +197,31 @@ class DnsCheck(PortCheck):
     query_type: Literal["A", "AAAA", "NS", "MX", "SOA", "TXT", "CNAME", "PTR", "SRV"] = "SOA"
 
 
+SMTP_DEFAULT_HELO = "smtpchecker.keepalived.org"
+"""The HELO name keepalived's SMTP_CHECK sends when none is configured."""
+
+
+def _helo_name(value: object) -> object:
+    # RFC 5321 4.1.1.1: HELO takes a domain (or an address literal); a space, control character
+    # or line break would end the command early or smuggle a second one.
+    if isinstance(value, str) and not re.fullmatch(r"[\x21-\x7e]{1,255}", value):
+        raise ValueError(
+            f"'{value}' is not a HELO name: a domain or [address], 1-255 printable characters, "
+            "no spaces"
+        )
+    return value
+
+
+class SmtpCheck(PortCheck):
+    """An SMTP dialogue: the 220 greeting, HELO answered with 250, then QUIT
+    (keepalived's SMTP_CHECK)."""
+
+    type: Literal["smtp"]
+    helo_name: Annotated[str, BeforeValidator(_helo_name)] | None = Field(
+        None, description=f"Name sent with HELO; default: {SMTP_DEFAULT_HELO} (as keepalived)."
+    )
+
+
 class ScriptCheck(CheckTiming):
     """A command whose exit status is the verdict (keepalived's MISC_CHECK)."""
 
@@ -210,7 +235,7 @@ class ScriptCheck(CheckTiming):
 
 
 Check = Annotated[
-    IcmpCheck | TcpCheck | HttpCheck | HttpsCheck | UdpCheck | DnsCheck | ScriptCheck,
+    IcmpCheck | TcpCheck | HttpCheck | HttpsCheck | UdpCheck | DnsCheck | ScriptCheck | SmtpCheck,
     Field(discriminator="type"),
 ]
 
@@ -222,4 +247,5 @@ CHECK_TYPES: dict[str, type[CheckTiming]] = {
     "udp": UdpCheck,
     "dns": DnsCheck,
     "script": ScriptCheck,
+    "smtp": SmtpCheck,
 }

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from lvsha.config.base import IPAddress, Model, Name
+from lvsha.config.base import Command, IPAddress, Model, Name
 from lvsha.config.checks import Check, CheckTiming
 from lvsha.config.vrrp import Family
 
@@ -65,6 +65,12 @@ class RealServer(Model):
     checks: list[Check] = Field(
         default_factory=list, description="All must pass for the server to be in service."
     )
+    notify_up: Command | None = Field(
+        None, description="Run when its checks find the server up again (keepalived's notify_up)."
+    )
+    notify_down: Command | None = Field(
+        None, description="Run when its checks find the server down (keepalived's notify_down)."
+    )
 
 
 class VirtualServer(Model):
@@ -112,3 +118,10 @@ class VirtualServer(Model):
         description="Check defaults for this server's checks (keys set here win over global).",
     )
     real_servers: list[RealServer] = Field(default_factory=list)
+    quorum_up: Command | None = Field(None, description="Run when the service gains quorum.")
+    quorum_down: Command | None = Field(None, description="Run when the service loses quorum.")
+    omega: bool = Field(
+        False,
+        description="When lvsha stops, run notify_down of the servers up and quorum_down "
+        "(keepalived's omega).",
+    )

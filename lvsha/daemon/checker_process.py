@@ -67,9 +67,10 @@ from lvsha.daemon.overrides import decode as decode_overrides
 from lvsha.daemon.overrides import load as load_overrides
 from lvsha.gcpause import collector_paused
 from lvsha.ipvs.events import CheckerEvents, ServiceLabels
+from lvsha.ipvs.hooks import LvsHooks
 from lvsha.ipvs.memory import MemoryIpvsTable
 from lvsha.ipvs.metrics import real_server_samples, virtual_server_samples
-from lvsha.ipvs.model import ConnectionTable
+from lvsha.ipvs.model import ConnectionTable, ServiceKey
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort
 from lvsha.ipvs.specs import ConfiguredService, configured_service, configured_services
@@ -306,6 +307,9 @@ class Checker:
         self.labels = ServiceLabels(self.syncer)
         """How metrics and events name each virtual server."""
         self.events = CheckerEvents(self.pool, self.syncer, self._send_event, self.labels)
+        # Before the pool starts: its first verdicts are where each real server's hooks start.
+        self.hooks = LvsHooks(config, self.pool, self.syncer, self._send_event)
+        """notify_up / notify_down of real servers, quorum_up / quorum_down of services."""
         self.roles = VrrpRoleBook(config)
         self.follower: SyncDaemonFollower | None = None
         self.generation: int | None = None
@@ -359,6 +363,8 @@ class Checker:
 
     async def stop(self) -> None:
         self.events.close()
+        # Before the syncer stops: omega's hooks run while the services are still there.
+        await self.hooks.stop(self._quorum_held())
         await self.syncer.stop()
         await self.pool.close()
         if self.follower is not None:
@@ -518,8 +524,12 @@ class Checker:
             log.warning("%s refused; the running configuration is unchanged", name)
         return ConfigApplied(message.generation, False, tuple(errors), left)
 
+    def _quorum_held(self) -> dict[ServiceKey, bool]:
+        return {key: state.up for key, state in self.syncer.quorum.items()}
+
     async def _move(self, old: _Derived, new: _Derived) -> tuple[list[str], str]:
         """Move every part from `old` to `new`; the errors (nothing: done) and a summary."""
+        quorum_before = self._quorum_held()
         async with self.watcher.paused() as refresh:
             change = self.pool.reconfigure(new.plan)
             # New real servers an override or a maintenance file selects enter as they say,
@@ -539,6 +549,7 @@ class Checker:
             return errors, ""
         self.syncer.resync_interval = new.config.global_.ipvs.resync_interval
         self.syncer.on_stop = OnStop(new.config.global_.ipvs.on_stop)
+        self.hooks.reconfigure(new.config, frozenset(self.pool.real_servers), quorum_before)
         done = {
             kind: count - operations.get(kind, 0)
             for kind, count in self.syncer.operations.items()

@@ -292,8 +292,14 @@ SERVICE_KEYS = {
     "forwarding": "connection reset, reported once for the destinations that follow it",
     "inhibit_on_failure": "hitless, reported once for the real servers that follow it",
     "real_servers": "by (address, port)",
+    "quorum_up": "hitless: the hook runs from the next quorum change",
+    "quorum_down": "hitless: the hook runs from the next quorum change",
+    "omega": "hitless: read when lvsha stops",
 }
 """VirtualServer keys compared, with their rule."""
+SERVICE_HOOK_KEYS = ("quorum_up", "quorum_down", "omega")
+"""VirtualServer keys of its hooks: the checker uses the new ones from the next transition (or
+stop), so a change is hitless."""
 SERVICE_NOT_COMPARED = frozenset(
     {
         "address",  # identity
@@ -312,6 +318,8 @@ REAL_SERVER_RULES: dict[str, tuple[Cost, str]] = {
     "lower_threshold": (HITLESS, "edited in place"),
     "inhibit_on_failure": (HITLESS, "applies from the next failure"),
     "forwarding": (CONNECTION_RESET, "established flows were set up for the old method"),
+    "notify_up": (HITLESS, "the hook runs from the next transition"),
+    "notify_down": (HITLESS, "the hook runs from the next transition"),
 }
 """RealServer keys besides its identity (address, port) and its checks (by CheckKey)."""
 REAL_SERVER_ELSEWHERE = frozenset({"address", "port", "checks"})
@@ -474,7 +482,7 @@ def _sorry_at(sorry: SorryServer) -> str:
 
 
 def _probe_kind(key: CheckKey) -> str:
-    """tcp, http, https, udp, dns, icmp or script: what a check's key may change and still be
+    """tcp, http, https, udp, dns, smtp, icmp or script: what a check's key may change and still be
     the same check restarting."""
     return key.probe.describe().split(" ", 1)[0]
 
@@ -998,6 +1006,10 @@ class _Planner:
                     else ""
                 )
                 diffs.append((quorum_cost, f"{_differs(name, a, b)}{note}"))
+        for name in SERVICE_HOOK_KEYS:
+            a, b = getattr(old, name), getattr(new, name)
+            if a != b:
+                diffs.append((HITLESS, _differs(name, a, b)))
         return diffs
 
     def _sorry_server(self, subject: str, old: VirtualServer, new: VirtualServer) -> None:

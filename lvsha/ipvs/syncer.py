@@ -563,6 +563,7 @@ class IpvsSyncer:
         self.counters_read_at: float | None = None
         """Loop time of that read."""
         self._quorum_listeners: list[QuorumListener] = []
+        self._every_quorum_listeners: list[QuorumListener] = []
         self._quorum_known: set[ServiceKey] = set()
         """Services whose quorum state has been known (reported, or adopted from the kernel)
         since they were first evaluated: a regain of the others is no news."""
@@ -638,10 +639,17 @@ class IpvsSyncer:
 
     # Inputs.
 
-    def subscribe_quorum(self, listener: QuorumListener) -> Callable[[], None]:
-        """Call `listener` with every `QuorumChange` from now on; returns the unsubscriber."""
-        self._quorum_listeners.append(listener)
-        return lambda: self._quorum_listeners.remove(listener)
+    def subscribe_quorum(
+        self, listener: QuorumListener, *, every_change: bool = False
+    ) -> Callable[[], None]:
+        """Call `listener` with every `QuorumChange` from now on; returns the unsubscriber.
+
+        `every_change`: also the first "held" after start that is no news to the operator
+        (an `alpha` service whose real servers came up): quorum hooks run on it, as
+        keepalived runs quorum_up then."""
+        listeners = self._every_quorum_listeners if every_change else self._quorum_listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
 
     async def read_table(self) -> IpvsTable:
         """The kernel's table as it is now (for `presumptions` before the check pool starts,
@@ -1095,10 +1103,10 @@ class IpvsSyncer:
                 continue  # the first evaluation, or no change
             known = key in self._quorum_known
             self._quorum_known.add(key)
-            if new.up and not known:
-                continue  # held for the first time since start: it was never known lost
             change = QuorumChange(service, new, key in desired.sorry_active)
-            for listener in list(self._quorum_listeners):
+            news = known or not new.up  # held for the first time since start: never known lost
+            listeners = [*self._every_quorum_listeners, *(self._quorum_listeners if news else ())]
+            for listener in listeners:
                 try:
                     listener(change)
                 except Exception:

@@ -3,11 +3,14 @@
     python -m tests.netns.servers tcp   --address A --port P
     python -m tests.netns.servers http  --address A --port P --mode-file F [--cert C --key K]
     python -m tests.netns.servers udp   --address A --port P
+    python -m tests.netns.servers smtp  --address A --port P
 
 Each prints "ready" on stdout once its socket is bound and listening. The HTTP server reads its
 mode file on every request, so a test switches its behaviour by rewriting the file (see
 `set_mode`): "ok" answers 200 with `PAGE`, "503" answers 503, "changed" answers 200 with
-`CHANGED_PAGE`, "hang" reads the request and never answers.
+`CHANGED_PAGE`, "hang" reads the request and never answers. The SMTP server greets with a
+multi-line 220, answers HELO with 250 and QUIT with 221, and records each HELO name it hears in
+its stdout after "ready".
 """
 
 from __future__ import annotations
@@ -97,6 +100,33 @@ def serve_udp_echo(address: str, port: int) -> None:
         server.sendto(datagram, sender)
 
 
+def _smtp_session(connection: socket.socket) -> None:
+    with connection, connection.makefile("rwb", buffering=0) as stream:
+        stream.write(b"220-mx.lvsha.test ESMTP\r\n220 ready\r\n")
+        for line in stream:
+            if line.upper().startswith(b"HELO "):
+                sys.stdout.write(f"HELO {line[5:].strip().decode(errors='replace')}\n")
+                sys.stdout.flush()
+                stream.write(b"250 mx.lvsha.test\r\n")
+            elif line.upper().startswith(b"QUIT"):
+                stream.write(b"221 bye\r\n")
+                return
+            else:
+                stream.write(b"502 not here\r\n")
+
+
+def serve_smtp(address: str, port: int) -> None:
+    """Just enough SMTP for an SMTP check, a thread per connection."""
+    listener = socket.socket(_family(address), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((address, port))
+    listener.listen(128)
+    _ready()
+    while True:
+        connection, _ = listener.accept()
+        threading.Thread(target=_smtp_session, args=(connection,), daemon=True).start()
+
+
 class _ModalHandler(BaseHTTPRequestHandler):
     mode_file: ClassVar[Path]
     hung: ClassVar[threading.Event] = threading.Event()  # never set: what a hung request awaits
@@ -151,7 +181,7 @@ def serve_http(address: str, port: int, mode_file: Path, cert: str | None, key: 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("kind", choices=("tcp", "http", "udp"))
+    parser.add_argument("kind", choices=("tcp", "http", "udp", "smtp"))
     parser.add_argument("--address", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode-file", type=Path)
@@ -162,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve_tcp(args.address, args.port)
     elif args.kind == "udp":
         serve_udp_echo(args.address, args.port)
+    elif args.kind == "smtp":
+        serve_smtp(args.address, args.port)
     else:
         if args.mode_file is None:
             parser.error("http needs --mode-file")

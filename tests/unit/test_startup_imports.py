@@ -23,6 +23,7 @@ HTTP_DNS_AND_PROBES = (
     "lvsha.checks.tcp",
     "lvsha.checks.tcp_fast",
     "lvsha.checks.udp",
+    "lvsha.checks.smtp",
     "lvsha.checks.icmp",
     "lvsha.checks.targets",
     "lvsha.checks.pool",

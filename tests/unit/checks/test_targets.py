@@ -11,6 +11,7 @@ from lvsha.checks.targets import (
     HttpProbe,
     IcmpProbe,
     ScriptProbe,
+    SmtpProbe,
     TcpProbe,
     UdpProbe,
     check_plan,
@@ -318,3 +319,32 @@ def test_origin_names_the_configuration_path() -> None:
     plan = plan_of(SHARED)
     target = only(plan, "virtual_servers[1].real_servers[0].checks[0]")
     assert target.real_server.virtual_service == "192.0.2.80:8080/tcp"
+
+
+def test_smtp_helo_name_port_and_source() -> None:
+    plan = plan_of(
+        """
+virtual_servers:
+  - address: 192.0.2.80
+    port: 25
+    protocol: TCP
+    real_servers:
+      - address: 192.0.2.21
+        checks:
+          - {type: smtp}
+          - {type: smtp, port: 587, helo_name: lb1.example.com, bind_address: 192.0.2.2}
+"""
+    )
+    first, second = (target.probe for target in plan.targets)
+    assert isinstance(first, SmtpProbe) and isinstance(second, SmtpProbe)
+    assert first.describe() == "smtp 192.0.2.21:25"
+    assert (first.params.port, first.params.helo_name, first.params.source) == (
+        25,
+        "smtpchecker.keepalived.org",
+        None,
+    )
+    assert (second.params.port, second.params.helo_name, second.params.source) == (
+        587,
+        "lb1.example.com",
+        "192.0.2.2",
+    )

@@ -531,3 +531,23 @@ def test_fuzz_structures_through_the_model(value: object) -> None:
         load_text(text.replace("NaN", ".nan").replace("Infinity", ".inf"), "fuzz.yaml")
     except ConfigError as exc:
         assert exc.problems
+
+
+def test_smtp_helo_names_that_would_break_the_command_are_refused() -> None:
+    problem = only_problem(checked_service("{type: smtp, port: 25, helo_name: 'two words'}"))
+    assert ".checks[0].helo_name: 'two words' is not a HELO name" in problem
+    assert "is not a HELO name" in only_problem(
+        checked_service('{type: smtp, port: 25, helo_name: "lb\\r\\nRCPT TO:<x>"}')
+    )
+    assert "is not a HELO name" in only_problem(
+        checked_service("{type: smtp, port: 25, helo_name: ''}")
+    )
+    assert load_text(checked_service("{type: smtp, port: 25, helo_name: '[192.0.2.1]'}"))
+
+
+def test_an_smtp_check_needs_a_port() -> None:
+    problem = only_problem(
+        SERVICE.replace("port: 80", "port: 0\n    persistence_timeout: 60")
+        + "        checks: [{type: smtp}]\n"
+    )
+    assert "a smtp check needs a port" in problem

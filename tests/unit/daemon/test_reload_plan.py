@@ -577,6 +577,41 @@ def test_quorum_drains_only_with_a_sorry_server() -> None:
     assert only(plan(sorry, more)).cost is Cost.DRAIN
 
 
+def test_real_server_hooks_are_hitless() -> None:
+    hooked = edit(
+        BASE, ("        weight: 2\n", "        weight: 2\n        notify_down: /bin/rs-down\n")
+    )
+    assert only(plan(BASE, hooked)) == Change(
+        "real_server",
+        "change",
+        "TCP 10.0.0.10:80 -> 192.168.1.3:80",
+        "notify_down none -> [/bin/rs-down]",
+        Cost.HITLESS,
+    )
+    both = edit(hooked, ("/bin/rs-down\n", "/bin/rs-down\n        notify_up: /bin/rs-up x\n"))
+    assert only(plan(hooked, both)).detail == "notify_up none -> [/bin/rs-up, x]"
+
+
+def test_quorum_hooks_and_omega_are_hitless() -> None:
+    hooked = edit(
+        BASE,
+        (
+            "scheduler: wlc",
+            "scheduler: wlc\n    quorum_up: /bin/q-up\n    quorum_down: /bin/q-down\n"
+            "    omega: true",
+        ),
+    )
+    change = only(plan(BASE, hooked))
+    assert (change.area, change.subject, change.cost) == (
+        "virtual_service",
+        "TCP 10.0.0.10:80",
+        Cost.HITLESS,
+    )
+    assert change.detail == (
+        "quorum_up none -> [/bin/q-up]; quorum_down none -> [/bin/q-down]; omega false -> true"
+    )
+
+
 def test_added_service_and_real_server_are_hitless() -> None:
     new = (
         BASE

@@ -85,12 +85,16 @@ async def test_quorum_first_held_after_a_start_on_guesses_is_no_news(
     # Alpha checks: mail starts without quorum, on guesses; its real servers rise.
     syncer = await start(port, syncers, restart_verdicts())
     changes = heard(syncer)
+    every: list[QuorumChange] = []
+    syncer.subscribe_quorum(every.append, every_change=True)
     assert syncer.quorum[MAIL].up is False
     for real_server in (MAIL_A, MAIL_B, MAIL_C):
         syncer.on_verdict(verdict(real_server, Health.HEALTHY))
     # The listeners hear of a change in the pass that decides it, before `quorum` shows it.
     await eventually(lambda: syncer.quorum[MAIL].up, "quorum held")
     assert changes == []
+    # ... except one that asks for every change (quorum hooks: keepalived's quorum_up runs)
+    assert said(every) == [("mail", True, 3, False)]
     # From then on it is known: a loss and a regain are both news.
     for real_server in (MAIL_A, MAIL_B, MAIL_C):
         syncer.on_verdict(verdict(real_server, Health.UNHEALTHY))
@@ -99,6 +103,7 @@ async def test_quorum_first_held_after_a_start_on_guesses_is_no_news(
         syncer.on_verdict(verdict(real_server, Health.HEALTHY))
     await eventually(lambda: len(changes) == 2, "quorum regained")
     assert [c.quorum.up for c in changes] == [False, True]
+    assert [c.quorum.up for c in every] == [True, False, True]
 
 
 async def test_quorum_lost_in_the_table_a_previous_checker_left_is_known(
