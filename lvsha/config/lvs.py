@@ -112,3 +112,8 @@ class VirtualServer(Model):
         description="Check defaults for this server's checks (keys set here win over global).",
     )
     real_servers: list[RealServer] = Field(default_factory=list)
+    group: Name | None = Field(
+        None,
+        description="A virtual_server_groups entry whose members are this virtual server's "
+        "services (then no address, port or fwmark here; protocol applies to every member).",
+    )
