@@ -540,6 +540,8 @@ def _group_services(
 
 def _unused_groups(out: _Findings, config: LvshaConfig) -> None:
     used = {vs.group for vs in config.virtual_servers}
+    if any(name is not None and name not in config.virtual_server_groups for name in used):
+        return  # a misspelt group: its own finding says which one was meant
     for name in config.virtual_server_groups:
         if name not in used:
             out.add(
