@@ -413,7 +413,7 @@ class Checker:
             return OverridesApplied(message.serial, (f"overrides refused: {error}",))
         try:
             changed = self.admin.set_overrides(overrides)
-            services = {self.syncer.service_of(rs) for rs in changed}
+            services = {key for rs in changed for key in self.syncer.services_of(rs)}
             refusals = await self.syncer.sync_now()
         except Exception as error:  # a bug: say so rather than leave the parent waiting
             log.exception("applying overrides (serial %d) failed", message.serial)

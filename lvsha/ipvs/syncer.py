@@ -650,6 +650,10 @@ class IpvsSyncer:
         locations = self._locations.get(real_server)
         return None if not locations else locations[0][0]
 
+    def services_of(self, real_server: RealServerId) -> tuple[ServiceKey, ...]:
+        """Every configured service `real_server` is in: one, or each member of its group."""
+        return tuple(service for service, _ in self._locations.get(real_server, ()))
+
     @property
     def held(self) -> frozenset[RealServerId]:
         """Adopted real servers whose destinations are still left as found."""

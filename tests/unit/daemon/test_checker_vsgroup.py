@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from lvsha.daemon.checker_process import Checker
+from lvsha.daemon.operations import _active_connections
 from lvsha.daemon.overrides import Mode, Override, Selector
 from lvsha.ipvs.metrics import virtual_server_samples
 from lvsha.messages import ChildEvent, ConfigApplied, Message, StatusRequest
+from tests.tools import api_schema
 from tests.unit.daemon.test_checker_reload import Parts, message
 from tests.unit.ipvs.test_vsgroup import key
 
@@ -90,11 +92,19 @@ async def test_maint_by_the_groups_name_takes_the_server_out_of_every_member(
 async def test_status_and_metrics_name_each_member_by_the_group(checker: Checker) -> None:
     answer = await checker.status(StatusRequest(7))
     body = json.loads(answer.body)
-    assert [(vs["name"], vs["service"]) for vs in body["virtual_servers"]] == [
-        ("web", "192.0.2.10:80/tcp"),
-        ("web", "192.0.2.20:80/tcp"),
-        ("web", "192.0.2.21:80/tcp"),
+    for item in body["virtual_servers"]:
+        api_schema.check_def("status", "virtual_server", item)
+    assert [(vs["name"], vs["service"], vs["group"]) for vs in body["virtual_servers"]] == [
+        ("web", "192.0.2.10:80/tcp", "web"),
+        ("web", "192.0.2.20:80/tcp", "web"),
+        ("web", "192.0.2.21:80/tcp", "web"),
     ]
+    # What `lvsha drain --wait` counts: a selector naming the group finds its real server in
+    # every member.
+    for rs in body["virtual_servers"][1]["real_servers"]:
+        rs["active_connections"] = 2
+    selector = Selector("10.0.0.1", None, "group web")
+    assert _active_connections(body["virtual_servers"], selector) == 2
     labels = checker.labels.labels()
     assert [labels[member] for member in MEMBERS] == [
         "web (TCP 192.0.2.10:80)",
