@@ -161,3 +161,68 @@ def test_a_group_follows_its_real_servers_checked_once(
         assert director.log().count("web 192.0.2.22:8080: healthy -> unhealthy") == 1
     finally:
         director.crash()
+
+
+def test_a_reload_adds_and_removes_members_and_nothing_else(lab: Lab, tmp_path: Path) -> None:
+    director_host = lab.add_host("d", "192.0.2.11/24")
+    for n, address in enumerate(("192.0.2.21", "192.0.2.22"), 1):
+        host = lab.add_host(f"rs{n}", f"{address}/24")
+        counting_server(host, address, tmp_path / f"rs{n}.count")
+    director = Director(director_host, CONFIG, "192.0.2.100/24")
+    director.process = director_host.popen(
+        sys.executable, "-m", "lvsha", "run", str(director.config_path),
+        "--run-dir", str(run_dir(director)), "--dry-run",
+        "--state-dir", str(director.workdir / "state"),
+        stdout=director.log_path.open("ab"), stderr=-2, start_new_session=True, cwd=REPO,
+    )  # fmt: skip
+    both = {"192.0.2.21": 1, "192.0.2.22": 1}
+    try:
+        wait_until(
+            lambda: kernel_weights(director) == dict.fromkeys(MEMBERS, both),
+            30,
+            interval=0.2,
+            what="both real servers in every member",
+        )
+        director.config_path.write_text(
+            CONFIG.replace("192.0.2.101-102:80, fwmark 7]", "192.0.2.101-102:80, 192.0.2.103:80]")
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lvsha",
+                "reload",
+                "--json",
+                "--run-dir",
+                str(run_dir(director)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        plan = json.loads(done.stdout)["plan"]["changes"]
+        assert [(c["area"], c["action"], c["subject"], c["cost"]) for c in plan] == [
+            ("virtual_service", "add", "TCP 192.0.2.103:80", "hitless"),
+            ("virtual_service", "remove", "FWM 7 INET", "connection reset"),
+        ]
+        members = [*MEMBERS[:3], "192.0.2.103:80/tcp"]
+        wait_until(
+            lambda: kernel_weights(director) == dict.fromkeys(members, both),
+            10,
+            interval=0.2,
+            what="the new member with both real servers, the fwmark gone",
+        )
+        # The operations of the reload: the new member's service and destinations, the removed
+        # member's; none on the members that stay.
+        applied = [line for line in director.log().splitlines() if "applied: checks" in line]
+        assert len(applied) == 1, applied
+        assert (
+            "checks: 2 kept, 0 started, 0 revived, 0 stopped; real servers: 0 added, 0 removed, "
+            "0 with other checks; IPVS operations: 2 AddDestination, 1 AddService, "
+            "2 DeleteDestination, 1 DeleteService (in "
+        ) in applied[0]
+    finally:
+        director.crash()
