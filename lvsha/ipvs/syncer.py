@@ -927,6 +927,12 @@ class IpvsSyncer:
         self._locations = {key: tuple(value) for key, value in locations.items()}
         self._groups = {name: tuple(keys) for name, keys in groups.items()}
 
+    def _siblings(self, service: ConfiguredService) -> tuple[ServiceKey, ...]:
+        """The services decided with `service`: its group's members, or itself."""
+        if service.group is None:
+            return (service.key,)
+        return self._groups.get(service.group, (service.key,))
+
     def _take(self, verdict: RealServerVerdict, arrived_at: float | None) -> None:
         self._verdicts[verdict.real_server] = verdict.verdict
         if verdict.check is not None and self._holds.pop(verdict.real_server, None) is not None:
@@ -1163,11 +1169,14 @@ class IpvsSyncer:
         group's once, as its first member's (they share it)."""
         for service in _one_per_group(services):
             key = service.key
-            old, new = self._quorum.get(key), desired.quorum[key]
+            # A group's state so far is any member's: the first may be new in a reload.
+            siblings = self._siblings(service)
+            old = next((self._quorum[k] for k in siblings if k in self._quorum), None)
+            new = desired.quorum[key]
             if old is None or old.up == new.up:
                 continue  # the first evaluation, or no change
-            known = key in self._quorum_known
-            self._quorum_known.add(key)
+            known = any(k in self._quorum_known for k in siblings)
+            self._quorum_known.update(siblings)
             if new.up and not known:
                 continue  # held for the first time since start: it was never known lost
             change = QuorumChange(service, new, key in desired.sorry_active)
@@ -1183,7 +1192,8 @@ class IpvsSyncer:
         for service in _one_per_group(services):
             key = service.key
             active = key in desired.sorry_active
-            if active == (key in self._sorry_active):
+            was = any(k in self._sorry_active for k in self._siblings(service))
+            if active == was:
                 continue
             quorum = desired.quorum[key]
             sorry = service.spec.sorry_server

@@ -4,8 +4,11 @@ reload that adds or removes a member touching only that member's service."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from ipaddress import ip_address
+
+import pytest
 
 from lvsha.checks.targets import check_plan
 from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict, Verdict
@@ -195,3 +198,30 @@ async def test_a_reload_adds_or_removes_only_that_members_service(
     assert {type(op) for op in port.log} <= {DeleteService, DeleteDestination}
     assert {getattr(op, "service", getattr(op, "key", None)) for op in port.log} == gone
     assert set(port.snapshot()) == {MEMBERS[0], MEMBERS[3], MAIL}
+
+
+async def test_a_member_new_in_a_reload_joins_the_groups_quorum_state(
+    port: RecordingPort, syncers: list[IpvsSyncer], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="lvsha.ipvs.syncer")
+    syncer = await started(port, syncers)
+    changes: list[QuorumChange] = []
+    syncer.subscribe_quorum(changes.append)
+    syncer.on_verdict(verdict(A, Health.UNHEALTHY))
+    await eventually(lambda: len(changes) == 1, "quorum lost")
+    # A member placed first: the group's state is its siblings', so no news, and the sorry
+    # server serves the new member at once.
+    first = services(CONFIG.replace("members: [", "members: [192.0.2.5:80, "))
+    assert await syncer.apply_config(first, verdicts=healthy(first)) == []
+    new = key("192.0.2.5")
+    assert port.weights(new) == {"10.0.9.9": 1}
+    assert len(changes) == 1
+    assert caplog.text.count("quorum lost") == 1, caplog.text
+    syncer.on_verdict(verdict(A, Health.HEALTHY))
+    members = [new, *MEMBERS]
+    await eventually(
+        lambda: all(port.weights(m) == {"10.0.0.1": 2, "10.0.0.2": 1} for m in members),
+        "quorum regained in every member",
+    )
+    assert [(c.service.key, c.quorum.up) for c in changes] == [(MEMBERS[0], False), (new, True)]
+    assert caplog.text.count("web (group web): quorum regained") == 1, caplog.text
