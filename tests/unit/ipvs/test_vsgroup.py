@@ -225,3 +225,28 @@ async def test_a_member_new_in_a_reload_joins_the_groups_quorum_state(
     )
     assert [(c.service.key, c.quorum.up) for c in changes] == [(MEMBERS[0], False), (new, True)]
     assert caplog.text.count("web (group web): quorum regained") == 1, caplog.text
+
+
+def test_an_ipv6_group_keys_its_members_in_ipv6() -> None:
+    configured = services(
+        """
+virtual_server_groups:
+  api:
+    members: ['[2001:db8::10-11]:443', fwmark 9]
+virtual_servers:
+  - group: api
+    protocol: TCP
+    persistence_timeout: 300
+    real_servers:
+      - {address: '2001:db8:1::1', port: 443}
+"""
+    )
+    assert [service.key for service in configured] == [
+        AddressKey(TransportProtocol.TCP, ip_address("2001:db8::10"), 443),
+        AddressKey(TransportProtocol.TCP, ip_address("2001:db8::11"), 443),
+        FwmarkKey(9, Family.INET6),
+    ]
+    for service in configured:
+        persistence = service.spec.options.persistence
+        assert persistence is not None
+        assert (persistence.timeout, persistence.prefix_length) == (300, 128)
