@@ -915,17 +915,20 @@ class IpvsSyncer:
 
     def _set_services(self, services: Sequence[ConfiguredService]) -> None:
         self._services = tuple(services)
-        locations: dict[RealServerId, list[tuple[ServiceKey, DestinationKey]]] = {}
-        groups: dict[str, list[ServiceKey]] = {}
+        locations: dict[RealServerId, tuple[tuple[ServiceKey, DestinationKey], ...]] = {}
+        groups: dict[str, tuple[ServiceKey, ...]] = {}
         for service in self._services:
-            if service.group is not None:
-                groups.setdefault(service.group, []).append(service.key)
+            key = service.key
+            if service.group is None:
+                for real_server in service.real_servers:
+                    locations[real_server.id] = ((key, real_server.destination),)
+                continue
+            groups[service.group] = (*groups.get(service.group, ()), key)
             for real_server in service.real_servers:
-                locations.setdefault(real_server.id, []).append(
-                    (service.key, real_server.destination)
-                )
-        self._locations = {key: tuple(value) for key, value in locations.items()}
-        self._groups = {name: tuple(keys) for name, keys in groups.items()}
+                found = locations.get(real_server.id, ())
+                locations[real_server.id] = (*found, (key, real_server.destination))
+        self._locations = locations
+        self._groups = groups
 
     def _siblings(self, service: ConfiguredService) -> tuple[ServiceKey, ...]:
         """The services decided with `service`: its group's members, or itself."""
@@ -1050,9 +1053,10 @@ class IpvsSyncer:
             services: Sequence[ConfiguredService] = self._services
         else:
             # A group's members are decided together (`desired_table`): one dirty, all are.
-            for configured in self._services:
-                if configured.group is not None and configured.key in dirty:
-                    dirty.update(self._groups[configured.group])
+            if self._groups:
+                for configured in self._services:
+                    if configured.group is not None and configured.key in dirty:
+                        dirty.update(self._groups[configured.group])
             services = [service for service in self._services if service.key in dirty]
         desired = desired_table(
             services,
