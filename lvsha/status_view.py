@@ -210,6 +210,8 @@ def _services(services: dict[str, Any], now: float, paint: _Paint) -> list[str]:
         label = f"{protocol.upper()}  {address}" if not service.startswith("fwmark") else service
         if vs["name"]:
             label += f" ({vs['name']})"
+        if vs.get("group") and vs["group"] != vs["name"]:
+            label += f" [group {vs['group']}]"
         quorum = "up" if vs["quorum_up"] else "LOST"
         if vs["sorry_server_active"]:
             quorum += ", sorry server"

@@ -161,6 +161,8 @@ class AlertmanagerTransport:
                 changed |= self._judge_vrrp(self._vrrp[instance], now)
         present = configured_real_servers(config)
         services = {str(service.key) for service in configured_services(config)}
+        # A group's quorum events name the group (lvsha.ipvs.events).
+        services |= {f"group {vs.group}" for vs in config.virtual_servers if vs.group}
         for key, condition in list(self.conditions.items()):
             if key[0] == REAL_SERVER_DOWN and condition.labels["real_server"] not in present:
                 changed |= self._resolve(key, now)

@@ -259,7 +259,7 @@ def real_server_id(vs: VirtualServer, rs: RealServer, service: str | None = None
     port = rs.port if rs.port is not None else (vs.port or 0)
     if service is None:
         service = virtual_service_id(vs)
-    return RealServerId(service, str(rs.address), port, vs.name)
+    return RealServerId(service, str(rs.address), port, vs.name or vs.group)
 
 
 def check_params(check: CheckTiming) -> CheckParams:
@@ -279,8 +279,20 @@ def _warmup(check: CheckTiming) -> float:
     return check.warmup if check.warmup is not None else check.interval
 
 
+GROUP_PREFIX = "group "
+
+
+def group_service_id(group: str) -> str:
+    """The identity of the real servers of the virtual server serving `group`: each is checked
+    once and its verdict applies to every member service (lvsha.ipvs.specs expands them)."""
+    return f"{GROUP_PREFIX}{group}"
+
+
 def virtual_service_label(vs: VirtualServer) -> str:
-    """The virtual service as an operator writes it: "192.0.2.10:80/tcp" or "fwmark 7"."""
+    """The virtual service as an operator writes it: "192.0.2.10:80/tcp", "fwmark 7", or
+    "group web" for the services of a virtual server group."""
+    if vs.group is not None:
+        return group_service_id(vs.group)
     if vs.fwmark is not None:
         return f"fwmark {vs.fwmark}"
     address = str(vs.address)
@@ -291,7 +303,10 @@ def virtual_service_label(vs: VirtualServer) -> str:
 def virtual_service_id(vs: VirtualServer) -> str:
     """The virtual service's identity, as `RealServerId` carries it: what the kernel keys the
     service by (protocol, address and port; or firewall mark and family), written as
-    `virtual_service_label` writes it, the family added to a firewall mark."""
+    `virtual_service_label` writes it, the family added to a firewall mark. The real servers
+    of a group's virtual server are one set, whatever its members: "group web"."""
+    if vs.group is not None:
+        return group_service_id(vs.group)
     if vs.fwmark is not None:
         return f"fwmark {vs.fwmark}/{vs.family}"
     return virtual_service_label(vs)

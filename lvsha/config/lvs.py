@@ -125,3 +125,8 @@ class VirtualServer(Model):
         description="When lvsha stops, run notify_down of the servers up and quorum_down "
         "(keepalived's omega).",
     )
+    group: Name | None = Field(
+        None,
+        description="A virtual_server_groups entry whose members are this virtual server's "
+        "services (then no address, port or fwmark here; protocol applies to every member).",
+    )

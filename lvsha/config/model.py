@@ -12,6 +12,7 @@ from lvsha.config.base import InterfaceName, Model, Name, Seconds
 from lvsha.config.checks import CheckTiming
 from lvsha.config.lvs import VirtualServer
 from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript
+from lvsha.config.vsgroup import VirtualServerGroup
 
 
 def _email(value: object) -> object:
@@ -331,3 +332,8 @@ class LvshaConfig(Model):
     vrrp_instances: dict[Name, VrrpInstance] = Field(default_factory=dict)
     sync_groups: dict[Name, SyncGroup] = Field(default_factory=dict)
     virtual_servers: list[VirtualServer] = Field(default_factory=list)
+    virtual_server_groups: dict[Name, VirtualServerGroup] = Field(
+        default_factory=dict,
+        description="Named sets of services (keepalived's virtual_server_group) that a virtual "
+        "server serves as one, with `group: NAME`.",
+    )

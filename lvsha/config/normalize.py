@@ -15,6 +15,7 @@ from lvsha.config.checks import CheckTiming, HttpCheck, HttpsCheck
 from lvsha.config.lvs import RealServer, VirtualServer
 from lvsha.config.model import GlobalConfig, LvshaConfig
 from lvsha.config.vrrp import Garp, VrrpInstance, VrrpScript
+from lvsha.config.vsgroup import VirtualServerGroup, address_range
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,11 +79,27 @@ def _real_server(rs: RealServer, vs: VirtualServer, glob: GlobalConfig) -> RealS
     )
 
 
-def _virtual_server(vs: VirtualServer, glob: GlobalConfig) -> VirtualServer:
+def _group_family(group: VirtualServerGroup | None) -> str | None:
+    """The family a group's members say: its first address's, else its first fwmark's."""
+    if group is None:
+        return None
+    for member in group.members:
+        if member.address is not None:
+            return f"ipv{address_range(member.address)[0].version}"
+    return next((m.family for m in group.members if m.family is not None), None)
+
+
+def _virtual_server(
+    vs: VirtualServer, glob: GlobalConfig, groups: dict[str, VirtualServerGroup]
+) -> VirtualServer:
     update: dict[str, object] = {}
     family: str = vs.family
     if "family" not in vs.model_fields_set and vs.address is not None:
         family = update["family"] = f"ipv{vs.address.version}"
+    elif "family" not in vs.model_fields_set and vs.group is not None:
+        group_family = _group_family(groups.get(vs.group))
+        if group_family is not None:
+            family = update["family"] = group_family
     if vs.persistence_timeout and vs.persistence_granularity is None:
         update["persistence_granularity"] = 128 if family == "ipv6" else 32
     if vs.sorry_server is not None:
@@ -109,6 +126,9 @@ def normalize(config: LvshaConfig) -> LvshaConfig:
             "global_": glob,
             "vrrp_scripts": {n: _script(s) for n, s in config.vrrp_scripts.items()},
             "vrrp_instances": instances,
-            "virtual_servers": [_virtual_server(vs, glob) for vs in config.virtual_servers],
+            "virtual_servers": [
+                _virtual_server(vs, glob, config.virtual_server_groups)
+                for vs in config.virtual_servers
+            ],
         }
     )

@@ -18,6 +18,7 @@ from lvsha.config.lvs import RealServer, VirtualServer
 from lvsha.config.model import AlertmanagerSink, LvshaConfig, SmtpSink, WebhookSink
 from lvsha.config.source import Path, format_path
 from lvsha.config.vrrp import VrrpInstance, VrrpScript
+from lvsha.config.vsgroup import VirtualServerGroup
 
 # Adverts must fit an Ethernet MTU: 20/40 bytes of IP header, 8 of VRRP, 4/16 per address.
 MAX_VIPS = {"ipv4": 255, "ipv6": 90}
@@ -247,6 +248,15 @@ def _vrrp(out: _Findings, config: LvshaConfig) -> None:
 
 
 def _service_key(out: _Findings, path: Path, vs: VirtualServer, explicit_family: bool) -> None:
+    if vs.group is not None:
+        for key in ("address", "port", "fwmark"):
+            if getattr(vs, key) is not None:
+                out.add(
+                    (*path, key),
+                    f"a virtual server with a group has no {key} of its own (its services are "
+                    f"the members of group '{vs.group}'): remove {key}, or remove group",
+                )
+        return
     if vs.fwmark is not None:
         for key in ("address", "port", "protocol"):
             if getattr(vs, key) is not None:
@@ -316,7 +326,24 @@ def _service_options(out: _Findings, path: Path, vs: VirtualServer) -> None:
         )
 
 
-def _port_rule(out: _Findings, path: Path, vs: VirtualServer, rs: RealServer) -> None:
+def _port_rule(
+    out: _Findings,
+    path: Path,
+    vs: VirtualServer,
+    rs: RealServer,
+    groups: dict[str, VirtualServerGroup],
+) -> None:
+    group = groups.get(vs.group) if vs.group is not None else None
+    if group is not None and rs.forwarding in ("DR", "TUN") and rs.port:
+        ports = sorted({m.port for m in group.members if m.port} - {rs.port})
+        if ports:
+            out.add(
+                (*path, "port"),
+                f"with {rs.forwarding} the real server port must equal the virtual port, but "
+                f"group '{vs.group}' has members on port {ports[0]} (only NAT can map ports): "
+                "remove port or use NAT",
+            )
+        return
     if rs.forwarding in ("DR", "TUN") and vs.port and rs.port and rs.port != vs.port:
         out.add(
             (*path, "port"),
@@ -382,24 +409,41 @@ def _udp(out: _Findings, path: Path, check: UdpCheck) -> None:
 
 
 def _virtual_servers(out: _Findings, config: LvshaConfig, explicit: list[bool]) -> None:
-    services: dict[tuple[object, ...], int] = {}
+    services: dict[tuple[object, ...], str] = {}
+    users: dict[str, int] = {}
     for n, vs in enumerate(config.virtual_servers):
         path: Path = ("virtual_servers", n)
         _service_key(out, path, vs, explicit[n])
         _service_options(out, path, vs)
-        key = (
-            ("fwmark", vs.fwmark, vs.family)
-            if vs.fwmark is not None
-            else (vs.protocol, vs.address, vs.port)
-        )
-        if key in services:
+        if vs.group is None:
+            key = (
+                ("fwmark", vs.fwmark, vs.family)
+                if vs.fwmark is not None
+                else (vs.protocol, vs.address, vs.port)
+            )
+            if key in services:
+                out.add(
+                    path,
+                    f"the same service as {services[key]}: each address, port and "
+                    "protocol (or fwmark and family) is one virtual server",
+                )
+            else:
+                services[key] = f"virtual_servers[{n}]"
+        elif vs.group in users:
             out.add(
-                path,
-                f"the same service as virtual_servers[{services[key]}]: each address, port and "
-                "protocol (or fwmark and family) is one virtual server",
+                (*path, "group"),
+                f"group '{vs.group}' is already virtual_servers[{users[vs.group]}]'s: a group's "
+                "services belong to one virtual server; define another group",
+            )
+        elif vs.group not in config.virtual_server_groups:
+            known = config.virtual_server_groups
+            out.add(
+                (*path, "group"),
+                f"no virtual_server_groups entry named '{vs.group}'{_suggest(vs.group, known)}",
             )
         else:
-            services[key] = n
+            users[vs.group] = n
+            _group_services(out, n, vs, config.virtual_server_groups[vs.group], services)
         seen: dict[tuple[object, ...], int] = {}
         for m, rs in enumerate(vs.real_servers):
             rpath = (*path, "real_servers", m)
@@ -428,8 +472,84 @@ def _virtual_servers(out: _Findings, config: LvshaConfig, explicit: list[bool]) 
                     f"lower_threshold {rs.lower_threshold} is above upper_threshold "
                     f"{rs.upper_threshold}",
                 )
-            _port_rule(out, rpath, vs, rs)
+            _port_rule(out, rpath, vs, rs, config.virtual_server_groups)
             _checks(out, rpath, rs)
+
+
+def _group_services(
+    out: _Findings,
+    n: int,
+    vs: VirtualServer,
+    group: VirtualServerGroup,
+    services: dict[tuple[object, ...], str],
+) -> None:
+    """The members of the group virtual server `n` serves: each a service of `vs.family` that
+    no other virtual server (nor another member) has."""
+    assert vs.group is not None
+    path: Path = ("virtual_servers", n)
+    has_addresses = any(member.address is not None for member in group.members)
+    if has_addresses and vs.protocol is None:
+        out.add(
+            path,
+            "missing required key 'protocol' (TCP, UDP or SCTP) for the address members of "
+            f"group '{vs.group}': keepalived silently assumes UDP here; say which one",
+        )
+    for i, member in enumerate(group.members):
+        mpath: Path = ("virtual_server_groups", vs.group, "members", i)
+        keys: list[tuple[object, ...]] = []
+        if member.fwmark is not None:
+            family = member.family or vs.family
+            if family != vs.family:
+                out.add(
+                    (*mpath, "family"),
+                    f"fwmark {member.fwmark} is {family}, but virtual_servers[{n}] is "
+                    f"{vs.family} like its real servers: one virtual server serves one family",
+                )
+            keys.append(("fwmark", member.fwmark, family))
+        else:
+            addresses = member.addresses()
+            address_family = f"ipv{addresses[0].version}"
+            if address_family != vs.family:
+                out.add(
+                    (*mpath, "address"),
+                    f"{member.address} is {address_family}, but virtual_servers[{n}] is "
+                    f"{vs.family} like its real servers: one virtual server serves one "
+                    "family; use another group for the other family",
+                )
+            port = member.port or 0
+            if port == 0 and not vs.persistence_timeout:
+                out.add(
+                    mpath,
+                    f"{member.address} has no port (all ports): IPVS accepts that only for "
+                    f"persistent services: set persistence_timeout on virtual_servers[{n}], or "
+                    "give the member a port",
+                )
+            keys.extend((vs.protocol, address, port) for address in addresses)
+        where = f"virtual_server_groups.{vs.group}.members[{i}]"
+        for key in keys:
+            if key in services:
+                shown = f"fwmark {key[1]}" if key[0] == "fwmark" else f"{key[1]} port {key[2]}"
+                out.add(
+                    mpath,
+                    f"{shown} is already the service of {services[key]}: a service belongs to "
+                    "one virtual server, once",
+                )
+                break
+            services[key] = where
+
+
+def _unused_groups(out: _Findings, config: LvshaConfig) -> None:
+    used = {vs.group for vs in config.virtual_servers}
+    if any(name is not None and name not in config.virtual_server_groups for name in used):
+        return  # a misspelt group: its own finding says which one was meant
+    for name in config.virtual_server_groups:
+        if name not in used:
+            out.add(
+                ("virtual_server_groups", name),
+                f"group '{name}' is used by no virtual server: add `group: {name}` to one, or "
+                "remove the group",
+                at="key",
+            )
 
 
 def _global(out: _Findings, config: LvshaConfig) -> None:
@@ -503,4 +623,5 @@ def check_semantics(config: LvshaConfig, explicit_vs_family: list[bool]) -> list
     _global(out, config)
     _vrrp(out, config)
     _virtual_servers(out, config, explicit_vs_family)
+    _unused_groups(out, config)
     return out.items

@@ -73,7 +73,7 @@ from lvsha.ipvs.metrics import real_server_samples, virtual_server_samples
 from lvsha.ipvs.model import ConnectionTable, ServiceKey
 from lvsha.ipvs.netlink import NetlinkIpvsTable
 from lvsha.ipvs.port import IpvsError, IpvsTablePort
-from lvsha.ipvs.specs import ConfiguredService, configured_service, configured_services
+from lvsha.ipvs.specs import ConfiguredService, configured_services, configured_services_of
 from lvsha.ipvs.status import status_body
 from lvsha.ipvs.syncd import (
     MemorySyncDaemons,
@@ -231,7 +231,7 @@ async def _derive_paced(config: LvshaConfig) -> _Derived:
             indexer.add(target)
         targets += vs_targets
         real_servers += vs_real_servers
-        services.append(configured_service(vs))
+        services.extend(configured_services_of(vs, config.virtual_server_groups))
         if loop.time() >= until:
             await asyncio.sleep(0)
             until = loop.time() + SLICE
@@ -419,7 +419,7 @@ class Checker:
             return OverridesApplied(message.serial, (f"overrides refused: {error}",))
         try:
             changed = self.admin.set_overrides(overrides)
-            services = {self.syncer.service_of(rs) for rs in changed}
+            services = {key for rs in changed for key in self.syncer.services_of(rs)}
             refusals = await self.syncer.sync_now()
         except Exception as error:  # a bug: say so rather than leave the parent waiting
             log.exception("applying overrides (serial %d) failed", message.serial)

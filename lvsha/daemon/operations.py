@@ -348,7 +348,7 @@ class Operations:
         notes = []
         for vs in services["virtual_servers"]:
             for rs in vs.get("real_servers", []):
-                key = (vs.get("service"), rs.get("address"), rs.get("port"))
+                key = (_real_servers_service(vs), rs.get("address"), rs.get("port"))
                 if key in wanted and rs.get("admin_source") == "file":
                     notes.append(
                         f"{vs.get('name') or vs.get('service')} {rs.get('address')}:"
@@ -577,13 +577,21 @@ def _with_sync_groups(config: LvshaConfig, names: Sequence[str]) -> list[str]:
     return [name for name in config.vrrp_instances if name in wanted]
 
 
+def _real_servers_service(vs: dict[str, Any]) -> Any:
+    """The virtual service a status entry's real servers are identified under: the service,
+    or "group NAME" for a member of a virtual server group (`lvsha.checks.targets`)."""
+    group = vs.get("group")
+    return f"group {group}" if group else vs.get("service")
+
+
 def _active_connections(virtual_servers: list[dict[str, Any]], selector: ov.Selector) -> int:
     from lvsha.checks.verdict import RealServerId  # noqa: PLC0415
 
     left = 0
     for vs in virtual_servers:
         for rs in vs["real_servers"]:
-            real_server = RealServerId(vs["service"], rs["address"], rs["port"], vs["name"])
+            service = _real_servers_service(vs)
+            real_server = RealServerId(service, rs["address"], rs["port"], vs["name"])
             if selector.matches(real_server):
                 left += rs["active_connections"] or 0
     return left

@@ -59,14 +59,20 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from lvsha.checks.targets import CheckKey, check_plan, real_server_id, virtual_service_id
+from lvsha.checks.targets import (
+    CheckKey,
+    check_plan,
+    group_service_id,
+    real_server_id,
+    virtual_service_id,
+)
 from lvsha.checks.verdict import RealServerId, host_port
 from lvsha.config.lvs import RealServer, SorryServer, VirtualServer
 from lvsha.config.model import GlobalConfig, LvshaConfig
 from lvsha.config.vrrp import Authentication, VirtualAddress, VrrpInstance, VrrpScript
 from lvsha.gcpause import collector_paused
 from lvsha.ipvs.model import ServiceKey
-from lvsha.ipvs.specs import service_key, service_options
+from lvsha.ipvs.specs import group_service_keys, service_key, service_options
 from lvsha.vrrp.params import InstanceIdentity, instance_identity
 
 
@@ -309,6 +315,7 @@ SERVICE_NOT_COMPARED = frozenset(
         "family",
         "virtualhost",  # folded into http checks by normalization
         "check_defaults",  # folded into checks by normalization
+        "group",  # identity: its members are services, compared by kernel key
     }
 )
 
@@ -845,11 +852,18 @@ class _Planner:
 
     @staticmethod
     def _service_map(config: LvshaConfig) -> dict[ServiceKey, _Service]:
+        """Each kernel service; a group's members share their virtual server's entry."""
         services: dict[ServiceKey, _Service] = {}
         for vs in config.virtual_servers:
             service = virtual_service_id(vs)
             real_servers = {real_server_id(vs, rs, service): rs for rs in vs.real_servers}
-            services[service_key(vs)] = _Service(vs, real_servers)
+            entry = _Service(vs, real_servers)
+            if vs.group is None:
+                services[service_key(vs)] = entry
+                continue
+            group = config.virtual_server_groups[vs.group]
+            for key in group_service_keys(vs, group):
+                services[key] = entry
         return services
 
     def _check_keys(
@@ -872,10 +886,15 @@ class _Planner:
         )
         old_wanted: list[VirtualServer] = []
         new_wanted: list[VirtualServer] = []
+        groups: set[str] = set()
         for key, after in new_services.items():
             before = old_services.get(key)
             if before is None:
                 continue
+            if after.vs.group is not None:
+                if after.vs.group in groups:
+                    continue  # a group's real servers are one set, whatever its members
+                groups.add(after.vs.group)
             same_context = same_global and _same_settings(before.vs, after.vs)
             pairs = [
                 (before.real_servers[rid], rs)
@@ -894,18 +913,32 @@ class _Planner:
         old_services = self._service_map(self.old)
         new_services = self._service_map(self.new)
         old_checks, new_checks = self._check_keys(old_services, new_services)
+        groups: set[str] = set()
         for key, service in new_services.items():
             before = old_services.get(key)
+            vs = service.vs
             if before is None:
-                vs = service.vs
                 checks = sum(len(rs.checks) for rs in vs.real_servers)
-                detail = (
-                    f"{_plural(len(vs.real_servers), 'real server')}, {_plural(checks, 'check')}: "
-                    "real servers enter per alpha/rise"
-                )
+                if vs.group is not None:
+                    detail = (
+                        f"member of group {vs.group}: its "
+                        f"{_plural(len(vs.real_servers), 'real server')} enter as the group's "
+                        "checks say"
+                    )
+                else:
+                    detail = (
+                        f"{_plural(len(vs.real_servers), 'real server')}, "
+                        f"{_plural(checks, 'check')}: real servers enter per alpha/rise"
+                    )
                 self._add("virtual_service", "add", str(key), detail, HITLESS)
-            else:
-                self._service(key, before, service, old_checks, new_checks)
+                continue
+            if vs.group is not None:
+                # A group's settings, real servers and checks are one for its members: said
+                # once, of the group.
+                if vs.group in groups:
+                    continue
+                groups.add(vs.group)
+            self._service(key, before, service, old_checks, new_checks)
         for key, service in old_services.items():
             if key not in new_services:
                 count = _plural(len(service.vs.real_servers), "real server")
@@ -920,8 +953,8 @@ class _Planner:
         old_checks: Mapping[RealServerId, list[CheckKey]],
         new_checks: Mapping[RealServerId, list[CheckKey]],
     ) -> None:
-        subject = str(key)
         old, new = before.vs, after.vs
+        subject = str(key) if new.group is None else group_service_id(new.group)
         if old.name != new.name:
             detail = f"renamed {_fmt(old.name)} -> {_fmt(new.name)}"
             self._add("virtual_service", "rename", subject, detail, HITLESS)

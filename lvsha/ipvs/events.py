@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from lvsha.alerts.events import FieldValue
 from lvsha.checks.pool import CheckPool, HealthReport, ScriptRefusal
-from lvsha.checks.targets import ScriptProbe
+from lvsha.checks.targets import GROUP_PREFIX, ScriptProbe
 from lvsha.checks.verdict import host_port
 from lvsha.ipvs.model import ServiceKey
 from lvsha.ipvs.specs import ConfiguredService, virtual_server_labels
@@ -79,9 +79,9 @@ class CheckerEvents:
         verdict = report.verdict
         real_server = verdict.real_server
         key = self._syncer.service_of(real_server)
-        if key is None:
+        if key is None or real_server.virtual_service.startswith(GROUP_PREFIX):
             # Not in the syncer's configuration (a reload moving both is midway): as the
-            # pool knows it.
+            # pool knows it. A group's real server: the group, not one of its members.
             service = real_server.virtual_service
             label = real_server.virtual_server_name or service
         else:
@@ -103,11 +103,13 @@ class CheckerEvents:
     def on_quorum(self, change: QuorumChange) -> None:
         service = change.service
         sorry = service.spec.sorry_server
+        grouped = service.group is not None
         self._send(
             "quorum",
             {
-                "virtual_server": self.labels.of(service.key),
-                "service": str(service.key),
+                # A group's quorum is one for all its members: named by the group.
+                "virtual_server": service.name if grouped else self.labels.of(service.key),
+                "service": f"{GROUP_PREFIX}{service.group}" if grouped else str(service.key),
                 "held": change.quorum.up,
                 "live_weight": change.quorum.live_weight,
                 "quorum": service.spec.quorum,

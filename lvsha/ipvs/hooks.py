@@ -43,7 +43,7 @@ from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict, host_p
 from lvsha.config.base import Command
 from lvsha.config.model import LvshaConfig
 from lvsha.ipvs.model import ServiceKey
-from lvsha.ipvs.specs import service_key
+from lvsha.ipvs.specs import group_service_keys, service_key
 from lvsha.ipvs.syncer import IpvsSyncer, QuorumChange
 from lvsha.scripts import SCRIPT_PATH, ScriptCommand, ScriptRefusedError, judge_run, run_script
 
@@ -237,16 +237,26 @@ def hook_book(config: LvshaConfig) -> HookBook:
     services: dict[ServiceKey, _Hooks] = {}
     omega: set[ServiceKey] = set()
     for vs in config.virtual_servers:
-        key = service_key(vs)
+        # A group's members share one quorum, told once under any member's key: the hooks are
+        # found under each, and omega's stop runs them once (under the first).
+        keys = (
+            group_service_keys(vs, config.virtual_server_groups[vs.group])
+            if vs.group is not None
+            else (service_key(vs),)
+        )
+        key = keys[0]
         label = virtual_service_label(vs)
         named = f"{vs.name} ({key})" if vs.name else str(key)
-        service_env = (("LVSHA_VS", label), ("LVSHA_VS_NAME", vs.name or ""))
+        if vs.group is not None:
+            named = f"{vs.name or vs.group} (group {vs.group})"
+        service_env = (("LVSHA_VS", label), ("LVSHA_VS_NAME", vs.name or vs.group or ""))
         if vs.omega:
             omega.add(key)
         if vs.quorum_up is not None or vs.quorum_down is not None:
-            services[key] = _Hooks(
+            hooks = _Hooks(
                 command(vs.quorum_up), command(vs.quorum_down), service_env, named, vs.omega
             )
+            services.update(dict.fromkeys(keys, hooks))
         if not any(
             rs.notify_up is not None or rs.notify_down is not None for rs in vs.real_servers
         ):
@@ -346,16 +356,30 @@ class LvsHooks:
         down hooks (the old ones) if they were up."""
         old = self.book
         self.book = new = hook_book(config)
-        kept = {service_key(vs) for vs in config.virtual_servers}
+        kept = {
+            key
+            for vs in config.virtual_servers
+            for key in (
+                group_service_keys(vs, config.virtual_server_groups[vs.group])
+                if vs.group is not None
+                else (service_key(vs),)
+            )
+        }
         for real_server, hooks in old.real_servers.items():
             if real_server in real_servers:
                 continue
             if self._health.pop(real_server, None) and hooks.down is not None:
                 self._queue(real_server, "notify_down", hooks, False, "removed by a reload")
             self._ran.pop(real_server, None)
+        # A group's members share one _Hooks: it is gone only when all its members are.
+        shared: dict[int, tuple[_Hooks, list[ServiceKey]]] = {}
         for key, hooks in old.services.items():
-            if key not in kept and quorum_before.get(key) and hooks.down is not None:
-                self._queue(key, "quorum_down", hooks, False, "removed by a reload")
+            shared.setdefault(id(hooks), (hooks, []))[1].append(key)
+        for hooks, keys in shared.values():
+            if any(key in kept for key in keys) or hooks.down is None:
+                continue
+            if any(quorum_before.get(key) for key in keys):
+                self._queue(keys[0], "quorum_down", hooks, False, "removed by a reload")
         for real_server in list(self._health):
             if real_server not in new.real_servers:
                 del self._health[real_server]

@@ -8,13 +8,14 @@ Each configured virtual server becomes a `ConfiguredService`: its `VirtualServic
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from lvsha.checks.targets import real_server_id, virtual_service_id
 from lvsha.checks.verdict import RealServerId, host_port
 from lvsha.config.lvs import RealServer, SorryServer, VirtualServer
 from lvsha.config.model import LvshaConfig
+from lvsha.config.vsgroup import VirtualServerGroup
 from lvsha.ipvs.desired import RealServerSpec, SorryServerSpec, VirtualServiceSpec
 from lvsha.ipvs.model import (
     AddressKey,
@@ -60,12 +61,17 @@ class ConfiguredService:
     spec: VirtualServiceSpec
     real_servers: tuple[ConfiguredRealServer, ...]
     name: str | None = None
+    group: str | None = None
+    """The virtual server group this service is a member of: its siblings have the same real
+    servers under the same ids, and the syncer decides their pool and quorum once for all."""
 
     @property
     def key(self) -> ServiceKey:
         return self.spec.key
 
     def __str__(self) -> str:
+        if self.group is not None:
+            return f"{self.name} (group {self.group})"
         return f"{self.name} ({self.key})" if self.name else str(self.key)
 
 
@@ -99,12 +105,48 @@ def service_id(key: ServiceKey) -> str:
 
 def configured_services(config: LvshaConfig) -> tuple[ConfiguredService, ...]:
     """Every virtual server of a configuration as `lvsha.config.load_file` returns it
-    (normalized: real server ports, forwarding and inhibit_on_failure already inherited)."""
-    return tuple(configured_service(vs) for vs in config.virtual_servers)
+    (normalized: real server ports, forwarding and inhibit_on_failure already inherited), a
+    group's virtual server as one service per member."""
+    groups = config.virtual_server_groups
+    return tuple(
+        service for vs in config.virtual_servers for service in configured_services_of(vs, groups)
+    )
 
 
-def configured_service(vs: VirtualServer) -> ConfiguredService:
-    key = service_key(vs)
+def configured_services_of(
+    vs: VirtualServer, groups: Mapping[str, VirtualServerGroup]
+) -> tuple[ConfiguredService, ...]:
+    """The services of one virtual server: itself, or each member of its group."""
+    if vs.group is None:
+        return (configured_service(vs),)
+    one = configured_service(vs, group_service_keys(vs, groups[vs.group])[0])
+    return tuple(
+        ConfiguredService(replace(one.spec, key=key), one.real_servers, one.name, vs.group)
+        for key in group_service_keys(vs, groups[vs.group])
+    )
+
+
+def group_service_keys(vs: VirtualServer, group: VirtualServerGroup) -> tuple[ServiceKey, ...]:
+    """The kernel keys of a group's members, ranges expanded, in the group's order: an address
+    member with the virtual server's protocol, a fwmark member in its family (default: the
+    virtual server's)."""
+    keys: list[ServiceKey] = []
+    for member in group.members:
+        if member.fwmark is not None:
+            keys.append(FwmarkKey(member.fwmark, _FAMILIES[member.family or vs.family]))
+            continue
+        if vs.protocol is None:
+            # The loader refuses such a virtual server; this is a model built around it.
+            raise ValueError(f"group {vs.group}: address members need the protocol")
+        protocol = TransportProtocol[vs.protocol]
+        port = member.port or 0
+        keys.extend(AddressKey(protocol, address, port) for address in member.addresses())
+    return tuple(keys)
+
+
+def configured_service(vs: VirtualServer, key: ServiceKey | None = None) -> ConfiguredService:
+    """`vs` as one service (`key`: its own, unless given)."""
+    key = service_key(vs) if key is None else key
     real_servers = tuple(_real_server_spec(vs, rs) for rs in vs.real_servers)
     spec = VirtualServiceSpec(
         key=key,
@@ -120,7 +162,7 @@ def configured_service(vs: VirtualServer) -> ConfiguredService:
         ConfiguredRealServer(real_server_id(vs, rs, service), real_server.key, settle_time(rs))
         for rs, real_server in zip(vs.real_servers, real_servers, strict=True)
     )
-    return ConfiguredService(spec, configured, vs.name)
+    return ConfiguredService(spec, configured, vs.name or vs.group, vs.group)
 
 
 def service_key(vs: VirtualServer) -> ServiceKey:

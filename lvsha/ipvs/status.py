@@ -120,6 +120,7 @@ async def status_body(
             "quorum_up": held is not None and held.up,
             "sorry_server_active": key in sorry_active,
             "in_kernel": present is not None,
+            "group": service.group,
         }
         text = json.dumps(head, separators=(",", ":"))
         parts.append(f'{text[:-1]},"real_servers":[{",".join(real_servers)}]}}')

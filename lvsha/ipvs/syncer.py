@@ -42,14 +42,14 @@ import enum
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 
 from lvsha.checks.flaplog import CoalescingLog
 from lvsha.checks.state import Presumption
 from lvsha.checks.verdict import Health, RealServerId, RealServerVerdict, Verdict
-from lvsha.ipvs.desired import QuorumState, desired_service
+from lvsha.ipvs.desired import DesiredService, QuorumState, desired_service
 from lvsha.ipvs.model import (
     ConnectionTable,
     Destination,
@@ -134,25 +134,33 @@ def desired_table(
     `now`) and unhealthy, but present in `observed`, counts as healthy at its observed weight,
     so it stays exactly as it is. `draining` destinations (real servers a reload removed) are
     in their service at weight 0, unless the service has another entry with their key.
+
+    The members of a virtual server group among `services` are decided once, together: a real
+    server held in one member is held in all, the quorum is the group's (its previous state
+    that of any member that has one), and every member gets the same pool.
     """
     table: dict[ServiceKey, Service] = {}
     quorum_now: dict[ServiceKey, QuorumState] = {}
     sorry_active: set[ServiceKey] = set()
+    members: dict[str, list[ConfiguredService]] = {}
     for service in services:
-        present = observed.get(service.key)
-        present_destinations = {} if present is None else present.destinations_by_key
-        effective: dict[DestinationKey, Verdict] = {}
-        for real_server in service.real_servers:
-            verdict = verdicts.get(real_server.id, _UNHEALTHY)
-            held_as = present_destinations.get(real_server.destination)
-            if (
-                verdict.health is Health.UNHEALTHY
-                and holds.get(real_server.id, -math.inf) > now
-                and held_as is not None
-            ):
-                verdict = Verdict(Health.HEALTHY, held_as.weight)
-            effective[real_server.destination] = verdict
-        result = desired_service(service.spec, effective, quorum.get(service.key))
+        if service.group is not None:
+            members.setdefault(service.group, []).append(service)
+    decided: dict[str, DesiredService] = {}
+    for service in services:
+        group = service.group
+        result = None if group is None else decided.get(group)
+        if result is None:
+            siblings = [service] if group is None else members[group]
+            effective = _effective_verdicts(
+                service, siblings, verdicts, holds=holds, observed=observed, now=now
+            )
+            previous = next((quorum[s.key] for s in siblings if s.key in quorum), None)
+            result = desired_service(service.spec, effective, previous)
+            if group is not None:
+                decided[group] = result
+        if result.service.key != service.key:
+            result = replace(result, service=replace(result.service, key=service.key))
         leaving = () if draining is None else draining.get(service.key, ())
         if leaving:
             pool = result.service.destinations
@@ -165,6 +173,33 @@ def desired_table(
         if result.sorry_server_active:
             sorry_active.add(service.key)
     return DesiredTable(table, quorum_now, frozenset(sorry_active))
+
+
+def _effective_verdicts(
+    service: ConfiguredService,
+    siblings: Sequence[ConfiguredService],
+    verdicts: Mapping[RealServerId, Verdict],
+    *,
+    holds: Mapping[RealServerId, float],
+    observed: IpvsTable,
+    now: float,
+) -> dict[DestinationKey, Verdict]:
+    """The verdicts `desired_table` decides `service` on: a held real server counts as healthy
+    at the weight it has in the first of `siblings` (the service itself, or its group's
+    members) whose kernel entry has it."""
+    present = [observed.get(sibling.key) for sibling in siblings]
+    found = [p.destinations_by_key for p in present if p is not None]
+    effective: dict[DestinationKey, Verdict] = {}
+    for real_server in service.real_servers:
+        verdict = verdicts.get(real_server.id, _UNHEALTHY)
+        if verdict.health is Health.UNHEALTHY and holds.get(real_server.id, -math.inf) > now:
+            held_as = next(
+                (d[real_server.destination] for d in found if real_server.destination in d), None
+            )
+            if held_as is not None:
+                verdict = Verdict(Health.HEALTHY, held_as.weight)
+        effective[real_server.destination] = verdict
+    return effective
 
 
 def adoption_holds(
@@ -217,6 +252,8 @@ def presumptions(
         for real_server in service.real_servers:
             if sorry is not None and sorry.destination.key == real_server.destination:
                 continue  # the sorry server may stand in its place: the table cannot tell
+            if real_server.id in presumed:
+                continue  # a group's real server: its first member in the kernel says
             found = destinations.get(real_server.destination)
             if found is None:
                 presumed[real_server.id] = Presumption(up=False)
@@ -494,6 +531,17 @@ class LatencyStats(RecentSamples):
         super().__init__(window)
 
 
+def _one_per_group(services: Iterable[ConfiguredService]) -> Iterator[ConfiguredService]:
+    """`services` but the second and later members of each group."""
+    seen: set[str] = set()
+    for service in services:
+        if service.group is not None:
+            if service.group in seen:
+                continue
+            seen.add(service.group)
+        yield service
+
+
 # The asyncio edge.
 
 
@@ -527,7 +575,10 @@ class IpvsSyncer:
         """One pass at a time: the task's, or the one a reload waits for."""
         self._error_retry_delay = error_retry_delay
         self._services: tuple[ConfiguredService, ...] = ()
-        self._locations: dict[RealServerId, tuple[ServiceKey, DestinationKey]] = {}
+        self._locations: dict[RealServerId, tuple[tuple[ServiceKey, DestinationKey], ...]] = {}
+        """Where each real server is: one entry, or one per member of its group."""
+        self._groups: dict[str, tuple[ServiceKey, ...]] = {}
+        """The member services of each virtual server group."""
         self._set_services(services)
         self._verdicts: dict[RealServerId, Verdict] = {}
         self._holds: dict[RealServerId, float] = {}
@@ -597,8 +648,12 @@ class IpvsSyncer:
 
     def service_of(self, real_server: RealServerId) -> ServiceKey | None:
         """The configured service `real_server` is in (None: none)."""
-        location = self._locations.get(real_server)
-        return None if location is None else location[0]
+        locations = self._locations.get(real_server)
+        return None if not locations else locations[0][0]
+
+    def services_of(self, real_server: RealServerId) -> tuple[ServiceKey, ...]:
+        """Every configured service `real_server` is in: one, or each member of its group."""
+        return tuple(service for service, _ in self._locations.get(real_server, ()))
 
     @property
     def held(self) -> frozenset[RealServerId]:
@@ -711,7 +766,8 @@ class IpvsSyncer:
             return
         now = self._loop.time() if self._loop is not None else None
         self._take(verdict, arrived_at=now)
-        self._mark_dirty(self._locations[verdict.real_server][0])
+        for service, _ in self._locations[verdict.real_server]:
+            self._mark_dirty(service)
         self._wake.set()
 
     def reconfigure(
@@ -867,11 +923,26 @@ class IpvsSyncer:
 
     def _set_services(self, services: Sequence[ConfiguredService]) -> None:
         self._services = tuple(services)
-        self._locations = {
-            real_server.id: (service.key, real_server.destination)
-            for service in self._services
-            for real_server in service.real_servers
-        }
+        locations: dict[RealServerId, tuple[tuple[ServiceKey, DestinationKey], ...]] = {}
+        groups: dict[str, tuple[ServiceKey, ...]] = {}
+        for service in self._services:
+            key = service.key
+            if service.group is None:
+                for real_server in service.real_servers:
+                    locations[real_server.id] = ((key, real_server.destination),)
+                continue
+            groups[service.group] = (*groups.get(service.group, ()), key)
+            for real_server in service.real_servers:
+                found = locations.get(real_server.id, ())
+                locations[real_server.id] = (*found, (key, real_server.destination))
+        self._locations = locations
+        self._groups = groups
+
+    def _siblings(self, service: ConfiguredService) -> tuple[ServiceKey, ...]:
+        """The services decided with `service`: its group's members, or itself."""
+        if service.group is None:
+            return (service.key,)
+        return self._groups.get(service.group, (service.key,))
 
     def _take(self, verdict: RealServerVerdict, arrived_at: float | None) -> None:
         self._verdicts[verdict.real_server] = verdict.verdict
@@ -972,7 +1043,8 @@ class IpvsSyncer:
         for real_server, until in list(self._holds.items()):
             if until <= now:
                 del self._holds[real_server]
-                self._mark_dirty(self._locations[real_server][0])
+                for service, _ in self._locations[real_server]:
+                    self._mark_dirty(service)
                 log.info("%s: adoption hold over, following its verdict", real_server)
         for key, entries in list(self._draining.items()):
             for destination_key, (_, until) in list(entries.items()):
@@ -988,6 +1060,11 @@ class IpvsSyncer:
         if dirty is None:
             services: Sequence[ConfiguredService] = self._services
         else:
+            # A group's members are decided together (`desired_table`): one dirty, all are.
+            if self._groups:
+                for configured in self._services:
+                    if configured.group is not None and configured.key in dirty:
+                        dirty.update(self._groups[configured.group])
             services = [service for service in self._services if service.key in dirty]
         desired = desired_table(
             services,
@@ -1033,7 +1110,8 @@ class IpvsSyncer:
         locations = self._locations
         by_destination: dict[tuple[ServiceKey, DestinationKey], list[RealServerId]] = {}
         for real_server in arrivals:
-            by_destination.setdefault(locations[real_server], []).append(real_server)
+            for location in locations[real_server]:
+                by_destination.setdefault(location, []).append(real_server)
         last_ack: dict[ServiceKey, float] = {}
         failed_services: set[ServiceKey] = set()
         failing: set[tuple[Operation, int]] = set()
@@ -1072,16 +1150,20 @@ class IpvsSyncer:
                 self._destination_log.changed((service, destination), text)
             if destination is not None:
                 for real_server in by_destination.pop((service, destination), ()):
-                    self.latency.record(acked - arrivals.pop(real_server))
+                    # A group's real server counts once: at its first member's operation.
+                    arrived_at = arrivals.pop(real_server, None)
+                    if arrived_at is not None:
+                        self.latency.record(acked - arrived_at)
         apply_all_to_table(self._believed, acknowledged)
         # Verdicts whose effect was on other entries of their service (the sorry server
         # swapped in or out) count until the service's last acknowledged operation.
         refused_services = {operation_target(operation)[0] for operation, _ in failing}
         for real_server, arrived_at in arrivals.items():
-            service, _ = locations[real_server]
-            if service in last_ack:
-                self.latency.record(last_ack[service] - arrived_at)
-            elif service in refused_services:
+            keys = [service for service, _ in locations[real_server]]
+            acks = [last_ack[service] for service in keys if service in last_ack]
+            if acks:
+                self.latency.record(min(acks) - arrived_at)
+            elif any(service in refused_services for service in keys):
                 # Its change has not reached the kernel yet: it counts until the retry does.
                 self._arrivals.setdefault(real_server, arrived_at)
         if failing:
@@ -1095,14 +1177,18 @@ class IpvsSyncer:
         return refusals
 
     def _quorum_changes(self, services: Sequence[ConfiguredService], desired: DesiredTable) -> None:
-        """Tell the listeners which of `services` lost or regained quorum in `desired`."""
-        for service in services:
+        """Tell the listeners which of `services` lost or regained quorum in `desired`; a
+        group's once, as its first member's (they share it)."""
+        for service in _one_per_group(services):
             key = service.key
-            old, new = self._quorum.get(key), desired.quorum[key]
+            # A group's state so far is any member's: the first may be new in a reload.
+            siblings = self._siblings(service)
+            old = next((self._quorum[k] for k in siblings if k in self._quorum), None)
+            new = desired.quorum[key]
             if old is None or old.up == new.up:
                 continue  # the first evaluation, or no change
-            known = key in self._quorum_known
-            self._quorum_known.add(key)
+            known = any(k in self._quorum_known for k in siblings)
+            self._quorum_known.update(siblings)
             change = QuorumChange(service, new, key in desired.sorry_active)
             news = known or not new.up  # held for the first time since start: never known lost
             listeners = [*self._every_quorum_listeners, *(self._quorum_listeners if news else ())]
@@ -1115,10 +1201,11 @@ class IpvsSyncer:
     def _log_sorry_changes(
         self, services: Sequence[ConfiguredService], desired: DesiredTable
     ) -> None:
-        for service in services:
+        for service in _one_per_group(services):
             key = service.key
             active = key in desired.sorry_active
-            if active == (key in self._sorry_active):
+            was = any(k in self._sorry_active for k in self._siblings(service))
+            if active == was:
                 continue
             quorum = desired.quorum[key]
             sorry = service.spec.sorry_server

@@ -253,6 +253,7 @@ async def test_the_status_says_what_the_checker_holds(setup: Setup, checker: Che
         "quorum_up": False,  # only 10.0.0.2 is up, drained: no healthy weight
         "sorry_server_active": False,
         "in_kernel": True,
+        "group": None,
     }
     first, second, third = web["real_servers"]
     assert (first["address"], first["port"], first["forwarding"]) == ("10.0.0.1", 80, "nat")

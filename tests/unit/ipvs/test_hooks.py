@@ -194,6 +194,32 @@ async def test_omega_runs_the_down_hooks_when_the_checker_stops(
     assert sorted(lines(ran)) == (sorted([RS_DOWN, Q_DOWN]) if omega else [])
 
 
+def grouped(text: str) -> str:
+    """`hooked_config`'s virtual server serving a group of three members instead."""
+    return (
+        text.replace("address: 192.0.2.10, port: 80, protocol: TCP", "group: web, protocol: TCP")
+        + "virtual_server_groups:\n  web: {members: ['192.0.2.10:80', '192.0.2.11-12:80']}\n"
+    )
+
+
+async def test_a_group_runs_each_hook_once_not_once_per_member(
+    setup: Setup, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    await setup.listener.open()
+    checker = await setup.checker(grouped(hooked_config(setup.listener.port, ran, omega=True)))
+    await probed(checker)
+    await wait_for(lambda: len(checker.syncer.quorum) == 3, "the three members' quorum")
+    await setup.listener.close()
+    await wait_for(lambda: len(lines(ran)) >= 2, "notify_down and quorum_down")
+    await setup.listener.open()
+    await wait_for(lambda: len(lines(ran)) >= 4, "notify_up and quorum_up")
+    setup.checkers.remove(checker)
+    await checker.stop()  # omega: the down hooks once more, once each
+    kinds = sorted(line.split()[0] for line in lines(ran))
+    assert kinds == ["down", "down", "quorum_down", "quorum_down", "quorum_up", "up"], lines(ran)
+
+
 # --- the lanes ------------------------------------------------------------------------------
 
 
