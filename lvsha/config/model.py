@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, Field
 from lvsha.config.base import InterfaceName, Model, Name, Seconds
 from lvsha.config.checks import CheckTiming
 from lvsha.config.lvs import VirtualServer
-from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript
+from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript, VrrpTrackFile
 
 
 def _email(value: object) -> object:
@@ -327,6 +327,10 @@ class LvshaConfig(Model):
     global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
     vrrp_scripts: dict[Name, VrrpScript] = Field(
         default_factory=dict, description="Named scripts that instances track."
+    )
+    vrrp_track_files: dict[Name, VrrpTrackFile] = Field(
+        default_factory=dict,
+        description="Named files holding a number that instances track (keepalived's track_file).",
     )
     vrrp_instances: dict[Name, VrrpInstance] = Field(default_factory=dict)
     sync_groups: dict[Name, SyncGroup] = Field(default_factory=dict)

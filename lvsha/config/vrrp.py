@@ -95,6 +95,16 @@ class TrackScript(Model):
     )
 
 
+class TrackFileRef(Model):
+    """A reference to a `vrrp_track_files` entry. `- maint_file` is shorthand."""
+
+    file: Name
+    weight: int | None = Field(
+        None, ge=-254, le=254, description="Overrides the track file's own weight here."
+    )
+    reverse: bool | None = Field(None, description="Overrides the track file's own reverse here.")
+
+
 class Notify(Model):
     """Hooks run on state changes, one at a time and in order, with keepalived's arguments
     (GROUP|INSTANCE, name, state, priority)."""
@@ -167,6 +177,10 @@ class VrrpInstance(Model):
         default_factory=Garp, description="Keys not set here come from global.vrrp.garp."
     )
     authentication: Authentication | None = Field(None, description="VRRPv2 only.")
+    track_files: list[Annotated[TrackFileRef, shorthand("file")]] = Field(
+        default_factory=list,
+        description="vrrp_track_files whose number moves the priority (keepalived's track_file).",
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -196,6 +210,48 @@ class VrrpScript(Model):
         description="> 0: added while healthy; < 0: added while failed; 0: failure means FAULT.",
     )
     user: str | None = Field(None, description="Run as this user; default: global.script_user.")
+
+
+def _absolute(value: object) -> object:
+    if isinstance(value, str):
+        if not value.startswith("/"):
+            raise ValueError(
+                f"'{value}' is not an absolute path: write it from / (e.g. /run/{value})"
+            )
+        if value.endswith("/") or "\0" in value:
+            raise ValueError(f"'{value}' does not name a file (a path like /run/lvsha/prio)")
+    return value
+
+
+class VrrpTrackFile(Model):
+    """A file holding a number that moves the priority of the instances tracking it
+    (keepalived's track_file). It is read when written or replaced; a missing or empty file,
+    or one not starting with a number, reads as 0."""
+
+    file: Annotated[str, BeforeValidator(_absolute)] = Field(
+        min_length=2, description="Absolute path; its directory must exist."
+    )
+    weight: int = Field(
+        1,
+        ge=-254,
+        le=254,
+        description="The number times the weight is added to the priority; a result of -254 "
+        "or less means FAULT. With 0: a non-zero number means FAULT, 0 means fine.",
+    )
+    reverse: bool = Field(
+        False,
+        description="Subtract instead of add; with weight 0, 0 means FAULT and non-zero fine.",
+    )
+    init: int | None = Field(
+        None,
+        ge=-(2**31),
+        le=2**31 - 1,
+        description="Write this number to the file at start-up when it does not exist "
+        "(init_file); none: leave it alone.",
+    )
+    init_overwrite: bool = Field(
+        False, description="Write `init` at start-up even when the file exists (overwrite)."
+    )
 
 
 class SyncGroup(Model):

@@ -145,6 +145,7 @@ class Change:
 
 _SECTIONS = {
     "vrrp_script": "VRRP",
+    "vrrp_track_file": "VRRP",
     "vrrp_instance": "VRRP",
     "vip": "VRRP",
     "track": "VRRP",
@@ -257,6 +258,7 @@ INSTANCE_ELSEWHERE = frozenset(
         "virtual_ipaddresses_excluded",
         "track_interfaces",  # by interface and script (_Planner._tracking)
         "track_scripts",
+        "track_files",
     }
 )
 
@@ -521,6 +523,7 @@ class _Planner:
 
     def changes(self) -> list[Change]:
         self._vrrp_scripts()
+        self._vrrp_track_files()
         self._vrrp_instances()
         self._sync_groups()
         self._services()
@@ -614,6 +617,45 @@ class _Planner:
         for name in self.old.vrrp_scripts:
             if name not in self.new.vrrp_scripts and name not in self.script_renames:
                 self._add("vrrp_script", "remove", name, "stops", HITLESS)
+
+    # --- vrrp_track_files ---
+
+    def _vrrp_track_files(self) -> None:
+        """A tracked file's weight is reported on the instances that track it (_tracking); its
+        path here: the number read from the new file moves their priority at once. The init
+        settings apply at the next start, as in keepalived (a reload writes no file)."""
+        old_files, new_files = self.old.vrrp_track_files, self.new.vrrp_track_files
+        for name, track_file in new_files.items():
+            trackers = [
+                n
+                for n, inst in self.new.vrrp_instances.items()
+                if any(t.file == name for t in inst.track_files)
+            ]
+            if name not in old_files:
+                self._add("vrrp_track_file", "add", name, f"watches {track_file.file}", HITLESS)
+                continue
+            before = old_files[name]
+            diffs: list[tuple[Cost, str]] = []
+            if before.file != track_file.file:
+                text = _differs("file", before.file, track_file.file)
+                if trackers:
+                    diffs.append(
+                        (ELECTION, f"{text}: read at once (tracked by {', '.join(trackers)})")
+                    )
+                else:
+                    diffs.append((HITLESS, text))
+            for key in ("weight", "reverse"):
+                if getattr(before, key) != getattr(track_file, key) and not trackers:
+                    text = _differs(key, getattr(before, key), getattr(track_file, key))
+                    diffs.append((HITLESS, f"{text} (tracked by no instance)"))
+            for key in ("init", "init_overwrite"):
+                if getattr(before, key) != getattr(track_file, key):
+                    text = _differs(key, getattr(before, key), getattr(track_file, key))
+                    diffs.append((HITLESS, f"{text}: applies at the next start"))
+            self._add_by_cost("vrrp_track_file", name, diffs)
+        for name in old_files:
+            if name not in new_files:
+                self._add("vrrp_track_file", "remove", name, "no longer watched", HITLESS)
 
     # --- vrrp_instances, their VIPs and tracking ---
 
@@ -764,9 +806,18 @@ class _Planner:
             for t in old.track_scripts
         }
         new_scripts = {t.script: _weight(self.new, t.script, t.weight) for t in new.track_scripts}
+        old_files = {
+            t.file: _file_weight(self.old, t.file, t.weight, t.reverse) for t in old.track_files
+        }
+        new_files = {
+            t.file: _file_weight(self.new, t.file, t.weight, t.reverse) for t in new.track_files
+        }
+        before: Mapping[str, object]
+        after: Mapping[str, object]
         for kind, before, after in (
             ("interface", old_ifaces, new_ifaces),
             ("script", old_scripts, new_scripts),
+            ("file", old_files, new_files),
         ):
             for name, weight in after.items():
                 if name not in before:
@@ -1087,6 +1138,14 @@ def _same_settings(old: VirtualServer, new: VirtualServer) -> bool:
 
 def _weight(config: LvshaConfig, script: str, override: int | None) -> int:
     return override if override is not None else config.vrrp_scripts[script].weight
+
+
+def _file_weight(config: LvshaConfig, name: str, weight: int | None, reverse: bool | None) -> str:
+    """A tracked file's effective weight as the plan shows it, e.g. "-10", "0 reverse"."""
+    track_file = config.vrrp_track_files[name]
+    weight = weight if weight is not None else track_file.weight
+    reverse = reverse if reverse is not None else track_file.reverse
+    return f"{weight}{' reverse' if reverse else ''}"
 
 
 def _follows(

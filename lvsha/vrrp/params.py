@@ -18,10 +18,11 @@ from lvsha.vrrp.machine import (
     advert_interval_units,
     master_down_interval,
 )
-from lvsha.vrrp.tracking import Tracker
+from lvsha.vrrp.tracking import AnyTracker, FileTracker, Tracker
 from lvsha.vrrp.wire import Advert, AuthType, ReceivingInstance, VrrpVersion
 
 __all__ = [
+    "FILE_PREFIX",
     "INTERFACE_PREFIX",
     "OWNER_PRIORITY",
     "SCRIPT_PREFIX",
@@ -41,12 +42,14 @@ __all__ = [
     "receiving_instance",
     "source_address",
     "sync_group_of",
+    "tracked_files",
     "tracked_scripts",
     "trackers",
 ]
 
 SCRIPT_PREFIX = "script:"
 INTERFACE_PREFIX = "interface:"
+FILE_PREFIX = "file:"
 
 
 InstanceIdentity = tuple[str, int, str]
@@ -89,10 +92,10 @@ def source_address(inst: VrrpInstance) -> Address | None:
     return inst.unicast_src_ip if inst.unicast_peers else inst.mcast_src_ip
 
 
-def trackers(config: LvshaConfig, name: str) -> list[Tracker]:
-    """The instance's tracked scripts and interfaces, each with its effective weight."""
+def trackers(config: LvshaConfig, name: str) -> list[AnyTracker]:
+    """The instance's tracked scripts, interfaces and files, each with its effective weight."""
     inst = config.vrrp_instances[name]
-    found = [
+    found: list[AnyTracker] = [
         Tracker(
             SCRIPT_PREFIX + track.script,
             track.weight if track.weight is not None else config.vrrp_scripts[track.script].weight,
@@ -102,6 +105,15 @@ def trackers(config: LvshaConfig, name: str) -> list[Tracker]:
     found += [
         Tracker(INTERFACE_PREFIX + track.interface, track.weight) for track in inst.track_interfaces
     ]
+    for ref in inst.track_files:
+        track_file = config.vrrp_track_files[ref.file]
+        found.append(
+            FileTracker(
+                FILE_PREFIX + ref.file,
+                ref.weight if ref.weight is not None else track_file.weight,
+                ref.reverse if ref.reverse is not None else track_file.reverse,
+            )
+        )
     return found
 
 
@@ -182,6 +194,14 @@ def tracked_scripts(config: LvshaConfig) -> list[str]:
             t.script for inst in config.vrrp_instances.values() for t in inst.track_scripts
         )
     )
+
+
+def tracked_files(config: LvshaConfig) -> dict[str, str]:
+    """The vrrp_track_files some instance tracks (only those are watched): name -> path."""
+    names = dict.fromkeys(
+        ref.file for inst in config.vrrp_instances.values() for ref in inst.track_files
+    )
+    return {name: config.vrrp_track_files[name].file for name in names}
 
 
 def rebuild_reason(old: VrrpInstance, new: VrrpInstance) -> str | None:
