@@ -151,7 +151,12 @@ def instance_from_config(config: LvshaConfig, rt_priority: int | None = None) ->
         raise UnsupportedConfigError("exactly one VRRP instance is translated")
     ((name, instance),) = config.vrrp_instances.items()
     where = f"vrrp_instances.{name}"
-    if instance.virtual_ipaddresses_excluded or instance.track_interfaces or instance.track_scripts:
+    if (
+        instance.virtual_ipaddresses_excluded
+        or instance.track_interfaces
+        or instance.track_scripts
+        or instance.track_files
+    ):
         raise UnsupportedConfigError(f"{where}: excluded VIPs and tracking are not translated")
     if instance.unicast_peers or instance.authentication is not None:
         raise UnsupportedConfigError(f"{where}: unicast and authentication are not translated")
