@@ -88,6 +88,20 @@ def _vips(out: _Findings, path: Path, inst: VrrpInstance) -> None:
                     (*vpath, "label"),
                     f"label '{vip.label}' must start with the device name: '{device}:...'",
                 )
+            if vip.address.version == 6:
+                for attribute in ("broadcast", "scope"):
+                    if getattr(vip, attribute) is not None:
+                        out.add(
+                            (*vpath, attribute),
+                            f"{attribute} applies to IPv4 VIPs only (the kernel has no "
+                            f"{attribute} for IPv6 addresses): remove it",
+                        )
+            elif vip.broadcast in ("+", "-") and vip.address.network.prefixlen > 30:
+                out.add(
+                    (*vpath, "broadcast"),
+                    f"a /{vip.address.network.prefixlen} has no broadcast address to derive: "
+                    "write the address, or remove broadcast",
+                )
     limit = MAX_VIPS[inst.family]
     if len(inst.virtual_ipaddresses) > limit:
         out.add(

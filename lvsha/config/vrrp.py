@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
@@ -54,6 +55,41 @@ class Garp(Model):
     )
 
 
+def _broadcast(value: object) -> object:
+    if isinstance(value, str) and value not in ("+", "-"):
+        try:
+            IPv4Address(value)
+        except ValueError:
+            raise ValueError(
+                f"'{value}' is not an IPv4 address, nor + (host bits set) or - (host bits clear)"
+            ) from None
+    return value
+
+
+SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
+"""Address scope names and their numbers (iproute2's rt_scopes)."""
+
+
+def _scope(value: object) -> object:
+    """A scope name, or a number 0-255 (also written as a string, as keepalived reads it)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("expected a scope name or a number 0-255")
+    if isinstance(value, int) and not 0 <= value <= 255:
+        raise ValueError(f"scope {value} is not a number 0-255")
+    if isinstance(value, str) and value not in SCOPES:
+        raise ValueError(
+            f"'{value}' is not a scope: use global, site, link, host, nowhere or a number 0-255"
+        )
+    return value
+
+
+AddressScope = Annotated[
+    Literal["global", "site", "link", "host", "nowhere"] | int, BeforeValidator(_scope)
+]
+
+
 class VirtualAddress(Model):
     """A virtual IP. In YAML a bare string `192.0.2.10/24` is the same as `{address: ...}`."""
 
@@ -67,6 +103,17 @@ class VirtualAddress(Model):
         None,
         max_length=15,
         description="Address label, e.g. eth0:vip; must start with the device name and ':'.",
+    )
+    broadcast: Annotated[str, BeforeValidator(_broadcast)] | None = Field(
+        None,
+        description="IPv4 only: the broadcast address (keepalived's brd), or + (host bits "
+        "set) or - (host bits clear) from the VIP; none: no broadcast address.",
+    )
+    scope: AddressScope | None = Field(
+        None,
+        description="IPv4 only: the address scope, global, site, link, host, nowhere or a "
+        "number 0-255; none: global. In the subnet of another address on the device, the "
+        "kernel wants that address's scope.",
     )
 
 

@@ -33,7 +33,8 @@ The rules, per label (each rule table below says why for its keys):
   authentication, advert source address and unicast peers, tracked interfaces and scripts and
   their weights, a tracked vrrp_script that restarts, sync group membership.
 - VIP move: a VIP leaves one instance and joins another; or it is re-added in its instance with
-  another prefix, device or label, which the kernel cannot edit in place (the same risk).
+  another prefix, device, label, broadcast or scope, which the kernel cannot edit in place (the
+  same risk).
 - drain: a real server leaves (weight 0, then removal); the sorry server is added, removed or
   replaced, or quorum or hysteresis change while a sorry server is configured, since losing
   quorum then takes every real server out (`lvsha.ipvs.desired`) and a plan cannot know how
@@ -67,7 +68,12 @@ from lvsha.config.vrrp import Authentication, VirtualAddress, VrrpInstance, Vrrp
 from lvsha.gcpause import collector_paused
 from lvsha.ipvs.model import ServiceKey
 from lvsha.ipvs.specs import service_key, service_options
-from lvsha.vrrp.params import InstanceIdentity, instance_identity
+from lvsha.vrrp.params import (
+    InstanceIdentity,
+    address_scope,
+    broadcast_address,
+    instance_identity,
+)
 
 
 class Cost(enum.Enum):
@@ -770,7 +776,7 @@ class _Planner:
         return filed
 
     def _vip_attribute_diffs(self, old: _VipOwner, new: _VipOwner) -> list[str]:
-        """What the kernel cannot edit in place: prefix, device, label."""
+        """What the kernel cannot edit in place: prefix, device, label, broadcast, scope."""
         diffs = []
         old_vip, new_vip = old[1], new[1]
         if old_vip.address != new_vip.address:
@@ -782,6 +788,11 @@ class _Planner:
             diffs.append(f"device {old_device} -> {new_device}")
         if old_vip.label != new_vip.label:
             diffs.append(f"label {_fmt(old_vip.label)} -> {_fmt(new_vip.label)}")
+        if broadcast_address(old_vip) != broadcast_address(new_vip):
+            old_brd, new_brd = broadcast_address(old_vip), broadcast_address(new_vip)
+            diffs.append(f"broadcast {_fmt(old_brd)} -> {_fmt(new_brd)}")
+        if address_scope(old_vip) != address_scope(new_vip):
+            diffs.append(f"scope {_fmt(old_vip.scope)} -> {_fmt(new_vip.scope)}")
         return diffs
 
     def _vip_edit(self, subject: str, old: _VipOwner, new: _VipOwner) -> Change | None:

@@ -162,9 +162,16 @@ def instance_from_config(config: LvshaConfig, rt_priority: int | None = None) ->
         raise UnsupportedConfigError(f"{where}: unicast and authentication are not translated")
     if instance.garp.refresh:
         raise UnsupportedConfigError(f"{where}.garp.refresh is not translated")
-    if any(vip.device is not None or vip.label is not None for vip in instance.virtual_ipaddresses):
-        raise UnsupportedConfigError(f"{where}.virtual_ipaddresses: device and label are not "
-                                     "translated")  # fmt: skip
+    if any(
+        vip.device is not None
+        or vip.label is not None
+        or vip.broadcast is not None
+        or vip.scope is not None
+        for vip in instance.virtual_ipaddresses
+    ):
+        raise UnsupportedConfigError(
+            f"{where}.virtual_ipaddresses: device, label, broadcast and scope are not translated"
+        )
     return KeepalivedInstance(
         vrid=instance.virtual_router_id,
         priority=instance.priority,

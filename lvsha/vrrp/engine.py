@@ -538,7 +538,7 @@ class VrrpEngine:
     def _prepare_announcements(self, name: str, held: Iterable[HeldAddress]) -> None:
         held = list(held)
         # What a takeover sends the kernel and writes to the ledger, built now too.
-        self._addresses.prepare([(h.interface, h.address, h.label) for h in held])
+        self._addresses.prepare([(h.interface, h.address, h.attributes) for h in held])
         try:
             for interface in dict.fromkeys(h.interface for h in held):
                 # Build the frames now, not at failover (and learn early of a bad interface).
@@ -1053,8 +1053,6 @@ class VrrpEngine:
                 self._feed(change.record, event)
         self._follow_file_values(plan.built)
         self._resume_groups(new)
-        for change in plan.in_place:
-            self._warn_settled_vips(change)
         removals = [(c, c.record.runner.set_held(c.held)) for c in plan.in_place]
         for record in plan.retiring:
             self._retire(record)
@@ -1096,25 +1094,6 @@ class VrrpEngine:
                 if record not in built:
                     for event in events:
                         self._feed(record, event)
-
-    def _warn_settled_vips(self, change: _InPlace) -> None:
-        """A VIP held now whose prefix length or label changed keeps the old ones until it is
-        added again (the next mastership): changing them in place would take it off."""
-        runner = change.record.runner
-        if not runner.machine.holds_vips:
-            return
-        before = {h.key: h for h in runner.held}
-        for held in change.held:
-            was = before.get(held.key)
-            if was is not None and was != held:
-                log.warning(
-                    "%s: %s stays on %s as %s (label %s) until it is added again",
-                    change.name,
-                    held.address.ip,
-                    held.interface,
-                    was.address,
-                    was.label,
-                )
 
     def _resume_groups(self, new: LvshaConfig) -> None:
         """Sync groups whose membership changed, picking up each member's state."""

@@ -5,10 +5,13 @@ from an instance's configuration is derived once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import TypeAlias
 
 from lvsha.config.model import LvshaConfig
-from lvsha.config.vrrp import VrrpInstance
+from lvsha.config.vrrp import SCOPES, VrrpInstance
+from lvsha.config.vrrp import VirtualAddress as ConfiguredVip
+from lvsha.net.addresses import VipAttributes
 from lvsha.net.garp import GarpSettings
 from lvsha.vrrp.events import Address, VirtualAddress
 from lvsha.vrrp.machine import (
@@ -29,8 +32,10 @@ __all__ = [
     "HeldAddress",
     "HeldKey",
     "InstanceIdentity",
+    "address_scope",
     "advert_for",
     "advert_interval_units",
+    "broadcast_address",
     "changed_settings",
     "garp_settings",
     "held_addresses",
@@ -162,22 +167,56 @@ HeldKey: TypeAlias = tuple[str, Address]
 
 @dataclass(frozen=True, slots=True)
 class HeldAddress:
-    """A VIP the master holds: where it goes and with which label."""
+    """A VIP the master holds: where it goes, with which label, broadcast and scope."""
 
     address: VirtualAddress
     interface: str
     label: str | None = None
+    broadcast: IPv4Address | None = None
+    scope: int = 0
+    """RT_SCOPE_*; 0 is global."""
 
     @property
     def key(self) -> HeldKey:
-        """What makes it the same address on the interface (its prefix and label aside)."""
+        """What makes it the same address on the interface (its prefix and attributes
+        aside)."""
         return (self.interface, self.address.ip)
+
+    @property
+    def attributes(self) -> VipAttributes:
+        return VipAttributes(self.label, self.broadcast, self.scope)
+
+
+def broadcast_address(vip: ConfiguredVip) -> IPv4Address | None:
+    """The VIP's broadcast address: as written, or from + (host bits set) or - (host bits
+    clear) as keepalived derives it."""
+    if vip.broadcast is None or vip.address.version != 4:
+        return None
+    network = vip.address.network
+    if vip.broadcast == "+":
+        return IPv4Address(network.broadcast_address)
+    if vip.broadcast == "-":
+        return IPv4Address(network.network_address)
+    return IPv4Address(vip.broadcast)
+
+
+def address_scope(vip: ConfiguredVip) -> int:
+    """The VIP's scope as a number (RT_SCOPE_*), global when not configured."""
+    if vip.scope is None or vip.address.version != 4:
+        return 0
+    return SCOPES[vip.scope] if isinstance(vip.scope, str) else vip.scope
 
 
 def held_addresses(inst: VrrpInstance) -> list[HeldAddress]:
     """Every VIP the master holds, the excluded ones too, each on its device."""
     return [
-        HeldAddress(vip.address, vip.device or inst.interface, vip.label)
+        HeldAddress(
+            vip.address,
+            vip.device or inst.interface,
+            vip.label,
+            broadcast_address(vip),
+            address_scope(vip),
+        )
         for vip in [*inst.virtual_ipaddresses, *inst.virtual_ipaddresses_excluded]
     ]
 

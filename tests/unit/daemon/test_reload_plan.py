@@ -921,3 +921,17 @@ def test_a_tracked_files_path_is_an_election_its_init_hitless() -> None:
     init = edit(FILES, ("weight: 0}", "weight: 0, init: 0}"))
     assert only(plan(FILES, init)).detail == "init none -> 0: applies at the next start"
     assert only(plan(FILES, init)).cost is Cost.HITLESS
+
+
+def test_vip_broadcast_or_scope_change_re_adds_it() -> None:
+    old = edit(BASE, ("[10.0.0.20/24]", "[{address: 10.0.0.20/24, broadcast: '+'}]"))
+    same = edit(BASE, ("[10.0.0.20/24]", "[{address: 10.0.0.20/24, broadcast: 10.0.0.255}]"))
+    assert plan(old, same).changes == ()  # + is that address: nothing changes
+    new = edit(BASE, ("[10.0.0.20/24]", "[{address: 10.0.0.20/24, broadcast: '-', scope: link}]"))
+    change = only(plan(old, new))
+    assert change.detail == (
+        "re-added in VI_2 (eth0 vrid 52 ipv4): broadcast 10.0.0.255 -> 10.0.0.0, scope none -> link"
+    )
+    assert change.cost is Cost.VIP_MOVE
+    numbered = edit(new, ("scope: link", "scope: 253"))
+    assert plan(new, numbered).changes == ()  # link is scope 253
