@@ -65,6 +65,11 @@ class RealServer(Model):
     checks: list[Check] = Field(
         default_factory=list, description="All must pass for the server to be in service."
     )
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail this server's changes to the SMTP sinks; default: "
+        "global.notification.smtp_alert_checker, else smtp_alert, else true (as keepalived).",
+    )
 
 
 class VirtualServer(Model):
@@ -112,3 +117,8 @@ class VirtualServer(Model):
         description="Check defaults for this server's checks (keys set here win over global).",
     )
     real_servers: list[RealServer] = Field(default_factory=list)
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail this service's quorum changes to the SMTP sinks; default: "
+        "global.notification.smtp_alert_checker, else smtp_alert, else false (as keepalived).",
+    )

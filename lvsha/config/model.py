@@ -165,6 +165,23 @@ class Notification(Model):
     sinks: list[AlertSink] = Field(
         default_factory=list, description="Alert sinks, any number of each type."
     )
+    smtp_alert: bool | None = Field(
+        None,
+        description="keepalived's smtp_alert: the default of every smtp_alert below. While no "
+        "smtp_alert key is set anywhere, SMTP sinks take every event their `events` and "
+        "min_severity let through; once one is, keepalived's defaults decide which VRRP and "
+        "checker events they mail (instances and services: false, real servers: true).",
+    )
+    smtp_alert_vrrp: bool | None = Field(
+        None,
+        description="Default smtp_alert of VRRP instances and sync groups (keepalived's "
+        "smtp_alert_vrrp); default: smtp_alert.",
+    )
+    smtp_alert_checker: bool | None = Field(
+        None,
+        description="Default smtp_alert of virtual and real servers (keepalived's "
+        "smtp_alert_checker); default: smtp_alert.",
+    )
 
 
 def listen_address(value: str) -> tuple[str, int]:

@@ -228,6 +228,12 @@ class VrrpInstance(Model):
         default_factory=list,
         description="vrrp_track_files whose number moves the priority (keepalived's track_file).",
     )
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail this instance's state changes to the SMTP sinks; default: its sync "
+        "group's smtp_alert, else global.notification.smtp_alert_vrrp, else smtp_alert, else "
+        "false (as keepalived).",
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -306,3 +312,8 @@ class SyncGroup(Model):
 
     instances: list[Name] = Field(min_length=1)
     notify: Notify = Field(default_factory=Notify)
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail its members' state changes to the SMTP sinks, where a member says "
+        "nothing; default: global.notification.smtp_alert_vrrp, else smtp_alert, else false.",
+    )

@@ -253,6 +253,7 @@ INSTANCE_RULES: dict[str, tuple[Cost, str]] = {
     "notify": (HITLESS, "hooks run from the next state change"),
     "garp": (HITLESS, "used from the next mastership or refresh"),
     "authentication": (ELECTION, "a peer with the old password drops our adverts"),
+    "smtp_alert": (HITLESS, "mails follow from the next state change"),
 }
 """VrrpInstance keys compared one by one; nested ones (notify, garp) key by key."""
 INSTANCE_ELSEWHERE = frozenset(
@@ -300,6 +301,7 @@ SERVICE_KEYS = {
     "forwarding": "connection reset, reported once for the destinations that follow it",
     "inhibit_on_failure": "hitless, reported once for the real servers that follow it",
     "real_servers": "by (address, port)",
+    "smtp_alert": "hitless: mails follow from the next quorum change",
 }
 """VirtualServer keys compared, with their rule."""
 SERVICE_NOT_COMPARED = frozenset(
@@ -320,6 +322,7 @@ REAL_SERVER_RULES: dict[str, tuple[Cost, str]] = {
     "lower_threshold": (HITLESS, "edited in place"),
     "inhibit_on_failure": (HITLESS, "applies from the next failure"),
     "forwarding": (CONNECTION_RESET, "established flows were set up for the old method"),
+    "smtp_alert": (HITLESS, "mails follow from the next change"),
 }
 """RealServer keys besides its identity (address, port) and its checks (by CheckKey)."""
 REAL_SERVER_ELSEWHERE = frozenset({"address", "port", "checks"})
@@ -881,6 +884,10 @@ class _Planner:
                 (HITLESS, _differs(k, a, b))
                 for k, a, b in _model_diff(old_group.notify, group.notify, "notify.")
             ]
+            if old_group.smtp_alert != group.smtp_alert:
+                diffs.append(
+                    (HITLESS, _differs("smtp_alert", old_group.smtp_alert, group.smtp_alert))
+                )
             self._add_by_cost("sync_group", name, diffs)
         for name, group in old_groups.items():
             if name not in new_groups and name not in matched:
@@ -1060,6 +1067,8 @@ class _Planner:
                     else ""
                 )
                 diffs.append((quorum_cost, f"{_differs(name, a, b)}{note}"))
+        if old.smtp_alert != new.smtp_alert:
+            diffs.append((HITLESS, _differs("smtp_alert", old.smtp_alert, new.smtp_alert)))
         return diffs
 
     def _sorry_server(self, subject: str, old: VirtualServer, new: VirtualServer) -> None:

@@ -935,3 +935,26 @@ def test_vip_broadcast_or_scope_change_re_adds_it() -> None:
     assert change.cost is Cost.VIP_MOVE
     numbered = edit(new, ("scope: link", "scope: 253"))
     assert plan(new, numbered).changes == ()  # link is scope 253
+
+
+def test_smtp_alert_changes_are_hitless() -> None:
+    new = edit(
+        BASE,
+        ("    track_scripts: [haproxy]\n", "    track_scripts: [haproxy]\n    smtp_alert: true\n"),
+        ("  PAIR:\n", "  PAIR:\n    smtp_alert: false\n"),
+        ("    scheduler: wlc\n", "    scheduler: wlc\n    smtp_alert: true\n"),
+        ("        weight: 2\n", "        weight: 2\n        smtp_alert: false\n"),
+        ("  router_id: lb-1\n", "  router_id: lb-1\n  notification: {smtp_alert_vrrp: false}\n"),
+    )
+    result = plan(BASE, new)
+    assert {(c.area, c.detail) for c in result.changes} == {
+        ("vrrp_instance", "smtp_alert none -> true"),
+        ("sync_group", "smtp_alert none -> false"),
+        ("virtual_service", "smtp_alert none -> true"),
+        ("real_server", "smtp_alert none -> false"),
+        ("global", "none -> false"),
+    }
+    assert [c.subject for c in result.changes if c.area == "global"] == [
+        "notification.smtp_alert_vrrp"
+    ]
+    assert result.cost() is Cost.HITLESS
