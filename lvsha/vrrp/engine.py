@@ -1,5 +1,9 @@
 """Everything VRRP in one process: instances, trackers, sync groups and notify hooks.
 
+Tracked files (`lvsha.vrrp.track_file`) are watched by one inotify watcher for every
+instance; their `init` values are written at start-up only, as keepalived writes them when it
+reads its configuration (so a VRRP process restarted by the parent writes them again).
+
 The engine builds one InstanceRunner per configured instance, feeds them link changes,
 tracker verdicts, received adverts and sync-group orders, and reports each state change to
 the log, the notify hooks and the parent process (which serves the event stream: no
@@ -10,7 +14,8 @@ client-facing socket lives in the VRRP process).
 
 - in place, nothing on the wire changes: a new name (logs, reports, metrics, hooks), notify
   hooks, GARP settings (from the next announcement spell), the initial state, track scripts,
-  tracked interfaces and their weights, sync group membership;
+  tracked interfaces and files and their weights (a file new or moved is read at the commit),
+  sync group membership;
 - in place, the machine follows at once by the RFC rules: the priority (to and from 255
   too: the base priority under tracking), preempt and preempt_delay, the advert interval (a
   master's next advert comes at most one new interval away), VRRPv2 authentication, the VIPs:
