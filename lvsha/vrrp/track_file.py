@@ -7,9 +7,11 @@ unreadable or empty file; a number outside the 32-bit range is ignored (the last
 
 `TrackFileWatcher` is the edge: one inotify instance (through ctypes) watching the directories
 of the files, so a file written in place (close after write), replaced by a rename, or deleted
-is read again at once, and `on_value(name, value)` hears each change of a file's number. A
-directory that does not exist (yet) is looked for again every `RETRY_INTERVAL` seconds; until
-then its files read as 0.
+is read again at once, and `on_value(name, value)` hears each change of a file's number. As in
+keepalived, symbolic links in a file's path are resolved when it is configured, and the
+directory of what they lead to is watched. A directory that does not exist (yet) is looked for
+again every `RETRY_INTERVAL` seconds (keepalived drops such a file); until then its files read
+as 0.
 """
 
 from __future__ import annotations
@@ -127,7 +129,10 @@ class TrackFileWatcher:
     def __init__(self, on_value: ValueCallback) -> None:
         self._on_value = on_value
         self._paths: dict[str, str] = {}
-        """Track file name -> absolute path."""
+        """Track file name -> absolute path, as configured (read through it)."""
+        self._resolved: dict[str, str] = {}
+        """Track file name -> the path with symbolic links resolved when it was configured, as
+        keepalived resolves it: its directory is the one watched."""
         self._values: dict[str, int] = {}
         self._libc: ctypes.CDLL | None = None
         self._fd = -1
@@ -155,10 +160,12 @@ class TrackFileWatcher:
         for name in list(self._paths):
             if name not in files:
                 del self._paths[name]
+                del self._resolved[name]
                 self._values.pop(name, None)
         for name, path in files.items():
             if self._paths.get(name) != path:
                 self._paths[name] = path
+                self._resolved[name] = os.path.realpath(path)
                 read = read_value(path)
                 self._values[name] = read if read is not None else 0
         self._sync_watches()
@@ -186,7 +193,7 @@ class TrackFileWatcher:
         asyncio.get_running_loop().add_reader(fd, self._readable)
 
     def _directories(self) -> set[str]:
-        return {os.path.dirname(path) for path in self._paths.values()}
+        return {os.path.dirname(path) for path in self._resolved.values()}
 
     def _sync_watches(self) -> None:
         """A watch on each directory holding a tracked file, and on no other."""
@@ -255,7 +262,7 @@ class TrackFileWatcher:
                 if mask & _IN_ISDIR:
                     continue
                 path = os.path.join(directory, os.fsdecode(raw.rstrip(b"\0")))
-                changed.update(n for n, p in self._paths.items() if p == path)
+                changed.update(n for n, p in self._resolved.items() if p == path)
         if lost_watch and self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(RETRY_INTERVAL, self._retry_now)
         if changed:
@@ -263,7 +270,7 @@ class TrackFileWatcher:
 
     def _paths_in(self, directory: str) -> list[str]:
         """The names of the tracked files in `directory`."""
-        return [n for n, p in self._paths.items() if os.path.dirname(p) == directory]
+        return [n for n, p in self._resolved.items() if os.path.dirname(p) == directory]
 
     def _reread(self, names: set[str]) -> None:
         for name, path in list(self._paths.items()):

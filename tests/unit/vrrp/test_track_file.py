@@ -225,3 +225,20 @@ async def test_a_reload_moves_the_file_and_its_weight(lab: Harness, tmp_path: Pa
     assert outcome.ok, outcome
     assert _priority(engine) == 100
     assert engine.track_file_values == {}
+
+
+async def test_a_linked_file_is_watched_where_the_link_leads(tmp_path: Path) -> None:
+    seen = Seen()
+    watcher = TrackFileWatcher(seen)
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "prio"
+    target.write_text("1")
+    link = tmp_path / "prio"
+    link.symlink_to(target)
+    watcher.set_files({"prio": str(link)})
+    try:
+        assert watcher.values == {"prio": 1}
+        target.write_text("7")
+        await wait_for(lambda: seen.values[-1:] == [("prio", 7)], 2.0)
+    finally:
+        watcher.close()
