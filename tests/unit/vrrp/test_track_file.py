@@ -242,3 +242,27 @@ async def test_a_linked_file_is_watched_where_the_link_leads(tmp_path: Path) -> 
         await wait_for(lambda: seen.values[-1:] == [("prio", 7)], 2.0)
     finally:
         watcher.close()
+
+
+def test_the_priorities_keepalived_2_2_7_set_for_the_same_writes() -> None:
+    # keepalived 2.2.7, priority 150, track_file weight -10, run in a namespace with these
+    # written in turn; its log said "Changing effective priority from ... to" each of these
+    # (None: "tracked file prio now FAULT state").
+    seen_from_keepalived = [
+        (b"0\n", 150),
+        (b"6\n", 90),
+        (b"0x3\n", 120),
+        (b"010\n", 70),
+        (b"abc\n", 150),
+        (b"-30\n", 254),
+        (b"26\n", None),
+        (b"300\n", None),
+        (b"-5\n", 200),
+    ]
+    state = TrackingState(150, [FileTracker("file:prio", -10)], {"file:prio": 0})
+    for data, expected in seen_from_keepalived:
+        value = parse_value(data)
+        assert value is not None
+        state.set_health("file:prio", value)
+        verdict = state.verdict
+        assert (None if verdict.fault else verdict.priority) == expected, data
