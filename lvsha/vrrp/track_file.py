@@ -139,6 +139,10 @@ class TrackFileWatcher:
         self._watches: dict[int, str] = {}
         """inotify watch descriptor -> directory."""
         self._retry: asyncio.TimerHandle | None = None
+        self._polling = False
+        """No inotify instance: every file is polled."""
+        self._warned: set[str] = set()
+        """Directories whose watch the kernel refused, told once."""
 
     @property
     def values(self) -> Mapping[str, int]:
@@ -155,8 +159,15 @@ class TrackFileWatcher:
     def set_files(self, files: Mapping[str, str]) -> None:
         """Watch exactly these files (name -> path) from now on. A new file, or one whose
         path changed, is read now (no callback: the caller takes `values`)."""
-        if self._fd < 0 and files:
-            self._open()
+        if self._fd < 0 and files and not self._polling:
+            try:
+                self._open()
+            except OSError as exc:
+                # Degraded, not broken: every file is read every RETRY_INTERVAL instead.
+                log.error(
+                    "track files: no inotify (%s): reading them every %g s", exc, RETRY_INTERVAL
+                )
+                self._polling = True
         for name in list(self._paths):
             if name not in files:
                 del self._paths[name]
@@ -171,6 +182,8 @@ class TrackFileWatcher:
         self._sync_watches()
 
     def close(self) -> None:
+        self._paths.clear()
+        self._resolved.clear()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -196,8 +209,12 @@ class TrackFileWatcher:
         return {os.path.dirname(path) for path in self._resolved.values()}
 
     def _sync_watches(self) -> None:
-        """A watch on each directory holding a tracked file, and on no other."""
+        """A watch on each directory holding a tracked file, and on no other; the files of a
+        directory that cannot be watched (not there yet, or no inotify) are read again every
+        RETRY_INTERVAL until it can."""
         if self._libc is None or self._fd < 0:
+            if self._paths and self._retry is None:
+                self._retry = asyncio.get_running_loop().call_later(RETRY_INTERVAL, self._retry_now)
             return
         wanted = self._directories()
         for wd, directory in list(self._watches.items()):
@@ -209,10 +226,17 @@ class TrackFileWatcher:
             wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), _WATCH_MASK)
             if wd < 0:
                 code = ctypes.get_errno()
-                if code not in (errno.ENOENT, errno.ENOTDIR):
-                    log.warning("cannot watch %s for track files: %s", directory, os.strerror(code))
+                if code not in (errno.ENOENT, errno.ENOTDIR) and directory not in self._warned:
+                    self._warned.add(directory)
+                    log.warning(
+                        "cannot watch %s for track files (%s): reading them every %g s",
+                        directory,
+                        os.strerror(code),
+                        RETRY_INTERVAL,
+                    )
                 missing = True
                 continue
+            self._warned.discard(directory)
             self._watches[wd] = directory
             # Written before the watch started: read once more.
             self._reread(set(self._paths_in(directory)))
@@ -222,6 +246,10 @@ class TrackFileWatcher:
     def _retry_now(self) -> None:
         self._retry = None
         try:
+            watched = set(self._watches.values())
+            self._reread(
+                {n for n, p in self._resolved.items() if os.path.dirname(p) not in watched}
+            )
             self._sync_watches()
         except Exception:
             log.exception("track files: watching again failed")

@@ -266,3 +266,25 @@ def test_the_priorities_keepalived_2_2_7_set_for_the_same_writes() -> None:
         state.set_health("file:prio", value)
         verdict = state.verdict
         assert (None if verdict.fault else verdict.priority) == expected, data
+
+
+async def test_without_inotify_the_files_are_polled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(self: TrackFileWatcher) -> None:
+        raise OSError(24, "inotify_init1: Too many open files")
+
+    monkeypatch.setattr(TrackFileWatcher, "_open", refused)
+    monkeypatch.setattr("lvsha.vrrp.track_file.RETRY_INTERVAL", 0.05)
+    seen = Seen()
+    watcher = TrackFileWatcher(seen)
+    path = tmp_path / "prio"
+    path.write_text("2")
+    watcher.set_files({"prio": str(path)})
+    try:
+        assert watcher.values == {"prio": 2}
+        assert "no inotify" in caplog.text
+        path.write_text("5")
+        await wait_for(lambda: seen.values[-1:] == [("prio", 5)], 2.0)
+    finally:
+        watcher.close()
