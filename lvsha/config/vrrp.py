@@ -269,7 +269,8 @@ def _absolute(value: object) -> object:
     if isinstance(value, str):
         if not value.startswith("/"):
             raise ValueError(
-                f"'{value}' is not an absolute path: write it from / (e.g. /run/{value})"
+                f"'{value}' is not an absolute path: write it from / "
+                f"(e.g. /run/lvsha/{value.rsplit('/', 1)[-1]})"
             )
         if value.endswith("/") or "\0" in value:
             raise ValueError(f"'{value}' does not name a file (a path like /run/lvsha/prio)")

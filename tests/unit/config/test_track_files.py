@@ -43,7 +43,7 @@ def test_track_files_take_the_files_weight_unless_overridden() -> None:
         (FILES % "[maint, maint]", "track file 'maint' is tracked twice"),
         (
             FILES.replace("/run/lvsha/prio", "prio") % "[]",
-            "'prio' is not an absolute path: write it from / (e.g. /run/prio)",
+            "'prio' is not an absolute path: write it from / (e.g. /run/lvsha/prio)",
         ),
         (FILES.replace("/run/lvsha/prio", "/run/lvsha/") % "[]", "does not name a file"),
         (FILES.replace("weight: -10", "weight: -255") % "[]", "must be at least -254, got -255"),
