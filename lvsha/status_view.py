@@ -35,6 +35,15 @@ class _Paint:
         return f"\033[{code}m{text}\033[0m"
 
 
+def _tracker(tracker: dict[str, Any]) -> str:
+    """One tracker for the status line: a tracked file shows the number it holds."""
+    if "value" in tracker:
+        state = f"({tracker['effect']:+d})" if tracker["healthy"] else "FAULT"
+        return f"{tracker['tracker']} = {tracker['value']} {state}"
+    up = "up" if tracker["healthy"] else "DOWN"
+    return f"{tracker['tracker']} {up} ({tracker['effect']:+d})"
+
+
 def _table(rows: Sequence[Sequence[tuple[str, str]]], indent: str = "") -> list[str]:
     """Rows of (plain text, painted text) cells, aligned on the plain text's width."""
     if not rows:
@@ -158,15 +167,9 @@ def _vrrp(vrrp: dict[str, Any], now: float, paint: _Paint) -> list[str]:
             f"VIPs {' '.join(inst['vips']) or 'none'}; adverts sent {inst['adverts_sent']}, "
             f"received {inst['adverts_received']}; dropped: {drops}"
         ]
-        moving = [t for t in inst["trackers"] if t["effect"] or not t["healthy"]]
+        moving = [t for t in inst["trackers"] if t["effect"] or not t["healthy"] or "value" in t]
         if moving:
-            extra.append(
-                "trackers: "
-                + ", ".join(
-                    f"{t['tracker']} {'up' if t['healthy'] else 'DOWN'} ({t['effect']:+d})"
-                    for t in moving
-                )
-            )
+            extra.append("trackers: " + ", ".join(_tracker(t) for t in moving))
         if inst["fault_reasons"]:
             extra.append("fault: " + ", ".join(inst["fault_reasons"]))
         details[index] = extra

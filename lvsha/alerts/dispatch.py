@@ -11,6 +11,10 @@ its own sender task (`lvsha.alerts.delivery`). The sinks:
 - each entry of `sinks`, named by its `name` or `<type>-<n>`, n its place among the sinks of
   its type, from 1 ("smtp-1", "webhook-2").
 
+SMTP sinks (the legacy one too) also follow keepalived's smtp_alert keys: a VRRP or checker
+event goes to them only when the instance or server it is about has smtp_alert on
+(`lvsha.alerts.smtp_alert`); other sinks are unaffected.
+
 A reload (`update`) keeps a sink whose settings did not change as it is (queue, counters,
 Alertmanager state), rebuilds a changed one (its counters and unsent events go on, and an
 Alertmanager sink's firing alerts with them), and stops a removed one (its unsent events are
@@ -32,6 +36,7 @@ from lvsha.alerts.alertmanager import AlertmanagerTransport
 from lvsha.alerts.delivery import Backoff, Pacing, SinkCounters, SinkRunner, Transport
 from lvsha.alerts.events import CATEGORIES, Event, FieldValue, Severity, severity
 from lvsha.alerts.smtp import SmtpTransport
+from lvsha.alerts.smtp_alert import SmtpAlertPolicy
 from lvsha.alerts.webhook import WebhookTransport
 from lvsha.config.model import AlertmanagerSink, LvshaConfig, SmtpSink, WebhookSink
 from lvsha.daemon.metrics import Family, Sample, catalog
@@ -135,16 +140,20 @@ class _Filter:
     alert_severities: Mapping[str, Severity] | None = None
     """Alertmanager: the severity of the alert each event type drives, compared instead of
     the event's own (a recovery is info, but resolves a warning alert)."""
+    smtp_alert: SmtpAlertPolicy | None = None
+    """SMTP sinks: keepalived's smtp_alert of the instance or server the event is about."""
 
     def takes(self, event: Event) -> bool:
         if self.types is not None and event.type not in self.types:
+            return False
+        if self.smtp_alert is not None and not self.smtp_alert.mails(event):
             return False
         if self.alert_severities is not None:
             return self.alert_severities[event.type] >= self.min_severity
         return event.severity >= self.min_severity
 
 
-def _filter(spec: SinkSpec) -> _Filter:
+def _filter(spec: SinkSpec, smtp_alert: SmtpAlertPolicy) -> _Filter:
     types: frozenset[str] | None = None
     if spec.events is not None:
         types = frozenset(
@@ -161,6 +170,8 @@ def _filter(spec: SinkSpec) -> _Filter:
                 for event_type, alertname in alertmanager.ALERTS.items()
             },
         )
+    if isinstance(spec, SmtpSink):
+        return _Filter(types=types, min_severity=min_severity, smtp_alert=smtp_alert)
     return _Filter(types=types, min_severity=min_severity)
 
 
@@ -195,6 +206,7 @@ class Alerts:
         self.tls_context = tls_context
         self.router_id = config.global_.router_id or self.hostname
         self._config = config
+        self._smtp_alert = SmtpAlertPolicy(config)
         self._counters: dict[str, SinkCounters] = {}
         self._sinks: dict[str, _Sink] = {}
         self._started = False
@@ -261,6 +273,7 @@ class Alerts:
         """Follow a reload (see the module's doc). Never waits: connections of the sinks
         that go are closed in the background."""
         self._config = config
+        self._smtp_alert = SmtpAlertPolicy(config)
         self.router_id = config.global_.router_id or self.hostname
         specs = sink_specs(config, self.hostname)
         old = self._sinks
@@ -273,6 +286,8 @@ class Alerts:
                 and previous.router_id == self.router_id
             ):
                 self._sinks[name] = previous
+                # The same sink, but the instances and servers it mails may have changed.
+                previous.filter = _filter(spec, self._smtp_alert)
                 transport = previous.transport
                 if isinstance(transport, AlertmanagerTransport) and transport.reconfigure(config):
                     previous.runner.poke()
@@ -356,7 +371,7 @@ class Alerts:
         )
         counters = self._counters.setdefault(name, SinkCounters())
         runner = SinkRunner(name, pacing, transport, counters, backoff=self.backoff)
-        return _Sink(spec, _filter(spec), runner, transport, self.router_id)
+        return _Sink(spec, _filter(spec, self._smtp_alert), runner, transport, self.router_id)
 
     def _hand_over(self, previous: _Sink, sink: _Sink, config: LvshaConfig) -> None:
         """`sink` replaces `previous` (a reload changed it): it takes the unsent events it

@@ -71,6 +71,11 @@ class RealServer(Model):
     notify_down: Command | None = Field(
         None, description="Run when its checks find the server down (keepalived's notify_down)."
     )
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail this server's changes to the SMTP sinks; default: "
+        "global.notification.smtp_alert_checker, else smtp_alert, else true (as keepalived).",
+    )
 
 
 class VirtualServer(Model):
@@ -129,4 +134,9 @@ class VirtualServer(Model):
         None,
         description="A virtual_server_groups entry whose members are this virtual server's "
         "services (then no address, port or fwmark here; protocol applies to every member).",
+    )
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail this service's quorum changes to the SMTP sinks; default: "
+        "global.notification.smtp_alert_checker, else smtp_alert, else false (as keepalived).",
     )

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, Field
 from lvsha.config.base import InterfaceName, Model, Name, Seconds
 from lvsha.config.checks import CheckTiming
 from lvsha.config.lvs import VirtualServer
-from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript
+from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript, VrrpTrackFile
 from lvsha.config.vsgroup import VirtualServerGroup
 
 
@@ -165,6 +165,23 @@ class Notification(Model):
     )
     sinks: list[AlertSink] = Field(
         default_factory=list, description="Alert sinks, any number of each type."
+    )
+    smtp_alert: bool | None = Field(
+        None,
+        description="keepalived's smtp_alert: the default of every smtp_alert below. While no "
+        "smtp_alert key is set anywhere, SMTP sinks take every event their `events` and "
+        "min_severity let through; once one is, keepalived's defaults decide which VRRP and "
+        "checker events they mail (instances and services: false, real servers: true).",
+    )
+    smtp_alert_vrrp: bool | None = Field(
+        None,
+        description="Default smtp_alert of VRRP instances and sync groups (keepalived's "
+        "smtp_alert_vrrp); default: smtp_alert.",
+    )
+    smtp_alert_checker: bool | None = Field(
+        None,
+        description="Default smtp_alert of virtual and real servers (keepalived's "
+        "smtp_alert_checker); default: smtp_alert.",
     )
 
 
@@ -328,6 +345,10 @@ class LvshaConfig(Model):
     global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
     vrrp_scripts: dict[Name, VrrpScript] = Field(
         default_factory=dict, description="Named scripts that instances track."
+    )
+    vrrp_track_files: dict[Name, VrrpTrackFile] = Field(
+        default_factory=dict,
+        description="Named files holding a number that instances track (keepalived's track_file).",
     )
     vrrp_instances: dict[Name, VrrpInstance] = Field(default_factory=dict)
     sync_groups: dict[Name, SyncGroup] = Field(default_factory=dict)

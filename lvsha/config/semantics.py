@@ -17,7 +17,7 @@ from lvsha.config.checks import HttpCheck, HttpsCheck, PortCheck, UdpCheck
 from lvsha.config.lvs import RealServer, VirtualServer
 from lvsha.config.model import AlertmanagerSink, LvshaConfig, SmtpSink, WebhookSink
 from lvsha.config.source import Path, format_path
-from lvsha.config.vrrp import VrrpInstance, VrrpScript
+from lvsha.config.vrrp import VrrpInstance, VrrpScript, VrrpTrackFile
 from lvsha.config.vsgroup import VirtualServerGroup
 
 # Adverts must fit an Ethernet MTU: 20/40 bytes of IP header, 8 of VRRP, 4/16 per address.
@@ -88,6 +88,20 @@ def _vips(out: _Findings, path: Path, inst: VrrpInstance) -> None:
                 out.add(
                     (*vpath, "label"),
                     f"label '{vip.label}' must start with the device name: '{device}:...'",
+                )
+            if vip.address.version == 6:
+                for attribute in ("broadcast", "scope"):
+                    if getattr(vip, attribute) is not None:
+                        out.add(
+                            (*vpath, attribute),
+                            f"{attribute} applies to IPv4 VIPs only (the kernel has no "
+                            f"{attribute} for IPv6 addresses): remove it",
+                        )
+            elif vip.broadcast in ("+", "-") and vip.address.network.prefixlen > 30:
+                out.add(
+                    (*vpath, "broadcast"),
+                    f"a /{vip.address.network.prefixlen} has no broadcast address to derive: "
+                    "write the address, or remove broadcast",
                 )
     limit = MAX_VIPS[inst.family]
     if len(inst.virtual_ipaddresses) > limit:
@@ -172,7 +186,11 @@ def _addresses(out: _Findings, path: Path, inst: VrrpInstance) -> None:
 
 
 def _tracking(
-    out: _Findings, path: Path, inst: VrrpInstance, scripts: dict[str, VrrpScript]
+    out: _Findings,
+    path: Path,
+    inst: VrrpInstance,
+    scripts: dict[str, VrrpScript],
+    files: dict[str, VrrpTrackFile],
 ) -> None:
     names: set[str] = set()
     for i, track in enumerate(inst.track_scripts):
@@ -192,6 +210,17 @@ def _tracking(
                 (*path, "track_interfaces", i), f"interface '{iface.interface}' is tracked twice"
             )
         interfaces.add(iface.interface)
+    tracked_files: set[str] = set()
+    for i, ref in enumerate(inst.track_files):
+        fpath = (*path, "track_files", i)
+        if ref.file not in files:
+            out.add(
+                fpath,
+                f"no vrrp_track_files entry named '{ref.file}'{_suggest(ref.file, files)}",
+            )
+        if ref.file in tracked_files:
+            out.add(fpath, f"track file '{ref.file}' is tracked twice")
+        tracked_files.add(ref.file)
 
 
 def _vrrp(out: _Findings, config: LvshaConfig) -> None:
@@ -202,7 +231,7 @@ def _vrrp(out: _Findings, config: LvshaConfig) -> None:
         _vips(out, path, inst)
         _election(out, path, inst)
         _addresses(out, path, inst)
-        _tracking(out, path, inst, config.vrrp_scripts)
+        _tracking(out, path, inst, config.vrrp_scripts, config.vrrp_track_files)
         router = (inst.interface, inst.virtual_router_id, inst.family)
         if router in routers:
             out.add(
@@ -219,6 +248,13 @@ def _vrrp(out: _Findings, config: LvshaConfig) -> None:
                 ("vrrp_scripts", name, "timeout"),
                 f"timeout {script.timeout:g} s is longer than interval {script.interval:g} s: "
                 "runs would overlap; shorten the timeout or lengthen the interval",
+            )
+    for name, track_file in config.vrrp_track_files.items():
+        if track_file.init_overwrite and track_file.init is None:
+            out.add(
+                ("vrrp_track_files", name, "init_overwrite"),
+                "init_overwrite writes `init` over the file at start-up: set init (the number "
+                "to write, e.g. 0)",
             )
     member_of: dict[str, str] = {}
     for group, sync in config.sync_groups.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
@@ -54,6 +55,41 @@ class Garp(Model):
     )
 
 
+def _broadcast(value: object) -> object:
+    if isinstance(value, str) and value not in ("+", "-"):
+        try:
+            IPv4Address(value)
+        except ValueError:
+            raise ValueError(
+                f"'{value}' is not an IPv4 address, nor + (host bits set) or - (host bits clear)"
+            ) from None
+    return value
+
+
+SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
+"""Address scope names and their numbers (iproute2's rt_scopes)."""
+
+
+def _scope(value: object) -> object:
+    """A scope name, or a number 0-255 (also written as a string, as keepalived reads it)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("expected a scope name or a number 0-255")
+    if isinstance(value, int) and not 0 <= value <= 255:
+        raise ValueError(f"scope {value} is not a number 0-255")
+    if isinstance(value, str) and value not in SCOPES:
+        raise ValueError(
+            f"'{value}' is not a scope: use global, site, link, host, nowhere or a number 0-255"
+        )
+    return value
+
+
+AddressScope = Annotated[
+    Literal["global", "site", "link", "host", "nowhere"] | int, BeforeValidator(_scope)
+]
+
+
 class VirtualAddress(Model):
     """A virtual IP. In YAML a bare string `192.0.2.10/24` is the same as `{address: ...}`."""
 
@@ -67,6 +103,17 @@ class VirtualAddress(Model):
         None,
         max_length=15,
         description="Address label, e.g. eth0:vip; must start with the device name and ':'.",
+    )
+    broadcast: Annotated[str, BeforeValidator(_broadcast)] | None = Field(
+        None,
+        description="IPv4 only: the broadcast address (keepalived's brd), or + (host bits "
+        "set) or - (host bits clear) from the VIP; none: no broadcast address.",
+    )
+    scope: AddressScope | None = Field(
+        None,
+        description="IPv4 only: the address scope, global, site, link, host, nowhere or a "
+        "number 0-255; none: global. In the subnet of another address on the device, the "
+        "kernel wants that address's scope.",
     )
 
 
@@ -93,6 +140,16 @@ class TrackScript(Model):
     weight: int | None = Field(
         None, ge=-254, le=254, description="Overrides the script's own weight for this instance."
     )
+
+
+class TrackFileRef(Model):
+    """A reference to a `vrrp_track_files` entry. `- maint_file` is shorthand."""
+
+    file: Name
+    weight: int | None = Field(
+        None, ge=-254, le=254, description="Overrides the track file's own weight here."
+    )
+    reverse: bool | None = Field(None, description="Overrides the track file's own reverse here.")
 
 
 class Notify(Model):
@@ -167,6 +224,16 @@ class VrrpInstance(Model):
         default_factory=Garp, description="Keys not set here come from global.vrrp.garp."
     )
     authentication: Authentication | None = Field(None, description="VRRPv2 only.")
+    track_files: list[Annotated[TrackFileRef, shorthand("file")]] = Field(
+        default_factory=list,
+        description="vrrp_track_files whose number moves the priority (keepalived's track_file).",
+    )
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail this instance's state changes to the SMTP sinks; default: its sync "
+        "group's smtp_alert, else global.notification.smtp_alert_vrrp, else smtp_alert, else "
+        "false (as keepalived).",
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -198,8 +265,56 @@ class VrrpScript(Model):
     user: str | None = Field(None, description="Run as this user; default: global.script_user.")
 
 
+def _absolute(value: object) -> object:
+    if isinstance(value, str):
+        if not value.startswith("/"):
+            raise ValueError(
+                f"'{value}' is not an absolute path: write it from / "
+                f"(e.g. /run/lvsha/{value.rsplit('/', 1)[-1]})"
+            )
+        if value.endswith("/") or "\0" in value:
+            raise ValueError(f"'{value}' does not name a file (a path like /run/lvsha/prio)")
+    return value
+
+
+class VrrpTrackFile(Model):
+    """A file holding a number that moves the priority of the instances tracking it
+    (keepalived's track_file). It is read when written or replaced; a missing or empty file,
+    or one not starting with a number, reads as 0."""
+
+    file: Annotated[str, BeforeValidator(_absolute)] = Field(
+        min_length=2, description="Absolute path; its directory must exist."
+    )
+    weight: int = Field(
+        1,
+        ge=-254,
+        le=254,
+        description="The number times the weight is added to the priority; a result of -254 "
+        "or less means FAULT. With 0: a non-zero number means FAULT, 0 means fine.",
+    )
+    reverse: bool = Field(
+        False,
+        description="Subtract instead of add; with weight 0, 0 means FAULT and non-zero fine.",
+    )
+    init: int | None = Field(
+        None,
+        ge=-(2**31),
+        le=2**31 - 1,
+        description="Write this number to the file at start-up when it does not exist "
+        "(init_file); none: leave it alone.",
+    )
+    init_overwrite: bool = Field(
+        False, description="Write `init` at start-up even when the file exists (overwrite)."
+    )
+
+
 class SyncGroup(Model):
     """Instances that fail over together: when one leaves MASTER, all do."""
 
     instances: list[Name] = Field(min_length=1)
     notify: Notify = Field(default_factory=Notify)
+    smtp_alert: bool | None = Field(
+        None,
+        description="Mail its members' state changes to the SMTP sinks, where a member says "
+        "nothing; default: global.notification.smtp_alert_vrrp, else smtp_alert, else false.",
+    )

@@ -33,7 +33,8 @@ The rules, per label (each rule table below says why for its keys):
   authentication, advert source address and unicast peers, tracked interfaces and scripts and
   their weights, a tracked vrrp_script that restarts, sync group membership.
 - VIP move: a VIP leaves one instance and joins another; or it is re-added in its instance with
-  another prefix, device or label, which the kernel cannot edit in place (the same risk).
+  another prefix, device, label, broadcast or scope, which the kernel cannot edit in place (the
+  same risk).
 - drain: a real server leaves (weight 0, then removal); the sorry server is added, removed or
   replaced, or quorum or hysteresis change while a sorry server is configured, since losing
   quorum then takes every real server out (`lvsha.ipvs.desired`) and a plan cannot know how
@@ -73,7 +74,12 @@ from lvsha.config.vrrp import Authentication, VirtualAddress, VrrpInstance, Vrrp
 from lvsha.gcpause import collector_paused
 from lvsha.ipvs.model import ServiceKey
 from lvsha.ipvs.specs import group_service_keys, service_key, service_options
-from lvsha.vrrp.params import InstanceIdentity, instance_identity
+from lvsha.vrrp.params import (
+    InstanceIdentity,
+    address_scope,
+    broadcast_address,
+    instance_identity,
+)
 
 
 class Cost(enum.Enum):
@@ -151,6 +157,7 @@ class Change:
 
 _SECTIONS = {
     "vrrp_script": "VRRP",
+    "vrrp_track_file": "VRRP",
     "vrrp_instance": "VRRP",
     "vip": "VRRP",
     "track": "VRRP",
@@ -252,6 +259,7 @@ INSTANCE_RULES: dict[str, tuple[Cost, str]] = {
     "notify": (HITLESS, "hooks run from the next state change"),
     "garp": (HITLESS, "used from the next mastership or refresh"),
     "authentication": (ELECTION, "a peer with the old password drops our adverts"),
+    "smtp_alert": (HITLESS, "mails follow from the next state change"),
 }
 """VrrpInstance keys compared one by one; nested ones (notify, garp) key by key."""
 INSTANCE_ELSEWHERE = frozenset(
@@ -263,6 +271,7 @@ INSTANCE_ELSEWHERE = frozenset(
         "virtual_ipaddresses_excluded",
         "track_interfaces",  # by interface and script (_Planner._tracking)
         "track_scripts",
+        "track_files",
     }
 )
 
@@ -301,6 +310,7 @@ SERVICE_KEYS = {
     "quorum_up": "hitless: the hook runs from the next quorum change",
     "quorum_down": "hitless: the hook runs from the next quorum change",
     "omega": "hitless: read when lvsha stops",
+    "smtp_alert": "hitless: mails follow from the next quorum change",
 }
 """VirtualServer keys compared, with their rule."""
 SERVICE_HOOK_KEYS = ("quorum_up", "quorum_down", "omega")
@@ -327,6 +337,7 @@ REAL_SERVER_RULES: dict[str, tuple[Cost, str]] = {
     "forwarding": (CONNECTION_RESET, "established flows were set up for the old method"),
     "notify_up": (HITLESS, "the hook runs from the next transition"),
     "notify_down": (HITLESS, "the hook runs from the next transition"),
+    "smtp_alert": (HITLESS, "mails follow from the next change"),
 }
 """RealServer keys besides its identity (address, port) and its checks (by CheckKey)."""
 REAL_SERVER_ELSEWHERE = frozenset({"address", "port", "checks"})
@@ -536,6 +547,7 @@ class _Planner:
 
     def changes(self) -> list[Change]:
         self._vrrp_scripts()
+        self._vrrp_track_files()
         self._vrrp_instances()
         self._sync_groups()
         self._services()
@@ -629,6 +641,45 @@ class _Planner:
         for name in self.old.vrrp_scripts:
             if name not in self.new.vrrp_scripts and name not in self.script_renames:
                 self._add("vrrp_script", "remove", name, "stops", HITLESS)
+
+    # --- vrrp_track_files ---
+
+    def _vrrp_track_files(self) -> None:
+        """A tracked file's weight is reported on the instances that track it (_tracking); its
+        path here: the number read from the new file moves their priority at once. The init
+        settings apply at the next start, as in keepalived (a reload writes no file)."""
+        old_files, new_files = self.old.vrrp_track_files, self.new.vrrp_track_files
+        for name, track_file in new_files.items():
+            trackers = [
+                n
+                for n, inst in self.new.vrrp_instances.items()
+                if any(t.file == name for t in inst.track_files)
+            ]
+            if name not in old_files:
+                self._add("vrrp_track_file", "add", name, f"watches {track_file.file}", HITLESS)
+                continue
+            before = old_files[name]
+            diffs: list[tuple[Cost, str]] = []
+            if before.file != track_file.file:
+                text = _differs("file", before.file, track_file.file)
+                if trackers:
+                    diffs.append(
+                        (ELECTION, f"{text}: read at once (tracked by {', '.join(trackers)})")
+                    )
+                else:
+                    diffs.append((HITLESS, text))
+            for key in ("weight", "reverse"):
+                if getattr(before, key) != getattr(track_file, key) and not trackers:
+                    text = _differs(key, getattr(before, key), getattr(track_file, key))
+                    diffs.append((HITLESS, f"{text} (tracked by no instance)"))
+            for key in ("init", "init_overwrite"):
+                if getattr(before, key) != getattr(track_file, key):
+                    text = _differs(key, getattr(before, key), getattr(track_file, key))
+                    diffs.append((HITLESS, f"{text}: applies at the next start"))
+            self._add_by_cost("vrrp_track_file", name, diffs)
+        for name in old_files:
+            if name not in new_files:
+                self._add("vrrp_track_file", "remove", name, "no longer watched", HITLESS)
 
     # --- vrrp_instances, their VIPs and tracking ---
 
@@ -743,7 +794,7 @@ class _Planner:
         return filed
 
     def _vip_attribute_diffs(self, old: _VipOwner, new: _VipOwner) -> list[str]:
-        """What the kernel cannot edit in place: prefix, device, label."""
+        """What the kernel cannot edit in place: prefix, device, label, broadcast, scope."""
         diffs = []
         old_vip, new_vip = old[1], new[1]
         if old_vip.address != new_vip.address:
@@ -755,6 +806,11 @@ class _Planner:
             diffs.append(f"device {old_device} -> {new_device}")
         if old_vip.label != new_vip.label:
             diffs.append(f"label {_fmt(old_vip.label)} -> {_fmt(new_vip.label)}")
+        if broadcast_address(old_vip) != broadcast_address(new_vip):
+            old_brd, new_brd = broadcast_address(old_vip), broadcast_address(new_vip)
+            diffs.append(f"broadcast {_fmt(old_brd)} -> {_fmt(new_brd)}")
+        if address_scope(old_vip) != address_scope(new_vip):
+            diffs.append(f"scope {_fmt(old_vip.scope)} -> {_fmt(new_vip.scope)}")
         return diffs
 
     def _vip_edit(self, subject: str, old: _VipOwner, new: _VipOwner) -> Change | None:
@@ -779,9 +835,18 @@ class _Planner:
             for t in old.track_scripts
         }
         new_scripts = {t.script: _weight(self.new, t.script, t.weight) for t in new.track_scripts}
+        old_files = {
+            t.file: _file_weight(self.old, t.file, t.weight, t.reverse) for t in old.track_files
+        }
+        new_files = {
+            t.file: _file_weight(self.new, t.file, t.weight, t.reverse) for t in new.track_files
+        }
+        before: Mapping[str, object]
+        after: Mapping[str, object]
         for kind, before, after in (
             ("interface", old_ifaces, new_ifaces),
             ("script", old_scripts, new_scripts),
+            ("file", old_files, new_files),
         ):
             for name, weight in after.items():
                 if name not in before:
@@ -834,6 +899,10 @@ class _Planner:
                 (HITLESS, _differs(k, a, b))
                 for k, a, b in _model_diff(old_group.notify, group.notify, "notify.")
             ]
+            if old_group.smtp_alert != group.smtp_alert:
+                diffs.append(
+                    (HITLESS, _differs("smtp_alert", old_group.smtp_alert, group.smtp_alert))
+                )
             self._add_by_cost("sync_group", name, diffs)
         for name, group in old_groups.items():
             if name not in new_groups and name not in matched:
@@ -1043,6 +1112,8 @@ class _Planner:
             a, b = getattr(old, name), getattr(new, name)
             if a != b:
                 diffs.append((HITLESS, _differs(name, a, b)))
+        if old.smtp_alert != new.smtp_alert:
+            diffs.append((HITLESS, _differs("smtp_alert", old.smtp_alert, new.smtp_alert)))
         return diffs
 
     def _sorry_server(self, subject: str, old: VirtualServer, new: VirtualServer) -> None:
@@ -1132,6 +1203,14 @@ def _same_settings(old: VirtualServer, new: VirtualServer) -> bool:
 
 def _weight(config: LvshaConfig, script: str, override: int | None) -> int:
     return override if override is not None else config.vrrp_scripts[script].weight
+
+
+def _file_weight(config: LvshaConfig, name: str, weight: int | None, reverse: bool | None) -> str:
+    """A tracked file's effective weight as the plan shows it, e.g. "-10", "0 reverse"."""
+    track_file = config.vrrp_track_files[name]
+    weight = weight if weight is not None else track_file.weight
+    reverse = reverse if reverse is not None else track_file.reverse
+    return f"{weight}{' reverse' if reverse else ''}"
 
 
 def _follows(

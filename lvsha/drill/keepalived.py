@@ -151,15 +151,27 @@ def instance_from_config(config: LvshaConfig, rt_priority: int | None = None) ->
         raise UnsupportedConfigError("exactly one VRRP instance is translated")
     ((name, instance),) = config.vrrp_instances.items()
     where = f"vrrp_instances.{name}"
-    if instance.virtual_ipaddresses_excluded or instance.track_interfaces or instance.track_scripts:
+    if (
+        instance.virtual_ipaddresses_excluded
+        or instance.track_interfaces
+        or instance.track_scripts
+        or instance.track_files
+    ):
         raise UnsupportedConfigError(f"{where}: excluded VIPs and tracking are not translated")
     if instance.unicast_peers or instance.authentication is not None:
         raise UnsupportedConfigError(f"{where}: unicast and authentication are not translated")
     if instance.garp.refresh:
         raise UnsupportedConfigError(f"{where}.garp.refresh is not translated")
-    if any(vip.device is not None or vip.label is not None for vip in instance.virtual_ipaddresses):
-        raise UnsupportedConfigError(f"{where}.virtual_ipaddresses: device and label are not "
-                                     "translated")  # fmt: skip
+    if any(
+        vip.device is not None
+        or vip.label is not None
+        or vip.broadcast is not None
+        or vip.scope is not None
+        for vip in instance.virtual_ipaddresses
+    ):
+        raise UnsupportedConfigError(
+            f"{where}.virtual_ipaddresses: device, label, broadcast and scope are not translated"
+        )
     return KeepalivedInstance(
         vrid=instance.virtual_router_id,
         priority=instance.priority,

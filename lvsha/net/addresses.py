@@ -81,22 +81,56 @@ class AssignedAddress:
     flags: int = 0
     """IFA_F_* bits: secondary, tentative, dadfailed, ..."""
     label: str | None = None
+    broadcast: Address | None = None
+    scope: int = 0
 
 
-VipRequest: TypeAlias = tuple[str, VirtualAddress, str | None]
-"""(interface, VIP, IPv4 label or None)."""
+@dataclass(frozen=True, slots=True)
+class VipAttributes:
+    """What a VIP is added with besides its address: IPv4 only (Linux has no IPv6 labels or
+    broadcast, and derives an IPv6 address's scope from the address)."""
+
+    label: str | None = None
+    broadcast: IPv4Address | None = None
+    scope: int = 0
+    """RT_SCOPE_*: 0 global, 200 site, 253 link, 254 host, 255 nowhere."""
+
+    @classmethod
+    def of(cls, given: VipAttributes | str | None) -> VipAttributes:
+        """From a VipRequest's third part: attributes, a bare label, or nothing."""
+        if isinstance(given, VipAttributes):
+            return given
+        return _PLAIN if given is None else cls(label=given)
+
+    def differ(self, interface: str, assigned: AssignedAddress) -> bool:
+        """Whether an IPv4 address the kernel holds on `interface` has other attributes than
+        these (the kernel labels an address added without one with the interface's name)."""
+        label = None if assigned.label in (None, "", interface) else assigned.label
+        return (label, assigned.broadcast, assigned.scope) != (
+            self.label,
+            self.broadcast,
+            self.scope,
+        )
+
+
+_PLAIN = VipAttributes()
+
+VipRequest: TypeAlias = tuple[str, VirtualAddress, VipAttributes | str | None]
+"""(interface, VIP, its IPv4 attributes, or only its label, or None)."""
 VipResult: TypeAlias = VipOutcome | AddressError | InterfaceNotFoundError
 """What became of one VIP of a batch: its outcome, or why the kernel did not do it."""
 
 
 class AddressPort(Protocol):
     async def add_vip(
-        self, interface: str, vip: VirtualAddress, label: str | None = None
+        self, interface: str, vip: VirtualAddress, label: VipAttributes | str | None = None
     ) -> VipOutcome:
         """Put `vip` on `interface`: ADDED, ALREADY_OURS, or NOT_OURS when someone else's
         address is already there. IPv6 VIPs skip duplicate address detection (IFA_F_NODAD) so
-        they are usable at once; `label` applies to IPv4 only (Linux has no IPv6 labels).
-        Raises InterfaceNotFoundError, AddressError."""
+        they are usable at once; `label` (a label, or every IPv4 attribute) applies to IPv4
+        only. One of ours present with another prefix length, label, broadcast or scope is
+        taken off and added again as asked (ADDED). Raises InterfaceNotFoundError,
+        AddressError."""
         ...
 
     def add_vips(self, vips: Sequence[VipRequest]) -> list[VipResult]:
@@ -141,6 +175,14 @@ class AddressPort(Protocol):
         link-local address (RFC 5798 5.1.2.2), once duplicate address detection has passed.
         None when there is none (yet). Raises InterfaceNotFoundError."""
         ...
+
+
+def _add_request(index: int, vip: VirtualAddress, attributes: VipAttributes) -> AddressRequest:
+    if vip.version != 4:
+        return AddressRequest(True, index, vip)
+    return AddressRequest(
+        True, index, vip, attributes.label, attributes.broadcast, attributes.scope
+    )
 
 
 def pick_primary(
@@ -213,11 +255,11 @@ class _TrackedAddresses(abc.ABC):
             indexes = self._indexes(interface for interface, _, _ in vips)
         except OSError:
             return
-        for interface, vip, label in vips:
+        for interface, vip, given in vips:
             index = indexes[interface]
             if not isinstance(index, int):
                 continue
-            encode(AddressRequest(True, index, vip, label if vip.version == 4 else None), 0)
+            encode(_add_request(index, vip, VipAttributes.of(given)), 0)
             encode(AddressRequest(False, index, vip), 0)
         self.ledger.prepare((interface, vip) for interface, vip, _ in vips)
         with contextlib.suppress(OSError):
@@ -298,7 +340,7 @@ class _TrackedAddresses(abc.ABC):
         results: list[VipResult | None] = [None] * len(vips)
         pending = self._pending(((p, i, vip) for p, (i, vip, _) in enumerate(vips)), results)
         for position, interface, vip, _ in pending:
-            label = vips[position][2]
+            label = VipAttributes.of(vips[position][2]).label
             if label is not None and vip.version == 4 and not label.startswith(f"{interface}:"):
                 raise ValueError(
                     f"label {label!r} must start with the interface name: {interface}:"
@@ -316,7 +358,7 @@ class _TrackedAddresses(abc.ABC):
             refusal = AddressError(exc.errno, f"not adding VIPs: {exc.strerror}")
             return [refusal if r is None else r for r in results]
         requests = [
-            AddressRequest(True, index, vip, vips[position][2] if vip.version == 4 else None)
+            _add_request(index, vip, VipAttributes.of(vips[position][2]))
             for position, _, vip, index in pending
         ]
         codes = self._carry_out(
@@ -421,18 +463,27 @@ class _TrackedAddresses(abc.ABC):
         return results
 
     async def add_vip(
-        self, interface: str, vip: VirtualAddress, label: str | None = None
+        self, interface: str, vip: VirtualAddress, label: VipAttributes | str | None = None
     ) -> VipOutcome:
         present = await self._find(interface, vip)
-        if present is not None:
-            if vip.ip in self._ours.get(interface, ()):
-                return VipOutcome.ALREADY_OURS
+        if present is not None and vip.ip not in self._ours.get(interface, ()):
             log.warning(
                 "%s already has %s, not added by lvsha: leaving it alone and never removing it",
                 interface,
                 present.address,
             )
             return VipOutcome.NOT_OURS
+        if present is not None:
+            wanted = VipAttributes.of(label)
+            if present.address == vip and (
+                vip.version == 6 or not wanted.differ(interface, present)
+            ):
+                return VipOutcome.ALREADY_OURS
+            # Ours, but not as asked now; the kernel edits none of these in place: again.
+            log.info("%s: adding %s again, as configured now", interface, vip)
+            self._delete(interface, present.address)
+            self._ours[interface].discard(vip.ip)
+            self.ledger.forget([(interface, present.address)])
         [result] = self.add_vips([(interface, vip, label)])
         if isinstance(result, Exception):
             raise result
@@ -522,7 +573,9 @@ class MemoryAddresses(_TrackedAddresses):
             for a in entry.addresses
         )
         flags = IFA_F_SECONDARY if secondary else IFA_F_NODAD if vip.version == 6 else 0
-        entry.addresses.append(AssignedAddress(vip, flags, request.label))
+        entry.addresses.append(
+            AssignedAddress(vip, flags, request.label, request.broadcast, request.scope)
+        )
         return 0
 
     async def interface(self, name: str) -> Interface:
@@ -591,5 +644,7 @@ class NetlinkAddresses(_TrackedAddresses):
             address = entry.interface_address
             if entry.index != index or address is None:
                 continue
-            found.append(AssignedAddress(address, entry.flags, entry.label))
+            found.append(
+                AssignedAddress(address, entry.flags, entry.label, entry.broadcast, entry.scope)
+            )
         return found

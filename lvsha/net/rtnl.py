@@ -21,7 +21,7 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 from lvsha.net.nlmsg import (
     NETLINK_CAP_ACK,
@@ -42,6 +42,7 @@ RTM_DELADDR = 21
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_LABEL = 3
+IFA_BROADCAST = 4
 IFA_FLAGS = 8
 IFA_F_NODAD = 0x02
 _NETLINK_ROUTE = 0
@@ -68,6 +69,11 @@ class AddressRequest:
     address: IPv4Interface | IPv6Interface
     label: str | None = None
     """IPv4 only: the address label (`eth0:vip`); Linux has no IPv6 labels."""
+    broadcast: IPv4Address | None = None
+    """IPv4 only: IFA_BROADCAST."""
+    scope: int = 0
+    """IPv4 only: the address scope (RT_SCOPE_*; 0 is global); the kernel derives an IPv6
+    address's scope from the address."""
 
 
 def encode(request: AddressRequest, sequence: int) -> bytes:
@@ -92,13 +98,16 @@ def _body(request: AddressRequest) -> tuple[int, int, bytes]:
         body = attribute(IFA_LOCAL, raw) + attribute(IFA_ADDRESS, raw)
         if request.label is not None and request.add:
             body += attribute(IFA_LABEL, request.label.encode() + b"\0")
+        if request.broadcast is not None and request.add:
+            body += attribute(IFA_BROADCAST, request.broadcast.packed)
     else:
         family = socket.AF_INET6
         flags = IFA_F_NODAD if request.add else 0
         body = attribute(IFA_ADDRESS, raw)
         if request.add:
             body += attribute(IFA_FLAGS, _U32.pack(IFA_F_NODAD))
-    header = _IFADDRMSG.pack(family, address.network.prefixlen, flags, 0, request.index)
+    scope = request.scope if request.add and address.version == 4 else 0
+    header = _IFADDRMSG.pack(family, address.network.prefixlen, flags, scope, request.index)
     kind, message_flags = (RTM_NEWADDR, ADD_FLAGS) if request.add else (RTM_DELADDR, DELETE_FLAGS)
     return kind, message_flags, header + body
 

@@ -47,6 +47,7 @@ IFLA_OPERSTATE = 16
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_LABEL = 3
+IFA_BROADCAST = 4
 IFA_FLAGS = 8
 
 GET_FLAGS = NLM_F_REQUEST | NLM_F_ACK
@@ -150,6 +151,8 @@ class AddressEntry:
     address: IPv4Address | IPv6Address | None
     """IFA_ADDRESS: the peer on a point-to-point IPv4 link, else the address itself."""
     label: str | None
+    broadcast: IPv4Address | IPv6Address | None = None
+    """IFA_BROADCAST (IPv4)."""
 
     @property
     def interface_address(self) -> IPv4Interface | IPv6Interface | None:
@@ -187,6 +190,7 @@ def decode_address(payload: memoryview) -> AddressEntry:
         local=_ip(family, found.get(IFA_LOCAL)),
         address=_ip(family, found.get(IFA_ADDRESS)),
         label=None if label is None else _string(label),
+        broadcast=_ip(family, found.get(IFA_BROADCAST)),
     )
 
 

@@ -1,5 +1,9 @@
 """Everything VRRP in one process: instances, trackers, sync groups and notify hooks.
 
+Tracked files (`lvsha.vrrp.track_file`) are watched by one inotify watcher for every
+instance; their `init` values are written at start-up only, as keepalived writes them when it
+reads its configuration (so a VRRP process restarted by the parent writes them again).
+
 The engine builds one InstanceRunner per configured instance, feeds them link changes,
 tracker verdicts, received adverts and sync-group orders, and reports each state change to
 the log, the notify hooks and the parent process (which serves the event stream: no
@@ -10,7 +14,8 @@ client-facing socket lives in the VRRP process).
 
 - in place, nothing on the wire changes: a new name (logs, reports, metrics, hooks), notify
   hooks, GARP settings (from the next announcement spell), the initial state, track scripts,
-  tracked interfaces and their weights, sync group membership;
+  tracked interfaces and files and their weights (a file new or moved is read at the commit),
+  sync group membership;
 - in place, the machine follows at once by the RFC rules: the priority (to and from 255
   too: the base priority under tracking), preempt and preempt_delay, the advert interval (a
   master's next advert comes at most one new interval away), VRRPv2 authentication, the VIPs:
@@ -68,6 +73,7 @@ from lvsha.vrrp.instance import HeldChange, InstanceRunner
 from lvsha.vrrp.machine import InstanceParams, VrrpMachine
 from lvsha.vrrp.notify import Notifier, NotifyHooks, NotifyState, Transition
 from lvsha.vrrp.params import (
+    FILE_PREFIX,
     INTERFACE_PREFIX,
     SCRIPT_PREFIX,
     HeldAddress,
@@ -83,6 +89,7 @@ from lvsha.vrrp.params import (
     receiving_instance,
     source_address,
     sync_group_of,
+    tracked_files,
     tracked_scripts,
     trackers,
 )
@@ -96,8 +103,9 @@ from lvsha.vrrp.socket import (
     VrrpSocketSettings,
 )
 from lvsha.vrrp.syncgroup import MemberSnapshot, SyncGroup
+from lvsha.vrrp.track_file import TrackFileWatcher, write_initial
 from lvsha.vrrp.track_script import TrackScriptParams, TrackScriptRunner
-from lvsha.vrrp.tracking import Tracker, TrackingState
+from lvsha.vrrp.tracking import AnyTracker, FileTracker, Reading, TrackingState
 from lvsha.vrrp.wire import (
     Advert,
     AdvertDropError,
@@ -228,7 +236,7 @@ class _InPlace:
     hooks: NotifyHooks
     garp: GarpSettings
     group: str | None
-    trackers: list[Tracker]
+    trackers: list[AnyTracker]
     changes: list[str]
     additions: list[HeldAddress] = field(default_factory=list)
     """VIPs to put on before the commit (the instance is master and does not have them)."""
@@ -345,6 +353,7 @@ class VrrpEngine:
         self._group_state: dict[str, VrrpState] = {}
         self._scripts: dict[str, TrackScriptRunner] = {}
         self._links: dict[str, bool] = {}
+        self._files = TrackFileWatcher(self._file_changed)
         self._pending: deque[tuple[_Instance, Event, float | None]] = deque()
         self._dispatching = False
         self._retirements: set[asyncio.Task[None]] = set()
@@ -363,6 +372,8 @@ class VrrpEngine:
         instance starts in INITIALIZE, which holds no VIP, and a backup must never hold one."""
         await self._addresses.reconcile()
         self._links.update(link_states)
+        self._initialise_track_files()
+        self._files.set_files(tracked_files(self.config))
         for name in self.config.vrrp_instances:
             self.instances[name] = await self._build(self.config, name)
         for name in tracked_scripts(self.config):
@@ -373,6 +384,21 @@ class VrrpEngine:
         self._sync_handover()  # before Startup: a handed-over instance comes up as backup
         for record in self.instances.values():
             self._launch(record)
+
+    def _initialise_track_files(self) -> None:
+        """Write each track file's `init` where it is missing (or always, with
+        init_overwrite), at start-up only: a reload writes none, as in keepalived."""
+        for name, track_file in self.config.vrrp_track_files.items():
+            if track_file.init is None:
+                continue
+            problem = write_initial(track_file.file, track_file.init, track_file.init_overwrite)
+            if problem is not None:
+                log.warning("track file %s: %s", name, problem)
+
+    @property
+    def track_file_values(self) -> Mapping[str, int]:
+        """The number each watched track file holds, by name."""
+        return self._files.values
 
     def _script_runner(
         self, name: str, command: ScriptCommand, params: TrackScriptParams
@@ -503,9 +529,11 @@ class VrrpEngine:
         record.previous_receiving = None  # the peer runs what we run now
         return record.receiving
 
-    def _health(self, tracker: Tracker) -> bool:
-        """A new tracker's health: its link's state, or its script's last result (neutral
-        until the script has one)."""
+    def _health(self, tracker: AnyTracker) -> Reading:
+        """A new tracker's health: its link's state, its script's last result (neutral
+        until the script has one), or its file's number."""
+        if isinstance(tracker, FileTracker):
+            return self._files.value(tracker.name.removeprefix(FILE_PREFIX))
         if tracker.name.startswith(INTERFACE_PREFIX):
             return self._links.get(tracker.name.removeprefix(INTERFACE_PREFIX), False)
         runner = self._scripts.get(tracker.name.removeprefix(SCRIPT_PREFIX))
@@ -515,7 +543,7 @@ class VrrpEngine:
     def _prepare_announcements(self, name: str, held: Iterable[HeldAddress]) -> None:
         held = list(held)
         # What a takeover sends the kernel and writes to the ledger, built now too.
-        self._addresses.prepare([(h.interface, h.address, h.label) for h in held])
+        self._addresses.prepare([(h.interface, h.address, h.attributes) for h in held])
         try:
             for interface in dict.fromkeys(h.interface for h in held):
                 # Build the frames now, not at failover (and learn early of a bad interface).
@@ -647,6 +675,14 @@ class VrrpEngine:
                 for event in record.tracking.set_health(tracker, healthy):
                     self._feed(record, event)
 
+    def _file_changed(self, name: str, value: int) -> None:
+        tracker = FILE_PREFIX + name
+        for record in self.instances.values():
+            if any(t.file == name for t in record.config.track_files):
+                for event in record.tracking.set_health(tracker, value):
+                    self._feed(record, event)
+                self._status_changed()
+
     def link_changed(self, change: LinkEvent) -> None:
         """A watched interface went up or down."""
         log.info("link %s %s", change.interface, "up" if change.up else "down")
@@ -744,17 +780,19 @@ class VrrpEngine:
         tracking = record.tracking
         trackers = []
         for tracker in tracking.trackers:
-            healthy = tracking.health(tracker.name)
-            weight = tracker.weight
-            counts = (weight > 0 and healthy) or (weight < 0 and not healthy)
-            trackers.append(
-                {
-                    "tracker": tracker.name.replace(":", " ", 1),
-                    "healthy": healthy,
-                    "weight": weight,
-                    "effect": weight if counts else 0,
-                }
-            )
+            effect = tracking.effect(tracker.name)
+            shown: dict[str, Any] = {
+                "tracker": tracker.name.replace(":", " ", 1),
+                "healthy": effect is not None
+                if isinstance(tracker, FileTracker)
+                else bool(tracking.health(tracker.name)),
+                "weight": tracker.weight,
+                "effect": effect or 0,
+            }
+            if isinstance(tracker, FileTracker):
+                shown["value"] = int(tracking.health(tracker.name))
+                shown["reverse"] = tracker.reverse
+            trackers.append(shown)
         master: dict[str, Any] | None = None
         if machine.state is VrrpState.MASTER:
             master = {
@@ -1007,6 +1045,7 @@ class VrrpEngine:
             if old_members.get(name) == group.instances and not restarted:
                 self._groups[name] = old_groups[name]
         self.config = new
+        self._files.set_files(tracked_files(new))
         for change in plan.in_place:
             runner = change.record.runner
             runner.reconfigure(change.params)
@@ -1017,9 +1056,8 @@ class VrrpEngine:
                 change.config.priority, change.trackers, healthy
             ):
                 self._feed(change.record, event)
+        self._follow_file_values(plan.built)
         self._resume_groups(new)
-        for change in plan.in_place:
-            self._warn_settled_vips(change)
         removals = [(c, c.record.runner.set_held(c.held)) for c in plan.in_place]
         for record in plan.retiring:
             self._retire(record)
@@ -1045,24 +1083,22 @@ class VrrpEngine:
             self._launch(record)
         return removals
 
-    def _warn_settled_vips(self, change: _InPlace) -> None:
-        """A VIP held now whose prefix length or label changed keeps the old ones until it is
-        added again (the next mastership): changing them in place would take it off."""
-        runner = change.record.runner
-        if not runner.machine.holds_vips:
-            return
-        before = {h.key: h for h in runner.held}
-        for held in change.held:
-            was = before.get(held.key)
-            if was is not None and was != held:
-                log.warning(
-                    "%s: %s stays on %s as %s (label %s) until it is added again",
-                    change.name,
-                    held.address.ip,
-                    held.interface,
-                    was.address,
-                    was.label,
-                )
+    def _follow_file_values(self, built: list[_Instance]) -> None:
+        """After a reload: a tracked file that is new, or now at another path, was read by
+        the watcher only now. Running instances hear its number; the ones built for this
+        reload take it before they start (their launch feeds what tracking says)."""
+        values = self._files.values
+        for record in self.instances.values():
+            for tracker in record.tracking.trackers:
+                if not isinstance(tracker, FileTracker):
+                    continue
+                value = values.get(tracker.name.removeprefix(FILE_PREFIX), 0)
+                if record.tracking.health(tracker.name) == value:
+                    continue
+                events = record.tracking.set_health(tracker.name, value)
+                if record not in built:
+                    for event in events:
+                        self._feed(record, event)
 
     def _resume_groups(self, new: LvshaConfig) -> None:
         """Sync groups whose membership changed, picking up each member's state."""
@@ -1124,6 +1160,7 @@ class VrrpEngine:
             await self._stop()
 
     async def _stop(self) -> None:
+        self._files.close()
         for runner in self._scripts.values():
             await runner.close()
         deadline = 0.0

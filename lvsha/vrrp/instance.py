@@ -249,8 +249,9 @@ class InstanceRunner:
 
     def set_held(self, held: Sequence[HeldAddress]) -> asyncio.Future[HeldChange]:
         """The VIPs this instance holds from now on. A master adds what is missing (`add_ahead`
-        did, normally), announces the new ones with its GARP settings and takes off the dropped
-        ones, after anything queued before; a backup only changes what it would hold (and a
+        did, normally), adds again one whose prefix, label, broadcast or scope changed,
+        announces the new ones with its GARP settings and takes off the dropped ones, after
+        anything queued before; a backup only changes what it would hold (and a
         removal still waiting out its grace takes the dropped ones too). Resolves once the
         dropped VIPs are off."""
         old = {h.key for h in self._held}
@@ -260,10 +261,13 @@ class InstanceRunner:
         if not self.machine.holds_vips:
             outcome.set_result(HeldChange())
             return outcome
-        missing = tuple(h for h in self._held if h.key not in self._on)
+        # A VIP held now under another prefix, label, broadcast or scope: the kernel edits
+        # none of them in place, so it is added again as configured (add_vip does that).
+        changed = frozenset(h.key for h in self._held if h.key in self._on and self._on[h.key] != h)
+        missing = tuple(h for h in self._held if h.key not in self._on or h.key in changed)
         if missing:
             self._work.put_nowait((self._mastership, _AddHeld(missing, self._loop.create_future())))
-        fresh = frozenset(keys - old)
+        fresh = frozenset(keys - old) | changed
         if fresh and self.machine.state is VrrpState.MASTER:
             # Refreshes stay with the whole-instance schedule, which now includes these.
             settings = replace(self._garp, refresh=0.0)
@@ -338,7 +342,7 @@ class InstanceRunner:
         """Put every VIP on in one exchange with the kernel, then send each one's frame of the
         first announcement round at once; bookkeeping waits until the frames are out."""
         held = self._held
-        results = self._addresses.add_vips([(h.interface, h.address, h.label) for h in held])
+        results = self._addresses.add_vips([(h.interface, h.address, h.attributes) for h in held])
         due: dict[str, list[VirtualAddress]] = {}
         added: list[HeldAddress] = []
         failed: list[tuple[HeldAddress, str]] = []
@@ -565,7 +569,7 @@ class InstanceRunner:
                 try:
                     if isinstance(work, _AddHeld):
                         outcome: VipOutcome | None = await self._addresses.add_vip(
-                            held.interface, held.address, held.label
+                            held.interface, held.address, held.attributes
                         )
                         if outcome is not VipOutcome.NOT_OURS:
                             self._on[held.key] = held

@@ -102,6 +102,11 @@ VRRP_FAMILIES = (
         "counter",
         "Announcements of the instance's VIPs that failed (some or all of their frames unsent).",
     ),
+    Family(
+        "lvsha_vrrp_track_file_value",
+        "gauge",
+        "The number a tracked file holds (vrrp_track_files; 0 when missing or not a number).",
+    ),
 )
 
 FAMILIES = catalog(*LOOP_FAMILIES, *VRRP_FAMILIES, *KEEPALIVED_FAMILIES)
@@ -171,6 +176,8 @@ def vrrp_samples(engine: VrrpEngine) -> Iterator[Sample]:
         )
         yield "lvsha_garp_sent_total", labels, float(runner.frames_announced)
         yield "lvsha_garp_send_errors_total", labels, float(runner.announce_failures)
+    for track_file, value in engine.track_file_values.items():
+        yield "lvsha_vrrp_track_file_value", {"file": track_file}, float(value)
 
 
 def process_samples(engine: VrrpEngine, lag: LoopLag, *, running: bool = True) -> Iterator[Sample]:

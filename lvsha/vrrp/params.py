@@ -5,10 +5,13 @@ from an instance's configuration is derived once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import TypeAlias
 
 from lvsha.config.model import LvshaConfig
-from lvsha.config.vrrp import VrrpInstance
+from lvsha.config.vrrp import SCOPES, VrrpInstance
+from lvsha.config.vrrp import VirtualAddress as ConfiguredVip
+from lvsha.net.addresses import VipAttributes
 from lvsha.net.garp import GarpSettings
 from lvsha.vrrp.events import Address, VirtualAddress
 from lvsha.vrrp.machine import (
@@ -18,18 +21,21 @@ from lvsha.vrrp.machine import (
     advert_interval_units,
     master_down_interval,
 )
-from lvsha.vrrp.tracking import Tracker
+from lvsha.vrrp.tracking import AnyTracker, FileTracker, Tracker
 from lvsha.vrrp.wire import Advert, AuthType, ReceivingInstance, VrrpVersion
 
 __all__ = [
+    "FILE_PREFIX",
     "INTERFACE_PREFIX",
     "OWNER_PRIORITY",
     "SCRIPT_PREFIX",
     "HeldAddress",
     "HeldKey",
     "InstanceIdentity",
+    "address_scope",
     "advert_for",
     "advert_interval_units",
+    "broadcast_address",
     "changed_settings",
     "garp_settings",
     "held_addresses",
@@ -41,12 +47,14 @@ __all__ = [
     "receiving_instance",
     "source_address",
     "sync_group_of",
+    "tracked_files",
     "tracked_scripts",
     "trackers",
 ]
 
 SCRIPT_PREFIX = "script:"
 INTERFACE_PREFIX = "interface:"
+FILE_PREFIX = "file:"
 
 
 InstanceIdentity = tuple[str, int, str]
@@ -89,10 +97,10 @@ def source_address(inst: VrrpInstance) -> Address | None:
     return inst.unicast_src_ip if inst.unicast_peers else inst.mcast_src_ip
 
 
-def trackers(config: LvshaConfig, name: str) -> list[Tracker]:
-    """The instance's tracked scripts and interfaces, each with its effective weight."""
+def trackers(config: LvshaConfig, name: str) -> list[AnyTracker]:
+    """The instance's tracked scripts, interfaces and files, each with its effective weight."""
     inst = config.vrrp_instances[name]
-    found = [
+    found: list[AnyTracker] = [
         Tracker(
             SCRIPT_PREFIX + track.script,
             track.weight if track.weight is not None else config.vrrp_scripts[track.script].weight,
@@ -102,6 +110,15 @@ def trackers(config: LvshaConfig, name: str) -> list[Tracker]:
     found += [
         Tracker(INTERFACE_PREFIX + track.interface, track.weight) for track in inst.track_interfaces
     ]
+    for ref in inst.track_files:
+        track_file = config.vrrp_track_files[ref.file]
+        found.append(
+            FileTracker(
+                FILE_PREFIX + ref.file,
+                ref.weight if ref.weight is not None else track_file.weight,
+                ref.reverse if ref.reverse is not None else track_file.reverse,
+            )
+        )
     return found
 
 
@@ -150,22 +167,56 @@ HeldKey: TypeAlias = tuple[str, Address]
 
 @dataclass(frozen=True, slots=True)
 class HeldAddress:
-    """A VIP the master holds: where it goes and with which label."""
+    """A VIP the master holds: where it goes, with which label, broadcast and scope."""
 
     address: VirtualAddress
     interface: str
     label: str | None = None
+    broadcast: IPv4Address | None = None
+    scope: int = 0
+    """RT_SCOPE_*; 0 is global."""
 
     @property
     def key(self) -> HeldKey:
-        """What makes it the same address on the interface (its prefix and label aside)."""
+        """What makes it the same address on the interface (its prefix and attributes
+        aside)."""
         return (self.interface, self.address.ip)
+
+    @property
+    def attributes(self) -> VipAttributes:
+        return VipAttributes(self.label, self.broadcast, self.scope)
+
+
+def broadcast_address(vip: ConfiguredVip) -> IPv4Address | None:
+    """The VIP's broadcast address: as written, or from + (host bits set) or - (host bits
+    clear) as keepalived derives it."""
+    if vip.broadcast is None or vip.address.version != 4:
+        return None
+    network = vip.address.network
+    if vip.broadcast == "+":
+        return IPv4Address(network.broadcast_address)
+    if vip.broadcast == "-":
+        return IPv4Address(network.network_address)
+    return IPv4Address(vip.broadcast)
+
+
+def address_scope(vip: ConfiguredVip) -> int:
+    """The VIP's scope as a number (RT_SCOPE_*), global when not configured."""
+    if vip.scope is None or vip.address.version != 4:
+        return 0
+    return SCOPES[vip.scope] if isinstance(vip.scope, str) else vip.scope
 
 
 def held_addresses(inst: VrrpInstance) -> list[HeldAddress]:
     """Every VIP the master holds, the excluded ones too, each on its device."""
     return [
-        HeldAddress(vip.address, vip.device or inst.interface, vip.label)
+        HeldAddress(
+            vip.address,
+            vip.device or inst.interface,
+            vip.label,
+            broadcast_address(vip),
+            address_scope(vip),
+        )
         for vip in [*inst.virtual_ipaddresses, *inst.virtual_ipaddresses_excluded]
     ]
 
@@ -182,6 +233,14 @@ def tracked_scripts(config: LvshaConfig) -> list[str]:
             t.script for inst in config.vrrp_instances.values() for t in inst.track_scripts
         )
     )
+
+
+def tracked_files(config: LvshaConfig) -> dict[str, str]:
+    """The vrrp_track_files some instance tracks (only those are watched): name -> path."""
+    names = dict.fromkeys(
+        ref.file for inst in config.vrrp_instances.values() for ref in inst.track_files
+    )
+    return {name: config.vrrp_track_files[name].file for name in names}
 
 
 def rebuild_reason(old: VrrpInstance, new: VrrpInstance) -> str | None:

@@ -1,4 +1,5 @@
-"""Effective priority and tracking fault of one VRRP instance from its tracked scripts and links."""
+"""Effective priority and tracking fault of one VRRP instance from its tracked scripts, links
+and files."""
 
 from __future__ import annotations
 
@@ -29,18 +30,68 @@ class Tracker:
             )
 
 
+FILE_FAULT = -254
+"""A tracked file's effect at or below this puts the instance in FAULT (keepalived's rule)."""
+FILE_MAX_EFFECT = 253
+
+
+@dataclass(frozen=True, slots=True)
+class FileTracker:
+    """A tracked file (keepalived's track_file): the number it holds, times the weight (negated
+    with `reverse`), is added to the priority; see `file_effect`."""
+
+    name: str
+    weight: int
+    reverse: bool = False
+
+    def __post_init__(self) -> None:
+        if not -MAX_WEIGHT <= self.weight <= MAX_WEIGHT:
+            raise ValueError(
+                f"tracker {self.name!r}: weight {self.weight} outside -{MAX_WEIGHT}..{MAX_WEIGHT}"
+            )
+
+    def effect(self, value: int) -> int | None:
+        return file_effect(value, self.weight, self.reverse)
+
+
+def file_effect(value: int, weight: int, reverse: bool) -> int | None:
+    """What a tracked file holding `value` adds to the priority, or None for FAULT.
+
+    As keepalived 2.2 (trackers/track_file.c): with weight 0 a non-zero value is a failure
+    (with reverse, a zero value is); otherwise value x weight (x -1 with reverse), where a
+    result of -254 or less is FAULT and more than 253 counts as 253."""
+    if weight == 0:
+        return None if (value != 0) != reverse else 0
+    effect = value * weight * (-1 if reverse else 1)
+    if effect <= FILE_FAULT:
+        return None
+    return min(effect, FILE_MAX_EFFECT)
+
+
+AnyTracker = Tracker | FileTracker
+Reading = bool | int
+"""A tracker's input: healthy or not (scripts, interfaces), or the number read (files)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TrackingVerdict:
     priority: int
     fault: bool
 
 
-def evaluate(base_priority: int, health: Mapping[Tracker, bool]) -> TrackingVerdict:
-    """The effective priority and fault for trackers in the given health (True: healthy)."""
+def evaluate(base_priority: int, health: Mapping[AnyTracker, Reading]) -> TrackingVerdict:
+    """The effective priority and fault for trackers in the given health (True: healthy; a
+    file tracker's number)."""
     total = base_priority
     fault = False
     for tracker, healthy in health.items():
-        if (tracker.weight > 0 and healthy) or (tracker.weight < 0 and not healthy):
+        if isinstance(tracker, FileTracker):
+            effect = tracker.effect(int(healthy))
+            if effect is None:
+                fault = True
+            else:
+                total += effect
+        elif (tracker.weight > 0 and healthy) or (tracker.weight < 0 and not healthy):
             total += tracker.weight
         elif tracker.weight == 0 and not healthy:
             fault = True
@@ -56,12 +107,15 @@ class TrackingState:
     """The trackers' current health; turns each health change into events for the machine."""
 
     def __init__(
-        self, base_priority: int, trackers: Iterable[Tracker], healthy: Mapping[str, bool]
+        self,
+        base_priority: int,
+        trackers: Iterable[AnyTracker],
+        healthy: Mapping[str, Reading],
     ) -> None:
         if not 1 <= base_priority <= OWNER_PRIORITY:
             raise ValueError(f"base priority {base_priority} outside 1..255")
         self.base_priority = base_priority
-        self._trackers: dict[str, Tracker] = {}
+        self._trackers: dict[str, AnyTracker] = {}
         for tracker in trackers:
             if tracker.name in self._trackers:
                 raise ValueError(f"tracker {tracker.name!r} listed twice")
@@ -77,7 +131,7 @@ class TrackingState:
         self._verdict = self._evaluate()
 
     @property
-    def trackers(self) -> tuple[Tracker, ...]:
+    def trackers(self) -> tuple[AnyTracker, ...]:
         return tuple(self._trackers.values())
 
     @property
@@ -93,8 +147,9 @@ class TrackingState:
             events.append(TrackingFault(active=True))
         return events
 
-    def set_health(self, name: str, healthy: bool) -> list[PriorityChanged | TrackingFault]:
-        """Record one tracker's health; return the machine events its effect calls for."""
+    def set_health(self, name: str, healthy: Reading) -> list[PriorityChanged | TrackingFault]:
+        """Record one tracker's health (a file tracker's number); return the machine events
+        its effect calls for."""
         if name not in self._trackers:
             raise KeyError(f"no tracker named {name!r}")
         self._healthy[name] = healthy
@@ -103,7 +158,10 @@ class TrackingState:
         return _changes(old, new)
 
     def reconfigure(
-        self, base_priority: int, trackers: Iterable[Tracker], healthy: Mapping[str, bool]
+        self,
+        base_priority: int,
+        trackers: Iterable[AnyTracker],
+        healthy: Mapping[str, Reading],
     ) -> list[PriorityChanged | TrackingFault]:
         """A live reload: a new base priority and set of trackers (weights may change). A
         tracker still listed keeps its health; `healthy` gives it for each new one (and is not
@@ -111,7 +169,7 @@ class TrackingState:
         the machine hears only the effective priority, so this is how its base changes."""
         if not 1 <= base_priority <= OWNER_PRIORITY:
             raise ValueError(f"base priority {base_priority} outside 1..255")
-        found: dict[str, Tracker] = {}
+        found: dict[str, AnyTracker] = {}
         for tracker in trackers:
             if tracker.name in found:
                 raise ValueError(f"tracker {tracker.name!r} listed twice")
@@ -126,8 +184,19 @@ class TrackingState:
         self._verdict = new
         return _changes(old, new)
 
-    def health(self, name: str) -> bool:
+    def health(self, name: str) -> Reading:
         return self._healthy[name]
+
+    def effect(self, name: str) -> int | None:
+        """What the tracker adds to the base priority now; None: it puts the instance in
+        FAULT."""
+        tracker, reading = self._trackers[name], self._healthy[name]
+        if isinstance(tracker, FileTracker):
+            return tracker.effect(int(reading))
+        if tracker.weight == 0:
+            return None if not reading else 0
+        counts = (tracker.weight > 0 and reading) or (tracker.weight < 0 and not reading)
+        return tracker.weight if counts else 0
 
     def _evaluate(self) -> TrackingVerdict:
         return evaluate(

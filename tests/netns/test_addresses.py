@@ -12,7 +12,12 @@ from typing import Any, TypeVar
 import pytest
 
 from lvsha.drill.lab import Host, Lab
-from lvsha.net.addresses import InterfaceNotFoundError, NetlinkAddresses, VipOutcome
+from lvsha.net.addresses import (
+    InterfaceNotFoundError,
+    NetlinkAddresses,
+    VipAttributes,
+    VipOutcome,
+)
 
 pytestmark = pytest.mark.netns
 T = TypeVar("T")
@@ -48,7 +53,7 @@ def test_add_and_remove_vips(lab: Lab) -> None:
             assert present["192.0.2.10/24"].get("secondary") is True
             assert "2001:db8::10/64" in present
 
-            assert await port.add_vip("eth0", VIP4) == VipOutcome.ALREADY_OURS
+            assert await port.add_vip("eth0", VIP4, label="eth0:vip") == VipOutcome.ALREADY_OURS
             assert await port.add_vip("eth0", VIP6) == VipOutcome.ALREADY_OURS
 
             assert await port.remove_vip("eth0", VIP4) == VipOutcome.REMOVED
@@ -170,3 +175,39 @@ def test_a_batch_of_vips_goes_on_and_off_in_one_exchange(lab: Lab) -> None:
     present = addresses_on(a)
     assert not {str(vip) for vip in vips} & present.keys()
     assert {"192.0.2.30/24", "192.0.2.31/32", "192.0.2.1/24"} <= present.keys()
+
+
+def test_broadcast_scope_and_label_and_an_address_corrected(lab: Lab) -> None:
+    a = lab.add_host("a", "192.0.2.1/24")
+    # In its own subnet: the kernel refuses a secondary address whose scope differs from its
+    # primary's (EINVAL), as it would keepalived's.
+    vip = IPv4Interface("198.51.100.10/24")
+    attributes = VipAttributes("eth0:vip", IPv4Address("198.51.100.255"), 253)
+
+    async def scenario() -> None:
+        async with NetlinkAddresses() as port:
+            assert await port.add_vip("eth0", vip, attributes) == VipOutcome.ADDED
+            shown = addresses_on(a)["198.51.100.10/24"]
+            assert (shown["broadcast"], shown["scope"], shown["label"]) == (
+                "198.51.100.255",
+                "link",
+                "eth0:vip",
+            )
+            assert await port.add_vip("eth0", vip, attributes) == VipOutcome.ALREADY_OURS
+            # Ours under other attributes: taken off and added again as asked now.
+            plain = VipAttributes(scope=254)
+            assert await port.add_vip("eth0", vip, plain) == VipOutcome.ADDED
+            shown = addresses_on(a)["198.51.100.10/24"]
+            assert (shown.get("broadcast"), shown["scope"], shown["label"]) == (
+                None,
+                "host",
+                "eth0",
+            )
+            wider = IPv4Interface("198.51.100.10/16")
+            assert await port.add_vip("eth0", wider, plain) == VipOutcome.ADDED
+            present = addresses_on(a)
+            assert "198.51.100.10/16" in present and "198.51.100.10/24" not in present
+            assert await port.remove_vip("eth0", wider) == VipOutcome.REMOVED
+            assert port.ledger.entries() == frozenset()
+
+    run_in(a, scenario)

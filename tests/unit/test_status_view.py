@@ -89,3 +89,21 @@ def test_a_view_without_the_checker_says_why() -> None:
     answer["vrrp"] = {"updated_at": None, "instances": []}
     text = render(answer)
     assert "the checker is restarting" in text and "has not reported yet" in text
+
+
+def test_a_tracked_file_shows_its_number_even_when_it_moves_nothing() -> None:
+    answer = status()
+    files = [
+        {"tracker": "file prio", "healthy": True, "weight": -10, "effect": -30, "value": 3,
+         "reverse": False},
+        {"tracker": "file quiet", "healthy": True, "weight": 5, "effect": 0, "value": 0,
+         "reverse": False},
+        {"tracker": "file maint", "healthy": False, "weight": 0, "effect": 0, "value": 1,
+         "reverse": False},
+    ]  # fmt: skip
+    answer["vrrp"]["instances"][0]["trackers"] += files
+    api_schema.check("status", answer)
+    text = render(answer)
+    assert "file prio = 3 (-30)" in text
+    assert "file quiet = 0 (+0)" in text
+    assert "file maint = 1 FAULT" in text

@@ -916,3 +916,80 @@ def test_every_global_key_has_a_rule() -> None:
     } == set(
         GlobalConfig.model_fields["vrrp"].annotation.model_fields  # type: ignore[union-attr]
     )
+
+
+FILES = edit(
+    BASE,
+    (
+        "vrrp_instances:\n",
+        "vrrp_track_files:\n  maint: {file: /run/lvsha/maint, weight: 0}\n"
+        "  prio: {file: /run/lvsha/prio, weight: -5}\nvrrp_instances:\n",
+    ),
+    ("    track_scripts: [haproxy]\n", "    track_scripts: [haproxy]\n    track_files: [maint]\n"),
+)
+
+
+def test_tracked_files_are_compared_by_name_and_effective_weight() -> None:
+    new = edit(
+        FILES,
+        ("    track_files: [maint]\n", "    track_files: [{file: maint, reverse: true}, prio]\n"),
+    )
+    result = plan(FILES, new)
+    assert [(c.area, c.action, c.detail, c.cost) for c in result.changes] == [
+        ("track", "change", "file maint weight 0 -> 0 reverse", Cost.ELECTION),
+        ("track", "add", "tracks file prio (weight -5)", Cost.ELECTION),
+    ]
+    assert plan(new, FILES).changes[-1].detail == "stops tracking file prio"
+
+
+def test_a_tracked_files_path_is_an_election_its_init_hitless() -> None:
+    moved = edit(FILES, ("/run/lvsha/maint", "/run/lvsha/maint2"))
+    assert only(plan(FILES, moved)) == Change(
+        "vrrp_track_file",
+        "change",
+        "maint",
+        "file /run/lvsha/maint -> /run/lvsha/maint2: read at once (tracked by VI_1)",
+        Cost.ELECTION,
+    )
+    untracked = edit(FILES, ("/run/lvsha/prio, weight: -5", "/run/lvsha/p, weight: -6"))
+    assert [c.cost for c in plan(FILES, untracked).changes] == [Cost.HITLESS]
+    init = edit(FILES, ("weight: 0}", "weight: 0, init: 0}"))
+    assert only(plan(FILES, init)).detail == "init none -> 0: applies at the next start"
+    assert only(plan(FILES, init)).cost is Cost.HITLESS
+
+
+def test_vip_broadcast_or_scope_change_re_adds_it() -> None:
+    old = edit(BASE, ("[10.0.0.20/24]", "[{address: 10.0.0.20/24, broadcast: '+'}]"))
+    same = edit(BASE, ("[10.0.0.20/24]", "[{address: 10.0.0.20/24, broadcast: 10.0.0.255}]"))
+    assert plan(old, same).changes == ()  # + is that address: nothing changes
+    new = edit(BASE, ("[10.0.0.20/24]", "[{address: 10.0.0.20/24, broadcast: '-', scope: link}]"))
+    change = only(plan(old, new))
+    assert change.detail == (
+        "re-added in VI_2 (eth0 vrid 52 ipv4): broadcast 10.0.0.255 -> 10.0.0.0, scope none -> link"
+    )
+    assert change.cost is Cost.VIP_MOVE
+    numbered = edit(new, ("scope: link", "scope: 253"))
+    assert plan(new, numbered).changes == ()  # link is scope 253
+
+
+def test_smtp_alert_changes_are_hitless() -> None:
+    new = edit(
+        BASE,
+        ("    track_scripts: [haproxy]\n", "    track_scripts: [haproxy]\n    smtp_alert: true\n"),
+        ("  PAIR:\n", "  PAIR:\n    smtp_alert: false\n"),
+        ("    scheduler: wlc\n", "    scheduler: wlc\n    smtp_alert: true\n"),
+        ("        weight: 2\n", "        weight: 2\n        smtp_alert: false\n"),
+        ("  router_id: lb-1\n", "  router_id: lb-1\n  notification: {smtp_alert_vrrp: false}\n"),
+    )
+    result = plan(BASE, new)
+    assert {(c.area, c.detail) for c in result.changes} == {
+        ("vrrp_instance", "smtp_alert none -> true"),
+        ("sync_group", "smtp_alert none -> false"),
+        ("virtual_service", "smtp_alert none -> true"),
+        ("real_server", "smtp_alert none -> false"),
+        ("global", "none -> false"),
+    }
+    assert [c.subject for c in result.changes if c.area == "global"] == [
+        "notification.smtp_alert_vrrp"
+    ]
+    assert result.cost() is Cost.HITLESS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from ipaddress import ip_interface
+from ipaddress import IPv4Address, ip_interface
 from typing import Any
 
 import pytest
@@ -140,13 +140,15 @@ def pyroute2_encoded(request: AddressRequest, sequence: int) -> bytes:
     message["family"] = socket.AF_INET if address.version == 4 else socket.AF_INET6
     message["prefixlen"] = address.network.prefixlen
     message["index"] = request.index
-    message["scope"] = 0
+    message["scope"] = request.scope if request.add and address.version == 4 else 0
     attrs: list[tuple[str, object]] = []
     if address.version == 4:
         message["flags"] = 0
         attrs = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
         if request.label is not None and request.add:
             attrs.append(("IFA_LABEL", request.label))
+        if request.broadcast is not None and request.add:
+            attrs.append(("IFA_BROADCAST", str(request.broadcast)))
     else:
         message["flags"] = IFA_F_NODAD if request.add else 0
         attrs = [("IFA_ADDRESS", str(address.ip))]
@@ -174,3 +176,19 @@ def test_requests_are_byte_for_byte_what_pyroute2_encodes() -> None:
         ):
             request = AddressRequest(add, 7, ip_interface(address), label)
             assert encode(request, 42) == pyroute2_encoded(request, 42), (add, address)
+        # keepalived's brd and scope on a VIP
+        request = AddressRequest(
+            add, 7, ip_interface("192.0.2.10/24"), "eth0:vip", IPv4Address("192.0.2.255"), 253
+        )
+        assert encode(request, 42) == pyroute2_encoded(request, 42), add
+
+
+def test_broadcast_and_scope_go_with_an_ipv4_add_only() -> None:
+    vip = ip_interface("192.0.2.10/24")
+    message = parsed(encode(AddressRequest(True, 7, vip, None, IPv4Address("192.0.2.255"), 254), 1))
+    assert message.get_attr("IFA_BROADCAST") == "192.0.2.255"
+    assert message["scope"] == 254
+    deleted = parsed(
+        encode(AddressRequest(False, 7, vip, None, IPv4Address("192.0.2.255"), 254), 1)
+    )
+    assert deleted.get_attr("IFA_BROADCAST") is None and deleted["scope"] == 0

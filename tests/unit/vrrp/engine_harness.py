@@ -17,6 +17,7 @@ from lvsha.net.addresses import (
     AssignedAddress,
     MemoryAddresses,
     MemoryInterface,
+    VipAttributes,
     VipOutcome,
     VipRequest,
     VipResult,
@@ -159,7 +160,7 @@ class JournalAddresses(MemoryAddresses):
         return results
 
     async def add_vip(
-        self, interface: str, vip: VirtualAddress, label: str | None = None
+        self, interface: str, vip: VirtualAddress, label: VipAttributes | str | None = None
     ) -> VipOutcome:
         await asyncio.sleep(0)  # the kernel answers later
         return await super().add_vip(interface, vip, label)

@@ -635,3 +635,28 @@ async def test_a_removal_refused_after_the_commit_is_reported(lab: Harness) -> N
 async def test_the_source_address_comes_from_the_interface(lab: Harness) -> None:
     await lab.start(config({"VI_1": instance(1, vip(10))}))
     assert lab.socket("VI_1").settings.source == OWN
+
+
+async def test_a_masters_vip_with_a_new_scope_or_broadcast_is_added_again(lab: Harness) -> None:
+    engine = await lab.start(config({"VI_1": instance(1, vip(10), state="MASTER")}))
+    await wait_for(lambda: lab.state("VI_1") is M)
+    await wait_for(lambda: vip(10) in lab.addresses.on("eth0"))
+
+    def assigned() -> tuple[object, int, str | None]:
+        (found,) = (
+            a for a in lab.addresses.interfaces["eth0"].addresses if str(a.address) == vip(10)
+        )
+        return (found.broadcast, found.scope, found.label)
+
+    assert assigned() == (None, 0, None)
+    changed = {"address": vip(10), "broadcast": "+", "scope": "link", "label": "eth0:vip"}
+    settings = instance(1, state="MASTER", virtual_ipaddresses=[changed])
+    outcome = await engine.apply(config({"VI_1": settings}))
+    assert outcome.ok, outcome
+    assert "virtual_ipaddresses" in outcome.summary or "VIP settings" in outcome.summary
+    await wait_for(lambda: assigned() == (IPv4Address("192.0.2.255"), 253, "eth0:vip"))
+    assert lab.state("VI_1") is M
+    held = engine.instances["VI_1"].runner.held
+    assert [(h.broadcast, h.scope, h.label) for h in held] == [
+        (IPv4Address("192.0.2.255"), 253, "eth0:vip")
+    ]

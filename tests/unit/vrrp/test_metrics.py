@@ -4,6 +4,7 @@ text it writes, as Prometheus' parser and `promtool check metrics` read it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -88,6 +89,19 @@ async def test_priorities_configured_and_effective(lab: Harness) -> None:
     )
     assert value(lab, "lvsha_vrrp_configured_priority") == 120.0
     assert value(lab, "lvsha_vrrp_effective_priority") == 127.0
+
+
+async def test_a_tracked_files_number_is_exported(lab: Harness, tmp_path: Path) -> None:
+    prio = tmp_path / "prio"
+    prio.write_text("-3\n")
+    settings = instance(1, vip(10), priority=120, track_files=["prio"])
+    engine = await lab.start(
+        config({"VI_1": settings}, vrrp_track_files={"prio": {"file": str(prio), "weight": 2}})
+    )
+    samples = table(vrrp_samples(engine))
+    assert samples["lvsha_vrrp_track_file_value", frozenset({("file", "prio")})] == -3.0
+    assert value(lab, "lvsha_vrrp_effective_priority") == 114.0
+    promtool_accepts(render(vrrp_samples(engine), FAMILIES))
 
 
 async def test_receive_errors_by_reason_with_a_stable_label_set(lab: Harness) -> None:

@@ -15,7 +15,14 @@ from lvsha.vrrp.events import (
     TrackingFault,
     VrrpState,
 )
-from lvsha.vrrp.tracking import Tracker, TrackingState, TrackingVerdict, evaluate
+from lvsha.vrrp.tracking import (
+    AnyTracker,
+    Reading,
+    Tracker,
+    TrackingState,
+    TrackingVerdict,
+    evaluate,
+)
 from tests.unit.vrrp.test_machine import as_master
 
 BONUS = Tracker("check_lvs", weight=20)
@@ -60,7 +67,7 @@ def test_weights_add_up() -> None:
     ],
 )
 def test_priority_is_clamped_to_1_254_except_an_owner_without_net_loss(
-    base: int, health: dict[Tracker, bool], expected: int
+    base: int, health: dict[AnyTracker, Reading], expected: int
 ) -> None:
     assert evaluate(base, health).priority == expected
 
