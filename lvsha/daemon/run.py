@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ from lvsha.messages import (
     VrrpRoles,
     VrrpStateChanged,
 )
+from lvsha.net.nft import MISSING_NFT
 
 if TYPE_CHECKING:
     from lvsha.alerts.dispatch import Alerts
@@ -487,6 +489,11 @@ def run(
             "operators set; fix it, or move it away to start without them",
             exc,
         )
+        return 1
+    # The VRRP child would refuse it too (lvsha.net.nft), but only after starting.
+    no_accept = [n for n, i in config.vrrp_instances.items() if not i.accept and i.priority < 255]
+    if no_accept and shutil.which("nft") is None:
+        log.error("not starting: %s", MISSING_NFT)
         return 1
     for line in state_lines(state, config):
         log.info("in force from %s: %s", state_path, line)
