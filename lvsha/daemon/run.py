@@ -480,6 +480,11 @@ def run(
     except ConfigError as exc:
         log_problems(exc, log, "not starting")
         return 1
+    # The VRRP child would refuse it too (lvsha.net.nft), but only after starting.
+    no_accept = [n for n, i in config.vrrp_instances.items() if not i.accept and i.priority < 255]
+    if no_accept and shutil.which("nft") is None:
+        log.error("not starting: vrrp_instances %s: %s", ", ".join(no_accept), MISSING_NFT)
+        return 1
     state_path = Path(state_dir) / overrides.STATE_FILE
     try:
         state = overrides.load(state_path)
@@ -489,11 +494,6 @@ def run(
             "operators set; fix it, or move it away to start without them",
             exc,
         )
-        return 1
-    # The VRRP child would refuse it too (lvsha.net.nft), but only after starting.
-    no_accept = [n for n, i in config.vrrp_instances.items() if not i.accept and i.priority < 255]
-    if no_accept and shutil.which("nft") is None:
-        log.error("not starting: %s", MISSING_NFT)
         return 1
     for line in state_lines(state, config):
         log.info("in force from %s: %s", state_path, line)

@@ -39,7 +39,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from lvsha.config.model import LvshaConfig
@@ -1056,9 +1056,17 @@ class VrrpEngine:
             record.name = change.name
             record.config = change.config
             record.hooks = change.hooks
-            if change.receiving != record.receiving:
-                record.previous_receiving = record.previous_receiving or record.receiving
+            strictness = change.receiving.refuse_address_mismatch
+            if replace(record.receiving, refuse_address_mismatch=strictness) != change.receiving:
+                # A peer not reloaded yet still advertises the old settings: taken meanwhile,
+                # under the new strictness (strict alone changes nothing the peer sends).
+                previous = record.previous_receiving or record.receiving
+                record.previous_receiving = replace(previous, refuse_address_mismatch=strictness)
                 record.told_previous = False
+            elif record.previous_receiving is not None:
+                record.previous_receiving = replace(
+                    record.previous_receiving, refuse_address_mismatch=strictness
+                )
             record.receiving = change.receiving
             record.group = change.group
             record.drop_log.instance = change.name
