@@ -20,7 +20,7 @@ from tests.netns.director import Director
 pytestmark = pytest.mark.netns
 
 VIP = "192.0.2.100/24"
-VIP_IP = VIP.split("/")[0]
+VIP_IP = VIP.split("/", maxsplit=1)[0]
 OTHER_VIP = "192.0.2.101/24"
 
 
