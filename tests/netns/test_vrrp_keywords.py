@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from lvsha.drill.lab import Host, Lab, wait_until
 from tests.netns import servers
 from tests.netns.director import Director
+from tests.netns.keepalived import Keepalived, KeepalivedInstance
+from tests.netns.reload_helpers import ReloadDirector
 
 pytestmark = pytest.mark.netns
 
@@ -269,3 +271,117 @@ def test_directors_on_different_groups_do_not_hear_each_other(
     wait_until(a.holds_vip, 10, what="a master")
     b = start(directors, b_host, config(11, 100))  # the default group, 224.0.0.18
     wait_until(b.holds_vip, 10, what="b master too: it hears nobody on 224.0.0.18")
+
+
+# --- reloads --------------------------------------------------------------------------------
+
+
+def reloaded(director: ReloadDirector, text: str) -> None:
+    director.edit(text)
+    result = director.reload()
+    assert result.returncode == 0, result.describe()
+
+
+def test_a_reload_turns_accept_off_and_on_while_master(lab: Lab) -> None:
+    host = lab.add_host("a", "192.0.2.11/24")
+    client = lab.add_host("c", "192.0.2.50/24")
+    a = ReloadDirector(host, config(7, 150), VIP)
+    a.start(dry_run=False)
+    try:
+        wait_until(a.holds_vip, 10, what="a master")
+        assert pings(client, VIP_IP)
+        reloaded(a, config(7, 150, extra="    accept: false\n"))
+        assert not pings(client, VIP_IP)
+        assert a.holds_vip()  # still master: accept changes no election
+        reloaded(a, config(7, 150))
+        assert pings(client, VIP_IP)
+        assert "lvsha_vrrp" not in nft_tables(host)
+    finally:
+        print(f"--- log of a:\n{a.log()}")
+        a.crash()
+
+
+def test_a_reload_moves_a_director_to_another_group(lab: Lab) -> None:
+    a = ReloadDirector(lab.add_host("a", "192.0.2.11/24"), config(11, 150), VIP)
+    b = ReloadDirector(lab.add_host("b", "192.0.2.12/24"), config(11, 100), VIP)
+    a.start(dry_run=False)
+    b.start(dry_run=False)
+    try:
+        wait_until(lambda: a.holds_vip() and not b.holds_vip(), 10, what="a alone master")
+        glob = f"    mcast_group4: {GROUP}\n"
+        reloaded(a, config(11, 150, glob=glob))
+        assert "multicast group 224.0.0.18 -> 224.0.0.100" in a.log()
+        # b no longer hears a on 224.0.0.18: it takes over, until it moves to the group too
+        wait_until(b.holds_vip, 5, what="b master on the old group")
+        reloaded(b, config(11, 100, glob=glob))
+        wait_until(lambda: a.holds_vip() and not b.holds_vip(), 10, what="one master again")
+    finally:
+        for director in (a, b):
+            print(f"--- log of {director.host.name}:\n{director.log()}")
+            director.crash()
+
+
+# --- against keepalived ---------------------------------------------------------------------
+
+
+def keepalived_text(priority: int, vip: str, *global_lines: str) -> str:
+    """keepalived.conf of one VRRPv3 instance, VRID 11, with `global_lines` in global_defs."""
+    text = KeepalivedInstance(
+        vrid=11, priority=priority, virtual_addresses=(vip,), advert_interval=0.1, version=3
+    ).config_text()
+    return text.replace("global_defs {\n", "global_defs {\n" + "".join(global_lines), 1)
+
+
+def keepalived_holds(host: Host, vip: str) -> bool:
+    return f" {vip.split('/', maxsplit=1)[0]}/" in host.ip("-o", "addr", "show", "dev", "eth0")
+
+
+def test_keepalived_and_lvsha_elect_on_vrrp_mcast_group4(
+    lab: Lab, directors: list[Director]
+) -> None:
+    k_host = lab.add_host("k", "192.0.2.11/24")
+    l_host = lab.add_host("l", "192.0.2.12/24")
+    listener_host = lab.add_host("m", "192.0.2.60/24")
+    listener = listener_host.call(lambda: open_group_listener(GROUP))
+    keepalived = Keepalived(
+        k_host, text=keepalived_text(200, VIP, f"    vrrp_mcast_group4 {GROUP}\n")
+    )
+    keepalived.start()
+    try:
+        wait_until(lambda: keepalived.state() == "MASTER", 10, what="keepalived master")
+        lvsha = start(directors, l_host, config(11, 100, glob=f"    mcast_group4: {GROUP}\n"))
+        wait_until(lambda: "INITIALIZE -> BACKUP" in lvsha.log(), 10, what="lvsha running")
+        stays(lambda: not lvsha.holds_vip(), 1.0, "lvsha stays backup: it hears keepalived")
+        assert destinations(listener, 10) == {GROUP}
+        keepalived.crash()
+        if keepalived_holds(k_host, VIP):
+            k_host.ip("addr", "del", VIP, "dev", "eth0")
+        wait_until(lvsha.holds_vip, 5, what="lvsha takes over")
+    finally:
+        listener.close()
+        keepalived.stop()
+        print(f"--- keepalived log:\n{keepalived.log_text()}")
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_keepalived_2_2_refuses_another_address_list_even_without_strict(
+    lab: Lab, directors: list[Director], skip: bool
+) -> None:
+    """What the importer maps from: keepalived 2.2 (up to 2.3.2) drops an advert whose address
+    list differs in every mode, and vrrp_skip_check_adv_addr only skips the check for the
+    master it already accepted, so a backup that never accepted one takes over all the same."""
+    k_host = lab.add_host("k", "192.0.2.11/24")
+    l_host = lab.add_host("l", "192.0.2.12/24")
+    lvsha = start(directors, l_host, config(11, 200, OTHER_VIP), OTHER_VIP)
+    wait_until(lvsha.holds_vip, 10, what="lvsha master")
+    extra = ("    vrrp_skip_check_adv_addr\n",) if skip else ()
+    keepalived = Keepalived(k_host, text=keepalived_text(100, VIP, *extra))
+    keepalived.start()
+    try:
+        wait_until(lambda: keepalived.state() == "MASTER", 10, what="keepalived takes over")
+        assert keepalived.find_line(
+            r"ip address associated with VRID 11 not present in MASTER advert: 192\.0\.2\.100"
+        )
+    finally:
+        keepalived.stop()
+        print(f"--- keepalived log:\n{keepalived.log_text()}")
