@@ -9,7 +9,8 @@ discovery (which a held IPv6 VIP needs to be reachable at all) aside.
 The rules hold every no-accept VIP from start-up on, held or not: a VIP that is not on this
 host receives nothing anyway, and so a takeover adds no firewall work. Each change is one
 `nft -f -` transaction that replaces the whole table (so a table a crashed run left behind is
-cleared at start); the table is removed at stop.
+cleared at start); the table is removed at stop. A marker file in the run directory records
+that the table may exist, so a director without accept: false never runs nft.
 
 Like keepalived's no_accept, the drop runs before IPVS (input hook, priority -1): a VIP
 configured with accept: false cannot front a virtual service on this director.
@@ -21,6 +22,7 @@ import asyncio
 import shutil
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import Protocol, TypeAlias
 
 Address: TypeAlias = IPv4Address | IPv6Address
@@ -32,6 +34,8 @@ CHAIN_PRIORITY = -1
 NFT_TIMEOUT = 10.0
 """Seconds one `nft -f -` may take; a ruleset of a few hundred addresses takes milliseconds."""
 IPPROTO_VRRP = 112
+NO_ACCEPT_MARKER = "nft-lvsha_vrrp"
+"""The run directory's record that lvsha's table may exist (see `NftNoAccept`)."""
 
 
 class FirewallError(RuntimeError):
@@ -114,25 +118,40 @@ MISSING_NFT = (
 class NftNoAccept:
     """The real filter: lvsha's own nftables table, written with `nft -f -`."""
 
-    def __init__(self, nft: str | None = None) -> None:
+    def __init__(self, nft: str | None = None, marker: Path | None = None) -> None:
+        """`marker`: a file that exists while a table of ours may (lvsha remembers what it
+        owns across process deaths): without it, a director that never used accept: false
+        runs no nft at all; with it absent, nothing of ours needs clearing."""
         self._nft = nft if nft is not None else shutil.which("nft")
+        self._marker = marker
         self.addresses: frozenset[Address] = frozenset()
 
     @property
     def available(self) -> bool:
         return self._nft is not None
 
+    def _table_may_exist(self) -> bool:
+        return self._marker is None or self.addresses != frozenset() or self._marker.exists()
+
     async def set_addresses(self, addresses: frozenset[Address]) -> None:
         if self._nft is None:
             if addresses:
                 raise FirewallError(MISSING_NFT)
             return  # no nft: nothing to drop, and no table of ours can exist
-        await run_nft(self._nft, ruleset(addresses) if addresses else removal())
+        if not addresses:
+            await self.remove()
+            return
+        if self._marker is not None:
+            # Before the table: a crash after it leaves the record for the next start.
+            self._marker.touch()
+        await run_nft(self._nft, ruleset(addresses))
         self.addresses = addresses
 
     async def remove(self) -> None:
-        if self._nft is not None:
+        if self._nft is not None and self._table_may_exist():
             await run_nft(self._nft, removal())
+        if self._marker is not None:
+            self._marker.unlink(missing_ok=True)
         self.addresses = frozenset()
 
 

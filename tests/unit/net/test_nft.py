@@ -92,3 +92,27 @@ async def test_an_nft_that_cannot_run_is_an_error_not_a_crash(tmp_path: Path) ->
     nft = NftNoAccept(str(tmp_path / "missing-nft"))
     with pytest.raises(FirewallError, match=r"cannot run .*missing-nft"):
         await nft.set_addresses(frozenset({ip_address("192.0.2.10")}))
+
+
+async def test_with_a_marker_nft_runs_only_when_a_table_of_ours_may_exist(tmp_path: Path) -> None:
+    marker = tmp_path / "nft-lvsha_vrrp"
+    nft = NftNoAccept(str(fake_nft(tmp_path, "exit 0")), marker=marker)
+    await nft.set_addresses(frozenset())  # no record of a table: nft is not run
+    await nft.remove()
+    assert not (tmp_path / "stdin").exists()
+    wanted = frozenset({ip_address("192.0.2.10")})
+    await nft.set_addresses(wanted)
+    assert marker.exists()
+    assert (tmp_path / "stdin").read_text() == ruleset(wanted)
+    # a crash: the next process finds the record and clears the table
+    restarted = NftNoAccept(str(fake_nft(tmp_path, "exit 0")), marker=marker)
+    (tmp_path / "stdin").unlink()
+    await restarted.set_addresses(frozenset())
+    assert (tmp_path / "stdin").read_text() == REMOVAL
+    assert not marker.exists()
+
+
+async def test_the_marker_is_written_before_the_table(tmp_path: Path) -> None:
+    marker = tmp_path / "nft-lvsha_vrrp"
+    nft = NftNoAccept(str(fake_nft(tmp_path, f"test -e {marker} || exit 3")), marker=marker)
+    await nft.set_addresses(frozenset({ip_address("192.0.2.10")}))  # nft saw the marker
