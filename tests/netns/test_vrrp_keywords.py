@@ -8,7 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -313,8 +313,10 @@ def test_a_reload_moves_a_director_to_another_group(lab: Lab) -> None:
         glob = f"    mcast_group4: {GROUP}\n"
         reloaded(a, config(11, 150, glob=glob))
         assert "multicast group 224.0.0.18 -> 224.0.0.100" in a.log()
-        # b no longer hears a on 224.0.0.18: it takes over, until it moves to the group too
-        wait_until(b.holds_vip, 5, what="b master on the old group")
+        # b no longer hears a on 224.0.0.18, nor a b on the new group: both are master
+        # until b moves to the group too
+        wait_until(lambda: a.holds_vip() and b.holds_vip(), 5, what="two masters")
+        stays(lambda: a.holds_vip() and b.holds_vip(), 1.0, "neither hears the other")
         reloaded(b, config(11, 100, glob=glob))
         wait_until(lambda: a.holds_vip() and not b.holds_vip(), 10, what="one master again")
     finally:
@@ -387,3 +389,44 @@ def test_keepalived_2_2_refuses_another_address_list_even_without_strict(
     finally:
         keepalived.stop()
         print(f"--- keepalived log:\n{keepalived.log_text()}")
+
+
+# --- mcast_group6 ---------------------------------------------------------------------------
+
+VIP6 = "2001:db8::100/64"
+GROUP6 = "ff02::1:12"
+
+
+def ipv6_destinations(group: str, count: int) -> set[str]:
+    """The destinations of the next `count` VRRP packets on eth0, heard by a raw socket joined
+    to `group` (run in the listener's namespace)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, 112) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        request = IPv6Address(group).packed + struct.pack("=i", socket.if_nametoindex("eth0"))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, request)
+        sock.settimeout(5.0)
+        found = set()
+        for _ in range(count):
+            _, ancillary, _, _ = sock.recvmsg(2048, 256)
+            for level, kind, data in ancillary:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    found.add(str(IPv6Address(data[:16])))
+        return found
+
+
+def test_two_ipv6_directors_elect_on_mcast_group6(lab: Lab, directors: list[Director]) -> None:
+    glob = f"    mcast_group6: '{GROUP6}'\n"
+    listener = lab.add_host("m", "2001:db8::60/64")
+    a = start(
+        directors, lab.add_host("a", "2001:db8::11/64"), config(46, 150, VIP6, glob=glob), VIP6
+    )
+    wait_until(a.holds_vip, 20, what="a master")  # link-local addresses pass DAD first
+    b = start(
+        directors, lab.add_host("b", "2001:db8::12/64"), config(46, 100, VIP6, glob=glob), VIP6
+    )
+    wait_until(lambda: "INITIALIZE -> BACKUP" in b.log(), 20, what="b running")
+    stays(lambda: a.holds_vip() and not b.holds_vip(), 1.0, "b hears a on the group")
+    assert listener.call(lambda: ipv6_destinations(GROUP6, 10)) == {GROUP6}
+    a.crash()
+    wait_until(b.holds_vip, 5, what="b takes over")
