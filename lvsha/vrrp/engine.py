@@ -396,7 +396,9 @@ class VrrpEngine:
         try:
             await self._no_accept.set_addresses(addresses)
         except FirewallError as exc:
-            raise StartupError(f"{when}: accept: false: {exc}") from None
+            said = str(exc)
+            what = "" if said.startswith("accept: false") else "accept: false: "
+            raise StartupError(f"{when}: {what}{said}") from None
 
     def _script_runner(
         self, name: str, command: ScriptCommand, params: TrackScriptParams

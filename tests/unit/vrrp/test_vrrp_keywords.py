@@ -12,7 +12,7 @@ import pytest
 
 from lvsha.config import LvshaConfig, load_text
 from lvsha.net.links import LinkChanged
-from lvsha.net.nft import Address, FirewallError, MemoryNoAccept
+from lvsha.net.nft import MISSING_NFT, Address, FirewallError, MemoryNoAccept
 from lvsha.vrrp.engine import StartupError
 from lvsha.vrrp.events import VrrpState
 from lvsha.vrrp.params import multicast_group, no_accept_addresses, receiving_instance
@@ -324,3 +324,19 @@ async def test_a_filter_that_fails_stops_the_start_and_the_reload(lab: Harness) 
         "reload: accept: false: nft refused the rules of table inet lvsha_vrrp: boom",
     )
     assert engine.instances["VI"].config.accept is True  # the running one is unchanged
+
+
+class NoNft(MemoryNoAccept):
+    """What NftNoAccept does on a host without nft."""
+
+    async def set_addresses(self, addresses: frozenset[Address]) -> None:
+        if addresses:
+            raise FirewallError(MISSING_NFT)
+        await super().set_addresses(addresses)
+
+
+async def test_a_reload_to_accept_false_without_nft_says_so_once(lab: Harness) -> None:
+    engine = await lab.start(config({"VI": instance(1, vip(10))}), no_accept=NoNft())
+    outcome = await engine.apply(config({"VI": instance(1, vip(10), accept=False)}))
+    assert outcome.errors == (f"reload: {MISSING_NFT}",)
+    assert engine.instances["VI"].config.accept is True
