@@ -244,8 +244,9 @@ class VrrpDefaults(Model):
         description="RFC compliance (vrrp_strict): refuse authentication, unicast peers, "
         "preempt_delay, state MASTER below priority 255, a first IPv6 VIP that is not "
         "link-local and VRRPv2 accept mode; drop adverts whose address list differs from ours "
-        "(unless skip_check_adv_addr). Unlike keepalived it drops no traffic to the VIPs by "
-        "itself: that is accept: false.",
+        "(unless skip_check_adv_addr); a master discards lower-priority adverts instead of "
+        "answering them. Unlike keepalived it drops no traffic to the VIPs by itself: that is "
+        "accept: false.",
     )
     skip_check_adv_addr: bool = Field(
         False,

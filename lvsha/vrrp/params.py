@@ -84,6 +84,7 @@ def instance_params(config: LvshaConfig, name: str, primary_address: Address) ->
         preempt_delay=inst.preempt_delay,
         initial_state=InitialState.MASTER if inst.state == "MASTER" else InitialState.BACKUP,
         sync_group=sync_group_of(config, name),
+        reassert=not config.global_.vrrp.strict,
     )
 
 

@@ -340,3 +340,24 @@ async def test_a_reload_to_accept_false_without_nft_says_so_once(lab: Harness) -
     outcome = await engine.apply(config({"VI": instance(1, vip(10), accept=False)}))
     assert outcome.errors == (f"reload: {MISSING_NFT}",)
     assert engine.instances["VI"].config.accept is True
+
+
+# --- strict: a master discards lower-priority adverts ----------------------------------------
+
+
+def test_a_strict_master_discards_a_lower_priority_advert_instead_of_reasserting() -> None:
+    from tests.unit.vrrp.test_machine import HIGHER_V4, advert, as_master  # noqa: PLC0415
+
+    strict = as_master(20.0, priority=150, reassert=False)
+    assert strict.handle(advert(HIGHER_V4, 100), 20.5) == []  # RFC 5798 6.4.3
+    assert strict.state is M
+    assert strict.next_deadline() == pytest.approx(21.0)  # its own schedule goes on
+    assert as_master(20.0, priority=150).handle(advert(HIGHER_V4, 100), 20.5) != []
+
+
+def test_strict_mode_sets_the_machine_to_discard() -> None:
+    from lvsha.vrrp.params import instance_params  # noqa: PLC0415
+
+    for strict in (False, True):
+        cfg = config({"VI": instance(1, vip(10))}, strict=strict)
+        assert instance_params(cfg, "VI", IPv4Address("192.0.2.1")).reassert is not strict
