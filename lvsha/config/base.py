@@ -99,7 +99,8 @@ def _name(value: object) -> object:
 Name = Annotated[str, BeforeValidator(_name), TypeDoc("name")]
 
 
-def _interface(value: object) -> object:
+def valid_interface(value: object) -> object:
+    """The value, unless it is a string that cannot name a Linux interface (ValueError)."""
     # The kernel's dev_valid_name(): at most 15 bytes, no '/', ':' or white space.
     if isinstance(value, str) and (
         not re.fullmatch(r"[^/:\s]{1,15}", value) or value in (".", "..")
@@ -110,7 +111,7 @@ def _interface(value: object) -> object:
     return value
 
 
-InterfaceName = Annotated[str, BeforeValidator(_interface), TypeDoc("interface name")]
+InterfaceName = Annotated[str, BeforeValidator(valid_interface), TypeDoc("interface name")]
 
 
 def _command(value: object) -> object:

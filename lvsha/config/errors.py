@@ -167,6 +167,11 @@ def _message(error: ErrorDetails, path: Path, data: object, parent: object) -> s
     if kind == "extra_forbidden":
         return _unknown_key_message(str(key), path, data, parent)
     if kind == "missing":
+        if key == "interface" and path[:1] == ("vrrp_instances",) and len(path) == 3:
+            return (
+                f"missing required key 'interface': instance '{path[1]}' names none; set it, "
+                "or global.vrrp.default_interface"
+            )
         return f"missing required key '{key}'"
     if kind == "bool_type":
         if isinstance(value, str):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
-from lvsha.config.base import InterfaceName, Model, Name, Seconds
+from lvsha.config.base import InterfaceName, Model, Name, Seconds, TypeDoc, valid_interface
 from lvsha.config.checks import CheckTiming
 from lvsha.config.lvs import VirtualServer
 from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript, VrrpTrackFile
@@ -221,6 +222,29 @@ class MetricsSettings(Model):
     )
 
 
+def _multicast(version: int, default: str) -> BeforeValidator:
+    def check(value: object) -> object:
+        if isinstance(value, str):
+            try:
+                address = ipaddress.ip_address(value.strip())
+            except ValueError:
+                raise ValueError(
+                    f"'{value}' is not an IPv{version} address (e.g. {default})"
+                ) from None
+            if address.version != version or not address.is_multicast:
+                raise ValueError(
+                    f"'{value}' is not an IPv{version} multicast address (e.g. {default})"
+                )
+            return str(address)
+        return value
+
+    return BeforeValidator(check)
+
+
+MulticastGroup4 = Annotated[str, _multicast(4, "224.0.0.18"), TypeDoc("IPv4 multicast address")]
+MulticastGroup6 = Annotated[str, _multicast(6, "ff02::12"), TypeDoc("IPv6 multicast address")]
+
+
 class VrrpDefaults(Model):
     """Defaults for every VRRP instance."""
 
@@ -232,6 +256,33 @@ class VrrpDefaults(Model):
         le=99,
         description="Run the VRRP process with SCHED_FIFO at this priority, so adverts and "
         "timers are not delayed by other load; none: normal scheduling.",
+    )
+    strict: bool = Field(
+        False,
+        description="RFC compliance (vrrp_strict): refuse authentication, unicast peers, "
+        "preempt_delay, state MASTER below priority 255, a first IPv6 VIP that is not "
+        "link-local and VRRPv2 accept mode; drop adverts whose address list differs from ours "
+        "(unless skip_check_adv_addr); a master discards lower-priority adverts instead of "
+        "answering them. Unlike keepalived it drops no traffic to the VIPs by itself: that is "
+        "accept: false.",
+    )
+    skip_check_adv_addr: bool = Field(
+        False,
+        description="Take adverts whose address list differs from ours even in strict mode "
+        "(they are counted in lvsha_vrrp_address_list_mismatch_total); the default of each "
+        "instance's skip_check_adv_addr (vrrp_skip_check_adv_addr).",
+    )
+    mcast_group4: MulticastGroup4 = Field(
+        "224.0.0.18",
+        description="Group IPv4 adverts are sent to and heard on (vrrp_mcast_group4); every "
+        "peer must use the same.",
+    )
+    mcast_group6: MulticastGroup6 = Field(
+        "ff02::12",
+        description="Group IPv6 adverts are sent to and heard on (vrrp_mcast_group6).",
+    )
+    default_interface: InterfaceName | None = Field(
+        None, description="Interface of an instance that names none (default_interface)."
     )
 
 
@@ -358,3 +409,29 @@ class LvshaConfig(Model):
         description="Named sets of services (keepalived's virtual_server_group) that a virtual "
         "server serves as one, with `group: NAME`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_interface(cls, data: object) -> object:
+        """An instance without `interface` takes global.vrrp.default_interface: filled in
+        here, on the raw data, so `interface` stays required on the instance (without either,
+        the error names the instance). A default that is not a valid name fills nothing: its
+        own error says why."""
+        if not isinstance(data, dict):
+            return data
+        glob, instances = data.get("global"), data.get("vrrp_instances")
+        vrrp = glob.get("vrrp") if isinstance(glob, dict) else None
+        default = vrrp.get("default_interface") if isinstance(vrrp, dict) else None
+        if not isinstance(default, str) or not isinstance(instances, dict):
+            return data
+        try:
+            valid_interface(default)
+        except ValueError:
+            return data
+        filled = {
+            name: {**inst, "interface": default}
+            if isinstance(inst, dict) and "interface" not in inst
+            else inst
+            for name, inst in instances.items()
+        }
+        return {**data, "vrrp_instances": filled}

@@ -50,6 +50,8 @@ def _instance(instance: VrrpInstance, glob: GlobalConfig) -> VrrpInstance:
     if "version" not in instance.model_fields_set:
         update["version"] = 3 if family == "ipv6" else glob.vrrp.version
     update["garp"] = inherit(instance.garp, list(Garp.model_fields), glob.vrrp.garp)
+    if instance.skip_check_adv_addr is None:
+        update["skip_check_adv_addr"] = glob.vrrp.skip_check_adv_addr
     return instance.model_copy(update=update)
 
 

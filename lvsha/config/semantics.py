@@ -185,6 +185,48 @@ def _addresses(out: _Findings, path: Path, inst: VrrpInstance) -> None:
         seen.add(peer)
 
 
+def _strict(out: _Findings, path: Path, inst: VrrpInstance) -> None:
+    """global.vrrp.strict: what the RFCs forbid and keepalived's vrrp_strict refuses (or
+    silently resets), refused here with the key to change."""
+    why = "global.vrrp.strict"
+    if inst.authentication is not None:
+        out.add(
+            (*path, "authentication"),
+            f"{why}: RFC 3768 removed authentication and RFC 5798 has none: remove it, or "
+            "turn strict off",
+        )
+    if inst.unicast_peers:
+        out.add(
+            (*path, "unicast_peers"),
+            f"{why}: VRRP is multicast (RFC 5798 5.1.1.2): remove the unicast peers, or turn "
+            "strict off",
+        )
+    if inst.preempt_delay > 0:
+        out.add(
+            (*path, "preempt_delay"),
+            f"{why}: the RFCs have no preempt delay: remove it, or turn strict off",
+        )
+    if inst.state == "MASTER" and inst.priority != 255:
+        out.add(
+            (*path, "state"),
+            f"{why}: only the address owner (priority 255) starts as master (RFC 5798 6.4.1): "
+            "use state: BACKUP, or turn strict off",
+        )
+    first = inst.virtual_ipaddresses[0].address.ip
+    if inst.family == "ipv6" and not first.is_link_local:
+        out.add(
+            (*path, "virtual_ipaddresses", 0),
+            f"{why}: the first IPv6 address must be the link-local one (RFC 5798 5.2.9), not "
+            f"{first}: put a fe80:: VIP first, or turn strict off",
+        )
+    if inst.version == 2 and inst.accept and inst.priority != 255:
+        out.add(
+            (*path, "accept"),
+            f"{why}: a VRRPv2 router that does not own the VIPs must not accept packets "
+            "addressed to them (RFC 3768 6.4.3): set accept: false, or turn strict off",
+        )
+
+
 def _tracking(
     out: _Findings,
     path: Path,
@@ -232,6 +274,8 @@ def _vrrp(out: _Findings, config: LvshaConfig) -> None:
         _election(out, path, inst)
         _addresses(out, path, inst)
         _tracking(out, path, inst, config.vrrp_scripts, config.vrrp_track_files)
+        if config.global_.vrrp.strict:
+            _strict(out, path, inst)
         router = (inst.interface, inst.virtual_router_id, inst.family)
         if router in routers:
             out.add(

@@ -176,7 +176,10 @@ class Authentication(Model):
 class VrrpInstance(Model):
     """One virtual router: an election on one interface, and the VIPs its master holds."""
 
-    interface: InterfaceName = Field(description="Interface the adverts are sent and heard on.")
+    interface: InterfaceName = Field(
+        description="Interface the adverts are sent and heard on; default: "
+        "global.vrrp.default_interface."
+    )
     virtual_router_id: int = Field(ge=1, le=255, description="VRID, 1-255, equal on all peers.")
     priority: int = Field(
         100, ge=1, le=255, description="1-254; 255 only for the owner of the VIPs."
@@ -233,6 +236,22 @@ class VrrpInstance(Model):
         description="Mail this instance's state changes to the SMTP sinks; default: its sync "
         "group's smtp_alert, else global.notification.smtp_alert_vrrp, else smtp_alert, else "
         "false (as keepalived).",
+    )
+    dont_track_primary: bool = Field(
+        False,
+        description="The instance's own interface going down does not put it in FAULT "
+        "(dont_track_primary); tracked interfaces still count.",
+    )
+    accept: bool = Field(
+        True,
+        description="Accept mode (RFC 5798 6.1): with false (no_accept), packets addressed to "
+        "the VIPs are dropped (nftables table inet lvsha_vrrp; needs nft), VRRP and IPv6 "
+        "neighbour discovery aside, unless the priority is 255.",
+    )
+    skip_check_adv_addr: bool | None = Field(
+        None,
+        description="Take adverts whose address list differs from ours even in strict mode; "
+        "default: global.vrrp.skip_check_adv_addr.",
     )
 
     @field_validator("version", mode="before")

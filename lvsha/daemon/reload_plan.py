@@ -260,6 +260,20 @@ INSTANCE_RULES: dict[str, tuple[Cost, str]] = {
     "garp": (HITLESS, "used from the next mastership or refresh"),
     "authentication": (ELECTION, "a peer with the old password drops our adverts"),
     "smtp_alert": (HITLESS, "mails follow from the next state change"),
+    "dont_track_primary": (
+        ELECTION,
+        "with the instance's interface down, false puts it in FAULT and true takes it out",
+    ),
+    "accept": (
+        HITLESS,
+        "packets to the VIPs are dropped (false) or taken (true) from the reload on; VRRP "
+        "itself is not touched",
+    ),
+    "skip_check_adv_addr": (
+        ELECTION,
+        "in strict mode a backup that refuses the master's adverts (their address list "
+        "differs) takes over",
+    ),
 }
 """VrrpInstance keys compared one by one; nested ones (notify, garp) key by key."""
 INSTANCE_ELSEWHERE = frozenset(
@@ -358,10 +372,33 @@ GLOBAL_RULES: dict[str, tuple[Cost, str]] = {
     "metrics.listen": (HITLESS, "the endpoint moves at once"),
     "metrics.keepalived_names": (HITLESS, "from the VRRP process's next metrics file"),
     "watchdog_bound": (HITLESS, ""),
+    "vrrp.strict": (
+        ELECTION,
+        "a backup that refuses the master's adverts (their address list differs) takes over",
+    ),
+    "vrrp.mcast_group4": (
+        ELECTION,
+        "IPv4 multicast instances restart on the new group: a peer still on the old one "
+        "no longer hears them, nor they it",
+    ),
+    "vrrp.mcast_group6": (
+        ELECTION,
+        "IPv6 multicast instances restart on the new group: a peer still on the old one "
+        "no longer hears them, nor they it",
+    ),
 }
 """Global keys (a key is ruled by its longest dotted prefix here), with the note shown after
-the change. Nothing global reaches the wire at once: every one is hitless."""
-GLOBAL_FOLDED = frozenset({"check_defaults", "vrrp.version", "vrrp.garp"})
+the change. Only the VRRP keys that change what adverts are sent to or taken from cost an
+election; the rest are hitless."""
+GLOBAL_FOLDED = frozenset(
+    {
+        "check_defaults",
+        "vrrp.version",
+        "vrrp.garp",
+        "vrrp.skip_check_adv_addr",
+        "vrrp.default_interface",
+    }
+)
 """Folded into checks and instances by normalization: their effect is reported there."""
 
 CHECK_NEUTRAL_GLOBALS = frozenset(

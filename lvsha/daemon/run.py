@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ from lvsha.messages import (
     VrrpRoles,
     VrrpStateChanged,
 )
+from lvsha.net.nft import MISSING_NFT
 
 if TYPE_CHECKING:
     from lvsha.alerts.dispatch import Alerts
@@ -477,6 +479,11 @@ def run(
         text, config = validate(config_path, max_config_size)
     except ConfigError as exc:
         log_problems(exc, log, "not starting")
+        return 1
+    # The VRRP child would refuse it too (lvsha.net.nft), but only after starting.
+    no_accept = [n for n, i in config.vrrp_instances.items() if not i.accept and i.priority < 255]
+    if no_accept and shutil.which("nft") is None:
+        log.error("not starting: vrrp_instances %s: %s", ", ".join(no_accept), MISSING_NFT)
         return 1
     state_path = Path(state_dir) / overrides.STATE_FILE
     try:

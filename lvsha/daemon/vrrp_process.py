@@ -77,6 +77,7 @@ from lvsha.net.addresses import NetlinkAddresses
 from lvsha.net.announce import PacketAnnouncer
 from lvsha.net.ledger import LEDGER_FILE, AddressLedger
 from lvsha.net.links import LinkChanged, LinkMonitor
+from lvsha.net.nft import NO_ACCEPT_MARKER, NftNoAccept
 from lvsha.vrrp.engine import StartupError, VrrpEngine
 from lvsha.vrrp.metrics import EXPORT_INTERVAL, FAMILIES, PROCESS, process_samples
 from lvsha.vrrp.notify import Notifier
@@ -411,6 +412,7 @@ async def _run(
             handed_over=handed_over,
             on_status_change=status.changed,
             script_refusals=refusals,
+            no_accept=NftNoAccept(marker=run_dir / NO_ACCEPT_MARKER),
         )
         engines.append(engine)
         links = LinkWatch(engine, _watched_interfaces(config))

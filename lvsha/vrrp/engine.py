@@ -44,7 +44,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from lvsha.config.model import LvshaConfig
@@ -54,6 +54,7 @@ from lvsha.net.addresses import AddressPort
 from lvsha.net.announce import Announcer
 from lvsha.net.garp import GarpSettings
 from lvsha.net.links import LinkChanged as LinkEvent
+from lvsha.net.nft import FirewallError, NoAcceptFilter
 from lvsha.net.sysctl import ensure_accept_local
 from lvsha.scripts import ScriptCommand
 from lvsha.vrrp.events import (
@@ -85,6 +86,8 @@ from lvsha.vrrp.params import (
     instance_identity,
     instance_params,
     is_address_owner,
+    multicast_group,
+    no_accept_addresses,
     rebuild_reason,
     receiving_instance,
     source_address,
@@ -182,6 +185,8 @@ class _Instance:
     group: str | None
     receiving: ReceivingInstance
     drop_log: DropLog
+    multicast_group: Address | None = None
+    """The group its socket sends to and joined (None: unicast)."""
     previous_receiving: ReceivingInstance | None = None
     """What adverts were checked against before a reload changed it (the VIP list, a v2
     interval or password): accepted too until the peer's adverts match the new one, since the
@@ -327,6 +332,7 @@ class VrrpEngine:
         handed_over: Collection[str] = (),
         on_status_change: Callable[[], None] | None = None,
         script_refusals: ScriptRefusals | None = None,
+        no_accept: NoAcceptFilter | None = None,
     ) -> None:
         """`open_socket` and `accept_local` are the kernel edges: tests pass fakes.
         `handed_over` names the instances handed over (`lvsha handover`) from the start: they
@@ -335,7 +341,9 @@ class VrrpEngine:
         `status` shows changed: a state, a handover, an effective priority, a fault reason,
         the master heard; it must be cheap (schedule the work, do not do it).
         `script_refusals` hears how each track script run went (refused or run), and that a
-        reload changed the VRRP configuration (a script still refused is reported again)."""
+        reload changed the VRRP configuration (a script still refused is reported again).
+        `no_accept` drops packets to the VIPs of instances with accept: false (lvsha.net.nft);
+        without it such instances refuse to start."""
         self.config = config
         self._addresses = addresses
         self._announcer = announcer
@@ -362,6 +370,7 @@ class VrrpEngine:
         self._script_refusals = script_refusals
         self._handover: set[str] = self._expand_handover(handed_over, config)
         """The instances handed over, sync groups expanded (see `set_handover`)."""
+        self._no_accept = no_accept
 
     # Start-up.
 
@@ -371,6 +380,8 @@ class VrrpEngine:
         First, every address an earlier process added and left behind comes off: each
         instance starts in INITIALIZE, which holds no VIP, and a backup must never hold one."""
         await self._addresses.reconcile()
+        # Before any VIP can be added; this also clears what a crashed run left.
+        await self._set_no_accept(no_accept_addresses(self.config), "start")
         self._links.update(link_states)
         self._initialise_track_files()
         self._files.set_files(tracked_files(self.config))
@@ -400,6 +411,21 @@ class VrrpEngine:
         """The number each watched track file holds, by name."""
         return self._files.values
 
+    async def _set_no_accept(self, addresses: frozenset[Address], when: str) -> None:
+        """Drop packets to `addresses` from now on (StartupError if it cannot)."""
+        if self._no_accept is None:
+            if addresses:
+                raise StartupError(
+                    f"{when}: accept: false is configured but this VRRP engine has no packet filter"
+                )
+            return
+        try:
+            await self._no_accept.set_addresses(addresses)
+        except FirewallError as exc:
+            said = str(exc)
+            what = "" if said.startswith("accept: false") else "accept: false: "
+            raise StartupError(f"{when}: {what}{said}") from None
+
     def _script_runner(
         self, name: str, command: ScriptCommand, params: TrackScriptParams
     ) -> TrackScriptRunner:
@@ -426,7 +452,8 @@ class VrrpEngine:
             source = found if family == 6 or source is None else source
         params = instance_params(config, name, source)
         machine = VrrpMachine(params)
-        settings = VrrpSocketSettings(inst.interface, source, tuple(inst.unicast_peers))
+        group = multicast_group(config, inst)
+        settings = VrrpSocketSettings(inst.interface, source, tuple(inst.unicast_peers), group)
         found_trackers = trackers(config, name)
         # A track script starts in INIT: it applies no weight until its first result, so its
         # initial "health" is whichever leaves the priority alone (keepalived does the same).
@@ -466,8 +493,9 @@ class VrrpEngine:
             tracking,
             notify_hooks(inst.notify, glob.script_user, glob.enable_script_security),
             sync_group_of(config, name),
-            receiving_instance(inst),
+            receiving_instance(inst, config.global_.vrrp.strict),
             DropLog.on_running_loop(name),
+            group,
         )
         self._records[runner] = record
         own = frozenset({source})
@@ -556,9 +584,14 @@ class VrrpEngine:
     def _launch(self, record: _Instance) -> None:
         for event in record.tracking.initial_events():
             self._feed(record, event)
-        if not self._links.get(record.interface, False):
+        if not self._primary_link_up(record):
             self._feed(record, LinkChanged(up=False))
         self._feed(record, Startup())
+
+    def _primary_link_up(self, record: _Instance) -> bool:
+        """Whether the instance's own interface counts as up: always with dont_track_primary
+        (its link going down then puts it in no FAULT, as keepalived's)."""
+        return record.config.dont_track_primary or self._links.get(record.interface, False)
 
     async def _primary_address(self, interface: str, family: Literal[4, 6]) -> Address:
         """The interface's source address; IPv6 link-local addresses need DAD to finish."""
@@ -689,7 +722,7 @@ class VrrpEngine:
         self._links[change.interface] = change.up
         tracked = INTERFACE_PREFIX + change.interface
         for record in self.instances.values():
-            if record.interface == change.interface:
+            if record.interface == change.interface and not record.config.dont_track_primary:
                 self._feed(record, LinkChanged(up=change.up))
             if any(t.interface == change.interface for t in record.config.track_interfaces):
                 for event in record.tracking.set_health(tracked, change.up):
@@ -855,12 +888,21 @@ class VrrpEngine:
     async def _apply(self, new: LvshaConfig) -> ApplyOutcome:
         plan = await self._prepare(new)
         summary = "; ".join(plan.summary) or "no VRRP change"
+        before, after = no_accept_addresses(self.config), no_accept_addresses(new)
+        if before | after != before and not plan.errors:
+            # The new no-accept VIPs are dropped before any of them can be added; the old
+            # ones stay dropped until they are off (after the commit).
+            try:
+                await self._set_no_accept(before | after, "reload")
+            except StartupError as exc:
+                plan.errors.append(str(exc))
         if plan.errors:
             await self._discard(plan)
             return ApplyOutcome(False, summary, tuple(plan.errors))
         errors, left = await self._add_ahead(plan)
         if errors:
             await self._discard(plan)
+            await self._restore_no_accept(before, after)
             return ApplyOutcome(False, summary, tuple(errors), "; ".join(left))
         removals = self._commit(plan, new)
         errors, left = [], []
@@ -876,10 +918,31 @@ class VrrpEngine:
                 )
         for script in plan.scripts_closing:
             await script.close()
+        if after != before | after:
+            try:
+                await self._set_no_accept(after, "reload")
+            except StartupError as exc:
+                errors.append(str(exc))
+                left.append(
+                    "packets to "
+                    + ", ".join(map(str, sorted(before - after, key=str)))
+                    + " are still dropped"
+                )
         if errors:
             left.insert(0, "the new configuration runs")
             return ApplyOutcome(False, summary, tuple(errors), "; ".join(left))
         return ApplyOutcome(True, summary)
+
+    async def _restore_no_accept(
+        self, before: frozenset[Address], after: frozenset[Address]
+    ) -> None:
+        """A reload that does not go ahead: back to the running configuration's addresses."""
+        if before | after == before:
+            return
+        try:
+            await self._set_no_accept(before, "reload undone")
+        except StartupError as exc:
+            log.error("%s (packets to its new no-accept VIPs are still dropped)", exc)
 
     async def _prepare(self, new: LvshaConfig) -> _Plan:
         """Match, build and validate everything; nothing that runs is touched."""
@@ -893,6 +956,9 @@ class VrrpEngine:
                 added.append(name)
                 continue
             why = rebuild_reason(record.config, inst)
+            group = multicast_group(new, inst)
+            if why is None and group != record.multicast_group:
+                why = f"multicast group {record.multicast_group} -> {group}"
             if why is not None:
                 rebuild.append((record, name, why))
                 if record.runner.machine.handed_over:
@@ -942,6 +1008,12 @@ class VrrpEngine:
             changes.append("tracking weights")
         if hooks != record.hooks and "notify" not in changes:
             changes.append("notify hooks")
+        receiving = receiving_instance(inst, glob.vrrp.strict)
+        refuses = receiving.refuse_address_mismatch
+        if refuses != record.receiving.refuse_address_mismatch and "skip_check_adv_addr" not in (
+            changes
+        ):
+            changes.append("strict")
         if not changes:
             return None
         change = _InPlace(
@@ -950,7 +1022,7 @@ class VrrpEngine:
             inst,
             params,
             advert_for(inst),
-            receiving_instance(inst),
+            receiving,
             held_addresses(inst),
             hooks,
             garp_settings(inst),
@@ -1024,9 +1096,17 @@ class VrrpEngine:
             record.name = change.name
             record.config = change.config
             record.hooks = change.hooks
-            if change.receiving != record.receiving:
-                record.previous_receiving = record.previous_receiving or record.receiving
+            strictness = change.receiving.refuse_address_mismatch
+            if replace(record.receiving, refuse_address_mismatch=strictness) != change.receiving:
+                # A peer not reloaded yet still advertises the old settings: taken meanwhile,
+                # under the new strictness (strict alone changes nothing the peer sends).
+                previous = record.previous_receiving or record.receiving
+                record.previous_receiving = replace(previous, refuse_address_mismatch=strictness)
                 record.told_previous = False
+            elif record.previous_receiving is not None:
+                record.previous_receiving = replace(
+                    record.previous_receiving, refuse_address_mismatch=strictness
+                )
             record.receiving = change.receiving
             record.group = change.group
             record.drop_log.instance = change.name
@@ -1046,6 +1126,10 @@ class VrrpEngine:
                 self._groups[name] = old_groups[name]
         self.config = new
         self._files.set_files(tracked_files(new))
+        for change in plan.in_place:
+            if "dont_track_primary" in change.changes:
+                # The instance's own link counts again, or no longer.
+                self._feed(change.record, LinkChanged(up=self._primary_link_up(change.record)))
         for change in plan.in_place:
             runner = change.record.runner
             runner.reconfigure(change.params)
@@ -1186,3 +1270,9 @@ class VrrpEngine:
             await asyncio.gather(*self._retirements, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._notifier.close()
+        if self._no_accept is not None:
+            # Every VIP is off now: nothing is left to drop packets for.
+            try:
+                await self._no_accept.remove()
+            except FirewallError as exc:
+                log.error("cannot remove the accept: false rules: %s", exc)

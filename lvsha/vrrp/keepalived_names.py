@@ -93,7 +93,10 @@ ERROR_COUNTERS: dict[str, tuple[DropReason, ...]] = {
     ),
     "keepalived_ip_ttl_errors_total": (DropReason.TTL_NOT_255,),
     "keepalived_invalid_type_received_total": (DropReason.UNKNOWN_TYPE,),
-    "keepalived_address_list_errors_total": (DropReason.ADDRESS_LIST_MISMATCH,),
+    "keepalived_address_list_errors_total": (
+        DropReason.ADDRESS_LIST_MISMATCH,
+        DropReason.ADDRESS_LIST_REFUSED,
+    ),
     "keepalived_authentication_invalid_total": (
         DropReason.UNKNOWN_AUTH_TYPE,
         DropReason.AUTH_AH_UNSUPPORTED,

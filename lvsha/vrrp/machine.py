@@ -115,6 +115,9 @@ class InstanceParams:
     """Seconds a backup keeps accepting a lower-priority master before preempting it."""
     initial_state: InitialState = InitialState.BACKUP
     sync_group: str | None = None
+    reassert: bool = True
+    """A master answers a lower-priority advert with its own advert and a GARP round (as
+    keepalived); False (strict mode) discards it, as RFC 5798 6.4.3 says."""
 
     def __post_init__(self) -> None:
         where = f"VRRP instance {self.name!r}"
@@ -604,6 +607,9 @@ class VrrpMachine:
         # RFC 5798 section 6.4.3 (and RFC 3768) say discard; like keepalived we re-assert
         # at once, which also repairs ARP and neighbour caches after a split brain heals.
         # One re-assertion per advert interval does that job; more only amplifies a flood.
+        # In strict mode we discard, as the RFCs (and keepalived's vrrp_strict) do.
+        if not self.params.reassert:
+            return []
         if not self._answer_due(self._m.reasserted_at, now):
             return []
         self._m.reasserted_at = now

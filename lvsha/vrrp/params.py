@@ -5,7 +5,7 @@ from an instance's configuration is derived once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import TypeAlias
 
 from lvsha.config.model import LvshaConfig
@@ -43,6 +43,8 @@ __all__ = [
     "instance_params",
     "is_address_owner",
     "master_down_interval",
+    "multicast_group",
+    "no_accept_addresses",
     "rebuild_reason",
     "receiving_instance",
     "source_address",
@@ -89,6 +91,7 @@ def instance_params(config: LvshaConfig, name: str, primary_address: Address) ->
         preempt_delay=inst.preempt_delay,
         initial_state=InitialState.MASTER if inst.state == "MASTER" else InitialState.BACKUP,
         sync_group=sync_group_of(config, name),
+        reassert=not config.global_.vrrp.strict,
     )
 
 
@@ -122,6 +125,29 @@ def trackers(config: LvshaConfig, name: str) -> list[AnyTracker]:
     return found
 
 
+def multicast_group(config: LvshaConfig, inst: VrrpInstance) -> Address | None:
+    """The group the instance's adverts go to and are heard on (global.vrrp.mcast_group4 or
+    mcast_group6); None with unicast peers."""
+    if inst.unicast_peers:
+        return None
+    vrrp = config.global_.vrrp
+    if inst.family == "ipv6":
+        return IPv6Address(vrrp.mcast_group6)
+    return IPv4Address(vrrp.mcast_group4)
+
+
+def no_accept_addresses(config: LvshaConfig) -> frozenset[Address]:
+    """Every address packets may not be addressed to (lvsha.net.nft): the VIPs, excluded ones
+    too, of each instance with accept: false, but the address owner's (priority 255 always
+    accepts, RFC 5798 6.1)."""
+    return frozenset(
+        held.address.ip
+        for inst in config.vrrp_instances.values()
+        if not inst.accept and not is_address_owner(inst)
+        for held in held_addresses(inst)
+    )
+
+
 def is_address_owner(inst: VrrpInstance) -> bool:
     """Priority 255: this router owns the VIPs (RFC 5798 section 5.2.4)."""
     return inst.priority == OWNER_PRIORITY
@@ -147,8 +173,10 @@ def advert_for(inst: VrrpInstance) -> Advert:
     )
 
 
-def receiving_instance(inst: VrrpInstance) -> ReceivingInstance:
-    """What received adverts are checked against: adverts carry only the non-excluded VIPs."""
+def receiving_instance(inst: VrrpInstance, strict: bool = False) -> ReceivingInstance:
+    """What received adverts are checked against: adverts carry only the non-excluded VIPs.
+    `strict` is global.vrrp.strict: an address list that differs is then refused, unless the
+    instance skips that check (skip_check_adv_addr, normalized from the global one)."""
     password = _password(inst)
     return ReceivingInstance(
         vrid=inst.virtual_router_id,
@@ -158,6 +186,7 @@ def receiving_instance(inst: VrrpInstance) -> ReceivingInstance:
         address_owner=is_address_owner(inst),
         auth_type=AuthType.SIMPLE_PASSWORD if password else AuthType.NONE,
         auth_password=password,
+        refuse_address_mismatch=strict and not inst.skip_check_adv_addr,
     )
 
 

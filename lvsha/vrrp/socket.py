@@ -99,12 +99,14 @@ class VrrpSocketSettings:
 
     `source` is the interface's primary IPv4 address, or its IPv6 link-local address
     (RFC 5798 5.1.2.1); it also picks the family. With `unicast_peers` the socket sends to
-    each peer instead of the group and accepts adverts only from them.
+    each peer instead of the group and accepts adverts only from them. `multicast_group`
+    replaces the VRRP group (global.vrrp.mcast_group4 / mcast_group6).
     """
 
     interface: str
     source: IpAddress
     unicast_peers: tuple[IpAddress, ...] = ()
+    multicast_group: IpAddress | None = None
 
     def __post_init__(self) -> None:
         if not self.interface or len(self.interface.encode()) >= IF_NAMESIZE:
@@ -120,6 +122,9 @@ class VrrpSocketSettings:
                 raise ValueError(f"unicast peer {peer} is not IPv{self.source.version}")
             if peer.is_multicast:
                 raise ValueError(f"unicast peer {peer} is a multicast address")
+        group = self.multicast_group
+        if group is not None and (group.version != self.source.version or not group.is_multicast):
+            raise ValueError(f"group {group} is not an IPv{self.source.version} multicast address")
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -127,6 +132,8 @@ class VrrpSocketSettings:
 
     @property
     def group(self) -> IpAddress:
+        if self.multicast_group is not None:
+            return self.multicast_group
         return VRRP_MULTICAST_IPV4 if self.source.version == 4 else VRRP_MULTICAST_IPV6
 
     @property

@@ -87,6 +87,9 @@ class DropReason(enum.Enum):
     """Not a drop: the advert is taken, and the difference counted and logged (see
     `address_list_difference`)."""
     ADVERT_INTERVAL_MISMATCH = "advert_interval_mismatch"
+    ADDRESS_LIST_REFUSED = "address_list_refused"
+    """The address list differs and the instance is strict (global.vrrp.strict) without
+    skip_check_adv_addr: dropped, as RFC 3768 7.1 has a v2 router drop it."""
     # the receive path of an instance (lvsha.vrrp.receive)
     OWN_ADVERT = "own_advert"
     FAMILY_MISMATCH = "family_mismatch"
@@ -229,6 +232,9 @@ class ReceivingInstance:
     auth_type: AuthType = AuthType.NONE
     auth_password: bytes = b""
     """Unpadded, at most 8 bytes, as keepalived's `auth_pass` keeps only its first 8 characters."""
+    refuse_address_mismatch: bool = False
+    """Drop adverts whose address list differs (strict mode without skip_check_adv_addr);
+    otherwise they are taken, and the difference counted and logged."""
 
 
 def _pseudo_header(source: IpAddress, destination: IpAddress, length: int) -> bytes:
@@ -406,6 +412,13 @@ def check_advert_for_instance(received: ReceivedAdvert, instance: ReceivingInsta
             f"advert interval {advert.advert_interval} s, ours {instance.advert_interval} s "
             "(RFC 3768 7.1)",
         )
+    if instance.refuse_address_mismatch:
+        difference = address_list_difference(advert, instance)
+        if difference is not None:
+            raise AdvertDropError(
+                DropReason.ADDRESS_LIST_REFUSED,
+                f"{difference} (strict mode: RFC 3768 7.1; skip_check_adv_addr takes them)",
+            )
 
 
 def _auth_name(auth_type: AuthType) -> str:
@@ -484,9 +497,11 @@ def address_list_difference(advert: Advert, instance: ReceivingInstance) -> str 
     """What differs between the advert's addresses and ours, or None when nothing does.
 
     RFC 3768 and RFC 5798 (7.1) make this check a MAY and its failure a logged
-    misconfiguration. lvsha logs and counts it but takes the advert, as keepalived does
-    outside its strict mode: the two directors of a pair are reloaded one after the other,
-    and a VIP added to one of them must not make the other take over meanwhile. An address
+    misconfiguration. lvsha logs and counts it but takes the advert (as keepalived 2.3.3 and
+    later do): the two directors of a pair are reloaded one after the other, and a VIP added
+    to one of them must not make the other take over meanwhile. In strict mode, without
+    skip_check_adv_addr, it is dropped instead (`ReceivingInstance.refuse_address_mismatch`;
+    RFC 3768 7.1 has a v2 router drop it, and keepalived up to 2.3.2 drops it). An address
     owner's list is never compared.
     """
     theirs = frozenset(advert.addresses)

@@ -23,6 +23,7 @@ from lvsha.net.addresses import (
     VipResult,
 )
 from lvsha.net.announce import RecordingAnnouncer
+from lvsha.net.nft import NoAcceptFilter
 from lvsha.vrrp.engine import VrrpEngine
 from lvsha.vrrp.events import VirtualAddress, VrrpState
 from lvsha.vrrp.notify import Notifier, NotifyHooks, Transition
@@ -197,6 +198,7 @@ class Harness:
         handed_over: Sequence[str] = (),
         on_status_change: Callable[[], None] | None = None,
         script_refusals: ScriptRefusals | None = None,
+        no_accept: NoAcceptFilter | None = None,
     ) -> VrrpEngine:
         self.engine = VrrpEngine(
             cfg,
@@ -209,6 +211,7 @@ class Harness:
             handed_over=handed_over,
             on_status_change=on_status_change,
             script_refusals=script_refusals,
+            no_accept=no_accept,
         )
         await self.engine.start(self.links)
         return self.engine
