@@ -314,7 +314,11 @@ def test_a_reload_moves_a_director_to_another_group(lab: Lab) -> None:
         reloaded(a, config(11, 150, glob=glob))
         assert "multicast group 224.0.0.18 -> 224.0.0.100" in a.log()
         # b no longer hears a on 224.0.0.18, nor a b on the new group: both are master
-        # until b moves to the group too
+        # until b moves to the group too. a's instance restarts on the new group (its old one
+        # hands the VIP to b on leaving), so wait for its own second takeover first.
+        wait_until(
+            lambda: a.log().count("BACKUP -> MASTER") >= 2, 5, what="a master on the new group"
+        )
         wait_until(lambda: a.holds_vip() and b.holds_vip(), 5, what="two masters")
         stays(lambda: a.holds_vip() and b.holds_vip(), 1.0, "neither hears the other")
         reloaded(b, config(11, 100, glob=glob))
