@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,26 @@ from lvsha.keepalived.importer import import_keepalived
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "keepalived"
 GOLDEN = CORPUS / "golden"
-CASES = [
-    (source, config_id)
-    for source in sorted(CORPUS.glob("*.conf"))
-    for config_id in (("lb1", "lb2") if source.name == "pair_defs.conf" else ("lb1",))
-]
+SOURCES = sorted(
+    [*CORPUS.glob("*.conf"), *CORPUS.glob("samples/*.conf"), *CORPUS.glob("keywords/*.conf")]
+)
 
 
-@pytest.mark.parametrize(("source", "config_id"), CASES, ids=[f"{s.stem}-{i}" for s, i in CASES])
+def config_ids(source: Path) -> tuple[str, ...]:
+    """The ids a file's @id lines name (each is imported once per id), else one run as lb1."""
+    found = re.findall(r"^\s*@\^?([A-Za-z0-9_.-]+)", source.read_text(), flags=re.MULTILINE)
+    return tuple(sorted(set(found))) or ("lb1",)
+
+
+CASES = [(source, config_id) for source in SOURCES for config_id in config_ids(source)]
+
+
+def stem(source: Path, config_id: str) -> str:
+    folder = source.parent.relative_to(CORPUS)
+    return str(folder / f"{source.stem}-{config_id}")
+
+
+@pytest.mark.parametrize(("source", "config_id"), CASES, ids=[stem(s, i) for s, i in CASES])
 def test_the_corpus_imports_as_pinned(source: Path, config_id: str, tmp_path: Path) -> None:
     out = tmp_path / "out.yaml"
     err = io.StringIO()
@@ -31,10 +44,10 @@ def test_the_corpus_imports_as_pinned(source: Path, config_id: str, tmp_path: Pa
     written = out.read_text().replace(str(CORPUS), "<corpus>")
     report = err.getvalue().replace(str(CORPUS), "<corpus>") + f"exit status {status}\n"
     load_text(out.read_text(), str(out))  # passes check-config
-    stem = f"{source.stem}-{config_id}"
-    golden_yaml, golden_report = GOLDEN / f"{stem}.yaml", GOLDEN / f"{stem}.report"
+    name = stem(source, config_id)
+    golden_yaml, golden_report = GOLDEN / f"{name}.yaml", GOLDEN / f"{name}.report"
     if os.environ.get("LVSHA_UPDATE_GOLDEN"):
-        GOLDEN.mkdir(exist_ok=True)
+        golden_yaml.parent.mkdir(parents=True, exist_ok=True)
         golden_yaml.write_text(written)
         golden_report.write_text(report)
     assert written == golden_yaml.read_text()

@@ -138,13 +138,14 @@ def test_a_nat_director_imports_keeping_keepalived_behaviour(tmp_path: Path) -> 
         for snippet in ("pidof", "nopreempt", "auth_pass", "nat_mask", "virtual_server 1")
     }
     for line in (
-        f"{source}:{at['pidof']}: script: uses shell syntax: runs under sh -c",
+        f"{source}:{at['pidof']}: script: uses shell syntax: keepalived 2 hands these words",
         f"{source}:{at['nopreempt']}: nopreempt: keepalived ignores nopreempt in state MASTER",
         f"{source}:{at['auth_pass']}: auth_pass: 15 characters: keepalived sends the first 8",
         f"{source}:{at['nat_mask']}: nat_mask: obsolete: keepalived ignores it too",
         f"{source}:{at['virtual_server 1']}: virtual_server: no protocol: keepalived silently "
         "assumes UDP",
         "enable_script_security: absent, so off as in keepalived",
+        "smtp_alert: absent, so keepalived mails real server changes but no VRRP state changes",
     ):
         assert line in report, (line, report)
         assert line.split(": ", 1)[-1] in text  # and as a comment in the file
@@ -152,13 +153,15 @@ def test_a_nat_director_imports_keeping_keepalived_behaviour(tmp_path: Path) -> 
 
 
 def test_what_cannot_be_mapped_is_reported_and_commented_with_exit_1(tmp_path: Path) -> None:
-    text = DIRECTOR.replace("    advert_int 1\n", "    advert_int 1\n    use_vmac\n    smtp_alrt\n")
+    text = DIRECTOR.replace(
+        "    advert_int 1\n", "    advert_int 1\n    strict_mode\n    smtp_alrt\n"
+    )
     status, written, _, report = run_import(tmp_path, text)
     assert status == 1
     source = tmp_path / "keepalived.conf"
-    vmac = line_of(text, "use_vmac")
-    assert f"{source}:{vmac}: use_vmac: VMAC is not supported by lvsha yet" in report
-    assert f"{source}:{vmac + 1}: smtp_alrt: not a vrrp_instance keyword" in report
+    strict = line_of(text, "strict_mode")
+    assert f"{source}:{strict}: strict_mode: per-instance strict mode is not supported" in report
+    assert f"{source}:{strict + 1}: smtp_alrt: not a vrrp_instance keyword" in report
     assert "# Left out (not supported by lvsha, or not understood):" in written
     load_text(written, "lvsha.yaml")  # still a valid configuration without them
 
@@ -201,10 +204,6 @@ def test_keepalived_own_samples_import_to_files_check_config_accepts(
     err = io.StringIO()
     status = import_keepalived(str(sample), str(out), "high", err=err)
     report = err.getvalue()
-    if sample.name == "keepalived.conf.virtual_server_group":
-        # Its only service is a group, which lvsha cannot say yet: nothing is left to run.
-        assert status == 1 and "virtual_server_group: not supported by lvsha yet" in report
-        return
     assert "does not pass check-config" not in report, report
     load_text(out.read_text(), str(out))
     assert status in (0, 1)
