@@ -12,27 +12,54 @@ Kernel settings, as keepalived makes them (vrrp_if_config.c):
   of its own); IPv4 instances also disable IPv6 on it, so the backup's VMAC sends no neighbour
   discovery or MLD from the virtual MAC; IPv6 instances get no generated link-local address but
   the base interface's, to send adverts from (RFC 5798 5.1.2.1: a link-local source);
-- base interface: arp_ignore=1 and arp_filter=1, so it never answers for a VIP with its own MAC.
+- base interface: arp_ignore=1 and arp_filter=1, so it never answers for a VIP with its own MAC;
+  and arp_announce=2 (lvsha's addition), so its own ARP requests (for a reply from the VIP that
+  leaves through it) never name the VIP as their sender, which would teach the neighbours the
+  base's MAC for the VIP.
 
-pyroute2 is imported only here and only when an instance uses VMAC: the VRRP process of a
-configuration without VMAC never loads it (start-up cost, issue 11).
+Links are created with lvsha's own rtnetlink codec, as addresses are (no pyroute2 in the VRRP
+process: issue 11).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
+
+from lvsha.net.nlmsg import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    NLMSGHDR,
+    RefusedError,
+    attribute,
+    attributes,
+)
+from lvsha.net.rtnl import AddressRequest, RtnlSocket
+from lvsha.net.rtnl_dump import (
+    IFLA_ADDRESS,
+    IFLA_IFNAME,
+    RTM_DELLINK,
+    RTM_NEWLINK,
+    RtnlQueries,
+    decode_link,
+    link_request,
+)
 
 log = logging.getLogger("lvsha.net")
 
 PROC_SYS_NET = Path("/proc/sys/net")
 MACVLAN_MODE_PRIVATE = 1
 """linux/if_link.h: MACVLAN_MODE_PRIVATE."""
-IFA_F_NODAD = 0x02
 IN6_ADDR_GEN_MODE_NONE = "1"
 
 Family = Literal["ipv4", "ipv6"]
@@ -123,6 +150,10 @@ class SysctlWriter:
         """Settings of a VMAC that is still down, and of its base interface."""
         self.set("ipv4", spec.base, "arp_ignore", "1")
         self.set("ipv4", spec.base, "arp_filter", "1")
+        # Replies from the VIP may leave through the base interface (its prefix route): its
+        # ARP requests must not name the VIP as sender, or neighbours learn the VIP at the
+        # base's MAC.
+        self.set("ipv4", spec.base, "arp_announce", "2")
         self.set("ipv4", spec.name, "arp_ignore", "1")
         self.set("ipv4", spec.name, "accept_local", "1")
         self.set("ipv4", spec.name, "rp_filter", "0")
@@ -132,109 +163,158 @@ class SysctlWriter:
             self.set("ipv6", spec.name, "addr_gen_mode", IN6_ADDR_GEN_MODE_NONE)
 
 
-def _attr(message: Any, name: str) -> Any:
-    return message.get_attr(name) if hasattr(message, "get_attr") else message.get(name)
+# include/uapi/linux/if_link.h, rtnetlink.h, if.h
+IFLA_LINK = 5
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
+IFLA_INFO_DATA = 2
+IFLA_MACVLAN_MODE = 1
+IFF_UP = 0x1
+NLA_F_NESTED = 0x8000
+_LINK_FLAGS = NLM_F_REQUEST | NLM_F_ACK
+_CREATE_FLAGS = _LINK_FLAGS | NLM_F_CREATE | NLM_F_EXCL
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_U32 = struct.Struct("=I")
 
 
-async def _collect(reply: Any) -> list[Any]:
-    """pyroute2 answers with a list or an async generator, depending on the request."""
-    if hasattr(reply, "__aiter__"):
-        return [item async for item in reply]
-    return list(reply)
+def _message(kind: int, flags: int, sequence: int, body: bytes) -> bytes:
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, sequence, 0) + body
 
 
-def _found(message: Any) -> FoundLink:
-    info = _attr(message, "IFLA_LINKINFO")
-    kind = mode = None
-    if info is not None:
-        kind = _attr(info, "IFLA_INFO_KIND")
-        data = _attr(info, "IFLA_INFO_DATA")
-        if data is not None:
-            raw_mode = _attr(data, "IFLA_MACVLAN_MODE")
-            mode = {"private": MACVLAN_MODE_PRIVATE}.get(raw_mode, raw_mode)
-    return FoundLink(
-        index=int(message["index"]),
-        kind=kind,
-        base_index=_attr(message, "IFLA_LINK"),
-        mode=mode if isinstance(mode, int) else None,
-        mac=str(_attr(message, "IFLA_ADDRESS") or ""),
+def create_request(spec: VmacSpec, base_index: int, sequence: int) -> bytes:
+    """RTM_NEWLINK creating the VMAC, down: a private macvlan on `base_index` with the virtual
+    MAC (as `ip link add NAME link BASE address MAC type macvlan mode private`)."""
+    data = attribute(IFLA_MACVLAN_MODE, _U32.pack(MACVLAN_MODE_PRIVATE))
+    info = attribute(IFLA_INFO_KIND, b"macvlan") + attribute(IFLA_INFO_DATA | NLA_F_NESTED, data)
+    body = (
+        _IFINFOMSG.pack(0, 0, 0, 0, 0)
+        + attribute(IFLA_IFNAME, spec.name.encode() + b"\0")
+        + attribute(IFLA_LINK, _U32.pack(base_index))
+        + attribute(IFLA_ADDRESS, bytes.fromhex(spec.mac.replace(":", "")))
+        + attribute(IFLA_LINKINFO | NLA_F_NESTED, info)
+    )
+    return _message(RTM_NEWLINK, _CREATE_FLAGS, sequence, body)
+
+
+def up_request(index: int, sequence: int) -> bytes:
+    """RTM_NEWLINK setting IFF_UP on the link `index`."""
+    return _message(
+        RTM_NEWLINK, _LINK_FLAGS, sequence, _IFINFOMSG.pack(0, 0, index, IFF_UP, IFF_UP)
     )
 
 
+def delete_request(index: int, sequence: int) -> bytes:
+    return _message(RTM_DELLINK, _LINK_FLAGS, sequence, _IFINFOMSG.pack(0, 0, index, 0, 0))
+
+
+def decode_found(payload: memoryview) -> FoundLink:
+    """What matters of an existing link for adopting it (an RTM_NEWLINK payload)."""
+    link = decode_link(payload)
+    found = attributes(payload, _IFINFOMSG.size)
+    kind = mode = base = None
+    if IFLA_LINK in found and len(found[IFLA_LINK]) >= 4:
+        base = _U32.unpack_from(found[IFLA_LINK])[0]
+    if IFLA_LINKINFO in found:
+        info = attributes(found[IFLA_LINKINFO], 0)
+        if IFLA_INFO_KIND in info:
+            kind = bytes(info[IFLA_INFO_KIND]).split(b"\0", 1)[0].decode(errors="replace")
+        if IFLA_INFO_DATA in info:
+            data = attributes(info[IFLA_INFO_DATA], 0)
+            if IFLA_MACVLAN_MODE in data and len(data[IFLA_MACVLAN_MODE]) >= 4:
+                mode = _U32.unpack_from(data[IFLA_MACVLAN_MODE])[0]
+    return FoundLink(link.index, kind, base, mode, link.mac)
+
+
 class NetlinkVmacs:
-    """The real VMAC interfaces, through pyroute2 (rtnetlink), in the caller's namespace."""
+    """The real VMAC interfaces, through lvsha's own rtnetlink codec (no pyroute2: the VRRP
+    process does not load it), in the caller's namespace. Each call is a few requests the
+    kernel answers at once; they run in a thread so the event loop never waits on them."""
 
     def __init__(self, sysctl: SysctlWriter | None = None) -> None:
         self._sysctl = sysctl or SysctlWriter()
 
     async def ensure(self, spec: VmacSpec) -> str:
-        from pyroute2 import AsyncIPRoute  # noqa: PLC0415 - only with VMAC: see the module doc
-        from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
+        return await asyncio.to_thread(self._ensure, spec)
 
+    async def remove(self, name: str) -> bool:
+        return await asyncio.to_thread(self._remove, name)
+
+    @staticmethod
+    def _find(queries: RtnlQueries, name: str) -> FoundLink | None:
         try:
-            async with AsyncIPRoute() as ipr:
-                base = await ipr.link_lookup(ifname=spec.base)
-                if not base:
-                    raise VmacError(f"{spec.name}: its interface {spec.base} does not exist")
-                base_index = int(base[0])
-                done = "created"
-                existing = await ipr.link_lookup(ifname=spec.name)
-                if existing:
-                    (message,) = await _collect(await ipr.link("get", index=existing[0]))
-                    found = _found(message)
-                    if matches(found, spec, base_index):
-                        done = "adopted"
-                    else:
-                        log.warning(
-                            "%s exists but is not the VMAC wanted (%s on %s, mode private, "
-                            "MAC %s): replacing it",
-                            spec.name,
-                            found.kind or "not a macvlan",
-                            found.base_index,
-                            found.mac,
-                        )
-                        await ipr.link("del", index=found.index)
-                        done = "replaced"
-                if done != "adopted":
-                    await ipr.link(
-                        "add",
-                        ifname=spec.name,
-                        kind="macvlan",
-                        link=base_index,
-                        macvlan_mode="private",
-                        address=spec.mac,
-                    )
-                (index,) = await ipr.link_lookup(ifname=spec.name)
-                self._sysctl.prepare(spec)
-                if spec.link_local is not None:
-                    dump = await _collect(await ipr.addr("dump", index=index, family=10))
-                    have = [_attr(a, "IFA_ADDRESS") for a in dump]
-                    if str(spec.link_local) not in have:
-                        await ipr.addr(
-                            "add",
-                            index=index,
-                            address=str(spec.link_local),
-                            prefixlen=64,
-                            flags=IFA_F_NODAD,
-                        )
-                await ipr.link("set", index=index, state="up")
-        except NetlinkError as exc:
-            raise VmacError(f"{spec.name} on {spec.base}: {exc}") from None
+            answer = queries.ask(lambda sequence: link_request(name, sequence))
+        except RefusedError as exc:
+            if exc.errno == errno.ENODEV:
+                return None
+            raise
+        links = [decode_found(payload) for kind, payload in answer if kind == RTM_NEWLINK]
+        return links[0] if links else None
+
+    def _ensure(self, spec: VmacSpec) -> str:
+        queries = RtnlQueries()
+        try:
+            base = self._find(queries, spec.base)
+            if base is None:
+                raise VmacError(f"{spec.name}: its interface {spec.base} does not exist")
+            done = "created"
+            found = self._find(queries, spec.name)
+            if found is not None and matches(found, spec, base.index):
+                done = "adopted"
+            elif found is not None:
+                log.warning(
+                    "%s exists but is not the VMAC wanted (%s on link %s, mode %s, MAC %s): "
+                    "replacing it",
+                    spec.name,
+                    found.kind or "not a macvlan",
+                    found.base_index,
+                    found.mode,
+                    found.mac,
+                )
+                index = found.index
+                queries.ask(lambda sequence: delete_request(index, sequence))
+                done = "replaced"
+            if done != "adopted":
+                queries.ask(lambda sequence: create_request(spec, base.index, sequence))
+                found = self._find(queries, spec.name)
+                if found is None:
+                    raise VmacError(f"{spec.name} was created but is gone")
+            assert found is not None
+            self._sysctl.prepare(spec)
+            if spec.link_local is not None:
+                self._add_link_local(found.index, spec.link_local)
+            index = found.index
+            queries.ask(lambda sequence: up_request(index, sequence))
+        except VmacError:
+            raise
+        except OSError as exc:
+            raise VmacError(f"{spec.name} on {spec.base}: {exc.strerror or exc}") from None
+        finally:
+            queries.close()
         log.info("VMAC %s on %s (%s): %s", spec.name, spec.base, spec.mac, done)
         return done
 
-    async def remove(self, name: str) -> bool:
-        from pyroute2 import AsyncIPRoute  # noqa: PLC0415
-        from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
-
+    @staticmethod
+    def _add_link_local(index: int, address: IPv6Address) -> None:
+        request = AddressRequest(True, index, IPv6Interface(f"{address}/64"))
+        rtnl = RtnlSocket()
         try:
-            async with AsyncIPRoute() as ipr:
-                found = await ipr.link_lookup(ifname=name)
-                if not found:
-                    return False
-                await ipr.link("del", index=found[0])
-        except NetlinkError as exc:
-            raise VmacError(f"cannot remove {name}: {exc}") from None
+            (code,) = rtnl.exchange([request])
+        finally:
+            rtnl.close()
+        if code not in (0, errno.EEXIST):
+            raise OSError(code, f"cannot add {address} to the VMAC: {os.strerror(code)}")
+
+    def _remove(self, name: str) -> bool:
+        queries = RtnlQueries()
+        try:
+            found = self._find(queries, name)
+            if found is None:
+                return False
+            queries.ask(lambda sequence: delete_request(found.index, sequence))
+        except OSError as exc:
+            raise VmacError(f"cannot remove {name}: {exc.strerror or exc}") from None
+        finally:
+            queries.close()
         log.info("VMAC %s removed", name)
         return True
 

@@ -1,0 +1,220 @@
+"""VMAC (use_vmac) in namespaces: the master holds the VIP on a macvlan with the VRRP virtual
+MAC, so the client's neighbour entry for the VIP never changes across a failover and the client
+sends no ARP request for it; with vmac_xmit_base the adverts leave from the base interface's
+MAC; a crashed VRRP child leaves no VIP on its VMAC."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import closing
+
+import pytest
+
+from lvsha.drill.capture import Capture
+from lvsha.drill.lab import Host, Lab, LabError, wait_until
+from tests.netns.director import Director, vrrp_config
+
+pytestmark = pytest.mark.netns
+
+VRID = 42
+VIP = "192.0.2.100/24"
+VIP_IP = "192.0.2.100"
+VMAC = "vrrp.42"
+VIRTUAL_MAC = "00:00:5e:00:01:2a"
+VRRP_CHILD = "lvsha.daemon.vrrp_process"
+ETH_P_ALL = 0x0003
+ETH_P_ARP = 0x0806
+_PACKET_OUTGOING = 4
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+
+
+def vmac_config(priority: int, *, xmit_base: bool = False, preempt: bool = True) -> str:
+    text = vrrp_config(vrid=VRID, priority=priority, vip=VIP, preempt=preempt)
+    text += "    use_vmac: true\n"
+    if xmit_base:
+        text += "    vmac_xmit_base: true\n"
+    return text
+
+
+def on_vmac(director: Director, address: str = VIP_IP) -> bool:
+    """Whether `address` is on the director's VMAC interface (False when it has none)."""
+    try:
+        shown = director.host.ip("-o", "addr", "show", "dev", VMAC)
+    except LabError:
+        return False
+    return f" {address}/" in shown
+
+
+def has_vmac(host: Host) -> bool:
+    try:
+        host.ip("link", "show", VMAC)
+    except LabError:
+        return False
+    return True
+
+
+def holders(directors: tuple[Director, ...]) -> list[str]:
+    return [d.host.name for d in directors if on_vmac(d)]
+
+
+def mac_of(host: Host, interface: str = "eth0") -> str:
+    address: str = json.loads(host.ip("-j", "link", "show", interface))[0]["address"]
+    return address
+
+
+def neighbour(client: Host, address: str = VIP_IP) -> dict[str, object]:
+    entries = json.loads(client.ip("-j", "neigh", "show", address, "dev", "eth0") or "[]")
+    return entries[0] if entries else {}
+
+
+def pings(client: Host) -> bool:
+    return client.run("ping", "-c", "1", "-W", "1", VIP_IP, check=False).returncode == 0
+
+
+def open_arp_sniffer(client: Host) -> socket.socket:
+    def opened() -> socket.socket:
+        # Outgoing frames reach only ETH_P_ALL sockets, not a socket of one protocol.
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sniffer.bind(("eth0", ETH_P_ALL))
+        return sniffer
+
+    return client.call(opened)
+
+
+def arp_requests_sent(sniffer: socket.socket, target: str = VIP_IP) -> list[str]:
+    """The ARP requests for `target` the client sent since the sniffer opened."""
+    sent: list[str] = []
+    wanted = socket.inet_aton(target)
+    while select.select([sniffer], [], [], 0)[0]:
+        frame, address = sniffer.recvfrom(65535)
+        if address[2] != _PACKET_OUTGOING or len(frame) < 14 + _ARP.size:
+            continue
+        if int.from_bytes(frame[12:14], "big") != ETH_P_ARP:
+            continue
+        fields = _ARP.unpack_from(frame, 14)
+        if fields[4] == 1 and fields[8] == wanted:
+            sent.append(frame.hex())
+    return sent
+
+
+@pytest.fixture
+def pair(lab: Lab) -> Iterator[tuple[Director, Director, Host]]:
+    """Hosts a and b (directors, not started yet) and a client, on one switch."""
+    a_host = lab.add_host("a", "192.0.2.11/24")
+    b_host = lab.add_host("b", "192.0.2.12/24")
+    client = lab.add_host("client", "192.0.2.50/24")
+    # The client's entry must not age into a reachability probe during the test: any ARP
+    # request it sends is then one the failover caused.
+    client.run("sysctl", "-qw", "net.ipv4.neigh.eth0.base_reachable_time_ms=600000")
+    a = Director(a_host, vmac_config(150), VIP)
+    b = Director(b_host, vmac_config(100), VIP)
+    yield a, b, client
+    for director in (a, b):
+        if director.running():
+            director.crash()
+
+
+def configure(pair: tuple[Director, Director, Host], *, xmit_base: bool) -> None:
+    a, b, _ = pair
+    a.config_path.write_text(vmac_config(150, xmit_base=xmit_base, preempt=False))
+    b.config_path.write_text(vmac_config(100, xmit_base=xmit_base))
+
+
+def start_pair(pair: tuple[Director, Director, Host]) -> None:
+    a, b, _ = pair
+    a.start()
+    wait_until(lambda: holders((a, b)) == ["a"], 10, what="a master on its VMAC")
+    b.start()
+    wait_until(lambda: "-> BACKUP" in b.log(), 10, what="b backup")
+    wait_until(lambda: has_vmac(b.host), 5, what="b's VMAC interface")
+
+
+def host_dies(director: Director) -> None:
+    """The whole director goes at once, its VMAC (and so its VIP) with it, as with a host."""
+    director.crash()
+    director.host.ip("link", "del", VMAC)
+
+
+@pytest.mark.parametrize("xmit_base", [False, True], ids=["vmac", "xmit_base"])
+def test_a_failover_keeps_the_clients_neighbour_entry_and_needs_no_arp(
+    pair: tuple[Director, Director, Host], xmit_base: bool
+) -> None:
+    a, b, client = pair
+    configure(pair, xmit_base=xmit_base)
+    start_pair(pair)
+    directors = (a, b)
+    assert not a.holds(VIP_IP), "the VIP belongs on the VMAC, not on eth0"
+    assert not on_vmac(b)
+    assert mac_of(a.host, VMAC) == mac_of(b.host, VMAC) == VIRTUAL_MAC
+    with closing(open_arp_sniffer(client)) as sniffer:
+        wait_until(lambda: pings(client), 10, what="the client reaches the VIP on a")
+        # The sniffer sees the client's requests: the first ping had to ask once.
+        assert arp_requests_sent(sniffer)
+    assert neighbour(client).get("lladdr") == VIRTUAL_MAC
+
+    capture = Capture(client)
+    with closing(open_arp_sniffer(client)) as sniffer, capture:
+        failover = time.monotonic()
+        host_dies(a)
+        wait_until(lambda: holders(directors) == ["b"], 10, what="b takes over on its VMAC")
+        wait_until(lambda: pings(client), 10, what="the client reaches the VIP on b")
+        entry = neighbour(client)
+        assert entry.get("lladdr") == VIRTUAL_MAC, entry
+        states = entry.get("state")
+        assert isinstance(states, list) and not {"FAILED", "INCOMPLETE"} & set(states), entry
+        assert arp_requests_sent(sniffer) == [], "the client had to ask for the VIP's MAC"
+        wait_until(
+            lambda: bool(capture.adverts_since(failover)), 5, what="b's adverts at the client"
+        )
+        sent_from = {seen.source_mac for seen in capture.adverts_since(failover)}
+    assert sent_from == ({mac_of(b.host)} if xmit_base else {VIRTUAL_MAC})
+    log = b.log()
+    assert "Traceback" not in log and f"VMAC {VMAC} on eth0" in log
+
+
+def test_a_graceful_stop_hands_over_and_removes_the_vmac(
+    pair: tuple[Director, Director, Host],
+) -> None:
+    a, b, client = pair
+    start_pair(pair)
+    wait_until(lambda: pings(client), 10, what="the client reaches the VIP on a")
+    with closing(open_arp_sniffer(client)) as sniffer:
+        assert a.stop() == 0
+        assert holders((a, b)) == ["b"]
+        assert not has_vmac(a.host), "a's VMAC is left behind"
+        wait_until(lambda: pings(client), 10, what="the client reaches the VIP on b")
+        assert neighbour(client).get("lladdr") == VIRTUAL_MAC
+        assert arp_requests_sent(sniffer) == []
+    assert "VMAC vrrp.42 removed" in a.log()
+
+
+def test_a_crashed_vrrp_child_leaves_no_vip_on_its_vmac(
+    pair: tuple[Director, Director, Host],
+) -> None:
+    a, b, _ = pair
+    configure(pair, xmit_base=False)  # a: nopreempt, so b stays master after a's restart
+    start_pair(pair)
+    pid = a.child_pid(VRRP_CHILD)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        new = a.child_pid(VRRP_CHILD)
+        return new is not None and new != pid
+
+    wait_until(restarted, 10, what="a's VRRP child restarted")
+    wait_until(lambda: holders((a, b)) == ["b"], 10, what="b alone holds the VIP")
+    assert "an earlier lvsha process added it" in a.log()
+    assert has_vmac(a.host), "the restarted child adopts its VMAC"
+    assert "VMAC vrrp.42 on eth0 (00:00:5e:00:01:2a): adopted" in a.log()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert holders((a, b)) == ["b"]
+        time.sleep(0.05)
