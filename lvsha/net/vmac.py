@@ -9,9 +9,9 @@ adverts are received on the VMAC interface whichever MAC the peer sends them fro
 Kernel settings, as keepalived makes them (vrrp_if_config.c):
 - VMAC: arp_ignore=1 (answer ARP only for its own addresses, the VIPs, with the virtual MAC),
   accept_local=1 (hear a returning owner), rp_filter=0 (receive though it has no IPv4 address
-  of its own); IPv4 instances also disable IPv6 on it, so the backup's VMAC sends no neighbour
-  discovery or MLD from the virtual MAC; IPv6 instances get no generated link-local address but
-  the base interface's, to send adverts from (RFC 5798 5.1.2.1: a link-local source);
+  of its own); no generated IPv6 link-local address (addr_gen_mode none), so a backup's VMAC
+  sends no duplicate address detection from the virtual MAC; IPv6 instances put the base
+  interface's link-local address on it, to send adverts from (RFC 5798 5.1.2.1);
 - base interface: arp_ignore=1 and arp_filter=1, so it never answers for a VIP with its own MAC;
   and arp_announce=2 (lvsha's addition), so its own ARP requests (for a reply from the VIP that
   leaves through it) never name the VIP as their sender, which would teach the neighbours the
@@ -157,10 +157,7 @@ class SysctlWriter:
         self.set("ipv4", spec.name, "arp_ignore", "1")
         self.set("ipv4", spec.name, "accept_local", "1")
         self.set("ipv4", spec.name, "rp_filter", "0")
-        if spec.family == "ipv4":
-            self.set("ipv6", spec.name, "disable_ipv6", "1")
-        else:
-            self.set("ipv6", spec.name, "addr_gen_mode", IN6_ADDR_GEN_MODE_NONE)
+        self.set("ipv6", spec.name, "addr_gen_mode", IN6_ADDR_GEN_MODE_NONE)
 
 
 # include/uapi/linux/if_link.h, rtnetlink.h, if.h

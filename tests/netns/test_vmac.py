@@ -218,3 +218,42 @@ def test_a_crashed_vrrp_child_leaves_no_vip_on_its_vmac(
     while time.monotonic() < deadline:
         assert holders((a, b)) == ["b"]
         time.sleep(0.05)
+
+
+def test_an_ipv6_failover_keeps_the_ipv6_virtual_mac(lab: Lab) -> None:
+    """IPv6 (VRRPv3): the VMAC carries 00:00:5e:00:02:VRID and the base's link-local address,
+    adverts come from that address, and the client's entry for the VIP survives a failover."""
+    vip6, address = "2001:db8::100/64", "2001:db8::100"
+    client = lab.add_host("c", "2001:db8::1/64")
+    directors = []
+    for name, number, priority in (("a", 11, 150), ("b", 12, 100)):
+        host = lab.add_host(name, f"2001:db8::{number}/64")
+        text = vrrp_config(vrid=VRID, priority=priority, vip=vip6) + "    use_vmac: true\n"
+        directors.append(Director(host, text, vip6))
+    a, b = directors
+    try:
+        a.start()
+        b.start()
+        # Link-local addresses pass duplicate address detection first (about a second).
+        wait_until(lambda: on_vmac(a, address) and not on_vmac(b, address), 20, what="a master")
+        assert mac_of(a.host, VMAC) == "00:00:5e:00:02:2a"
+        link_local = a.host.ip("-6", "-o", "addr", "show", "dev", "eth0", "scope", "link")
+        assert link_local.split()[3] in a.host.ip("-6", "-o", "addr", "show", "dev", VMAC)
+        client.run("ping", "-6", "-c", "1", "-W", "2", address)
+        assert neighbour6(client, address) == "00:00:5e:00:02:2a"
+        host_dies(a)
+        wait_until(lambda: on_vmac(b, address), 10, what="b takes the IPv6 VIP over")
+        client.run("ping", "-6", "-c", "1", "-W", "2", address)
+        assert neighbour6(client, address) == "00:00:5e:00:02:2a"
+        assert "Traceback" not in b.log()
+    finally:
+        for director in directors:
+            if director.running():
+                director.crash()
+
+
+def neighbour6(client: Host, address: str) -> str | None:
+    for entry in json.loads(client.ip("-6", "-j", "neigh", "show", "dev", "eth0")):
+        if entry.get("dst") == address and "lladdr" in entry:
+            return str(entry["lladdr"])
+    return None
