@@ -11,6 +11,8 @@ import select
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -19,7 +21,7 @@ import pytest
 
 from lvsha.drill.capture import Capture
 from lvsha.drill.lab import Host, Lab, LabError, wait_until
-from tests.netns.director import Director, vrrp_config
+from tests.netns.director import REPO, Director, vrrp_config
 
 pytestmark = pytest.mark.netns
 
@@ -257,3 +259,42 @@ def neighbour6(client: Host, address: str) -> str | None:
         if entry.get("dst") == address and "lladdr" in entry:
             return str(entry["lladdr"])
     return None
+
+
+def lvsha_cli(director: Director, *args: str) -> subprocess.CompletedProcess[str]:
+    run_dir = str(director.workdir / "run")
+    return subprocess.run(
+        director.host.argv([sys.executable, "-m", "lvsha", *args, "--run-dir", run_dir]),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def test_a_reload_moves_the_vip_onto_a_new_vmac_and_back(lab: Lab) -> None:
+    """use_vmac turned on by a reload creates the VMAC and puts the VIP there; `lvsha status`
+    names it; turned off again, the VIP returns to eth0 and the VMAC is removed."""
+    host = lab.add_host("a", "192.0.2.11/24")
+    plain = vrrp_config(vrid=VRID, priority=150, vip=VIP)
+    a = Director(host, plain, VIP)
+    try:
+        a.start()
+        wait_until(lambda: a.holds(VIP_IP), 10, what="a master on eth0")
+        a.config_path.write_text(vmac_config(150))
+        done = lvsha_cli(a, "reload")
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_until(lambda: on_vmac(a) and not a.holds(VIP_IP), 10, what="the VIP on the VMAC")
+        status = lvsha_cli(a, "status")
+        assert status.returncode == 0, status.stderr
+        assert f"VIPs {VIP} on VMAC {VMAC}" in status.stdout, status.stdout
+        a.config_path.write_text(plain)
+        done = lvsha_cli(a, "reload")
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_until(lambda: a.holds(VIP_IP), 10, what="the VIP back on eth0")
+        wait_until(lambda: not has_vmac(host), 10, what="the VMAC removed")
+        assert "Traceback" not in a.log()
+    finally:
+        if a.running():
+            a.crash()
