@@ -15,7 +15,7 @@ Kernel settings, as keepalived makes them (vrrp_if_config.c):
 - base interface: arp_ignore=1 and arp_filter=1, so it never answers for a VIP with its own MAC;
   and arp_announce=2 (lvsha's addition), so its own ARP requests (for a reply from the VIP that
   leaves through it) never name the VIP as their sender, which would teach the neighbours the
-  base's MAC for the VIP.
+  base's MAC for the VIP. They are given back when the base's last VMAC is removed.
 
 Links are created with lvsha's own rtnetlink codec, as addresses are (no pyroute2 in the VRRP
 process: issue 11).
@@ -29,7 +29,7 @@ import logging
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Literal, Protocol
@@ -128,36 +128,62 @@ def _sysctl_write(path: Path, value: str) -> None:
     path.write_text(value + "\n")
 
 
+_BASE_SETTINGS = (("arp_ignore", "1"), ("arp_filter", "1"), ("arp_announce", "2"))
+"""The base interface's settings (see the module's notes), given back when its last VMAC goes."""
+
+
 @dataclass
 class SysctlWriter:
-    """Writes the VMAC settings under /proc/sys/net of the caller's namespace."""
+    """Writes the VMAC settings under /proc/sys/net of the caller's namespace, and gives the
+    base interface its own settings back once no VMAC of this process sits on it (as keepalived
+    does at exit; after a crash the next process finds them changed and keeps them)."""
 
     root: Path = PROC_SYS_NET
     write: Callable[[Path, str], None] = _sysctl_write
+    _before: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Base interface -> its settings as they were before this process changed them."""
+    _users: dict[str, set[str]] = field(default_factory=dict)
+    """Base interface -> the VMACs on it."""
 
-    def set(self, family: str, interface: str, key: str, value: str) -> None:
+    def set(self, family: str, interface: str, key: str, value: str) -> str | None:
+        """Set the value; returns the one it replaced, or None when it was already so."""
         path = self.root / family / "conf" / interface / key
         try:
-            if path.read_text().strip() == value:
-                return
+            before = path.read_text().strip()
+            if before == value:
+                return None
             self.write(path, value)
         except OSError as exc:
             raise VmacError(
                 f"cannot set net.{family}.conf.{interface}.{key}={value}: {exc.strerror or exc}"
             ) from None
+        return before
 
     def prepare(self, spec: VmacSpec) -> None:
         """Settings of a VMAC that is still down, and of its base interface."""
-        self.set("ipv4", spec.base, "arp_ignore", "1")
-        self.set("ipv4", spec.base, "arp_filter", "1")
-        # Replies from the VIP may leave through the base interface (its prefix route): its
-        # ARP requests must not name the VIP as sender, or neighbours learn the VIP at the
-        # base's MAC.
-        self.set("ipv4", spec.base, "arp_announce", "2")
+        for key, value in _BASE_SETTINGS:
+            before = self.set("ipv4", spec.base, key, value)
+            if before is not None:
+                self._before.setdefault(spec.base, {}).setdefault(key, before)
+        self._users.setdefault(spec.base, set()).add(spec.name)
         self.set("ipv4", spec.name, "arp_ignore", "1")
         self.set("ipv4", spec.name, "accept_local", "1")
         self.set("ipv4", spec.name, "rp_filter", "0")
         self.set("ipv6", spec.name, "addr_gen_mode", IN6_ADDR_GEN_MODE_NONE)
+
+    def release(self, name: str) -> None:
+        """The VMAC `name` is gone: its base gets its settings back if it was the last one.
+        Never raises (a warning names what could not be restored)."""
+        for base, users in list(self._users.items()):
+            users.discard(name)
+            if users:
+                continue
+            del self._users[base]
+            for key, value in self._before.pop(base, {}).items():
+                try:
+                    self.set("ipv4", base, key, value)
+                except VmacError as exc:
+                    log.warning("%s", exc)
 
 
 # include/uapi/linux/if_link.h, rtnetlink.h, if.h
@@ -312,6 +338,7 @@ class NetlinkVmacs:
             raise VmacError(f"cannot remove {name}: {exc.strerror or exc}") from None
         finally:
             queries.close()
+            self._sysctl.release(name)
         log.info("VMAC %s removed", name)
         return True
 

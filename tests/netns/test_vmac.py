@@ -195,6 +195,11 @@ def test_a_graceful_stop_hands_over_and_removes_the_vmac(
         assert neighbour(client).get("lladdr") == VIRTUAL_MAC
         assert arp_requests_sent(sniffer) == []
     assert "VMAC vrrp.42 removed" in a.log()
+    # eth0 has its own ARP settings back (the lab's defaults).
+    for key, value in (("arp_ignore", "0"), ("arp_filter", "0"), ("arp_announce", "0")):
+        shown = a.host.run("sysctl", "-n", f"net.ipv4.conf.eth0.{key}").stdout.strip()
+        assert shown == value, key
+    assert b.host.run("sysctl", "-n", "net.ipv4.conf.eth0.arp_announce").stdout.strip() == "2"
 
 
 def test_a_crashed_vrrp_child_leaves_no_vip_on_its_vmac(

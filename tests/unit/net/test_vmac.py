@@ -114,3 +114,26 @@ async def test_memory_vmacs_create_adopt_replace_and_remove() -> None:
     assert await vmacs.ensure(VmacSpec("vrrp.42", "eth0", 42, "ipv6")) == "replaced"
     assert await vmacs.remove("vrrp.42")
     assert not await vmacs.remove("vrrp.42")
+
+
+def test_the_base_gets_its_settings_back_when_its_last_vmac_goes(tmp_path: Path) -> None:
+    base = {key: _conf(tmp_path, "ipv4", "eth0", key, "0") for key in ("arp_ignore", "arp_filter")}
+    base["arp_announce"] = _conf(tmp_path, "ipv4", "eth0", "arp_announce", "2")  # already so
+    for name in ("vrrp.1", "vrrp.2"):
+        for key in ("arp_ignore", "accept_local", "rp_filter"):
+            _conf(tmp_path, "ipv4", name, key)
+        _conf(tmp_path, "ipv6", name, "addr_gen_mode")
+    writer = SysctlWriter(tmp_path)
+    writer.prepare(VmacSpec("vrrp.1", "eth0", 1, "ipv4"))
+    writer.prepare(VmacSpec("vrrp.2", "eth0", 2, "ipv4"))
+    assert {k: p.read_text().strip() for k, p in base.items()} == dict.fromkeys(base, "1") | {
+        "arp_announce": "2"
+    }
+    writer.release("vrrp.1")
+    assert base["arp_ignore"].read_text().strip() == "1", "vrrp.2 still sits on eth0"
+    writer.release("vrrp.2")
+    assert {k: p.read_text().strip() for k, p in base.items()} == {
+        "arp_ignore": "0",
+        "arp_filter": "0",
+        "arp_announce": "2",
+    }
