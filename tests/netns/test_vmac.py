@@ -303,3 +303,31 @@ def test_a_reload_moves_the_vip_onto_a_new_vmac_and_back(lab: Lab) -> None:
     finally:
         if a.running():
             a.crash()
+
+
+def test_a_wrong_link_of_the_vmac_s_name_is_replaced(lab: Lab) -> None:
+    """A leftover vrrp.42 that is not the VMAC wanted (bridge mode, another MAC) is deleted
+    and made again; a VIP with its own device stays on that device."""
+    host = lab.add_host("a", "192.0.2.11/24")
+    host.ip(
+        "link", "add", VMAC, "link", "eth0", "address", "02:00:00:00:00:42",
+        "type", "macvlan", "mode", "bridge",
+    )  # fmt: skip
+    text = vmac_config(150) + (
+        "    virtual_ipaddresses_excluded: [{address: 198.51.100.7/24, device: eth0}]\n"
+    )
+    a = Director(host, text, VIP)
+    try:
+        a.start()
+        wait_until(lambda: on_vmac(a), 10, what="a master on its VMAC")
+        details = json.loads(host.ip("-d", "-j", "link", "show", VMAC))[0]
+        assert details["address"] == VIRTUAL_MAC
+        assert details["linkinfo"]["info_kind"] == "macvlan"
+        assert details["linkinfo"]["info_data"]["mode"] == "private"
+        assert "exists but is not the VMAC wanted" in a.log()
+        assert f"VMAC {VMAC} on eth0 ({VIRTUAL_MAC}): replaced" in a.log()
+        wait_until(lambda: a.holds("198.51.100.7"), 5, what="the excluded VIP on eth0")
+        assert not on_vmac(a, "198.51.100.7")
+    finally:
+        if a.running():
+            a.crash()
