@@ -216,6 +216,15 @@ def _vmac(out: _Findings, config: LvshaConfig) -> None:
         vmac = vmac_interface_name(inst)
         if vmac is None:
             continue
+        if inst.vmac_xmit_base and inst.family == "ipv6":
+            out.add(
+                (*path, "vmac_xmit_base"),
+                f"vmac_xmit_base of vrrp_instances.{name} is not supported for IPv6 by lvsha: "
+                "a backup's VMAC sends MLD reports from the virtual MAC, which draw the "
+                "master's traffic to the backup, and adverts sent from the interface never "
+                "draw it back (keepalived drops those reports with firewall rules lvsha does "
+                "not write); remove vmac_xmit_base",
+            )
         key_path = (*path, "vmac_interface") if inst.vmac_interface else (*path, "use_vmac")
         default = "" if inst.vmac_interface else " (the default name, vrrp.VRID)"
         if vmac in owners:

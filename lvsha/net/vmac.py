@@ -12,6 +12,13 @@ Kernel settings, as keepalived makes them (vrrp_if_config.c):
   of its own); no generated IPv6 link-local address (addr_gen_mode none), so a backup's VMAC
   sends no duplicate address detection from the virtual MAC; IPv6 instances put the base
   interface's link-local address on it, to send adverts from (RFC 5798 5.1.2.1);
+- nothing may leave a backup's VMAC, or switches learn the virtual MAC at the backup's port
+  and send the master's traffic there (with vmac_xmit_base, until the next failover): IPv6 is
+  off on the VMAC unless IPv6 VIPs go on it, and IGMP reports for 224.0.0.0/24 are off in the
+  namespace (igmp_link_local_mcast_reports=0, as keepalived's disable_local_igmp). An IPv6
+  instance's VMAC still sends MLD reports (for ff02::12 and its addresses' solicited-node
+  groups) when it joins them: without vmac_xmit_base the master's next advert corrects the
+  switches; keepalived drops them with firewall rules, which lvsha does not write;
 - base interface: arp_ignore=1 and arp_filter=1, so it never answers for a VIP with its own MAC;
   and arp_announce=2 (lvsha's addition), so its own ARP requests (for a reply from the VIP that
   leaves through it) never name the VIP as their sender, which would teach the neighbours the
@@ -86,6 +93,8 @@ class VmacSpec:
     family: Family
     link_local: IPv6Address | None = None
     """IPv6 instances: the base interface's link-local address, put on the VMAC too."""
+    ipv6: bool = False
+    """IPv6 runs on the VMAC: an IPv6 instance, or IPv6 VIPs (excluded ones) held on it."""
 
     @property
     def mac(self) -> str:
@@ -128,6 +137,10 @@ def _sysctl_write(path: Path, value: str) -> None:
     path.write_text(value + "\n")
 
 
+IGMP_LINK_LOCAL_REPORTS = "ipv4/igmp_link_local_mcast_reports"
+"""Under /proc/sys/net: 0 stops IGMP reports for 224.0.0.0/24 (RFC 4541: switches flood
+those groups to every port anyway), so a backup's VMAC joining 224.0.0.18 sends no report
+from the virtual MAC (keepalived's disable_local_igmp)."""
 _BASE_SETTINGS = (("arp_ignore", "1"), ("arp_filter", "1"), ("arp_announce", "2"))
 """The base interface's settings (see the module's notes), given back when its last VMAC goes."""
 
@@ -144,6 +157,8 @@ class SysctlWriter:
     """Base interface -> its settings as they were before this process changed them."""
     _users: dict[str, set[str]] = field(default_factory=dict)
     """Base interface -> the VMACs on it."""
+    _global_before: dict[str, str] = field(default_factory=dict)
+    """Namespace-wide settings as they were before this process changed them."""
 
     def set(self, family: str, interface: str, key: str, value: str) -> str | None:
         """Set the value; returns the one it replaced, or None when it was already so."""
@@ -170,6 +185,23 @@ class SysctlWriter:
         self.set("ipv4", spec.name, "accept_local", "1")
         self.set("ipv4", spec.name, "rp_filter", "0")
         self.set("ipv6", spec.name, "addr_gen_mode", IN6_ADDR_GEN_MODE_NONE)
+        if not (spec.ipv6 or spec.family == "ipv6"):
+            self.set("ipv6", spec.name, "disable_ipv6", "1")
+        before = self._set_global(IGMP_LINK_LOCAL_REPORTS, "0")
+        if before is not None:
+            self._global_before.setdefault(IGMP_LINK_LOCAL_REPORTS, before)
+
+    def _set_global(self, key: str, value: str) -> str | None:
+        path = self.root / key
+        try:
+            before = path.read_text().strip()
+            if before == value:
+                return None
+            self.write(path, value)
+        except OSError as exc:
+            setting = "net." + key.replace("/", ".")
+            raise VmacError(f"cannot set {setting}={value}: {exc.strerror or exc}") from None
+        return before
 
     def release(self, name: str) -> None:
         """The VMAC `name` is gone: its base gets its settings back if it was the last one.
@@ -184,6 +216,14 @@ class SysctlWriter:
                     self.set("ipv4", base, key, value)
                 except VmacError as exc:
                     log.warning("%s", exc)
+        if self._users:
+            return
+        for key, value in self._global_before.items():
+            try:
+                self._set_global(key, value)
+            except VmacError as exc:
+                log.warning("%s", exc)
+        self._global_before.clear()
 
 
 # include/uapi/linux/if_link.h, rtnetlink.h, if.h

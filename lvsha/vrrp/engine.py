@@ -501,6 +501,7 @@ class VrrpEngine:
             inst.virtual_router_id,
             inst.family,
             link_local=source if isinstance(source, IPv6Address) else None,
+            ipv6=any(h.interface == vmac and h.address.version == 6 for h in held_addresses(inst)),
         )
         try:
             await self._vmacs.ensure(spec)

@@ -117,3 +117,12 @@ def test_a_vmac_name_over_15_characters_is_refused() -> None:
     )
     assert "vrrp_instances.VI_1.vmac_interface" in problem
     assert "not a valid interface name: 1-15 characters" in problem
+
+
+def test_vmac_xmit_base_is_refused_for_ipv6() -> None:
+    text = "vrrp_instances:\n" + instance_text(
+        "VI_6", 7, "use_vmac: true", "vmac_xmit_base: true"
+    ).replace("192.0.2.7/24", "2001:db8::7/64")
+    (problem,) = problems_of(text)
+    assert "vrrp_instances.VI_6.vmac_xmit_base" in problem
+    assert "not supported for IPv6 by lvsha: a backup's VMAC sends MLD reports" in problem

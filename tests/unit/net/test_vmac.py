@@ -12,6 +12,7 @@ from lvsha.net.nlmsg import NLMSGHDR
 from lvsha.net.rtnl_dump import RTM_DELLINK, RTM_NEWLINK
 from lvsha.net.vmac import (
     MACVLAN_MODE_PRIVATE,
+    Family,
     FoundLink,
     MemoryVmacs,
     SysctlWriter,
@@ -80,9 +81,21 @@ def _conf(root: Path, family: str, interface: str, key: str, value: str = "0") -
     return path
 
 
-@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_the_settings_of_the_vmac_and_its_base(tmp_path: Path, family: str) -> None:
-    spec = VmacSpec("vrrp.42", "eth0", 42, family, IPv6Address("fe80::1"))  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("family", "ipv6_vips", "ipv6_off"),
+    [("ipv4", False, True), ("ipv4", True, False), ("ipv6", False, False)],
+)
+def test_the_settings_of_the_vmac_and_its_base(
+    tmp_path: Path, family: Family, ipv6_vips: bool, ipv6_off: bool
+) -> None:
+    spec = VmacSpec(
+        "vrrp.42",
+        "eth0",
+        42,
+        family,
+        IPv6Address("fe80::1"),
+        ipv6=ipv6_vips,
+    )
     wanted = {
         ("ipv4", "eth0", "arp_ignore"): "1",
         ("ipv4", "eth0", "arp_filter"): "1",
@@ -91,15 +104,17 @@ def test_the_settings_of_the_vmac_and_its_base(tmp_path: Path, family: str) -> N
         ("ipv4", "vrrp.42", "accept_local"): "1",
         ("ipv4", "vrrp.42", "rp_filter"): "0",
         ("ipv6", "vrrp.42", "addr_gen_mode"): "1",
+        # IPv6 off unless it is needed there (an IPv6 instance, IPv6 VIPs on the VMAC).
+        ("ipv6", "vrrp.42", "disable_ipv6"): "1" if ipv6_off else "0",
     }
     paths = {
         key: _conf(tmp_path, *key, value="1" if key[2] == "rp_filter" else "0") for key in wanted
     }
-    # IPv6 stays on (an IPv4 instance may hold excluded IPv6 VIPs on its VMAC).
-    untouched = _conf(tmp_path, "ipv6", "vrrp.42", "disable_ipv6")
+    reports = tmp_path / "ipv4" / "igmp_link_local_mcast_reports"
+    reports.write_text("1\n")
     SysctlWriter(tmp_path).prepare(spec)
     assert {key: path.read_text().strip() for key, path in paths.items()} == wanted
-    assert untouched.read_text().strip() == "0"
+    assert reports.read_text().strip() == "0"
 
 
 def test_a_setting_that_cannot_be_written_names_itself(tmp_path: Path) -> None:
@@ -122,7 +137,10 @@ def test_the_base_gets_its_settings_back_when_its_last_vmac_goes(tmp_path: Path)
     for name in ("vrrp.1", "vrrp.2"):
         for key in ("arp_ignore", "accept_local", "rp_filter"):
             _conf(tmp_path, "ipv4", name, key)
-        _conf(tmp_path, "ipv6", name, "addr_gen_mode")
+        for key in ("addr_gen_mode", "disable_ipv6"):
+            _conf(tmp_path, "ipv6", name, key)
+    reports = tmp_path / "ipv4" / "igmp_link_local_mcast_reports"
+    reports.write_text("1\n")
     writer = SysctlWriter(tmp_path)
     writer.prepare(VmacSpec("vrrp.1", "eth0", 1, "ipv4"))
     writer.prepare(VmacSpec("vrrp.2", "eth0", 2, "ipv4"))
@@ -131,7 +149,9 @@ def test_the_base_gets_its_settings_back_when_its_last_vmac_goes(tmp_path: Path)
     }
     writer.release("vrrp.1")
     assert base["arp_ignore"].read_text().strip() == "1", "vrrp.2 still sits on eth0"
+    assert reports.read_text().strip() == "0"
     writer.release("vrrp.2")
+    assert reports.read_text().strip() == "1"
     assert {k: p.read_text().strip() for k, p in base.items()} == {
         "arp_ignore": "0",
         "arp_filter": "0",
