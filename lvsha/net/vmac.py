@@ -184,6 +184,10 @@ class SysctlWriter:
         self.set("ipv4", spec.name, "arp_ignore", "1")
         self.set("ipv4", spec.name, "accept_local", "1")
         self.set("ipv4", spec.name, "rp_filter", "0")
+        # The new master's gratuitous ARP reaches our VMAC alone (private mode, its own MAC):
+        # a leaving master still holding the VIP would answer it from the virtual MAC and
+        # draw the switches back to itself.
+        self.set("ipv4", spec.name, "drop_gratuitous_arp", "1")
         self.set("ipv6", spec.name, "addr_gen_mode", IN6_ADDR_GEN_MODE_NONE)
         if not (spec.ipv6 or spec.family == "ipv6"):
             self.set("ipv6", spec.name, "disable_ipv6", "1")

@@ -206,16 +206,22 @@ def test_a_failover_keeps_the_clients_neighbour_entry_and_needs_no_arp(
     assert "Traceback" not in log and f"VMAC {VMAC} on eth0" in log
 
 
+@pytest.mark.parametrize("xmit_base", [False, True], ids=["vmac", "xmit_base"])
 def test_a_graceful_stop_hands_over_and_removes_the_vmac(
-    pair: tuple[Director, Director, Host],
+    pair: tuple[Director, Director, Host], xmit_base: bool
 ) -> None:
     a, b, client = pair
+    configure(pair, xmit_base=xmit_base)
     start_pair(pair)
     wait_until(lambda: pings(client), 10, what="the client reaches the VIP on a")
     with closing(open_arp_sniffer(client)) as sniffer:
         assert a.stop() == 0
         assert holders((a, b)) == ["b"]
         assert not has_vmac(a.host), "a's VMAC is left behind"
+        # a, still holding the VIP while it hands over, did not answer b's gratuitous ARP
+        # from the virtual MAC: the switch sends the VIP's traffic to b (with xmit_base, b's
+        # adverts would never correct it).
+        assert switch_port_of(a.host.lab, VIRTUAL_MAC) == b.host.switch_port
         wait_until(lambda: pings(client), 10, what="the client reaches the VIP on b")
         assert neighbour(client).get("lladdr") == VIRTUAL_MAC
         assert arp_requests_sent(sniffer) == []

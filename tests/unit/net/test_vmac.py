@@ -103,6 +103,7 @@ def test_the_settings_of_the_vmac_and_its_base(
         ("ipv4", "vrrp.42", "arp_ignore"): "1",
         ("ipv4", "vrrp.42", "accept_local"): "1",
         ("ipv4", "vrrp.42", "rp_filter"): "0",
+        ("ipv4", "vrrp.42", "drop_gratuitous_arp"): "1",
         ("ipv6", "vrrp.42", "addr_gen_mode"): "1",
         # IPv6 off unless it is needed there (an IPv6 instance, IPv6 VIPs on the VMAC).
         ("ipv6", "vrrp.42", "disable_ipv6"): "1" if ipv6_off else "0",
@@ -135,7 +136,7 @@ def test_the_base_gets_its_settings_back_when_its_last_vmac_goes(tmp_path: Path)
     base = {key: _conf(tmp_path, "ipv4", "eth0", key, "0") for key in ("arp_ignore", "arp_filter")}
     base["arp_announce"] = _conf(tmp_path, "ipv4", "eth0", "arp_announce", "2")  # already so
     for name in ("vrrp.1", "vrrp.2"):
-        for key in ("arp_ignore", "accept_local", "rp_filter"):
+        for key in ("arp_ignore", "accept_local", "rp_filter", "drop_gratuitous_arp"):
             _conf(tmp_path, "ipv4", name, key)
         for key in ("addr_gen_mode", "disable_ipv6"):
             _conf(tmp_path, "ipv6", name, key)
