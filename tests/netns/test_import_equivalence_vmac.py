@@ -30,6 +30,8 @@ pytestmark = [
 VIP = "192.0.2.100/24"
 VIP_IP = "192.0.2.100"
 K, L = "192.0.2.11", "192.0.2.12"
+GARP_SETTLE = 5.0 + 3.0
+"""Seconds for the VIP to answer after a takeover: the second GARP burst's delay and some."""
 
 # VRRPv2 (keepalived's default version) multicast with use_vmac: keepalived's VMAC is vrrp.54.
 KEEPALIVED_VMAC = """\
@@ -188,8 +190,15 @@ class Pair:
         routes to the subnet) and its kernel asks for the client's MAC, the request names the
         VIP as its sender and the client learns the VIP at eth0's MAC. lvsha sets
         arp_announce=2 on the base (lvsha.net.vmac); the takeover's gratuitous ARP from its
-        VMAC puts the virtual MAC back."""
-        wait_until(self.vip_answers, 5, what="the VIP answers the client")
+        VMAC puts the virtual MAC back.
+
+        Within GARP_SETTLE: keepalived leaving mastership may still hold the VIP when lvsha's
+        takeover GARP reaches its VMAC (private mode delivers a frame from the virtual MAC to
+        it alone) and answer it from the virtual MAC, drawing the switch back to itself (lvsha
+        sets drop_gratuitous_arp on its VMAC against this). With vmac_xmit_base nothing else
+        lvsha sends carries the virtual MAC, so the switch follows at lvsha's second GARP
+        burst, garp delay (5 s, as keepalived's garp_master_delay) after the takeover."""
+        wait_until(self.vip_answers, GARP_SETTLE, what="the VIP answers the client")
         if self.master() != "l":
             return
         entries = json.loads(self.client.ip("-j", "neigh", "show", VIP_IP, "dev", "eth0"))
