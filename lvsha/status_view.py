@@ -163,8 +163,11 @@ def _vrrp(vrrp: dict[str, Any], now: float, paint: _Paint) -> list[str]:
             ]
         )
         drops = ", ".join(f"{k} {v}" for k, v in sorted(inst["drops"].items()) if v) or "none"
+        vmac = inst.get("vmac_interface")
         extra = [
-            f"VIPs {' '.join(inst['vips']) or 'none'}; adverts sent {inst['adverts_sent']}, "
+            f"VIPs {' '.join(inst['vips']) or 'none'}"
+            + (f" on VMAC {vmac}" if vmac else "")
+            + f"; adverts sent {inst['adverts_sent']}, "
             f"received {inst['adverts_received']}; dropped: {drops}"
         ]
         moving = [t for t in inst["trackers"] if t["effect"] or not t["healthy"] or "value" in t]

@@ -17,7 +17,7 @@ from lvsha.config.checks import HttpCheck, HttpsCheck, PortCheck, UdpCheck
 from lvsha.config.lvs import RealServer, VirtualServer
 from lvsha.config.model import AlertmanagerSink, LvshaConfig, SmtpSink, WebhookSink
 from lvsha.config.source import Path, format_path
-from lvsha.config.vrrp import VrrpInstance, VrrpScript, VrrpTrackFile
+from lvsha.config.vrrp import VrrpInstance, VrrpScript, VrrpTrackFile, vmac_interface_name
 from lvsha.config.vsgroup import VirtualServerGroup
 
 # Adverts must fit an Ethernet MTU: 20/40 bytes of IP header, 8 of VRRP, 4/16 per address.
@@ -265,8 +265,60 @@ def _tracking(
         tracked_files.add(ref.file)
 
 
+def _vmac(out: _Findings, config: LvshaConfig) -> None:
+    """VMAC settings: only with use_vmac, one VMAC interface per instance, never an
+    interface the configuration uses otherwise."""
+    used: dict[str, str] = {}
+    for name, inst in config.vrrp_instances.items():
+        used.setdefault(inst.interface, f"the interface of vrrp_instances.{name}")
+        for track in inst.track_interfaces:
+            used.setdefault(track.interface, f"tracked by vrrp_instances.{name}")
+    sync_daemon = config.global_.lvs_sync_daemon
+    if sync_daemon is not None:
+        used.setdefault(sync_daemon.interface, "the interface of global.lvs_sync_daemon")
+    owners: dict[str, str] = {}
+    for name, inst in config.vrrp_instances.items():
+        path: Path = ("vrrp_instances", name)
+        for key in ("vmac_interface", "vmac_xmit_base"):
+            if getattr(inst, key) not in (None, False) and not inst.use_vmac:
+                out.add(
+                    (*path, key),
+                    f"{key} of vrrp_instances.{name} needs use_vmac: true: add it, or remove {key}",
+                )
+        vmac = vmac_interface_name(inst)
+        if vmac is None:
+            continue
+        if inst.vmac_xmit_base and inst.family == "ipv6":
+            out.add(
+                (*path, "vmac_xmit_base"),
+                f"vmac_xmit_base of vrrp_instances.{name} is not supported for IPv6 by lvsha: "
+                "a backup's VMAC sends MLD reports from the virtual MAC, which draw the "
+                "master's traffic to the backup, and adverts sent from the interface never "
+                "draw it back (keepalived drops those reports with firewall rules lvsha does "
+                "not write); remove vmac_xmit_base",
+            )
+        key_path = (*path, "vmac_interface") if inst.vmac_interface else (*path, "use_vmac")
+        default = "" if inst.vmac_interface else " (the default name, vrrp.VRID)"
+        if vmac in owners:
+            out.add(
+                key_path,
+                f"VMAC interface {vmac}{default} of vrrp_instances.{name} is already the VMAC "
+                f"interface of vrrp_instances.{owners[vmac]}: give each its own "
+                "vmac_interface",
+            )
+        elif vmac in used:
+            out.add(
+                key_path,
+                f"VMAC interface {vmac}{default} of vrrp_instances.{name} is {used[vmac]}: "
+                "lvsha creates and removes its VMAC interface, so it must be a name of its "
+                "own; set vmac_interface to another name",
+            )
+        owners.setdefault(vmac, name)
+
+
 def _vrrp(out: _Findings, config: LvshaConfig) -> None:
     routers: dict[tuple[str, int, str], str] = {}
+    _vmac(out, config)
     for name, inst in config.vrrp_instances.items():
         path: Path = ("vrrp_instances", name)
         _advert_interval(out, path, inst)

@@ -253,6 +253,19 @@ class VrrpInstance(Model):
         description="Take adverts whose address list differs from ours even in strict mode; "
         "default: global.vrrp.skip_check_adv_addr.",
     )
+    use_vmac: bool = Field(
+        False,
+        description="The master holds the VIPs on a macvlan whose MAC is the VRRP virtual MAC "
+        "00:00:5e:00:01:VRID (IPv6: 00:00:5e:00:02:VRID): a failover needs no ARP update.",
+    )
+    vmac_interface: InterfaceName | None = Field(
+        None, description="Name of the VMAC interface (use_vmac); default: vrrp.VRID."
+    )
+    vmac_xmit_base: bool = Field(
+        False,
+        description="With use_vmac, send adverts from the interface (its own MAC) instead of "
+        "from the VMAC interface; they are received on the VMAC interface either way.",
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -260,6 +273,18 @@ class VrrpInstance(Model):
         if isinstance(value, str) and value.strip() in ("2", "3"):
             raise ValueError(f"write the version as a number: {value.strip()}, not '{value}'")
         return value
+
+
+VMAC_PREFIX = "vrrp"
+"""keepalived's default VMAC interface names are vrrp.VRID, for either family."""
+
+
+def vmac_interface_name(inst: VrrpInstance) -> str | None:
+    """The VMAC interface of an instance with use_vmac (its vmac_interface, else
+    vrrp.VRID as keepalived names it), or None without use_vmac."""
+    if not inst.use_vmac:
+        return None
+    return inst.vmac_interface or f"{VMAC_PREFIX}.{inst.virtual_router_id}"
 
 
 class VrrpScript(Model):

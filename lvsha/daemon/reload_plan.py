@@ -70,7 +70,13 @@ from lvsha.checks.targets import (
 from lvsha.checks.verdict import RealServerId, host_port
 from lvsha.config.lvs import RealServer, SorryServer, VirtualServer
 from lvsha.config.model import GlobalConfig, LvshaConfig
-from lvsha.config.vrrp import Authentication, VirtualAddress, VrrpInstance, VrrpScript
+from lvsha.config.vrrp import (
+    Authentication,
+    VirtualAddress,
+    VrrpInstance,
+    VrrpScript,
+    vmac_interface_name,
+)
 from lvsha.gcpause import collector_paused
 from lvsha.ipvs.model import ServiceKey
 from lvsha.ipvs.specs import group_service_keys, service_key, service_options
@@ -274,6 +280,12 @@ INSTANCE_RULES: dict[str, tuple[Cost, str]] = {
         "in strict mode a backup that refuses the master's adverts (their address list "
         "differs) takes over",
     ),
+    "use_vmac": (
+        ELECTION,
+        "the instance restarts on or off its VMAC interface: its VIPs, adverts and MAC move",
+    ),
+    "vmac_interface": (ELECTION, "the instance restarts on its new VMAC interface"),
+    "vmac_xmit_base": (ELECTION, "the instance restarts: its adverts leave from another MAC"),
 }
 """VrrpInstance keys compared one by one; nested ones (notify, garp) key by key."""
 INSTANCE_ELSEWHERE = frozenset(
@@ -522,6 +534,11 @@ def _compared_fields(cls: type) -> tuple[str, ...]:
 
 def _instance_subject(name: str, inst: VrrpInstance) -> str:
     return f"{name} ({inst.interface} vrid {inst.virtual_router_id} {inst.family})"
+
+
+def _vip_device(vip: VirtualAddress, inst: VrrpInstance) -> str:
+    """Where the VIP goes: its device, else the instance's VMAC interface or interface."""
+    return vip.device or vmac_interface_name(inst) or inst.interface
 
 
 def _vip_count(inst: VrrpInstance) -> int:
@@ -823,7 +840,7 @@ class _Planner:
             for identity, vip, excluded in joined[len(left) :]:
                 if identity not in self.old_instances:
                     continue  # comes with its instance
-                device = vip.device or self.new_instances[identity][1].interface
+                device = _vip_device(vip, self.new_instances[identity][1])
                 detail = f"{vip.address} on {device} joins {self._new_subject(identity)}"
                 detail += ", excluded from adverts" if excluded else _ADVERT_NOTE
                 cost = HITLESS
@@ -837,8 +854,8 @@ class _Planner:
         if old_vip.address != new_vip.address:
             before, after = old_vip.address.network.prefixlen, new_vip.address.network.prefixlen
             diffs.append(f"prefix /{before} -> /{after}")
-        old_device = old_vip.device or self.old_instances[old[0]][1].interface
-        new_device = new_vip.device or self.new_instances[new[0]][1].interface
+        old_device = _vip_device(old_vip, self.old_instances[old[0]][1])
+        new_device = _vip_device(new_vip, self.new_instances[new[0]][1])
         if old_device != new_device:
             diffs.append(f"device {old_device} -> {new_device}")
         if old_vip.label != new_vip.label:

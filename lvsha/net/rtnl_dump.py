@@ -238,6 +238,11 @@ class RtnlQueries:
             if kind == RTM_NEWADDR
         ]
 
+    def ask(self, request: Callable[[int], bytes]) -> list[tuple[int, memoryview]]:
+        """Send the request `request(sequence)` builds; the (type, payload) of its answer,
+        once complete (an acknowledgement or the end of a dump)."""
+        return self._ask(request)
+
     def _ask(self, request: Callable[[int], bytes]) -> list[tuple[int, memoryview]]:
         netlink = self._socket
         if netlink is None:

@@ -45,10 +45,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv6Address
 from typing import Any, Literal, Protocol
 
 from lvsha.config.model import LvshaConfig
-from lvsha.config.vrrp import Notify, VrrpInstance
+from lvsha.config.vrrp import Notify, VrrpInstance, vmac_interface_name
 from lvsha.messages import Message, VrrpStateChanged
 from lvsha.net.addresses import AddressPort
 from lvsha.net.announce import Announcer
@@ -56,6 +57,7 @@ from lvsha.net.garp import GarpSettings
 from lvsha.net.links import LinkChanged as LinkEvent
 from lvsha.net.nft import FirewallError, NoAcceptFilter
 from lvsha.net.sysctl import ensure_accept_local
+from lvsha.net.vmac import NetlinkVmacs, VmacPort, VmacSpec
 from lvsha.scripts import ScriptCommand
 from lvsha.vrrp.events import (
     Action,
@@ -333,6 +335,7 @@ class VrrpEngine:
         on_status_change: Callable[[], None] | None = None,
         script_refusals: ScriptRefusals | None = None,
         no_accept: NoAcceptFilter | None = None,
+        vmacs: VmacPort | None = None,
     ) -> None:
         """`open_socket` and `accept_local` are the kernel edges: tests pass fakes.
         `handed_over` names the instances handed over (`lvsha handover`) from the start: they
@@ -343,8 +346,11 @@ class VrrpEngine:
         `script_refusals` hears how each track script run went (refused or run), and that a
         reload changed the VRRP configuration (a script still refused is reported again).
         `no_accept` drops packets to the VIPs of instances with accept: false (lvsha.net.nft);
-        without it such instances refuse to start."""
+        without it such instances refuse to start.
+        `vmacs` creates and removes the VMAC interfaces of instances with use_vmac (default:
+        the kernel's, through netlink)."""
         self.config = config
+        self._vmacs: VmacPort = vmacs if vmacs is not None else NetlinkVmacs()
         self._addresses = addresses
         self._announcer = announcer
         self._notifier = notifier
@@ -453,7 +459,17 @@ class VrrpEngine:
         params = instance_params(config, name, source)
         machine = VrrpMachine(params)
         group = multicast_group(config, inst)
-        settings = VrrpSocketSettings(inst.interface, source, tuple(inst.unicast_peers), group)
+        vmac = vmac_interface_name(inst)
+        if vmac is not None:
+            await self._ensure_vmac(name, inst, vmac, source)
+        settings = VrrpSocketSettings(
+            vmac or inst.interface,
+            source,
+            tuple(inst.unicast_peers),
+            group,
+            # Adverts are received on the VMAC either way (see lvsha.net.vmac).
+            send_interface=inst.interface if vmac is not None and inst.vmac_xmit_base else None,
+        )
         found_trackers = trackers(config, name)
         # A track script starts in INIT: it applies no weight until its first result, so its
         # initial "health" is whichever leaves the priority alone (keepalived does the same).
@@ -530,6 +546,39 @@ class VrrpEngine:
 
         sock.start(on_advert, on_drop=record.drop_log)
         return record
+
+    async def _ensure_vmac(self, name: str, inst: VrrpInstance, vmac: str, source: Address) -> None:
+        """The instance's VMAC interface, up, before its socket opens on it. An IPv6 VMAC
+        gets the interface's link-local address: adverts leave from it (RFC 5798 5.1.2.1)."""
+        spec = VmacSpec(
+            vmac,
+            inst.interface,
+            inst.virtual_router_id,
+            inst.family,
+            link_local=source if isinstance(source, IPv6Address) else None,
+            ipv6=any(h.interface == vmac and h.address.version == 6 for h in held_addresses(inst)),
+        )
+        try:
+            await self._vmacs.ensure(spec)
+        except OSError as exc:
+            raise StartupError(f"{name}: cannot set up its VMAC interface {vmac}: {exc}") from None
+
+    async def _release_vmac(self, record: _Instance) -> None:
+        """Delete a closed instance's VMAC interface, unless another instance (the one a
+        reload rebuilt in its place) uses it."""
+        vmac = vmac_interface_name(record.config)
+        if vmac is None:
+            return
+        if any(
+            not other.closed and vmac_interface_name(other.config) == vmac
+            for other in [*self._records.values(), *self.instances.values()]
+            if other is not record
+        ):
+            return
+        try:
+            await self._vmacs.remove(vmac)
+        except OSError as exc:
+            log.warning("%s: cannot remove its VMAC interface %s: %s", record.name, vmac, exc)
 
     @staticmethod
     def _receiving_for(record: _Instance, received: ReceivedAdvert) -> ReceivingInstance:
@@ -871,6 +920,7 @@ class VrrpEngine:
             "adverts_received": record.adverts_received,
             "drops": drops,
             "fault_reasons": sorted(reason.value for reason in machine.fault_reasons),
+            "vmac_interface": vmac_interface_name(record.config),
         }
 
     # Live reconfiguration.
@@ -1233,6 +1283,7 @@ class VrrpEngine:
         record.socket.close()
         await record.runner.close()
         self._records.pop(record.runner, None)
+        await self._release_vmac(record)
 
     # Stopping.
 

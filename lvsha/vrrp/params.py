@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TypeAlias
 
 from lvsha.config.model import LvshaConfig
-from lvsha.config.vrrp import SCOPES, VrrpInstance
+from lvsha.config.vrrp import SCOPES, VrrpInstance, vmac_interface_name
 from lvsha.config.vrrp import VirtualAddress as ConfiguredVip
 from lvsha.net.addresses import VipAttributes
 from lvsha.net.garp import GarpSettings
@@ -237,11 +237,13 @@ def address_scope(vip: ConfiguredVip) -> int:
 
 
 def held_addresses(inst: VrrpInstance) -> list[HeldAddress]:
-    """Every VIP the master holds, the excluded ones too, each on its device."""
+    """Every VIP the master holds, the excluded ones too, each on its device (by default the
+    instance's VMAC interface with use_vmac, else its interface)."""
+    default = vmac_interface_name(inst) or inst.interface
     return [
         HeldAddress(
             vip.address,
-            vip.device or inst.interface,
+            vip.device or default,
             vip.label,
             broadcast_address(vip),
             address_scope(vip),
@@ -281,6 +283,14 @@ def rebuild_reason(old: VrrpInstance, new: VrrpInstance) -> str | None:
         return f"source address {source_address(old)} -> {source_address(new)}"
     if old.unicast_peers != new.unicast_peers:
         return "unicast peers changed"
+    if vmac_interface_name(old) != vmac_interface_name(new):
+        before, after = vmac_interface_name(old), vmac_interface_name(new)
+        return f"VMAC interface {before or 'none'} -> {after or 'none'}"
+    if old.vmac_xmit_base != new.vmac_xmit_base:
+        return (
+            f"vmac_xmit_base {str(old.vmac_xmit_base).lower()} -> "
+            + str(new.vmac_xmit_base).lower()
+        )
     return None
 
 

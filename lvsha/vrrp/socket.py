@@ -107,10 +107,14 @@ class VrrpSocketSettings:
     source: IpAddress
     unicast_peers: tuple[IpAddress, ...] = ()
     multicast_group: IpAddress | None = None
+    send_interface: str | None = None
+    """Send from this interface instead (VMAC with vmac_xmit_base: the VMAC's base
+    interface); the socket still receives on `interface`."""
 
     def __post_init__(self) -> None:
-        if not self.interface or len(self.interface.encode()) >= IF_NAMESIZE:
-            raise ValueError(f"interface name {self.interface!r} is not a valid Linux name")
+        for name in (self.interface, self.send_interface):
+            if name is not None and (not name or len(name.encode()) >= IF_NAMESIZE):
+                raise ValueError(f"interface name {name!r} is not a valid Linux name")
         if self.source.is_multicast or self.source.is_unspecified:
             raise ValueError(f"source {self.source} is not a unicast address")
         if isinstance(self.source, IPv6Address) and not self.source.is_link_local:
@@ -149,9 +153,17 @@ class VrrpSocket:
     running loop.
     """
 
-    def __init__(self, sock: socket.socket, settings: VrrpSocketSettings, ifindex: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        settings: VrrpSocketSettings,
+        ifindex: int,
+        send_ifindex: int | None = None,
+    ) -> None:
         self.settings = settings
         self.ifindex = ifindex
+        self.send_ifindex = ifindex if send_ifindex is None else send_ifindex
+        """Where adverts leave: `ifindex`, or the send_interface's."""
         self.drops = DropCounter()
         """Packets the wire module rejected, by reason."""
         self.ignored: Counter[SocketDropReason] = Counter()
@@ -171,6 +183,11 @@ class VrrpSocket:
     def open(cls, settings: VrrpSocketSettings) -> VrrpSocket:
         """Create and configure the socket in the calling thread's network namespace."""
         ifindex = socket.if_nametoindex(settings.interface)
+        send_ifindex = (
+            ifindex
+            if settings.send_interface is None
+            else socket.if_nametoindex(settings.send_interface)
+        )
         sock = socket.socket(settings.family, socket.SOCK_RAW, IPPROTO_VRRP)
         try:
             sock.setblocking(False)
@@ -185,7 +202,7 @@ class VrrpSocket:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, settings, ifindex)
+        return cls(sock, settings, ifindex, send_ifindex)
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -230,14 +247,14 @@ class VrrpSocket:
                 pktinfo = (
                     socket.IPPROTO_IP,
                     IP_PKTINFO,
-                    _IN_PKTINFO.pack(self.ifindex, source.packed, bytes(4)),
+                    _IN_PKTINFO.pack(self.send_ifindex, source.packed, bytes(4)),
                 )
             else:
-                address = (str(destination), 0, 0, self.ifindex)
+                address = (str(destination), 0, 0, self.send_ifindex)
                 pktinfo = (
                     socket.IPPROTO_IPV6,
                     socket.IPV6_PKTINFO,
-                    _IN6_PKTINFO.pack(source.packed, self.ifindex),
+                    _IN6_PKTINFO.pack(source.packed, self.send_ifindex),
                 )
             packets.append((payload, pktinfo, address))
         if len(self._encoded) >= _ENCODED_KEPT:

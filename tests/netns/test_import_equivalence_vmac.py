@@ -1,0 +1,238 @@
+"""An imported keepalived.conf with use_vmac behaves as the original on the wire (issue 14).
+
+keepalived runs the original on director k and lvsha runs the YAML the import writes for
+director l (the file differs between them only in `@k` / `@l` lines). Both hold the VIP on a
+VMAC interface with the virtual MAC: in both orders of start the same director wins, a failover
+works both ways, the VIP answers the client, and the client's neighbour entry for the VIP keeps
+the virtual MAC throughout. The YAML is kept here as a module constant; the importer's own
+test asserts it writes that YAML from the keepalived text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from lvsha.drill.lab import Host, Lab, LabError, wait_until
+from tests.netns.director import Director
+from tests.netns.keepalived import Keepalived
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.interop,
+    pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed"),
+]
+
+VIP = "192.0.2.100/24"
+VIP_IP = "192.0.2.100"
+K, L = "192.0.2.11", "192.0.2.12"
+GARP_SETTLE = 5.0 + 3.0
+"""Seconds for the VIP to answer after a takeover: the second GARP burst's delay and some."""
+
+# VRRPv2 (keepalived's default version) multicast with use_vmac: keepalived's VMAC is vrrp.54.
+KEEPALIVED_VMAC = """\
+vrrp_instance VI_1 {
+    state BACKUP
+    interface eth0
+    virtual_router_id 54
+@k  priority 150
+@l  priority 100
+    advert_int 1
+    use_vmac
+    virtual_ipaddress {
+        192.0.2.100/24
+    }
+}
+"""
+
+LVSHA_VMAC = """\
+global:
+  enable_script_security: false
+vrrp_instances:
+  VI_1:
+    state: BACKUP
+    interface: eth0
+    virtual_router_id: 54
+    priority: 100
+    advert_interval: 1
+    virtual_ipaddresses:
+    - 192.0.2.100/24
+    version: 2
+    use_vmac: true
+"""
+
+# VRRPv3 at 0.1 s with vmac_xmit_base (adverts from the base interface's MAC), and a VMAC
+# named by the configuration; lvsha the higher priority this time.
+KEEPALIVED_XMIT_BASE = """\
+global_defs {
+    vrrp_version 3
+}
+vrrp_instance VI_1 {
+    state BACKUP
+    interface eth0
+    virtual_router_id 55
+@k  priority 100
+@l  priority 150
+    advert_int 0.1
+    use_vmac vip55
+    vmac_xmit_base
+    virtual_ipaddress {
+        192.0.2.100/24
+    }
+}
+"""
+
+LVSHA_XMIT_BASE = """\
+global:
+  enable_script_security: false
+vrrp_instances:
+  VI_1:
+    state: BACKUP
+    interface: eth0
+    virtual_router_id: 55
+    priority: 150
+    advert_interval: 0.1
+    virtual_ipaddresses:
+    - 192.0.2.100/24
+    version: 3
+    use_vmac: true
+    vmac_interface: vip55
+    vmac_xmit_base: true
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    keepalived: str
+    lvsha: str
+    vmac: str
+    vrid: int
+    interval: float
+
+    @property
+    def virtual_mac(self) -> str:
+        return f"00:00:5e:00:01:{self.vrid:02x}"
+
+    @property
+    def higher(self) -> str:
+        return "k" if "@k  priority 150" in self.keepalived else "l"
+
+
+SCENARIOS = {
+    "vmac-v2": Scenario(KEEPALIVED_VMAC, LVSHA_VMAC, "vrrp.54", 54, 1.0),
+    "vmac-xmit-base-v3": Scenario(KEEPALIVED_XMIT_BASE, LVSHA_XMIT_BASE, "vip55", 55, 0.1),
+}
+
+
+def on_vmac(host: Host, vmac: str) -> bool:
+    try:
+        shown = host.ip("-o", "addr", "show", "dev", vmac)
+    except LabError:
+        return False
+    return f" {VIP_IP}/" in shown
+
+
+class Pair:
+    def __init__(self, lab: Lab, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.k_host = lab.add_host("k", f"{K}/24")
+        self.l_host = lab.add_host("l", f"{L}/24")
+        self.client = lab.add_host("c", "192.0.2.50/24")
+        # No reachability probe of the client's own during the test (see the neighbour check).
+        self.client.run("sysctl", "-qw", "net.ipv4.neigh.eth0.base_reachable_time_ms=600000")
+        self.keepalived: Keepalived | None = None
+        self.lvsha: Director | None = None
+        self.takeover = 4 * scenario.interval + 3.0
+
+    def start(self, who: str) -> None:
+        if who == "k":
+            self.keepalived = Keepalived(self.k_host, text=self.scenario.keepalived, config_id="k")
+            self.keepalived.start()
+        else:
+            self.lvsha = Director(self.l_host, self.scenario.lvsha, VIP)
+            self.lvsha.start()
+
+    def stop(self, who: str) -> None:
+        if who == "k" and self.keepalived is not None:
+            self.keepalived.stop()
+            self.keepalived = None
+        elif who == "l" and self.lvsha is not None:
+            assert self.lvsha.stop() == 0, self.lvsha.log()
+            self.lvsha = None
+
+    def master(self) -> str | None:
+        hosts = (("k", self.k_host), ("l", self.l_host))
+        held = [name for name, host in hosts if on_vmac(host, self.scenario.vmac)]
+        return held[0] if len(held) == 1 else None
+
+    def wait_master(self, who: str, what: str) -> None:
+        wait_until(lambda: self.master() == who, self.takeover + 10, what=what)
+
+    def steady(self, who: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            assert self.master() == who, f"expected {who} as the only master"
+            time.sleep(0.05)  # sampling a state that must hold, not waiting for one
+
+    def vip_answers(self) -> bool:
+        done = self.client.run("ping", "-c", "1", "-W", "1", VIP_IP, check=False)
+        return done.returncode == 0
+
+    def answers_at_the_virtual_mac(self) -> None:
+        """The VIP answers; while lvsha holds it, the client knows it at the virtual MAC.
+
+        Not while keepalived holds it: keepalived leaves the base interface's arp_announce
+        alone, so when its reply to the client leaves through eth0 (the first of the two
+        routes to the subnet) and its kernel asks for the client's MAC, the request names the
+        VIP as its sender and the client learns the VIP at eth0's MAC. lvsha sets
+        arp_announce=2 on the base (lvsha.net.vmac); the takeover's gratuitous ARP from its
+        VMAC puts the virtual MAC back.
+
+        Within GARP_SETTLE: keepalived leaving mastership may still hold the VIP when lvsha's
+        takeover GARP reaches its VMAC (private mode delivers a frame from the virtual MAC to
+        it alone) and answer it from the virtual MAC, drawing the switch back to itself (lvsha
+        sets drop_gratuitous_arp on its VMAC against this). With vmac_xmit_base nothing else
+        lvsha sends carries the virtual MAC, so the switch follows at lvsha's second GARP
+        burst, garp delay (5 s, as keepalived's garp_master_delay) after the takeover."""
+        wait_until(self.vip_answers, GARP_SETTLE, what="the VIP answers the client")
+        if self.master() != "l":
+            return
+        entries = json.loads(self.client.ip("-j", "neigh", "show", VIP_IP, "dev", "eth0"))
+        assert [e.get("lladdr") for e in entries] == [self.scenario.virtual_mac], entries
+
+    def close(self) -> None:
+        if self.keepalived is not None:
+            self.keepalived.crash()
+        if self.lvsha is not None and self.lvsha.running():
+            self.lvsha.crash()
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("first", ["k", "l"])
+def test_the_imported_vmac_file_elects_and_fails_over_as_the_original(
+    lab: Lab, name: str, first: str
+) -> None:
+    scenario = SCENARIOS[name]
+    pair = Pair(lab, scenario)
+    second = "l" if first == "k" else "k"
+    winner = scenario.higher
+    loser = "l" if winner == "k" else "k"
+    try:
+        pair.start(first)
+        pair.wait_master(first, f"{first} master on its own")
+        pair.start(second)
+        pair.wait_master(winner, f"{winner} master once both run")
+        pair.steady(winner, 3 * scenario.interval + 0.5)
+        pair.answers_at_the_virtual_mac()
+        pair.stop(winner)
+        pair.wait_master(loser, f"{loser} takes over")
+        pair.answers_at_the_virtual_mac()
+        pair.start(winner)
+        pair.wait_master(winner, f"{winner} back as master")
+        pair.answers_at_the_virtual_mac()
+    finally:
+        pair.close()
