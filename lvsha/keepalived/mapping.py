@@ -62,6 +62,7 @@ UNSUPPORTED = {
     "net_namespace": "not supported: run lvsha in the namespace instead (ip netns exec)",
     "BFD_CHECK": "not supported by lvsha",
     "FILE_CHECK": "not supported by lvsha yet: use a script check",
+    "vmac_prefix": "not supported by lvsha: write each VMAC's name with use_vmac NAME",
     "strict_mode": "per-instance strict mode is not supported by lvsha: use vrrp_strict in "
     "global_defs",
 }
@@ -216,6 +217,7 @@ def map_config(parsed: Parsed) -> Imported:
             instance["version"] = global_version or (3 if instance.get("family") == "ipv6" else 2)
     if strict is not None:
         _strict(mapper, strict, instances, instance_blocks, groups)
+    _vmac_names(mapper, instances, instance_blocks)
     _mail_as_keepalived(mapper, parsed, glob, [instances, groups, servers])
     _group_protocols(mapper, no_protocol, server_groups)
     _group_uses(mapper, servers, server_groups, group_blocks)
@@ -330,6 +332,42 @@ def _global_defs(
     if not vrrp:
         del glob["vrrp"]
     return seen_security, version, strict
+
+
+def _vmac_names(mapper: _Mapper, instances: dict[str, Any], blocks: dict[str, Statement]) -> None:
+    """keepalived numbers a VMAC whose default name (vrrp.VRID) is taken: vrrp6.VRID for an
+    IPv6 instance, else vrrp1.VRID, vrrp2.VRID ...; lvsha refuses the clash, so the names it
+    would use are written out. An IPv6 instance's vmac_xmit_base is left out: lvsha cannot
+    keep a backup's VMAC silent then (its MLD reports would carry the virtual MAC)."""
+    taken = {i["vmac_interface"] for i in instances.values() if "vmac_interface" in i}
+    for name, instance in instances.items():
+        if not instance.get("use_vmac"):
+            continue
+        ipv6 = instance.get("family") == "ipv6"
+        if ipv6 and instance.pop("vmac_xmit_base", False):
+            mapper.note(
+                blocks[name],
+                "vmac_xmit_base on an IPv6 instance is not supported by lvsha: left out (the "
+                "adverts leave from the VMAC)",
+            )
+        if "vmac_interface" in instance:
+            continue
+        vrid = instance.get("virtual_router_id")
+        chosen = f"vrrp.{vrid}"
+        candidates = iter([f"vrrp6.{vrid}"] if ipv6 else [])
+        number = 1
+        while chosen in taken:
+            chosen = next(candidates, f"vrrp{number}.{vrid}")
+            number += 0 if chosen.startswith("vrrp6.") else 1
+        if chosen != f"vrrp.{vrid}":
+            instance["vmac_interface"] = chosen
+            mapper.note(
+                blocks[name],
+                f"its VMAC's default name vrrp.{vrid} is taken: keepalived names it {chosen}, "
+                "written out as vmac_interface",
+                "changed",
+            )
+        taken.add(chosen)
 
 
 def _mentions(value: object, key: str) -> bool:

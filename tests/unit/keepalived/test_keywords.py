@@ -494,3 +494,25 @@ def test_tracking_on_a_sync_group_is_reported_not_called_a_typo(tmp_path: Path) 
     result = imported(tmp_path, text)
     (note,) = [n for n in result.notes if n.keyword == "track_interface"]
     assert "each of its instances" in note.text
+
+
+def test_clashing_vmac_names_are_numbered_as_keepalived_does(tmp_path: Path) -> None:
+    v6 = INSTANCE.format(body="    use_vmac\n    vmac_xmit_base").replace(
+        "192.0.2.10/24", "fe80::10/64"
+    )
+    text = (
+        INSTANCE.format(body="    use_vmac")
+        + INSTANCE.format(body="    use_vmac").replace("VI_1", "VI_2").replace("eth0", "eth1")
+        + v6.replace("VI_1", "VI_3").replace("eth0", "eth2")
+    )
+    result = imported(tmp_path, text)
+    instances = result.document["vrrp_instances"]
+    assert "vmac_interface" not in instances["VI_1"]
+    assert instances["VI_2"]["vmac_interface"] == "vrrp1.51"
+    assert instances["VI_3"]["vmac_interface"] == "vrrp6.51"
+    assert "vmac_xmit_base" not in instances["VI_3"]
+    assert [n.kind for n in result.notes if n.keyword == "vrrp_instance"] == [
+        "changed",
+        "dropped",
+        "changed",
+    ]
