@@ -4,8 +4,8 @@ keepalived runs the original on director k and lvsha runs the YAML the import wr
 director l (the file differs between them only in `@k` / `@l` lines). Both hold the VIP on a
 VMAC interface with the virtual MAC: in both orders of start the same director wins, a failover
 works both ways, the VIP answers the client, and the client's neighbour entry for the VIP keeps
-the virtual MAC throughout. The YAML is kept here as a module constant; the importer's own
-test asserts it writes that YAML from the keepalived text.
+the virtual MAC throughout. The configuration the import must mean is kept here as a module
+constant, and the test checks the import's output means the same before running it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from lvsha.config import load_text
 from lvsha.drill.lab import Host, Lab, LabError, wait_until
 from tests.netns.director import Director
 from tests.netns.keepalived import Keepalived
+from tests.netns.test_import_equivalence import imported
 
 pytestmark = [
     pytest.mark.netns,
@@ -88,6 +91,8 @@ vrrp_instance VI_1 {
 
 LVSHA_XMIT_BASE = """\
 global:
+  vrrp:
+    version: 3
   enable_script_security: false
 vrrp_instances:
   VI_1:
@@ -137,8 +142,9 @@ def on_vmac(host: Host, vmac: str) -> bool:
 
 
 class Pair:
-    def __init__(self, lab: Lab, scenario: Scenario) -> None:
+    def __init__(self, lab: Lab, scenario: Scenario, lvsha_text: str) -> None:
         self.scenario = scenario
+        self.lvsha_text = lvsha_text
         self.k_host = lab.add_host("k", f"{K}/24")
         self.l_host = lab.add_host("l", f"{L}/24")
         self.client = lab.add_host("c", "192.0.2.50/24")
@@ -153,7 +159,7 @@ class Pair:
             self.keepalived = Keepalived(self.k_host, text=self.scenario.keepalived, config_id="k")
             self.keepalived.start()
         else:
-            self.lvsha = Director(self.l_host, self.scenario.lvsha, VIP)
+            self.lvsha = Director(self.l_host, self.lvsha_text, VIP)
             self.lvsha.start()
 
     def stop(self, who: str) -> None:
@@ -214,10 +220,12 @@ class Pair:
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 @pytest.mark.parametrize("first", ["k", "l"])
 def test_the_imported_vmac_file_elects_and_fails_over_as_the_original(
-    lab: Lab, name: str, first: str
+    lab: Lab, name: str, first: str, tmp_path: Path
 ) -> None:
     scenario = SCENARIOS[name]
-    pair = Pair(lab, scenario)
+    text = imported(scenario.keepalived, "l", tmp_path)
+    assert load_text(text, "imported.yaml") == load_text(scenario.lvsha, "expected.yaml"), text
+    pair = Pair(lab, scenario, text)
     second = "l" if first == "k" else "k"
     winner = scenario.higher
     loser = "l" if winner == "k" else "k"
