@@ -339,3 +339,40 @@ def judge_run(run: ScriptRun, dynamic_weight: bool = False) -> tuple[bool, str, 
     if not ok and (output := _last_line(run.output)):
         reason = f"{reason}: {output}"
     return ok, reason, weight
+
+
+async def run_hook(
+    command: ScriptCommand,
+    environment: Mapping[str, str],
+    timeout: float,
+    *,
+    what: str,
+    logger: logging.Logger,
+    tell: Callable[[str | None], None] | None = None,
+) -> None:
+    """Run a hook (a notify or quorum script), log how it went as `what`, and `tell` its
+    refusal by script security, or None once it ran; `tell` failing is logged, never raised."""
+
+    def told(refusal: str | None) -> None:
+        if tell is None:
+            return
+        try:
+            tell(refusal)
+        except Exception:
+            logger.exception("%s: on_run callback failed", what)
+
+    try:
+        outcome = await run_script(command, dict(environment), timeout)
+    except ScriptRefusedError as refusal:
+        logger.error("%s not run: %s", what, refusal)
+        told(str(refusal))
+        return
+    told(None)
+    ok, reason, _ = judge_run(outcome)
+    logger.log(
+        logging.INFO if ok else logging.WARNING,
+        "%s: %s after %.3f s",
+        what,
+        reason,
+        outcome.duration,
+    )

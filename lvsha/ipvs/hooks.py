@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import shlex
 from collections.abc import Callable, Hashable, Mapping
@@ -45,7 +46,7 @@ from lvsha.config.model import LvshaConfig
 from lvsha.ipvs.model import ServiceKey
 from lvsha.ipvs.specs import group_service_keys, service_key
 from lvsha.ipvs.syncer import IpvsSyncer, QuorumChange
-from lvsha.scripts import SCRIPT_PATH, ScriptCommand, ScriptRefusedError, judge_run, run_script
+from lvsha.scripts import SCRIPT_PATH, ScriptCommand, run_hook
 
 log = logging.getLogger(__name__)
 
@@ -176,25 +177,15 @@ class HookLanes:
                 del self._lanes[lane]
 
     async def _execute(self, run: HookRun) -> None:
-        self.ran += 1
-        try:
-            outcome = await run_script(run.command, dict(run.environment), run.timeout)
-        except ScriptRefusedError as refusal:
-            log.error("%s not run: %s", run.describe(), refusal)
-            self._tell(run, str(refusal))
-            return
-        self._tell(run, None)
-        ok, reason, _ = judge_run(outcome)
-        level = logging.INFO if ok else logging.WARNING
-        log.log(level, "%s: %s after %.3f s", run.describe(), reason, outcome.duration)
-
-    def _tell(self, run: HookRun, refusal: str | None) -> None:
-        if self._on_run is None:
-            return
-        try:
-            self._on_run(run, refusal)
-        except Exception:
-            log.exception("%s: on_run callback failed", run.describe())
+        tell = None if self._on_run is None else functools.partial(self._on_run, run)
+        await run_hook(
+            run.command,
+            dict(run.environment),
+            run.timeout,
+            what=run.describe(),
+            logger=log,
+            tell=tell,
+        )
 
 
 # --- what the configuration says ------------------------------------------------------------

@@ -19,18 +19,13 @@ import collections
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lvsha.scripts import (
-    SCRIPT_PATH,
-    ScriptCommand,
-    ScriptRefusedError,
-    judge_run,
-    run_script,
-)
+from lvsha.scripts import SCRIPT_PATH, ScriptCommand, run_hook
 
 logger = logging.getLogger(__name__)
 
@@ -237,21 +232,12 @@ class Notifier:
                 logger.exception("%s failed", run.describe())
 
     async def _execute(self, run: HookRun) -> None:
-        try:
-            outcome = await run_script(run.command, run.environment(), run.timeout)
-        except ScriptRefusedError as refusal:
-            logger.error("%s not run: %s", run.describe(), refusal)
-            self._tell(run, str(refusal))
-            return
-        self._tell(run, None)
-        ok, reason, _ = judge_run(outcome)
-        level = logging.INFO if ok else logging.WARNING
-        logger.log(level, "%s: %s after %.3f s", run.describe(), reason, outcome.duration)
-
-    def _tell(self, run: HookRun, refusal: str | None) -> None:
-        if self._on_run is None:
-            return
-        try:
-            self._on_run(run, refusal)
-        except Exception:
-            logger.exception("%s: on_run callback failed", run.describe())
+        tell = None if self._on_run is None else functools.partial(self._on_run, run)
+        await run_hook(
+            run.command,
+            run.environment(),
+            run.timeout,
+            what=run.describe(),
+            logger=logger,
+            tell=tell,
+        )
