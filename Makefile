@@ -16,7 +16,7 @@ BIN := $(VENV)/bin
 APT_RUN := python3 python3-venv python3-pip iproute2 ca-certificates
 # ... and the tests: iputils-ping to probe namespaces, systemd for `systemd-analyze verify`,
 # openssl for test certificates, keepalived as the VRRP peer of the interop tests, nftables
-# to split brains on purpose, dnsmasq as the DNS server of the check tests. The real-IPVS
+# to split brains on purpose (and for accept: false, which lvsha runs only when asked), dnsmasq as the DNS server of the check tests. The real-IPVS
 # tests boot Debian's kernel (which has ip_vs) under qemu with virtme-ng: qemu, busybox
 # and udev for the guest, ipvsadm as the independent reader of the table; tiny-initramfs
 # satisfies the kernel's initramfs dependency without initramfs-tools. prometheus brings
