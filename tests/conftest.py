@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from lvsha.drill.lab import Lab
+from tests.netns.director import Director
 
 
 def _can_build_labs() -> str | None:
@@ -30,3 +31,15 @@ def lab() -> Iterator[Lab]:
         yield built
     finally:
         built.close()
+
+
+@pytest.fixture
+def directors() -> Iterator[list[Director]]:
+    """Directors a test started (tests.netns.director.start); each is killed at the end,
+    whatever happened, and its log printed (pytest shows it when the test failed)."""
+    started: list[Director] = []
+    yield started
+    for director in started:
+        if director.running():
+            director.crash()
+        print(f"--- log of {director.host.name}:\n{director.log()}")

@@ -122,3 +122,30 @@ class Director:
     def holds(self, address: str) -> bool:
         """Whether `address` (no prefix length) is on this director's eth0."""
         return f" {address}/" in self.host.ip("-o", "addr", "show", "dev", "eth0")
+
+
+def start(
+    directors: list[Director], host: Host, text: str, vip: str = "192.0.2.100/24"
+) -> Director:
+    """A director started on `host` with `text`, recorded in `directors` (the `directors`
+    fixture kills each at the end and prints its log)."""
+    director = Director(host, text, vip)
+    directors.append(director)
+    director.start()
+    return director
+
+
+def metric(director: Director, name: str, **labels: str) -> float:
+    """One sample from the VRRP process's metrics file; 0 until it has been written."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    path = director.workdir / "run" / "metrics-vrrp.prom"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return 0.0

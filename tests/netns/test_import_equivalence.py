@@ -124,23 +124,25 @@ def holds(host: Host, vip: str = VIP) -> bool:
 
 
 class Pair:
-    def __init__(self, lab: Lab, scenario: Scenario, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.scenario = scenario
+    """keepalived on director k with `text` (its own -i k), lvsha on director l with
+    `lvsha_yaml` (the import of the same file for l), and a client."""
+
+    def __init__(self, lab: Lab, text: str, interval: float, lvsha_yaml: str) -> None:
+        self.text = text
         self.k_host = lab.add_host("k", f"{K}/24")
         self.l_host = lab.add_host("l", f"{L}/24")
         self.client = lab.add_host("c", "192.0.2.50/24")
 
-        self.l_yaml = imported(scenario.text, "l", tmp_path)
+        self.l_yaml = lvsha_yaml
         self.keepalived: Keepalived | None = None
         self.lvsha: Director | None = None
         # Master_Down_Interval and some: the wait for any takeover.
-        self.takeover = 4 * scenario.interval + 3.0
+        self.takeover = 4 * interval + 3.0
 
     def start(self, who: str) -> None:
         if who == "k":
             # keepalived reads the very same file, with its own -i.
-            self.keepalived = Keepalived(self.k_host, text=self.scenario.text, config_id="k")
+            self.keepalived = Keepalived(self.k_host, text=self.text, config_id="k")
             self.keepalived.start()
         else:
             self.lvsha = Director(self.l_host, self.l_yaml, VIP)
@@ -154,9 +156,13 @@ class Pair:
             assert self.lvsha.stop() == 0, self.lvsha.log()
             self.lvsha = None
 
+    def holds(self, host: Host, vip: str) -> bool:
+        """Whether `host` holds `vip` (where each director puts it)."""
+        return holds(host, vip)
+
     def master(self, vip: str = VIP) -> str | None:
         hosts = (("k", self.k_host), ("l", self.l_host))
-        held = [name for name, host in hosts if holds(host, vip)]
+        held = [name for name, host in hosts if self.holds(host, vip)]
         return held[0] if len(held) == 1 else None
 
     def wait_master(self, who: str, what: str, vip: str = VIP) -> None:
@@ -188,7 +194,7 @@ def test_the_imported_file_elects_and_fails_over_as_the_original(
     lab: Lab, tmp_path: Path, name: str, first: str
 ) -> None:
     scenario = SCENARIOS[name]
-    pair = Pair(lab, scenario, tmp_path)
+    pair = Pair(lab, scenario.text, scenario.interval, imported(scenario.text, "l", tmp_path))
     second = "l" if first == "k" else "k"
     higher = "k" if "@k  priority 150" in scenario.text else "l"
     try:
@@ -250,7 +256,7 @@ vrrp_instance VI_B {
     }
 }
 """
-    pair = Pair(lab, Scenario(text, 0.1), tmp_path)
+    pair = Pair(lab, text, 0.1, imported(text, "l", tmp_path))
     try:
         pair.start("l")
         pair.start("k")
@@ -290,7 +296,7 @@ vrrp_instance VI_1 {{
     }}
 }}
 """
-    pair = Pair(lab, Scenario(text, 0.1), tmp_path)
+    pair = Pair(lab, text, 0.1, imported(text, "l", tmp_path))
     try:
         pair.start("k")
         pair.start("l")

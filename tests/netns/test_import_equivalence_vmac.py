@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,7 @@ import pytest
 
 from lvsha.config import load_text
 from lvsha.drill.lab import Host, Lab, LabError, wait_until
-from tests.netns.director import Director
-from tests.netns.keepalived import Keepalived
-from tests.netns.test_import_equivalence import imported
+from tests.netns.test_import_equivalence import Pair, imported
 
 pytestmark = [
     pytest.mark.netns,
@@ -141,52 +138,17 @@ def on_vmac(host: Host, vmac: str) -> bool:
     return f" {VIP_IP}/" in shown
 
 
-class Pair:
+class VmacPair(Pair):
+    """The pair of test_import_equivalence, holding the VIP on VMAC interfaces."""
+
     def __init__(self, lab: Lab, scenario: Scenario, lvsha_text: str) -> None:
+        super().__init__(lab, scenario.keepalived, scenario.interval, lvsha_text)
         self.scenario = scenario
-        self.lvsha_text = lvsha_text
-        self.k_host = lab.add_host("k", f"{K}/24")
-        self.l_host = lab.add_host("l", f"{L}/24")
-        self.client = lab.add_host("c", "192.0.2.50/24")
         # No reachability probe of the client's own during the test (see the neighbour check).
         self.client.run("sysctl", "-qw", "net.ipv4.neigh.eth0.base_reachable_time_ms=600000")
-        self.keepalived: Keepalived | None = None
-        self.lvsha: Director | None = None
-        self.takeover = 4 * scenario.interval + 3.0
 
-    def start(self, who: str) -> None:
-        if who == "k":
-            self.keepalived = Keepalived(self.k_host, text=self.scenario.keepalived, config_id="k")
-            self.keepalived.start()
-        else:
-            self.lvsha = Director(self.l_host, self.lvsha_text, VIP)
-            self.lvsha.start()
-
-    def stop(self, who: str) -> None:
-        if who == "k" and self.keepalived is not None:
-            self.keepalived.stop()
-            self.keepalived = None
-        elif who == "l" and self.lvsha is not None:
-            assert self.lvsha.stop() == 0, self.lvsha.log()
-            self.lvsha = None
-
-    def master(self) -> str | None:
-        hosts = (("k", self.k_host), ("l", self.l_host))
-        held = [name for name, host in hosts if on_vmac(host, self.scenario.vmac)]
-        return held[0] if len(held) == 1 else None
-
-    def wait_master(self, who: str, what: str) -> None:
-        wait_until(lambda: self.master() == who, self.takeover + 10, what=what)
-
-    def steady(self, who: str, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            assert self.master() == who, f"expected {who} as the only master"
-            time.sleep(0.05)  # sampling a state that must hold, not waiting for one
-
-    def vip_answers(self) -> bool:
-        done = self.client.run("ping", "-c", "1", "-W", "1", VIP_IP, check=False)
-        return done.returncode == 0
+    def holds(self, host: Host, vip: str) -> bool:
+        return on_vmac(host, self.scenario.vmac)
 
     def answers_at_the_virtual_mac(self) -> None:
         """The VIP answers; while lvsha holds it, the client knows it at the virtual MAC.
@@ -210,12 +172,6 @@ class Pair:
         entries = json.loads(self.client.ip("-j", "neigh", "show", VIP_IP, "dev", "eth0"))
         assert [e.get("lladdr") for e in entries] == [self.scenario.virtual_mac], entries
 
-    def close(self) -> None:
-        if self.keepalived is not None:
-            self.keepalived.crash()
-        if self.lvsha is not None and self.lvsha.running():
-            self.lvsha.crash()
-
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 @pytest.mark.parametrize("first", ["k", "l"])
@@ -225,7 +181,7 @@ def test_the_imported_vmac_file_elects_and_fails_over_as_the_original(
     scenario = SCENARIOS[name]
     text = imported(scenario.keepalived, "l", tmp_path)
     assert load_text(text, "imported.yaml") == load_text(scenario.lvsha, "expected.yaml"), text
-    pair = Pair(lab, scenario, text)
+    pair = VmacPair(lab, scenario, text)
     second = "l" if first == "k" else "k"
     winner = scenario.higher
     loser = "l" if winner == "k" else "k"

@@ -5,17 +5,15 @@ and a flood of lower-priority adverts is not amplified (issue 9, findings 6, 7, 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lvsha.drill.capture import Capture
 from lvsha.drill.lab import Host, Lab, wait_until
 from lvsha.vrrp.wire import VrrpVersion
-from tests.netns.director import Director, vrrp_config
+from tests.netns.director import Director, metric, start, vrrp_config
 from tests.netns.standin_director import advert_bytes, open_vrrp_socket, send_advert
 
 pytestmark = pytest.mark.netns
@@ -23,39 +21,6 @@ pytestmark = pytest.mark.netns
 VIP = "192.0.2.100/24"
 A_ADDRESS = "192.0.2.11"
 B_ADDRESS = "192.0.2.12"
-
-
-@pytest.fixture
-def directors() -> Iterator[list[Director]]:
-    """Directors a test started; each is killed at the end, whatever happened."""
-    started: list[Director] = []
-    yield started
-    for director in started:
-        if director.running():
-            director.crash()
-        # Shown by pytest when the test failed.
-        print(f"--- log of {director.host.name}:\n{director.log()}")
-
-
-def start(directors: list[Director], host: Host, config: str, vip: str = VIP) -> Director:
-    director = Director(host, config, vip)
-    directors.append(director)
-    director.start()
-    return director
-
-
-def metric(director: Director, name: str, **labels: str) -> float:
-    """One sample from the VRRP process's metrics file; 0 until it has been written."""
-    path = director.workdir / "run" / "metrics-vrrp.prom"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return float(sample.value)
-    return 0.0
 
 
 def drops(director: Director, reason: str, instance: str = "VI") -> float:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lvsha.drill.lab import Host, Lab, wait_until
 from tests.netns import servers
-from tests.netns.director import Director
+from tests.netns.director import Director, metric, start
 from tests.netns.keepalived import Keepalived, KeepalivedInstance
 from tests.netns.reload_helpers import ReloadDirector
 
@@ -46,39 +44,6 @@ def config(
         f"    virtual_ipaddresses: ['{vip}']\n"
         "    garp: {delay: 0}\n" + extra
     )
-
-
-@pytest.fixture
-def directors() -> Iterator[list[Director]]:
-    """Directors a test started; each is killed at the end, whatever happened."""
-    started: list[Director] = []
-    yield started
-    for director in started:
-        if director.running():
-            director.crash()
-        # Shown by pytest when the test failed.
-        print(f"--- log of {director.host.name}:\n{director.log()}")
-
-
-def start(directors: list[Director], host: Host, text: str, vip: str = VIP) -> Director:
-    director = Director(host, text, vip)
-    directors.append(director)
-    director.start()
-    return director
-
-
-def metric(director: Director, name: str, **labels: str) -> float:
-    """One sample from the VRRP process's metrics file; 0 until it has been written."""
-    path = director.workdir / "run" / "metrics-vrrp.prom"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return float(sample.value)
-    return 0.0
 
 
 def stays(predicate: object, seconds: float, what: str) -> None:
