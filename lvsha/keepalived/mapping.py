@@ -145,6 +145,12 @@ class _Mapper:
         self.note(statement, f"'{statement.args[0]}' is not on/off, true/false or yes/no: left out")
         return None
 
+    def put_flag(self, statement: Statement, target: dict[str, Any], key: str) -> None:
+        """target[key] = the statement's switch, when it is one (else it is noted)."""
+        flag = self.flag(statement)
+        if flag is not None:
+            target[key] = flag
+
     def number(self, statement: Statement, convert: Callable[[str], Any] = int) -> Any:
         args = self.value(statement)
         if args is None:
@@ -286,17 +292,13 @@ def _global_defs(
         elif k == "lvs_sync_daemon":
             _sync_daemon(mapper, s, glob)
         elif k in ("smtp_alert", "smtp_alert_vrrp", "smtp_alert_checker"):
-            flag = mapper.flag(s)
-            if flag is not None:
-                note[k] = flag
+            mapper.put_flag(s, note, k)
         elif k == "vrrp_strict":
             if mapper.flag(s):
                 vrrp["strict"] = True
                 strict = s
         elif k == "vrrp_skip_check_adv_addr":
-            flag = mapper.flag(s)
-            if flag is not None:
-                vrrp["skip_check_adv_addr"] = flag
+            mapper.put_flag(s, vrrp, "skip_check_adv_addr")
         elif k in ("vrrp_mcast_group4", "vrrp_mcast_group6") and mapper.value(s):
             vrrp[k.removeprefix("vrrp_")] = s.args[0]
         elif k == "default_interface":
@@ -729,9 +731,7 @@ def _vrrp_instance(
         elif k == "debug":
             mapper.note(s, "accepted by keepalived for compatibility; nothing to do", "ignored")
         elif k in ("smtp_alert", "dont_track_primary", "skip_check_adv_addr", "vmac_xmit_base"):
-            flag = mapper.flag(s)
-            if flag is not None:
-                instance[k] = flag
+            mapper.put_flag(s, instance, k)
         elif k in ("accept", "no_accept"):
             instance["accept"] = k == "accept"
         elif k == "use_vmac":
@@ -813,9 +813,7 @@ def _sync_group(mapper: _Mapper, block: Statement, groups: dict[str, Any]) -> No
         elif s.keyword in _NOTIFY and mapper.value(s):
             group.setdefault("notify", {})[_NOTIFY[s.keyword]] = _hook(mapper, s)
         elif s.keyword == "smtp_alert":
-            flag = mapper.flag(s)
-            if flag is not None:
-                group["smtp_alert"] = flag
+            mapper.put_flag(s, group, "smtp_alert")
         elif s.keyword in ("track_interface", "track_script", "track_file", "global_tracking"):
             mapper.note(
                 s,
@@ -995,9 +993,7 @@ def _virtual_server(
         elif k == "virtualhost" and mapper.value(s):
             server["virtualhost"] = s.args[0]
         elif k in ("smtp_alert", "omega"):
-            flag = mapper.flag(s)
-            if flag is not None:
-                server[k] = flag
+            mapper.put_flag(s, server, k)
         elif k in ("quorum_up", "quorum_down") and mapper.value(s):
             server[k] = _hook(mapper, s)
         elif k == "real_server":
@@ -1075,9 +1071,7 @@ def _real_server(
         elif k in ("notify_up", "notify_down") and mapper.value(s):
             real[k] = _hook(mapper, s)
         elif k == "smtp_alert":
-            flag = mapper.flag(s)
-            if flag is not None:
-                real["smtp_alert"] = flag
+            mapper.put_flag(s, real, "smtp_alert")
         else:
             mapper.unmapped(s, "real_server")
     if checks:
