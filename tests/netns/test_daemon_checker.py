@@ -201,7 +201,19 @@ def test_a_fifo_in_the_maintenance_directory_stops_no_check(lab: Lab, tmp_path: 
     start_dry_run(director)
     healthy = 'lvsha_real_servers{health="healthy"}'
     try:
-        wait_until(lambda: metric(director, healthy) == 1.0, 20, what="rs1 up, rs2 drained")
+        # rs1 by name: the count alone also reads 1 while rs2 passes its first check before the
+        # first look at the maintenance directory drains it (and rs1 has not passed yet)
+        rs1_up = 'lvsha_real_server_up{real_server="192.0.2.21:8080",virtual_server="web"}'
+        rs2_up = 'lvsha_real_server_up{real_server="192.0.2.22:8080",virtual_server="web"}'
+        wait_until(
+            lambda: (
+                metric(director, healthy) == 1.0
+                and metric(director, rs1_up) == 1.0
+                and metric(director, rs2_up) == 0.0
+            ),
+            20,
+            what="rs1 up, rs2 drained",
+        )
         assert metric(director, 'lvsha_ipvs_operations_total{operation="AddDestination"}') == 2.0
         # the checks keep running: rs1's service stops and it leaves the table
         lab.processes[0].kill()
