@@ -40,6 +40,12 @@ def summary(config: LvshaConfig) -> str:
         _plural(len(real_servers), "real server"),
         _plural(checks, "check"),
     ]
+    if config.bgp is not None:
+        announced = _plural(len(config.bgp.announce), "virtual server")
+        parts.append(
+            f"BGP AS {config.bgp.asn} announcing {announced} to "
+            + _plural(len(config.bgp.peers), "peer")
+        )
     return ", ".join(parts)
 
 
@@ -85,6 +91,11 @@ def _check_config(args: argparse.Namespace) -> int:
             documents.append(config.model_dump(mode="json", by_alias=True))
         else:
             print(f"{path}: OK: {summary(config)}")
+        if config.bgp is not None:
+            from lvsha.config.bgp import advice  # noqa: PLC0415 - see the module's doc
+
+            for key, warning in advice(config.bgp, config.virtual_servers):
+                print(f"{path}: warning: {key}: {warning}", file=sys.stderr)
     if args.json and documents:
         print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
     return 1 if failed else 0

@@ -190,6 +190,16 @@ class ChildEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceQuorum:
+    """Checker -> parent, when the configuration announces over BGP: the virtual servers
+    (names) whose quorum is held, all of them; sent once the first IPVS pass has run, then at
+    each change. The parent's BGP announcer (lvsha.bgp.announcer) follows it."""
+
+    kind: ClassVar[str] = "service_quorum"
+    held: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Parent -> child: answer with `Pong` carrying this serial, from the event loop (the
     systemd watchdog is fed only while the children's loops answer)."""
@@ -218,6 +228,7 @@ Message: TypeAlias = (
     | CheckerStatus
     | SetOverrides
     | OverridesApplied
+    | ServiceQuorum
     | ChildEvent
     | Ping
     | Pong

@@ -97,6 +97,8 @@ def render(status: dict[str, Any], *, colour: bool = False) -> str:
         lines += ["", *_vrrp(status["vrrp"], now, paint)]
     if status["services"] is not None:
         lines += ["", *_services(status["services"], now, paint)]
+    if status.get("bgp") is not None:
+        lines += ["", *_bgp(status["bgp"], paint)]
     overrides = status["overrides"]
     handover = status["handover"]
     if overrides or handover:
@@ -113,6 +115,25 @@ def render(status: dict[str, Any], *, colour: bool = False) -> str:
         for name, by in handover.items():
             lines.append(f"  handover {name}, by {by}")
     return "\n".join(lines)
+
+
+def _bgp(bgp: dict[str, Any], paint: _Paint) -> list[str]:
+    lines = [f"BGP (AS {bgp['asn']}, {bgp['phase']})"]
+    if bgp["error"]:
+        lines.append(f"  FRR: {bgp['error']}")
+    for route in bgp["routes"]:
+        what = "announced" if route["announced"] else "withdrawn"
+        if route["graceful_shutdown"]:
+            what += " with GRACEFUL_SHUTDOWN"
+        why = "" if route["announced"] else f" ({route['reason']})"
+        lines.append(
+            f"  {route['route']} ({', '.join(route['virtual_servers'])}): {paint(what)}{why}"
+        )
+    for peer in bgp["peers"]:
+        sent = "" if peer["prefixes_sent"] is None else f", {peer['prefixes_sent']} routes sent"
+        bfd = "" if peer["bfd"] is None else f", BFD {peer['bfd']}"
+        lines.append(f"  peer {peer['address']}: {peer['state']}{sent}{bfd}")
+    return lines
 
 
 def _vrrp(vrrp: dict[str, Any], now: float, paint: _Paint) -> list[str]:

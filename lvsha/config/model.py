@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, model_validator
 
 from lvsha.config.base import InterfaceName, Model, Name, Seconds, TypeDoc, valid_interface
+from lvsha.config.bgp import BgpSettings
 from lvsha.config.checks import CheckTiming
 from lvsha.config.lvs import VirtualServer
 from lvsha.config.vrrp import Garp, SyncGroup, VrrpInstance, VrrpScript, VrrpTrackFile
@@ -408,6 +409,11 @@ class LvshaConfig(Model):
         default_factory=dict,
         description="Named sets of services (keepalived's virtual_server_group) that a virtual "
         "server serves as one, with `group: NAME`.",
+    )
+    bgp: BgpSettings | None = Field(
+        None,
+        description="Announce virtual servers' addresses over BGP through the local FRR "
+        "(active-active directors behind ECMP routers).",
     )
 
     @model_validator(mode="before")

@@ -749,6 +749,47 @@ def _sinks(out: _Findings, config: LvshaConfig) -> None:
                 out.add((*path, key), f"{file} is empty")
 
 
+def _bgp(out: _Findings, config: LvshaConfig) -> None:
+    bgp = config.bgp
+    if bgp is None:
+        return
+    named = {vs.name: vs for vs in config.virtual_servers if vs.name is not None}
+    seen: set[str] = set()
+    for n, name in enumerate(bgp.announce):
+        path: Path = ("bgp", "announce", n)
+        if name in seen:
+            out.add(path, f"'{name}' is announced twice: name each virtual server once")
+            continue
+        seen.add(name)
+        vs = named.get(name)
+        if vs is None:
+            out.add(
+                path,
+                f"no virtual server named '{name}' (announce virtual servers by their "
+                f"`name`){_suggest(name, named)}",
+            )
+        elif vs.group is not None or vs.address is None:
+            what = f"group '{vs.group}'" if vs.group is not None else f"fwmark {vs.fwmark}"
+            out.add(
+                path,
+                f"'{name}' serves {what}, not one address: announce virtual servers that have "
+                "an `address` (its /32 or /128 route is what lvsha announces)",
+            )
+    peers: set[str] = set()
+    for n, peer in enumerate(bgp.peers):
+        if str(peer.address) in peers:
+            out.add(("bgp", "peers", n, "address"), f"peer {peer.address} is listed twice")
+        peers.add(str(peer.address))
+    families = {vs.address.version for vs in named.values() if vs.name in seen and vs.address}
+    for version in sorted(families):
+        if not any(peer.address.version == version for peer in bgp.peers):
+            out.add(
+                ("bgp", "peers"),
+                f"IPv{version} addresses are announced but no peer has an IPv{version} address: "
+                f"lvsha announces a family's routes to the peers of that family",
+            )
+
+
 def check_semantics(config: LvshaConfig, explicit_vs_family: list[bool]) -> list[Finding]:
     """`explicit_vs_family[n]`: whether virtual server n wrote `family` itself."""
     out = _Findings()
@@ -756,4 +797,5 @@ def check_semantics(config: LvshaConfig, explicit_vs_family: list[bool]) -> list
     _vrrp(out, config)
     _virtual_servers(out, config, explicit_vs_family)
     _unused_groups(out, config)
+    _bgp(out, config)
     return out.items

@@ -95,6 +95,7 @@ from lvsha.messages import (
     OverridesApplied,
     Ping,
     Pong,
+    ServiceQuorum,
     SetOverrides,
     StatusRequest,
     VrrpRoles,
@@ -310,6 +311,8 @@ class Checker:
         # Before the pool starts: its first verdicts are where each real server's hooks start.
         self.hooks = LvsHooks(config, self.pool, self.syncer, self._send_event)
         """notify_up / notify_down of real servers, quorum_up / quorum_down of services."""
+        self._quorum_sent: tuple[str, ...] | None = None
+        self.syncer.subscribe_quorum(lambda _: self.report_quorum(), every_change=True)
         self.roles = VrrpRoleBook(config)
         self.follower: SyncDaemonFollower | None = None
         self.generation: int | None = None
@@ -356,6 +359,25 @@ class Checker:
         if first is not None and not isinstance(first, VrrpRoles):
             return await self.on_message(first)
         return None
+
+    def report_quorum(self) -> None:
+        """Tell the parent which virtual servers hold quorum, when it announces them over
+        BGP and the set changed since the last report."""
+        if self.config.bgp is None or self._send is None:
+            return
+        quorum = self.syncer.quorum
+        held = tuple(
+            sorted(
+                {
+                    service.name
+                    for service in self.syncer.services
+                    if service.name is not None and service.key in quorum and quorum[service.key].up
+                }
+            )
+        )
+        if held != self._quorum_sent:
+            self._quorum_sent = held
+            self._send(ServiceQuorum(held))
 
     def _send_event(self, event_type: str, fields: dict[str, FieldValue]) -> None:
         if self._send is not None:
@@ -513,6 +535,8 @@ class Checker:
             self.config = new.config
             self._index = new.plan
             self.generation = message.generation
+            self._quorum_sent = None  # the parent's announcer may have just been made
+            self.report_quorum()
             log.info("%s applied: %s (in %.3f s)", name, summary, loop.time() - began)
             return ConfigApplied(message.generation, True)
         for error_text in errors:
@@ -592,6 +616,24 @@ class Checker:
         return "; ".join([*(f"IPVS: {refusal}" for refusal in left), *errors])
 
 
+SLOPPY_TCP = Path("/proc/sys/net/ipv4/vs/sloppy_tcp")
+
+
+def sloppy_tcp(path: Path = SLOPPY_TCP) -> None:
+    """Directors behind ECMP routers take over each other's flows when one leaves or joins:
+    IPVS must accept a TCP flow it did not see start (net.ipv4.vs.sloppy_tcp=1)."""
+    try:
+        if path.read_text().strip() != "1":
+            path.write_text("1\n")
+            log.info("net.ipv4.vs.sloppy_tcp set to 1: flows moved from another director go on")
+    except OSError as exc:
+        log.error(
+            "net.ipv4.vs.sloppy_tcp not set (%s): flows the routers move from another director "
+            "will be reset here",
+            exc.strerror or exc,
+        )
+
+
 def metric_samples(checker: Checker, lag: LoopLag) -> Iterator[Sample]:
     """Every sample of the checker's textfile (families: `lvsha.checks.metrics.FAMILIES`), a
     generator: `render_sliced` lets the loop run between slices of it."""
@@ -669,6 +711,9 @@ async def serve(
         log.error("cannot read or apply the IPVS table: %s", exc)
         await checker.pool.close()
         return 1
+    checker.report_quorum()
+    if config.bgp is not None and not dry_run:
+        sloppy_tcp()
     first: Message | None = None
     if config.global_.lvs_sync_daemon is not None:
         first, open_ = await first_message(inbox, roles_deadline)

@@ -38,6 +38,7 @@ from lvsha.messages import (
 )
 
 if TYPE_CHECKING:
+    from lvsha.bgp.announcer import Announcer
     from lvsha.checks.verdict import RealServerId
     from lvsha.config import LvshaConfig
     from lvsha.daemon.reload import Running
@@ -120,9 +121,12 @@ class Operations:
         send: Callable[[str, Message], bool],
         children: Callable[[], list[str]],
         host: str | None = None,
+        bgp: Callable[[], Announcer | None] = lambda: None,
     ) -> None:
         self.state_path = state_path
         self.state = state
+        self._bgp = bgp
+        """The BGP announcer (None: the configuration announces nothing)."""
         self._running = running
         self._send = send
         self._children = children
@@ -218,6 +222,7 @@ class Operations:
         services: dict[str, Any] | None = None
         if config.virtual_servers:
             services = await self.services(children)
+        announcer = self._bgp()
         vrrp: dict[str, Any] | None = None
         if config.vrrp_instances:
             last = self.vrrp
@@ -238,6 +243,7 @@ class Operations:
             "services": services,
             "overrides": [o.to_json() for o in self.state.overrides],
             "handover": dict(sorted(self.state.handover.items())),
+            "bgp": None if announcer is None else announcer.status(),
         }
 
     async def services(self, children: Sequence[str] | None = None) -> dict[str, Any]:
@@ -413,8 +419,22 @@ class Operations:
     async def handover(self, instance: str | None, cancel: bool, by: str) -> dict[str, Any]:
         running = self._running()
         config = running.config
-        if not config.vrrp_instances:
-            raise OperationError(404, "this configuration has no VRRP instance")
+        announcer = self._bgp() if instance is None else None
+        if not config.vrrp_instances and announcer is None:
+            raise OperationError(
+                404,
+                "this configuration has no VRRP instance"
+                + ("" if config.bgp is None else "; hand BGP over with no instance named"),
+            )
+        bgp_changed = False
+        if announcer is not None:
+            # The whole director: its BGP announcements leave first, gracefully.
+            bgp_changed = await self._bgp_handover(announcer, cancel, by)
+            if not config.vrrp_instances:
+                answer = self._change_answer(bgp_changed, ["bgp"], [])
+                answer["instances"] = []
+                answer["bgp"] = announcer.status()
+                return answer
         if instance is not None and instance not in config.vrrp_instances:
             names = ", ".join(config.vrrp_instances)
             raise OperationError(
@@ -455,9 +475,34 @@ class Operations:
                     self.state.handover.pop(name, None)
                 self._save()
                 self._send("vrrp", SetHandover(tuple(sorted(self.state.handover))))
-        answer = self._change_answer(changed, chosen, [])
+        answer = self._change_answer(changed or bgp_changed, chosen, [])
         answer["instances"] = instances
+        if announcer is not None:
+            answer["bgp"] = announcer.status()
         return answer
+
+    async def _bgp_handover(self, announcer: Announcer, cancel: bool, by: str) -> bool:
+        """Drain the BGP announcements (GRACEFUL_SHUTDOWN, the wait, the withdrawal), or end
+        the drain; kept in the state file. Returns whether the state changed."""
+        async with self._lock:
+            before = self.state.bgp_handover
+            if cancel:
+                self.state.bgp_handover = None
+            elif before is None:
+                self.state.bgp_handover = f"{by} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+            changed = self.state.bgp_handover != before
+            if changed:
+                try:
+                    self._save()
+                except OperationError:
+                    self.state.bgp_handover = before
+                    raise
+                log.info("%s BGP by %s", "handover cancelled:" if cancel else "handover:", by)
+        if cancel:
+            announcer.undrain()
+        else:
+            await announcer.drain()
+        return changed
 
     async def _await_handover(
         self, config: LvshaConfig, names: Sequence[str], wanted: bool, since: int
@@ -542,6 +587,9 @@ class Operations:
         for name, by in sorted(self.state.handover.items()):
             where = "" if name in config.vrrp_instances else " (no such instance in this file)"
             lines.append(f"handover {name}{where}, by {by}")
+        if self.state.bgp_handover is not None:
+            where = "" if config.bgp is not None else " (this file announces nothing over BGP)"
+            lines.append(f"handover of BGP{where}, by {self.state.bgp_handover}")
         return lines
 
 

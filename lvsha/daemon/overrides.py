@@ -220,13 +220,19 @@ class State:
     overrides: list[Override] = field(default_factory=list)
     handover: dict[str, str] = field(default_factory=dict)
     """Handed-over instance name -> who asked, and when (text)."""
+    bgp_handover: str | None = None
+    """Who drained the BGP announcements (`lvsha handover` of the whole director), and when;
+    None: they are not drained."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        value: dict[str, Any] = {
             "format": FORMAT,
             "overrides": [o.to_json() for o in self.overrides],
             "handover": dict(sorted(self.handover.items())),
         }
+        if self.bgp_handover is not None:
+            value["bgp_handover"] = self.bgp_handover
+        return value
 
     @classmethod
     def from_json(cls, value: object) -> State:
@@ -242,7 +248,10 @@ class State:
             isinstance(k, str) and isinstance(v, str) for k, v in handover.items()
         ):
             raise OverrideError("'handover' is not an object of instance names")
-        return cls([Override.from_json(o) for o in overrides], dict(handover))
+        bgp_handover = value.get("bgp_handover")
+        if bgp_handover is not None and not isinstance(bgp_handover, str):
+            raise OverrideError("'bgp_handover' is not a text")
+        return cls([Override.from_json(o) for o in overrides], dict(handover), bgp_handover)
 
 
 def load(path: Path) -> State:

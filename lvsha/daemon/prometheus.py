@@ -69,6 +69,22 @@ MAIN_FAMILIES = catalog(
         "counter",
         "Times the watchdog was due but not fed, a child's loop not answering.",
     ),
+    Family(
+        "lvsha_bgp_route_announced",
+        "gauge",
+        "1 while FRR announces the route for lvsha (bgp.announce), else 0.",
+    ),
+    Family(
+        "lvsha_bgp_peer_established",
+        "gauge",
+        "1 while FRR's BGP session with the peer is established, as last read from FRR.",
+    ),
+    Family("lvsha_bfd_peer_up", "gauge", "1 while FRR's BFD session with the peer is up."),
+    Family(
+        "lvsha_bgp_frr_errors_total",
+        "counter",
+        "vtysh calls that failed or that FRR refused (the log says what and why).",
+    ),
 )
 
 

@@ -606,6 +606,7 @@ class _Planner:
         self._sync_groups()
         self._services()
         self._global()
+        self._bgp()
         return self.out
 
     def _add(self, area: str, action: str, subject: str, detail: str, cost: Cost) -> None:
@@ -1213,6 +1214,25 @@ class _Planner:
             where = f"{key.probe.describe()} check of {subject}"
             self._add("check", "remove", where, "stops", HITLESS)
 
+    # --- bgp ---
+
+    def _bgp(self) -> None:
+        old, new = self.old.bgp, self.new.bgp
+        if old is None or new is None:
+            if old is not new:
+                action = "add" if old is None else "remove"
+                detail = (
+                    "announce the virtual servers' addresses through FRR"
+                    if old is None
+                    else "every route lvsha announced is withdrawn; its BGP sessions stay"
+                )
+                self._add("bgp", action, "bgp", detail, Cost.DRAIN)
+            return
+        for key, a, b in _model_diff(old, new, skip=frozenset()):
+            cost, note = BGP_RULES[key.split(".", 1)[0]]
+            detail = _values(key, a, b) + (f": {note}" if note else "")
+            self._add("bgp", "change", key, detail, cost)
+
     # --- global ---
 
     def _global(self) -> None:
@@ -1231,6 +1251,28 @@ class _Planner:
                 None if after is None else new.lvs_sync_daemon,
             )
             self._add("global", "change", "lvs_sync_daemon", f"{shown}: {note}", cost)
+
+
+BGP_RULES: dict[str, tuple[Cost, str]] = {
+    "asn": (
+        Cost.CONNECTION_RESET,
+        "FRR's BGP instance is made again: every session restarts and the routes leave the "
+        "routers meanwhile",
+    ),
+    "router_id": (Cost.CONNECTION_RESET, "every BGP session restarts"),
+    "peers": (HITLESS, "sessions of peers added or removed start or end; the others stay"),
+    "announce": (
+        Cost.DRAIN,
+        "an address no longer announced is withdrawn (flows to it move to other directors); "
+        "a new one is announced once its services have quorum",
+    ),
+    "bfd": (HITLESS, "the BFD profile changes in place"),
+    "graceful_shutdown": (HITLESS, "applies to the next handover or stop"),
+    "vtysh": (HITLESS, "the next FRR call uses it"),
+    "timeout": (HITLESS, ""),
+    "poll_interval": (HITLESS, ""),
+}
+"""`bgp` keys, with the note shown after a change."""
 
 
 def _checks_by_server(

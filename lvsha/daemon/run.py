@@ -48,6 +48,7 @@ from lvsha.messages import (
     ChildEvent,
     Message,
     Pong,
+    ServiceQuorum,
     SetHandover,
     VrrpRoles,
     VrrpStateChanged,
@@ -56,6 +57,7 @@ from lvsha.net.nft import MISSING_NFT
 
 if TYPE_CHECKING:
     from lvsha.alerts.dispatch import Alerts
+    from lvsha.bgp.announcer import Announcer
     from lvsha.daemon.reload_plan import ReloadPlan
 
 log = logging.getLogger("lvsha")
@@ -103,12 +105,15 @@ class _Parent:
             remove_child=self._remove_child,
             on_applied=self._applied,
         )
+        self.bgp: Announcer | None = None
+        """Announces the configuration's `bgp:` routes through FRR (None: it has none)."""
         self.operations = Operations(
             state_path,
             state,
             running=lambda: self.running,
             send=self._send_to,
             children=lambda: [] if self.supervisor is None else self.supervisor.running(),
+            bgp=lambda: self.bgp,
         )
         self.rules = AccessRules(running.config.global_.control)
         self.control: ControlServer | None = None
@@ -237,6 +242,8 @@ class _Parent:
             samples.append(("lvsha_watchdog_fed_total", {}, float(self.watchdog.fed_total)))
             withheld = float(self.watchdog.withheld_total)
             samples.append(("lvsha_watchdog_withheld_total", {}, withheld))
+        if self.bgp is not None:
+            samples += self.bgp.samples()
         return samples
 
     def scrape_main(self) -> str:
@@ -283,6 +290,10 @@ class _Parent:
             return
         if isinstance(message, ChildEvent):
             self._child_event(child, message)
+            return
+        if isinstance(message, ServiceQuorum):
+            if self.bgp is not None and child == "checker":
+                self.bgp.set_held(frozenset(message.held))
             return
         if self.operations.child_message(child, message):
             return
@@ -355,6 +366,9 @@ class _Parent:
     def on_exited(self, child: str) -> None:
         self.reloader.child_exited(child)
         self.operations.child_exited(child)
+        if child == "checker" and self.bgp is not None:
+            # No checker, no quorum known: nothing is announced until its successor reports.
+            self.bgp.set_held(None)
         if child != "vrrp":
             return
         # Whatever the dead process held, it no longer runs VRRP; its successor reconciles
@@ -375,8 +389,48 @@ class _Parent:
         if name == "vrrp":
             self.roles.clear()
 
+    def start_bgp(self) -> None:
+        """Announce the configuration's `bgp:` routes (a drain in force stays in force)."""
+        config = self.running.config
+        if config.bgp is None or self.bgp is not None:
+            return
+        from lvsha.bgp.announcer import Announcer  # noqa: PLC0415 - only with bgp:
+        from lvsha.config.bgp import advice, announced_addresses  # noqa: PLC0415
+
+        for key, warning in advice(config.bgp, config.virtual_servers):
+            log.warning("%s: %s", key, warning)
+        self.bgp = Announcer(
+            config.bgp,
+            announced_addresses(config.bgp, config.virtual_servers),
+            self.run_dir,
+            drained=self.operations.state.bgp_handover is not None,
+        )
+        self.bgp.start()
+
+    async def stop_bgp(self) -> None:
+        """Withdraw what is announced (GRACEFUL_SHUTDOWN first): lvsha stops, or a reload
+        removed `bgp:`."""
+        announcer, self.bgp = self.bgp, None
+        if announcer is not None:
+            await announcer.stop()
+
+    def _reconfigure_bgp(self, config: LvshaConfig) -> None:
+        if config.bgp is None:
+            if self.bgp is not None:
+                asyncio.get_running_loop().create_task(self.stop_bgp())
+            return
+        if self.bgp is None:
+            self.start_bgp()
+            return
+        from lvsha.config.bgp import advice, announced_addresses  # noqa: PLC0415
+
+        for key, warning in advice(config.bgp, config.virtual_servers):
+            log.warning("%s: %s", key, warning)
+        self.bgp.reconfigure(config.bgp, announced_addresses(config.bgp, config.virtual_servers))
+
     def _applied(self, old: Running, new: Running, plan: ReloadPlan) -> None:
         """A new configuration runs: children restarted from now on start from it."""
+        self._reconfigure_bgp(new.config)
         renamed = renamed_instances(old.config, new.config)
         self.operations.reloaded(renamed)
         self._respawn_specs(new)
@@ -546,8 +600,10 @@ async def _supervise(parent: _Parent) -> int:
         on_started=parent.on_started,
         on_exited=parent.on_exited,
         on_restart=parent.on_restart,
+        on_stopping=parent.stop_bgp,
     )
     parent.supervisor = supervisor
+    parent.start_bgp()
     parent.lag.start()
     exporter = asyncio.create_task(
         _export_main(parent.run_dir / "metrics-main.prom", parent), name="metrics-main"

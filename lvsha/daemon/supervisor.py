@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lvsha.daemon.sdnotify import sd_notify
@@ -95,8 +95,12 @@ class Supervisor:
         on_started: Callable[[str], None] | None = None,
         on_exited: Callable[[str], None] | None = None,
         on_restart: Callable[[str, str, int], None] | None = None,
+        on_stopping: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._children = [_Child(spec) for spec in children]
+        self.on_stopping = on_stopping
+        """Awaited once a stop is asked for, before any child is stopped (the BGP routes
+        leave while the children still serve)."""
         self.on_message = on_message
         self._on_reload = on_reload
         self.on_started = on_started
@@ -148,6 +152,11 @@ class Supervisor:
                 self._watch(child)
             await self._stopping.wait()
             sd_notify("STOPPING=1")
+            if self.on_stopping is not None:
+                try:
+                    await self.on_stopping()
+                except Exception:  # a bug there must not keep the children running
+                    log.exception("before stopping the children")
             for child in reversed(self._children):
                 await self._stop(child)
             watchers = list(self._watchers.values())

@@ -54,6 +54,7 @@ def status() -> dict[str, Any]:
         "overrides": [{"mode": "drain", "virtual_server": "web", "address": "10.0.0.22",
                        "port": 80, "reason": "disk swap", "by": "root (uid 0)", "at": NOW - 60}],
         "handover": {"VI_1": "root (uid 0) at 2027-01-15 08:00:00 UTC"},
+        "bgp": None,
     }  # fmt: skip
     api_schema.check("status", answer)
     return answer

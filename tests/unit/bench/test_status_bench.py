@@ -92,6 +92,7 @@ def status_answer(**changes: Any) -> dict[str, Any]:
         },
         "overrides": [],
         "handover": {},
+        "bgp": None,
     }
     answer.update(changes)
     return answer
