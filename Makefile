@@ -20,9 +20,10 @@ APT_RUN := python3 python3-venv python3-pip iproute2 ca-certificates
 # tests boot Debian's kernel (which has ip_vs) under qemu with virtme-ng: qemu, busybox
 # and udev for the guest, ipvsadm as the independent reader of the table; tiny-initramfs
 # satisfies the kernel's initramfs dependency without initramfs-tools. prometheus brings
-# promtool, which checks the /metrics exposition.
+# promtool, which checks the /metrics exposition. frr is the routing daemon lvsha drives for
+# BGP announcements, and the router of the BGP tests.
 APT_TEST := $(APT_RUN) iputils-ping systemd openssl keepalived nftables dnsmasq-base \
-  qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm prometheus
+  qemu-system-x86 busybox-static udev linux-image-amd64 tiny-initramfs ipvsadm prometheus frr
 
 .PHONY: apt apt-test venv lint typecheck test drill reference clean
 

@@ -248,6 +248,7 @@ _KINDS: dict[str, type[Message]] = {
         CheckerStatus,
         SetOverrides,
         OverridesApplied,
+        ServiceQuorum,
         ChildEvent,
         Ping,
         Pong,

@@ -18,11 +18,12 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lvsha.bgp.frr import (
+    GSHUT_MAP,
     PeerState,
     Phase,
     parse_running,
@@ -41,6 +42,30 @@ RETRY = 1.0
 LEDGER = "bgp.json"
 
 
+Runner = Callable[[Sequence[str], float], Awaitable[tuple[int, bytes, bytes]]]
+"""Runs argv to its end within a timeout: (exit status, stdout, stderr); raises OSError or
+TimeoutError. The parent's is the supervisor's (its orphan hunt must leave vtysh alone)."""
+
+
+async def run_process(argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
+    """A `Runner` for a process that is no supervisor's."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    return process.returncode if process.returncode is not None else -1, out, err
+
+
 class FrrError(Exception):
     """vtysh failed, or FRR refused a command: the message says which and why."""
 
@@ -54,8 +79,10 @@ class Announcer:
         *,
         drained: bool = False,
         on_change: Callable[[str, dict[str, Any]], None] | None = None,
+        run: Runner | None = None,
     ) -> None:
         self.settings = settings
+        self._run_process = run or run_process
         self.routes = dict(routes)
         self.ledger = run_dir / LEDGER
         self.phase = Phase.DRAINED if drained else Phase.SERVING
@@ -208,12 +235,11 @@ class Announcer:
             await self.configure(commands)
             self._owned = set(wanted)
             self._save_ledger()
-            self._log_changes(wanted)
+            self._log_changes({r: present.routes[r] == GSHUT_MAP for r in announced}, wanted)
         self.announced = wanted
         self.passes_total += 1
 
-    def _log_changes(self, wanted: Mapping[str, bool]) -> None:
-        before = self.announced
+    def _log_changes(self, before: Mapping[str, bool], wanted: Mapping[str, bool]) -> None:
         for route in sorted(set(before) | set(wanted)):
             if route in wanted and (route not in before or before[route] != wanted[route]):
                 how = " with GRACEFUL_SHUTDOWN" if wanted[route] else ""
@@ -269,24 +295,13 @@ class Announcer:
         """Run vtysh with these commands; raises FrrError naming what FRR refused."""
         argv = [*self.settings.vtysh, *(word for c in commands for word in ("-c", c))]
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            code, out, err = await self._run_process(argv, self.settings.timeout)
         except OSError as exc:
             raise FrrError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-        try:
-            async with asyncio.timeout(self.settings.timeout):
-                out, err = await process.communicate()
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
             raise FrrError(f"{argv[0]} did not answer within {self.settings.timeout:g}s") from None
         text = out.decode(errors="replace")
-        if process.returncode != 0:
+        if code != 0:
             said = refusal(text + "\n" + err.decode(errors="replace"))
             what = commands[-1] if len(commands) == 1 else f"{len(commands) - 1} commands"
             raise FrrError(f"FRR refused {what}: {said}")

@@ -312,7 +312,7 @@ class Checker:
         self.hooks = LvsHooks(config, self.pool, self.syncer, self._send_event)
         """notify_up / notify_down of real servers, quorum_up / quorum_down of services."""
         self._quorum_sent: tuple[str, ...] | None = None
-        self.syncer.subscribe_quorum(lambda _: self.report_quorum(), every_change=True)
+        self.syncer.subscribe_quorum(self._quorum_changed, every_change=True)
         self.roles = VrrpRoleBook(config)
         self.follower: SyncDaemonFollower | None = None
         self.generation: int | None = None
@@ -359,6 +359,10 @@ class Checker:
         if first is not None and not isinstance(first, VrrpRoles):
             return await self.on_message(first)
         return None
+
+    def _quorum_changed(self, _: object) -> None:
+        # Told before the syncer records the new state: report once this pass is over.
+        asyncio.get_running_loop().call_soon(self.report_quorum)
 
     def report_quorum(self) -> None:
         """Tell the parent which virtual servers hold quorum, when it announces them over

@@ -404,6 +404,7 @@ class _Parent:
             announced_addresses(config.bgp, config.virtual_servers),
             self.run_dir,
             drained=self.operations.state.bgp_handover is not None,
+            run=None if self.supervisor is None else self.supervisor.run_process,
         )
         self.bgp.start()
 

@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from lvsha.daemon.sdnotify import sd_notify
@@ -116,6 +116,8 @@ class Supervisor:
         self._starting = 0
         """Children being spawned: their pid is not known yet, so no orphan hunt meanwhile."""
         self._hunt_deferred = False
+        self._helpers: set[int] = set()
+        """Processes the parent runs itself (`run_process`): not orphans."""
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._not_spawned = {c.spec.name for c in self._children}
         """Children given at construction that were not spawned (or failed to be) yet."""
@@ -396,7 +398,37 @@ class Supervisor:
             c.process.pid
             for c in self._children
             if c.process is not None and c.process.returncode is None
-        }
+        } | self._helpers
+
+    async def run_process(self, argv: Sequence[str], timeout: float) -> tuple[int, bytes, bytes]:
+        """Run a program of the parent's own (vtysh) to its end, its exit status and output
+        returned: the orphan hunt neither kills nor reaps it. Raises OSError when it cannot
+        start, TimeoutError (once it is killed and reaped) when it outlives `timeout`."""
+        self._starting += 1
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            self._helpers.add(process.pid)
+        finally:
+            self._starting -= 1
+            if self._hunt_deferred and not self._starting:
+                self._hunt_deferred = False
+                self._reap_orphans()
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await process.communicate()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        finally:
+            self._helpers.discard(process.pid)
+        return process.returncode if process.returncode is not None else -1, out, err
 
     def _reap_orphans(self) -> None:
         """Kill and reap every process re-parented to us that is not a running child."""
