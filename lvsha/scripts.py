@@ -163,6 +163,22 @@ def _last_line(output: bytes) -> str:
     return line
 
 
+async def output_within(
+    process: asyncio.subprocess.Process, timeout: float
+) -> tuple[int, bytes, bytes]:
+    """Wait for a process started with pipes to end: (exit status, stdout, stderr). When it
+    outlives `timeout` it is killed and reaped, and TimeoutError raised."""
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    return process.returncode if process.returncode is not None else -1, out, err
+
+
 def judge_exit(returncode: int, dynamic_weight: bool) -> tuple[bool, str, int | None]:
     """(ok, reason, weight) for a script's wait status as asyncio reports it."""
     if returncode < 0:

@@ -14,7 +14,6 @@ a peer a reload dropped, and never touches a statement an operator wrote.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from lvsha.bgp.frr import (
     wanted_routes,
 )
 from lvsha.config.bgp import BgpSettings
+from lvsha.scripts import output_within
 
 log = logging.getLogger("lvsha.bgp")
 
@@ -55,15 +55,7 @@ async def run_process(argv: Sequence[str], timeout: float) -> tuple[int, bytes, 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise
-    return process.returncode if process.returncode is not None else -1, out, err
+    return await output_within(process, timeout)
 
 
 class FrrError(Exception):
@@ -128,7 +120,9 @@ class Announcer:
             self.phase = Phase.DRAINING
             await self._settle()
             wait = self.settings.graceful_shutdown
-            if self.phase is Phase.DRAINING and self.announced and wait > 0:
+            # No session established: no router to move traffic away first.
+            heard = any(peer.state == "Established" for peer in self.peers)
+            if self.phase is Phase.DRAINING and self.announced and wait > 0 and heard:
                 log.info(
                     "BGP: %s announced with GRACEFUL_SHUTDOWN for %gs before the withdrawal",
                     ", ".join(sorted(self.announced)),
@@ -262,6 +256,8 @@ class Announcer:
             return "no quorum: " + ", ".join(missing)
         if route not in self.routes:
             return "no longer configured"
+        if route not in self.announced:
+            return "FRR has not taken it" + (f": {self.error}" if self.error else " yet")
         return "announced"
 
     async def _poll(self) -> None:

@@ -107,6 +107,11 @@ class _Parent:
         )
         self.bgp: Announcer | None = None
         """Announces the configuration's `bgp:` routes through FRR (None: it has none)."""
+        self._bgp_leaving: asyncio.Task[None] | None = None
+        """The withdrawal a reload that removed `bgp:` started."""
+        self.quorum_held: frozenset[str] | None = None
+        """The checker's last `ServiceQuorum` (None: no checker runs, or it has not said):
+        kept for an announcer a reload makes after the checker applied the file."""
         self.operations = Operations(
             state_path,
             state,
@@ -292,8 +297,10 @@ class _Parent:
             self._child_event(child, message)
             return
         if isinstance(message, ServiceQuorum):
-            if self.bgp is not None and child == "checker":
-                self.bgp.set_held(frozenset(message.held))
+            if child == "checker":
+                self.quorum_held = frozenset(message.held)
+                if self.bgp is not None:
+                    self.bgp.set_held(self.quorum_held)
             return
         if self.operations.child_message(child, message):
             return
@@ -366,9 +373,11 @@ class _Parent:
     def on_exited(self, child: str) -> None:
         self.reloader.child_exited(child)
         self.operations.child_exited(child)
-        if child == "checker" and self.bgp is not None:
+        if child == "checker":
             # No checker, no quorum known: nothing is announced until its successor reports.
-            self.bgp.set_held(None)
+            self.quorum_held = None
+            if self.bgp is not None:
+                self.bgp.set_held(None)
         if child != "vrrp":
             return
         # Whatever the dead process held, it no longer runs VRRP; its successor reconciles
@@ -406,6 +415,7 @@ class _Parent:
             drained=self.operations.state.bgp_handover is not None,
             run=None if self.supervisor is None else self.supervisor.run_process,
         )
+        self.bgp.set_held(self.quorum_held)
         self.bgp.start()
 
     async def stop_bgp(self) -> None:
@@ -418,7 +428,7 @@ class _Parent:
     def _reconfigure_bgp(self, config: LvshaConfig) -> None:
         if config.bgp is None:
             if self.bgp is not None:
-                asyncio.get_running_loop().create_task(self.stop_bgp())
+                self._bgp_leaving = asyncio.get_running_loop().create_task(self.stop_bgp())
             return
         if self.bgp is None:
             self.start_bgp()

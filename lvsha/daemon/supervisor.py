@@ -404,6 +404,8 @@ class Supervisor:
         """Run a program of the parent's own (vtysh) to its end, its exit status and output
         returned: the orphan hunt neither kills nor reaps it. Raises OSError when it cannot
         start, TimeoutError (once it is killed and reaped) when it outlives `timeout`."""
+        from lvsha.scripts import output_within  # noqa: PLC0415 - not needed to start children
+
         self._starting += 1
         try:
             process = await asyncio.create_subprocess_exec(
@@ -419,16 +421,9 @@ class Supervisor:
                 self._hunt_deferred = False
                 self._reap_orphans()
         try:
-            async with asyncio.timeout(timeout):
-                out, err = await process.communicate()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            raise
+            return await output_within(process, timeout)
         finally:
             self._helpers.discard(process.pid)
-        return process.returncode if process.returncode is not None else -1, out, err
 
     def _reap_orphans(self) -> None:
         """Kill and reap every process re-parented to us that is not a running child."""

@@ -229,3 +229,34 @@ def test_a_crashed_lvsha_route_is_withdrawn_by_the_next_and_a_dead_director_by_b
     took = routed_within(site, 2, wanted=False)
     print(f"dead director's route gone from the router {took * 1000:.0f} ms after the cut")
     assert took < 0.5
+
+
+def test_a_reload_adds_changes_and_removes_the_announcements(site: Site) -> None:
+    site.serve(True)
+    path = site.director.config_path
+    announcing = path.read_text()
+    without = announcing[: announcing.index("bgp:")]
+    path.write_text(without)
+    site.start()
+    wait_until(lambda: site.lvsha("status", "--json").wait(timeout=20) == 0, 20, interval=0.2)
+
+    def reload() -> str:
+        process = site.lvsha("reload")
+        output = process.communicate(timeout=30)[0]
+        assert process.returncode == 0, output
+        return output
+
+    path.write_text(announcing)
+    assert "bgp" in reload()
+    routed_within(site, 10, wanted=True)
+    # A changed drain wait moves nothing: the route stays, no withdrawal is logged.
+    path.write_text(announcing.replace(f"graceful_shutdown: {GRACEFUL}", "graceful_shutdown: 0"))
+    assert "graceful_shutdown: 2 -> 0: applies to the next handover or stop" in reload()
+    assert site.announced()
+    assert "withdrawn" not in site.director.log()
+    # Without bgp: the route leaves at once (graceful_shutdown is 0 now); the session stays.
+    path.write_text(without)
+    reload()
+    routed_within(site, 5, wanted=False)
+    assert "BGP: 198.51.100.10/32 withdrawn (drained)" in site.director.log()
+    assert site.frr.bgp_established(ROUTER)
