@@ -96,6 +96,7 @@ class Announcer:
         self._requested = 0
         self._done = 0
         self._settled = asyncio.Condition()
+        self._draining = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._load_ledger()
 
@@ -115,24 +116,25 @@ class Announcer:
 
     async def drain(self) -> None:
         """Announce with GRACEFUL_SHUTDOWN, wait bgp.graceful_shutdown, then withdraw; returns
-        once FRR withdrew (or refused: the error says why)."""
-        if self.phase is Phase.SERVING:
-            self.phase = Phase.DRAINING
-            await self._settle()
+        once FRR withdrew (or refused: the error says why). Without a wait, or without an
+        established session to tell, the routes are withdrawn at once."""
+        async with self._draining:
             wait = self.settings.graceful_shutdown
-            # No session established: no router to move traffic away first.
             heard = any(peer.state == "Established" for peer in self.peers)
-            if self.phase is Phase.DRAINING and self.announced and wait > 0 and heard:
-                log.info(
-                    "BGP: %s announced with GRACEFUL_SHUTDOWN for %gs before the withdrawal",
-                    ", ".join(sorted(self.announced)),
-                    wait,
-                )
-                await asyncio.sleep(wait)
-        if self.phase is Phase.SERVING:
-            return  # undrained meanwhile
-        self.phase = Phase.DRAINED
-        await self._settle()
+            if self.phase is Phase.SERVING and wait > 0 and heard and self.announced:
+                self.phase = Phase.DRAINING
+                await self._settle()
+                if self.phase is Phase.DRAINING and self.announced:
+                    log.info(
+                        "BGP: %s announced with GRACEFUL_SHUTDOWN for %gs before the withdrawal",
+                        ", ".join(sorted(self.announced)),
+                        wait,
+                    )
+                    await asyncio.sleep(wait)
+                if self.phase is not Phase.DRAINING:
+                    return  # undrained meanwhile
+            self.phase = Phase.DRAINED
+            await self._settle()
 
     def undrain(self) -> None:
         if self.phase is not Phase.SERVING:

@@ -72,7 +72,7 @@ class Site:
         self.servers: dict[str, subprocess.Popen[bytes]] = {}
         self.lab = lab
         self.router.router(65000, ROUTER, {DIRECTOR: 65001}, bfd=True)
-        self.director = Director(self.host, config(self.frr), VIP)
+        self.director = Director(self.host, config(self.frr), "192.0.2.100/24")
         self.state_dir = tmp_path / "state"
 
     def serve(self, up: bool) -> None:
@@ -234,11 +234,19 @@ def test_a_crashed_lvsha_route_is_withdrawn_by_the_next_and_a_dead_director_by_b
 def test_a_reload_adds_changes_and_removes_the_announcements(site: Site) -> None:
     site.serve(True)
     path = site.director.config_path
-    announcing = path.read_text()
-    without = announcing[: announcing.index("bgp:")]
+    # A VRRP instance beside the announcements: both run on one director.
+    vrrp = (
+        "vrrp_instances:\n  VI:\n    interface: eth0\n    virtual_router_id: 51\n"
+        "    priority: 150\n    version: 3\n    advert_interval: 100ms\n"
+        "    virtual_ipaddresses: ['192.0.2.100/24']\n"
+    )
+    announcing = path.read_text() + vrrp
+    without = announcing.replace(
+        announcing[announcing.index("bgp:") : announcing.index("vrrp_")], ""
+    )
     path.write_text(without)
     site.start()
-    wait_until(lambda: site.lvsha("status", "--json").wait(timeout=20) == 0, 20, interval=0.2)
+    wait_until(site.director.holds_vip, 20, what="the VRRP instance master")
 
     def reload() -> str:
         process = site.lvsha("reload")
@@ -260,3 +268,6 @@ def test_a_reload_adds_changes_and_removes_the_announcements(site: Site) -> None
     routed_within(site, 5, wanted=False)
     assert "BGP: 198.51.100.10/32 withdrawn (drained)" in site.director.log()
     assert site.frr.bgp_established(ROUTER)
+    assert site.director.holds_vip()
+    assert "-> MASTER" in site.director.log() and "MASTER ->" not in site.director.log()
+    assert "GRACEFUL_SHUTDOWN" not in site.director.log()

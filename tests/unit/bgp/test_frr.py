@@ -199,7 +199,8 @@ class FakeFrr:
             ]
             return 0, ("router bgp 65001\n" + "\n".join(lines) + "\nexit\n").encode(), b""
         if commands[0].startswith("show"):
-            return 0, json.dumps({} if "summary" in commands[0] else []).encode(), b""
+            established = {"ipv4Unicast": {"peers": {"192.0.2.1": {"state": "Established"}}}}
+            return 0, json.dumps(established if "summary" in commands[0] else []).encode(), b""
         if self.refuse is not None:
             return 1, self.refuse.encode(), b""
         for command in commands:
@@ -229,6 +230,7 @@ async def test_the_announcer_follows_quorum_drains_and_remembers_what_it_wrote(
         announcer.set_held(frozenset({"web", "v6"}))
         await _until(lambda: list(frr.routes) == ["2001:db8:1::10/128"])
         assert announcer.status()["routes"][0]["reason"] == "no quorum: tls"
+        await _until(lambda: announcer.peers and announcer.peers[0].state == "Established")
         await announcer.drain()
         assert frr.routes == {}
         assert any("network 2001:db8:1::10/128 route-map LVSHA-GSHUT" in c for c in frr.calls)
