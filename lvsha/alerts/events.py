@@ -19,6 +19,11 @@ Fields, by type (every event also carries `type`, and on the stream `seq` and `t
 - `config_refused`: outcome (invalid, failed, refused), file, generation (still running), errors.
 - `child_restarted`: child (vrrp, checker), status (how it exited), restarts (so far).
 - `script_refused`: process (vrrp, checker), script (its name or command), reason.
+- `bgp_route`: route ("198.51.100.10/32"), virtual_servers (their names, comma-separated),
+  announced (bool), graceful_shutdown (bool: announced with the GRACEFUL_SHUTDOWN community),
+  reason (announced, or why not: "no quorum: web", "drained", ...).
+- `bgp_peer`: peer (its address), state (FRR's BGP state: Established, Active, ...), bfd (the
+  BFD session's status, or null without BFD).
 
 For the sinks: `Event` (one event with its time and severity), `summary` (a line saying what
 happened), `coalesce_key` (what an event is about, so a digest folds a flapping server into
@@ -51,6 +56,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "config": ("config_applied", "config_refused"),
     "process": ("child_restarted",),
     "script": ("script_refused",),
+    "bgp": ("bgp_route", "bgp_peer"),
 }
 """Names a sink's `events` may use for several types at once (keepalived's smtp_alert_vrrp and
 smtp_alert_checker select "vrrp" and "checker")."""
@@ -71,6 +77,12 @@ def severity(event_type: str, fields: Mapping[str, FieldValue]) -> Severity:
         return Severity.INFO if fields.get("held") else Severity.CRITICAL
     if event_type == "config_applied":
         return Severity.INFO
+    if event_type == "bgp_route":
+        return Severity.INFO if fields.get("announced") else Severity.WARNING
+    if event_type == "bgp_peer":
+        # As lvsha.bgp.frr.PeerState.up says it.
+        up = fields.get("state") == "Established" and fields.get("bfd") in (None, "up")
+        return Severity.INFO if up else Severity.WARNING
     return Severity.WARNING
 
 
@@ -150,6 +162,17 @@ def summary(event_type: str, fields: Mapping[str, FieldValue]) -> str:
             f"{_text(fields, 'process')}: script {_text(fields, 'script')} refused: "
             f"{_text(fields, 'reason')}"
         )
+    if event_type == "bgp_route":
+        route = _text(fields, "route")
+        if not fields.get("announced"):
+            return f"BGP: {route} withdrawn: {_text(fields, 'reason')}"
+        gshut = " with GRACEFUL_SHUTDOWN" if fields.get("graceful_shutdown") else ""
+        return f"BGP: {route} announced{gshut}"
+    if event_type == "bgp_peer":
+        bfd = fields.get("bfd")
+        return f"BGP peer {_text(fields, 'peer')}: {_text(fields, 'state')}" + (
+            f", BFD {bfd}" if bfd is not None else ""
+        )
     details = ", ".join(f"{key}={value}" for key, value in fields.items())
     return f"{event_type}: {details}" if details else event_type
 
@@ -175,6 +198,8 @@ _IDENTITY: dict[str, tuple[str, ...]] = {
     "config_refused": (),
     "child_restarted": ("child",),
     "script_refused": ("process", "script"),
+    "bgp_route": ("route",),
+    "bgp_peer": ("peer",),
 }
 
 
@@ -191,6 +216,13 @@ def headline(event_type: str, fields: Mapping[str, FieldValue]) -> tuple[str, st
         if fields.get("held"):
             return "service regained quorum", "services regained quorum"
         return "service without quorum", "services without quorum"
+    if event_type == "bgp_route":
+        if fields.get("announced"):
+            return "route announced", "routes announced"
+        return "route withdrawn", "routes withdrawn"
+    if event_type == "bgp_peer":
+        state = _text(fields, "state")
+        return f"BGP peer {state}", f"BGP peers {state}"
     return _HEADLINES.get(event_type, (event_type, f"{event_type} events"))
 
 

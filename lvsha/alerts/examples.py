@@ -61,6 +61,14 @@ SAMPLE_FIELDS: dict[str, dict[str, FieldValue]] = {
         "script": "chk_haproxy",
         "reason": "script security: /usr/local/bin/chk_haproxy is writable by uid 1000",
     },
+    "bgp_route": {
+        "route": "198.51.100.10/32",
+        "virtual_servers": "web",
+        "announced": False,
+        "graceful_shutdown": False,
+        "reason": "no quorum: web",
+    },
+    "bgp_peer": {"peer": "192.0.2.1", "state": "Active", "bfd": "down"},
 }
 
 

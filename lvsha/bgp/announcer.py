@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lvsha.alerts.events import FieldValue
 from lvsha.bgp.frr import (
     GSHUT_MAP,
     PeerState,
@@ -70,7 +71,7 @@ class Announcer:
         run_dir: Path,
         *,
         drained: bool = False,
-        on_change: Callable[[str, dict[str, Any]], None] | None = None,
+        publish: Callable[[str, dict[str, FieldValue]], None] | None = None,
         run: Runner | None = None,
     ) -> None:
         self.settings = settings
@@ -79,13 +80,16 @@ class Announcer:
         self.ledger = run_dir / LEDGER
         self.phase = Phase.DRAINED if drained else Phase.SERVING
         self._held: frozenset[str] | None = None
-        self._on_change = on_change
+        self._publish = publish
+        """Where `bgp_route` and `bgp_peer` events go (lvsha.alerts.events)."""
         self.announced: dict[str, bool] = {}
         """The routes FRR announces for lvsha (route -> with GRACEFUL_SHUTDOWN), as of the last
         successful pass."""
         self._owned: set[str] = set()
         self._peers_written: set[str] = set()
         self._asn_written: int | None = None
+        self._created = False
+        """Whether lvsha made FRR's BGP instance (it may then remove it for another AS)."""
         self._session_due = True
         self.peers: list[PeerState] = []
         self.error: str | None = None
@@ -206,8 +210,14 @@ class Announcer:
         if self._session_due:
             stale = self._peers_written - {str(p.address) for p in settings.peers}
             commands = session_commands(settings, stale)
-            if self._asn_written is not None and self._asn_written != settings.asn:
-                # lvsha's own instance under another AS: FRR runs one default instance.
+            if self._asn_written is None:
+                # The first time: whether lvsha makes FRR's BGP instance, or adds to one.
+                self._created = (
+                    parse_running(await self.vtysh("show running-config bgpd")).router is None
+                )
+            elif self._asn_written != settings.asn and self._created:
+                # lvsha's own instance under another AS: FRR runs one default instance. One
+                # lvsha did not make is the operator's: FRR refuses the new AS, and says so.
                 commands = [f"no router bgp {self._asn_written}", *commands]
             self._peers_written |= {str(p.address) for p in settings.peers}
             self._asn_written = settings.asn
@@ -240,12 +250,22 @@ class Announcer:
             if route in wanted and (route not in before or before[route] != wanted[route]):
                 how = " with GRACEFUL_SHUTDOWN" if wanted[route] else ""
                 log.info("BGP: %s announced%s", route, how)
-                if self._on_change is not None:
-                    self._on_change(route, {"announced": True, "graceful_shutdown": wanted[route]})
             elif route not in wanted:
                 log.info("BGP: %s withdrawn (%s)", route, self.why_not(route))
-                if self._on_change is not None:
-                    self._on_change(route, {"announced": False, "graceful_shutdown": False})
+            else:
+                continue
+            self._event(
+                "bgp_route",
+                route=route,
+                virtual_servers=", ".join(self.routes.get(route, ())),
+                announced=route in wanted,
+                graceful_shutdown=wanted.get(route, False),
+                reason="announced" if route in wanted else self.why_not(route),
+            )
+
+    def _event(self, event_type: str, **fields: FieldValue) -> None:
+        if self._publish is not None:
+            self._publish(event_type, fields)
 
     def why_not(self, route: str) -> str:
         """Why a route is not announced (or "announced")."""
@@ -281,6 +301,12 @@ class Announcer:
                             peer.state,
                             f", BFD {peer.bfd}" if peer.bfd is not None else "",
                         )
+                        # An event when the session comes up or goes down, not at each
+                        # step of BGP's state machine on the way.
+                        if was is not None and was.up != peer.up:
+                            self._event(
+                                "bgp_peer", peer=peer.address, state=peer.state, bfd=peer.bfd
+                            )
                 self.peers = states
             await asyncio.sleep(self.settings.poll_interval)
 
@@ -320,6 +346,7 @@ class Announcer:
         asn, peers, routes = value.get("asn"), value.get("peers"), value.get("routes")
         if isinstance(asn, int):
             self._asn_written = asn
+        self._created = value.get("created") is True
         if isinstance(peers, list):
             self._peers_written = {p for p in peers if isinstance(p, str)}
         if isinstance(routes, list):
@@ -333,6 +360,7 @@ class Announcer:
     def _save_ledger(self) -> None:
         value = {
             "asn": self._asn_written,
+            "created": self._created,
             "peers": sorted(self._peers_written),
             "routes": sorted(self._owned),
         }

@@ -200,6 +200,11 @@ class PeerState:
     bfd: str | None = None
     """The BFD session's status ("up", "down", "init", ...); None: no BFD session."""
 
+    @property
+    def up(self) -> bool:
+        """Established, and its BFD session (if any) up."""
+        return self.state == "Established" and self.bfd in (None, "up")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "address": self.address,

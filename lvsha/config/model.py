@@ -38,6 +38,7 @@ EventName = Literal[
     "config",
     "process",
     "script",
+    "bgp",
     "vrrp_state",
     "real_server",
     "quorum",
@@ -45,6 +46,8 @@ EventName = Literal[
     "config_refused",
     "child_restarted",
     "script_refused",
+    "bgp_route",
+    "bgp_peer",
 ]
 """An event type, or a category of them (lvsha.alerts.events.CATEGORIES)."""
 

@@ -414,6 +414,7 @@ class _Parent:
             self.run_dir,
             drained=self.operations.state.bgp_handover is not None,
             run=None if self.supervisor is None else self.supervisor.run_process,
+            publish=lambda event_type, fields: self.publish(event_type, **fields),
         )
         self.bgp.set_held(self.quorum_held)
         self.bgp.start()

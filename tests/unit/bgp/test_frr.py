@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lvsha.alerts.events import FieldValue
 from lvsha.bgp.announcer import Announcer
 from lvsha.bgp.frr import (
     Phase,
@@ -222,7 +223,10 @@ async def test_the_announcer_follows_quorum_drains_and_remembers_what_it_wrote(
     tmp_path: Path,
 ) -> None:
     frr = FakeFrr()
-    announcer = Announcer(SETTINGS, ROUTES, tmp_path, run=frr.run)
+    events: list[tuple[str, dict[str, FieldValue]]] = []
+    announcer = Announcer(
+        SETTINGS, ROUTES, tmp_path, run=frr.run, publish=lambda t, f: events.append((t, f))
+    )
     announcer.start()
     try:
         announcer.set_held(frozenset({"web", "tls", "v6"}))
@@ -230,6 +234,16 @@ async def test_the_announcer_follows_quorum_drains_and_remembers_what_it_wrote(
         announcer.set_held(frozenset({"web", "v6"}))
         await _until(lambda: list(frr.routes) == ["2001:db8:1::10/128"])
         assert announcer.status()["routes"][0]["reason"] == "no quorum: tls"
+        assert events[-1] == (
+            "bgp_route",
+            {
+                "route": "198.51.100.10/32",
+                "virtual_servers": "web, tls",
+                "announced": False,
+                "graceful_shutdown": False,
+                "reason": "no quorum: tls",
+            },
+        )
         await _until(lambda: announcer.peers and announcer.peers[0].state == "Established")
         await announcer.drain()
         assert frr.routes == {}
