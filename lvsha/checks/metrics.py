@@ -85,6 +85,12 @@ FAMILIES = catalog(
         "IPVS changes that corrected drift: a difference between the kernel's table and what "
         "lvsha last left in it (someone else's change), found by a re-read.",
     ),
+    Family(
+        "lvsha_ipvs_order_repairs_total",
+        "counter",
+        "Destinations deleted and added again to put a hashing scheduler's (mh, sh, dh) "
+        "destinations back in the configured order, which every director must share.",
+    ),
 )
 
 

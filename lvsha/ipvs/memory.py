@@ -1,5 +1,8 @@
 """An IPVS table held in memory, refusing what the kernel refuses, for tests and --dry-run.
 
+Destinations are listed in the kernel's order: ip_vs_ctl.c adds a destination at the head of
+its service's list (list_add_rcu), an edit leaves it in place, a delete unlinks it.
+
 The checks follow net/netfilter/ipvs/ip_vs_ctl.c (ip_vs_genl_set_cmd, ip_vs_add_dest,
 ip_vs_edit_dest, ip_vs_new_dest, ip_vs_add_service, ip_vs_edit_service), in the kernel's order,
 so the first error reported is the one the kernel would report.
@@ -64,13 +67,21 @@ class MemoryIpvsTable:
         self._connections: dict[tuple[ServiceKey, DestinationKey], Connections] = {}
         for service in services:
             self._add_service(service.key, service.options)
-            for destination in service.destinations:
+            for destination in _add_order(service):
                 self._add_destination(service.key, destination)
 
     def snapshot(self) -> dict[ServiceKey, Service]:
-        """The table as it is now; later changes do not show through."""
+        """The table as it is now; later changes do not show through.
+
+        Each service's `order` is the kernel's: the destination added last first (a dict keeps
+        insertion order, an edit keeps its place, a delete and add moves it to the head)."""
         return {
-            key: Service(key, options, tuple(self._destinations[key].values()))
+            key: Service(
+                key,
+                options,
+                tuple(self._destinations[key].values()),
+                tuple(reversed(self._destinations[key])),
+            )
             for key, options in self._options.items()
         }
 
@@ -215,3 +226,15 @@ class MemoryIpvsTable:
             unicast = not (address.is_multicast or address.is_unspecified or address.is_link_local)
         if not unicast:
             raise InvalidRequestError(f"destination {destination.key} is not a unicast address")
+
+
+def _add_order(service: Service) -> list[Destination]:
+    """`service`'s destinations in the order to add them so the kernel lists them in its
+    `order` (those it does not name first, in key order)."""
+    if service.order is None:
+        return list(service.destinations)
+    by_key = service.destinations_by_key
+    named = set(service.order)
+    return [d for d in service.destinations if d.key not in named] + [
+        by_key[key] for key in reversed(service.order)
+    ]

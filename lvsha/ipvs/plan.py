@@ -6,11 +6,24 @@ netmask; ip_vs_edit_dest rewrites weight, forwarding method, thresholds and tunn
 a change is always an edit: deleting and re-adding would drop the connections the entry carries.
 Only a key change (service protocol/address/port or fwmark/family, destination address/port)
 makes a different entry.
+
+Order: the kernel adds a destination at the head of its service's list, and the hashing
+schedulers (mh, sh, dh: `lvsha.ipvs.model.ORDERED_SCHEDULERS`) build their lookup tables by
+walking that list, so the same destinations in another order send flows to other real servers.
+Destinations are always added so the list ends in the desired `Service.order` (the configured
+order, see `lvsha.ipvs.desired`). For a hashing scheduler, a list found in another order (a
+restart adopting a table written otherwise, a destination deleted and added again by hand, a
+real server that failed, was removed, and came back at the head) is put right by deleting and
+adding again the fewest destinations: those ahead of the longest tail of the desired order the
+list already has in order (`moves`). A deleted destination keeps its connections in the kernel
+(its packets still flow to it unless net.ipv4.vs.expire_nodest_conn is set), and adding it
+back finds the same entry in the kernel's trash, so a move costs the destination only the new
+connections scheduled during the few microseconds it is out of the list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -22,6 +35,7 @@ from lvsha.ipvs.model import (
     ServiceKey,
     ServiceOptions,
     destination_sort_key,
+    order_matters,
     service_sort_key,
 )
 
@@ -77,9 +91,10 @@ def plan(
     (e.g. the keys of the previous configuration), never "everything in the kernel".
 
     Order: services in `desired` first, in key order; each new service is added before its
-    destinations; within an existing service destinations are added, then edited, then deleted,
-    so a service being switched to another set of servers (e.g. to its sorry server) is never
-    momentarily empty. Deleted services come last, each after its own destinations.
+    destinations; within an existing service destinations are added (in the desired order, a
+    moved one deleted just before it is added again), then edited, then deleted, so a service
+    being switched to another set of servers (e.g. to its sorry server) is never momentarily
+    empty. Deleted services come last, each after its own destinations.
     """
     for key, service in desired.items():
         if service.key != key:
@@ -91,12 +106,13 @@ def plan(
         have = observed.get(key)
         if have is None:
             operations.append(AddService(key, want.options))
-            operations.extend(AddDestination(key, d) for d in want.destinations)
+            operations.extend(AddDestination(key, d) for d in _add_order(want))
             continue
         if have.options != want.options:
             operations.append(EditService(key, want.options))
-        if have.destinations != want.destinations:
-            operations.extend(_destination_changes(want, have))
+        moved = moves(want, have)
+        if moved or have.destinations != want.destinations:
+            operations.extend(_destination_changes(want, have, moved))
 
     leftovers = (key for key in observed if key not in desired and key in managed)
     for key in sorted(leftovers, key=service_sort_key):
@@ -105,13 +121,60 @@ def plan(
     return operations
 
 
-def _destination_changes(want: Service, have: Service) -> Iterator[Operation]:
+def moves(want: Service, have: Service) -> frozenset[DestinationKey]:
+    """The destinations of `have` to delete and add again so that, with `want`'s new ones
+    added, the kernel lists `want`'s destinations in `want.order`; none unless `want`'s
+    scheduler depends on the order and both orders are known.
+
+    The kernel only adds at the head, so the destinations never moved end the list, in the
+    order they have: the most that can stay is the longest tail of `want.order` that `have`
+    already lists in that order (skipping others). Everything of `want.order` ahead of that
+    tail is added anew, and those of them present are moved.
+    """
+    if want.order is None or have.order is None or not order_matters(want.options):
+        return frozenset()
+    wanted = set(want.order)
+    listed = [key for key in have.order if key in wanted]
+    # Match the wanted order from its end against the list from its end: taking each
+    # destination at its last possible place leaves the most room for those before it.
+    position = len(listed) - 1
+    kept = 0
+    for key in reversed(want.order):
+        while position >= 0 and listed[position] != key:
+            position -= 1
+        if position < 0:
+            break
+        kept += 1
+        position -= 1
+    present = set(listed)
+    return frozenset(key for key in want.order[: len(want.order) - kept] if key in present)
+
+
+def _add_order(want: Service) -> list[Destination]:
+    """`want`'s destinations in the order to add them: those `want.order` does not name (in key
+    order), then its last first, so the kernel lists them in `want.order`."""
+    if want.order is None:
+        return list(want.destinations)
+    by_key = want.destinations_by_key
+    named = set(want.order)
+    return [d for d in want.destinations if d.key not in named] + [
+        by_key[key] for key in reversed(want.order)
+    ]
+
+
+def _destination_changes(
+    want: Service, have: Service, moved: frozenset[DestinationKey]
+) -> Iterator[Operation]:
     key = want.key
     # Services keep destinations sorted by key: with the same keys in both, the tuples pair
     # up, and only edits remain (the usual case: weights changing with verdicts).
-    if len(want.destinations) == len(have.destinations) and all(
-        w.port == h.port and w.address == h.address
-        for w, h in zip(want.destinations, have.destinations, strict=True)
+    if (
+        not moved
+        and len(want.destinations) == len(have.destinations)
+        and all(
+            w.port == h.port and w.address == h.address
+            for w, h in zip(want.destinations, have.destinations, strict=True)
+        )
     ):
         for wanted_destination, present_destination in zip(
             want.destinations, have.destinations, strict=True
@@ -121,12 +184,32 @@ def _destination_changes(want: Service, have: Service) -> Iterator[Operation]:
         return
     wanted = want.destinations_by_key
     present = have.destinations_by_key
-    for destination in want.destinations:
-        if destination.key not in present:
+    # Each moved destination is out of the list only between its own delete and add, so a
+    # service is never emptied by a reordering.
+    for destination in _add_order(want):
+        if destination.key in moved:
+            yield DeleteDestination(key, destination.key)
+            yield AddDestination(key, destination)
+        elif destination.key not in present:
             yield AddDestination(key, destination)
     for destination in want.destinations:
         current = present.get(destination.key)
-        if current is not None and current != destination:
+        if current is not None and current != destination and destination.key not in moved:
             yield EditDestination(key, destination)
     for gone in sorted(present.keys() - wanted.keys(), key=destination_sort_key):
         yield DeleteDestination(key, gone)
+
+
+def moved_destinations(operations: Iterable[Operation]) -> dict[ServiceKey, list[DestinationKey]]:
+    """The destinations `operations` move (delete, then add again) to restore their service's
+    order, by service, in the order they are added again. `plan` never deletes and adds one
+    destination for any other reason: a change to it is an edit."""
+    deleted: set[tuple[ServiceKey, DestinationKey]] = set()
+    moved: dict[ServiceKey, list[DestinationKey]] = {}
+    for operation in operations:
+        match operation:
+            case DeleteDestination(key, destination_key):
+                deleted.add((key, destination_key))
+            case AddDestination(key, destination) if (key, destination.key) in deleted:
+                moved.setdefault(key, []).append(destination.key)
+    return moved
