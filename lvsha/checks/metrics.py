@@ -88,8 +88,10 @@ FAMILIES = catalog(
     Family(
         "lvsha_ipvs_order_repairs_total",
         "counter",
-        "Destinations deleted and added again to put a hashing scheduler's (mh, sh, dh) "
-        "destinations back in the configured order, which every director must share.",
+        "Destinations deleted and added again to keep a hashing scheduler's table as every "
+        "director with the same configuration builds it: destinations in the configured order "
+        "(mh, sh, dh), and (mh) a destination at weight 0 without the weight the kernel "
+        "remembers from before.",
     ),
 )
 

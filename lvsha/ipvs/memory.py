@@ -65,6 +65,7 @@ class MemoryIpvsTable:
         self._options: dict[ServiceKey, ServiceOptions] = {}
         self._destinations: dict[ServiceKey, dict[DestinationKey, Destination]] = {}
         self._connections: dict[tuple[ServiceKey, DestinationKey], Connections] = {}
+        self._last_weights: dict[tuple[ServiceKey, DestinationKey], int] = {}
         for service in services:
             self._add_service(service.key, service.options)
             for destination in _add_order(service):
@@ -99,6 +100,13 @@ class MemoryIpvsTable:
             raise ValueError(f"connection counts must be >= 0, got {active}, {inactive}")
         self._connections[service, destination] = Connections(active, inactive)
 
+    def last_weight(self, service: ServiceKey, destination: DestinationKey) -> int:
+        """A test hook: the kernel's dest->last_weight, which mh builds its table from and no
+        interface shows: set by an add, and by an edit to a weight other than 0."""
+        if destination not in self._require_service(service):
+            raise NoSuchDestinationError(f"service {service} has no destination {destination}")
+        return self._last_weights[service, destination]
+
     async def destination_counters(self) -> dict[ServiceKey, dict[DestinationKey, Connections]]:
         return self._counters()
 
@@ -126,6 +134,7 @@ class MemoryIpvsTable:
     async def delete_service(self, key: ServiceKey) -> None:
         for destination in self._require_service(key):
             self._connections.pop((key, destination), None)
+            self._last_weights.pop((key, destination), None)
         del self._options[key]
         del self._destinations[key]
 
@@ -138,6 +147,8 @@ class MemoryIpvsTable:
         if destination.key not in destinations:
             raise NoSuchDestinationError(f"service {service} has no destination {destination.key}")
         destinations[destination.key] = destination
+        if destination.weight != 0:
+            self._last_weights[service, destination.key] = destination.weight
 
     async def delete_destination(self, service: ServiceKey, destination: DestinationKey) -> None:
         destinations = self._require_service(service)
@@ -145,6 +156,7 @@ class MemoryIpvsTable:
             raise NoSuchDestinationError(f"service {service} has no destination {destination}")
         del destinations[destination]
         self._connections.pop((service, destination), None)
+        self._last_weights.pop((service, destination), None)
 
     async def apply_operations(self, operations: Sequence[Operation]) -> list[IpvsError | None]:
         results: list[IpvsError | None] = []
@@ -172,6 +184,7 @@ class MemoryIpvsTable:
             raise DestinationExistsError(f"service {service} already has {destination.key}")
         self._check_unicast(destination)
         destinations[destination.key] = destination
+        self._last_weights[service, destination.key] = destination.weight
 
     def _require_service(self, key: ServiceKey) -> dict[DestinationKey, Destination]:
         destinations = self._destinations.get(key)

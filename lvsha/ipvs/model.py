@@ -235,6 +235,13 @@ svc->destinations in order): two directors with the same destinations in another
 the same flow to different real servers."""
 
 
+LAST_WEIGHT_SCHEDULERS = frozenset({"mh"})
+"""Schedulers whose table gives a destination a share by its last non-zero weight
+(dest->last_weight), which an edit to weight 0 keeps but an add at weight 0 sets to 0: a
+destination set to 0 keeps its slots (flows hashed to them are dropped, or rehashed with
+mh-fallback), one added at 0 has none. Same weights, different tables."""
+
+
 def order_matters(options: ServiceOptions) -> bool:
     """Whether a service's scheduler depends on the order of its destinations."""
     return options.scheduler in ORDERED_SCHEDULERS

@@ -3,9 +3,9 @@
 Every field that is not part of a key can be changed in place by the kernel
 (ip_vs_edit_service rebinds the scheduler and persistence engine and rewrites flags, timeout and
 netmask; ip_vs_edit_dest rewrites weight, forwarding method, thresholds and tunnel settings), so
-a change is always an edit: deleting and re-adding would drop the connections the entry carries.
-Only a key change (service protocol/address/port or fwmark/family, destination address/port)
-makes a different entry.
+a change is an edit (but see mh below): deleting and re-adding would drop the connections the
+entry carries. Only a key change (service protocol/address/port or fwmark/family, destination
+address/port) makes a different entry.
 
 Order: the kernel adds a destination at the head of its service's list, and the hashing
 schedulers (mh, sh, dh: `lvsha.ipvs.model.ORDERED_SCHEDULERS`) build their lookup tables by
@@ -15,10 +15,13 @@ order, see `lvsha.ipvs.desired`). For a hashing scheduler, a list found in anoth
 restart adopting a table written otherwise, a destination deleted and added again by hand, a
 real server that failed, was removed, and came back at the head) is put right by deleting and
 adding again the fewest destinations: those ahead of the longest tail of the desired order the
-list already has in order (`moves`). A deleted destination keeps its connections in the kernel
-(its packets still flow to it unless net.ipv4.vs.expire_nodest_conn is set), and adding it
-back finds the same entry in the kernel's trash, so a move costs the destination only the new
-connections scheduled during the few microseconds it is out of the list.
+list already has in order (`moves`). The kernel keeps a deleted destination's connections (in
+its trash, and adding it back finds that same entry, counters and all), but drops their packets
+while it is out of the list (ip_vs_in: "the destination server is not available"; with
+net.ipv4.vs.expire_nodest_conn such a packet expires its connection). A move deletes and adds
+in one batch, so that lasts microseconds: TCP retransmits the rare packet lost, and new
+connections in that window go to the others. mh also remembers a destination's last non-zero
+weight, so one going to weight 0 is moved too, not edited (`moves`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from lvsha.ipvs.model import (
+    LAST_WEIGHT_SCHEDULERS,
     Destination,
     DestinationKey,
     IpvsTable,
@@ -123,16 +127,33 @@ def plan(
 
 def moves(want: Service, have: Service) -> frozenset[DestinationKey]:
     """The destinations of `have` to delete and add again so that, with `want`'s new ones
-    added, the kernel lists `want`'s destinations in `want.order`; none unless `want`'s
-    scheduler depends on the order and both orders are known.
+    added, the kernel lists `want`'s destinations in `want.order`, and (mh) none is at weight 0
+    with a weight the kernel remembers; none unless `want`'s scheduler depends on the order.
 
     The kernel only adds at the head, so the destinations never moved end the list, in the
     order they have: the most that can stay is the longest tail of `want.order` that `have`
-    already lists in that order (skipping others). Everything of `want.order` ahead of that
-    tail is added anew, and those of them present are moved.
+    already lists in that order (skipping others), without a destination that must move
+    anyway. Everything of `want.order` ahead of that tail is added anew, and those of them
+    present are moved.
+
+    mh builds its table from each destination's last non-zero weight: one edited down to 0
+    keeps its share of the table, one added at 0 has none, so directors that reached weight 0
+    by different paths (a failure seen, or a start while it was down) would hash differently.
+    A destination going to 0 is therefore moved (added again at 0), never edited: on every
+    director a destination at weight 0 is out of the table, as if absent, and its clients are
+    hashed to the others (with or without mh-fallback).
     """
-    if want.order is None or have.order is None or not order_matters(want.options):
+    if not order_matters(want.options):
         return frozenset()
+    forced: set[DestinationKey] = set()
+    if want.options.scheduler in LAST_WEIGHT_SCHEDULERS:
+        present_by_key = have.destinations_by_key
+        for destination in want.destinations:
+            current = present_by_key.get(destination.key)
+            if destination.weight == 0 and current is not None and current.weight > 0:
+                forced.add(destination.key)
+    if want.order is None or have.order is None:
+        return frozenset(forced)
     wanted = set(want.order)
     listed = [key for key in have.order if key in wanted]
     # Match the wanted order from its end against the list from its end: taking each
@@ -140,6 +161,8 @@ def moves(want: Service, have: Service) -> frozenset[DestinationKey]:
     position = len(listed) - 1
     kept = 0
     for key in reversed(want.order):
+        if key in forced:
+            break
         while position >= 0 and listed[position] != key:
             position -= 1
         if position < 0:
@@ -147,7 +170,8 @@ def moves(want: Service, have: Service) -> frozenset[DestinationKey]:
         kept += 1
         position -= 1
     present = set(listed)
-    return frozenset(key for key in want.order[: len(want.order) - kept] if key in present)
+    ahead = (key for key in want.order[: len(want.order) - kept] if key in present)
+    return frozenset(forced.union(ahead))
 
 
 def _add_order(want: Service) -> list[Destination]:

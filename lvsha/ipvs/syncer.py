@@ -372,6 +372,25 @@ def _order_drift(expected: Service, found: Service) -> list[Drift]:
     return [Drift(expected.key, None, text, order=True)]
 
 
+def _zeroed(
+    operations: Iterable[Operation], service: ServiceKey, before: Service | None
+) -> list[DestinationKey]:
+    """The destinations of `service` that `operations` add again at weight 0 after they had
+    a weight (mh would have kept that weight's share of its table after an edit to 0)."""
+    if before is None:
+        return []
+    had = before.destinations_by_key
+    return [
+        operation.destination.key
+        for operation in operations
+        if isinstance(operation, AddDestination)
+        and operation.service == service
+        and operation.destination.weight == 0
+        and (current := had.get(operation.destination.key)) is not None
+        and current.weight > 0
+    ]
+
+
 def _keys_text(keys: Iterable[DestinationKey]) -> str:
     return ", ".join(map(str, keys))
 
@@ -675,7 +694,8 @@ class IpvsSyncer:
         """Operations correcting those differences that the kernel acknowledged."""
         self.order_repairs = 0
         """Destinations deleted and added again (acknowledged) to put a hashing scheduler's
-        destinations back in the configured order, at adoption or after drift or a failure."""
+        destinations back in the configured order, at adoption or after drift or a failure,
+        or (mh) to set one to weight 0 without the kernel remembering its weight."""
         self.counters: ConnectionTable | None = None
         """The destinations' connection counters as of the last full read of the table."""
         self.counters_read_at: float | None = None
@@ -1187,11 +1207,16 @@ class IpvsSyncer:
         moved = moved_destinations(operations)
         for moved_service, moved_keys in moved.items():
             before = self._believed.get(moved_service)
+            zeroed = _zeroed(operations, moved_service, before)
             log.info(
                 "IPVS: service %s: moving %s (delete and add again) so its destinations are in "
-                "the configured order, which its scheduler %s hashes by; the kernel lists %s",
+                "the configured order%s, which its scheduler %s hashes by; the kernel lists %s",
                 moved_service,
                 _keys_text(moved_keys),
+                f" and {_keys_text(zeroed)} at weight 0 without the weight the kernel would "
+                "remember"
+                if zeroed
+                else "",
                 "?" if before is None else before.options.scheduler,
                 "?" if before is None or before.order is None else _keys_text(before.order),
             )

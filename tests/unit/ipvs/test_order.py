@@ -103,6 +103,16 @@ virtual_servers:
     assert sorry.order == (k(9),)
 
 
+def test_mh_moves_a_destination_going_to_weight_zero_and_those_ahead_of_it() -> None:
+    order = (k(4), k(3), k(2), k(1))
+    want = Service(KEY, MH, (d(1), d(2, weight=0), d(3), d(4)), order)
+    assert moves(want, service([4, 3, 2, 1])) == {k(2), k(3), k(4)}
+    # Already at 0: nothing to forget. sh and dh keep no last weight.
+    assert moves(want, Service(KEY, MH, want.destinations, order)) == set()
+    sh = ServiceOptions("sh")
+    assert moves(Service(KEY, sh, want.destinations, order), service([4, 3, 2, 1], sh)) == set()
+
+
 @pytest.mark.parametrize(
     ("desired", "listed", "moved"),
     [
@@ -143,7 +153,8 @@ async def test_plans_end_in_the_desired_order_with_the_fewest_moves(seed: int) -
         listed = rng.sample(pool, rng.randint(0, len(pool)))
         desired = rng.sample(pool, rng.randint(1, len(pool)))
         desired.sort(key=pool.index, reverse=True)  # a subset of one configured order
-        want = Service(KEY, MH, tuple(d(n, 2) for n in desired), tuple(map(k, desired)))
+        weights = {n: rng.choice((0, 1, 2)) for n in pool}
+        want = Service(KEY, MH, tuple(d(n, weights[n]) for n in desired), tuple(map(k, desired)))
         have = service(listed)
         table = MemoryIpvsTable([have])
         believed: dict[ServiceKey, Service] = {KEY: have}
@@ -156,11 +167,15 @@ async def test_plans_end_in_the_desired_order_with_the_fewest_moves(seed: int) -
         assert (await table.list_services())[KEY] == want
         moved = moved_destinations(operations).get(KEY, [])
         assert set(moved) == moves(want, have)
-        # No smaller set of moves would do.
-        present = [n for n in listed if n in desired]
-        for size in range(len(moved)):
-            for subset in itertools.combinations(present, size):
-                assert moved_by_hand(listed, desired, set(subset)) != desired
+        # mh: a weight-0 destination has no last weight left over, as if added at 0.
+        for destination in want.destinations:
+            assert table.last_weight(KEY, destination.key) == destination.weight
+        # No smaller set of moves would do: those going to weight 0, then the order.
+        zeroed = {n for n in listed if n in desired and weights[n] == 0}
+        others = [n for n in listed if n in desired and n not in zeroed]
+        for size in range(len(moved) - len(zeroed)):
+            for subset in itertools.combinations(others, size):
+                assert moved_by_hand(listed, desired, zeroed | set(subset)) != desired
 
 
 async def test_believed_tables_follow_the_kernel_s_order() -> None:
@@ -289,17 +304,42 @@ async def test_the_syncer_orders_at_adoption_after_drift_and_after_a_failure(
     assert table.snapshot() == fresh.snapshot()
 
 
-async def test_with_inhibit_on_failure_a_failure_moves_nothing(
-    syncers: list[IpvsSyncer],
+async def test_with_inhibit_on_failure_mh_forgets_the_failed_weight(
+    syncers: list[IpvsSyncer], caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A director that saw 10.0.0.2 fail, and one that started while it was down.
     table = MemoryIpvsTable()
     syncer = await started(syncers, table, inhibit=True)
+    down = MemoryIpvsTable()
+    services = configured(inhibit=True)
+    later = IpvsSyncer(down, services, resync_interval=3600)
+    syncers.append(later)
+    await later.start(verdicts(services, lambda n: Health.UNHEALTHY if n == 2 else Health.HEALTHY))
+    assert down.last_weight(KEY, k(2)) == 0  # added at 0: no share of the mh table
+
+    caplog.set_level(logging.INFO, logger="lvsha.ipvs.syncer")
     syncer.on_verdict(verdicts(syncer.services, lambda n: Health.UNHEALTHY)[1])
     await until(lambda: table.snapshot()[KEY].destinations_by_key[k(2)].weight == 0)
+    # Added again at 0 rather than edited (which would keep last_weight 1), with 4 and 3
+    # moved again ahead of it.
+    assert table.last_weight(KEY, k(2)) == 0
+    assert await kernel_order(table) == await kernel_order(down) == CANONICAL
+    assert table.snapshot() == down.snapshot()
+    assert syncer.order_repairs == 3
+    assert (
+        "moving 10.0.0.2:80, 10.0.0.3:80, 10.0.0.4:80 (delete and add again) so its "
+        "destinations are in the configured order and 10.0.0.2:80 at weight 0 without the "
+        "weight the kernel would remember, which its scheduler mh hashes by"
+    ) in caplog.text
+
+    # Back: an edit in place, as on the other director.
     syncer.on_verdict(verdicts(syncer.services)[1])
+    later.on_verdict(verdicts(later.services)[1])
     await until(lambda: table.snapshot()[KEY].destinations_by_key[k(2)].weight == 1)
-    assert await kernel_order(table) == CANONICAL
-    assert syncer.order_repairs == 0
+    await until(lambda: down.snapshot()[KEY].destinations_by_key[k(2)].weight == 1)
+    assert table.last_weight(KEY, k(2)) == down.last_weight(KEY, k(2)) == 1
+    assert await kernel_order(table) == await kernel_order(down) == CANONICAL
+    assert syncer.order_repairs == 3 and later.order_repairs == 0
 
 
 MH_PORT = configured()[0].spec.options.flags
