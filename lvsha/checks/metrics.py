@@ -85,6 +85,14 @@ FAMILIES = catalog(
         "IPVS changes that corrected drift: a difference between the kernel's table and what "
         "lvsha last left in it (someone else's change), found by a re-read.",
     ),
+    Family(
+        "lvsha_ipvs_order_repairs_total",
+        "counter",
+        "Destinations deleted and added again to keep a hashing scheduler's table as every "
+        "director with the same configuration builds it: destinations in the configured order "
+        "(mh, sh, dh), and (mh) a destination at weight 0 without the weight the kernel "
+        "remembers from before.",
+    ),
 )
 
 

@@ -656,6 +656,7 @@ def metric_samples(checker: Checker, lag: LoopLag) -> Iterator[Sample]:
         yield ("lvsha_ipvs_operations_total", {"operation": operation}, float(count))
     yield ("lvsha_ipvs_errors_total", {}, float(syncer.errors))
     yield ("lvsha_ipvs_drift_repairs_total", {}, float(syncer.drift_repairs))
+    yield ("lvsha_ipvs_order_repairs_total", {}, float(syncer.order_repairs))
     labels = checker.labels.labels()
     yield from virtual_server_samples(syncer, labels)
     latest = checker.latest_counters()

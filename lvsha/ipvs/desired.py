@@ -140,7 +140,10 @@ def desired_service(
         elif sorry.inhibit and sorry.destination.key not in pool:
             pool[sorry.destination.key] = dataclasses.replace(sorry.destination, weight=0)
 
-    service = Service(spec.key, spec.options, tuple(pool.values()))
+    # The canonical order: real servers added in the order of the configuration (the sorry
+    # server after them), so the kernel lists the last one first. Every director with the
+    # same file has its destinations in this order, which hashing schedulers depend on.
+    service = Service(spec.key, spec.options, tuple(pool.values()), tuple(reversed(pool)))
     return DesiredService(service, quorum, sorry_active)
 
 

@@ -1,5 +1,8 @@
 """An IPVS table held in memory, refusing what the kernel refuses, for tests and --dry-run.
 
+Destinations are listed in the kernel's order: ip_vs_ctl.c adds a destination at the head of
+its service's list (list_add_rcu), an edit leaves it in place, a delete unlinks it.
+
 The checks follow net/netfilter/ipvs/ip_vs_ctl.c (ip_vs_genl_set_cmd, ip_vs_add_dest,
 ip_vs_edit_dest, ip_vs_new_dest, ip_vs_add_service, ip_vs_edit_service), in the kernel's order,
 so the first error reported is the one the kernel would report.
@@ -62,15 +65,24 @@ class MemoryIpvsTable:
         self._options: dict[ServiceKey, ServiceOptions] = {}
         self._destinations: dict[ServiceKey, dict[DestinationKey, Destination]] = {}
         self._connections: dict[tuple[ServiceKey, DestinationKey], Connections] = {}
+        self._last_weights: dict[tuple[ServiceKey, DestinationKey], int] = {}
         for service in services:
             self._add_service(service.key, service.options)
-            for destination in service.destinations:
+            for destination in _add_order(service):
                 self._add_destination(service.key, destination)
 
     def snapshot(self) -> dict[ServiceKey, Service]:
-        """The table as it is now; later changes do not show through."""
+        """The table as it is now; later changes do not show through.
+
+        Each service's `order` is the kernel's: the destination added last first (a dict keeps
+        insertion order, an edit keeps its place, a delete and add moves it to the head)."""
         return {
-            key: Service(key, options, tuple(self._destinations[key].values()))
+            key: Service(
+                key,
+                options,
+                tuple(self._destinations[key].values()),
+                tuple(reversed(self._destinations[key])),
+            )
             for key, options in self._options.items()
         }
 
@@ -87,6 +99,13 @@ class MemoryIpvsTable:
         if active < 0 or inactive < 0:
             raise ValueError(f"connection counts must be >= 0, got {active}, {inactive}")
         self._connections[service, destination] = Connections(active, inactive)
+
+    def last_weight(self, service: ServiceKey, destination: DestinationKey) -> int:
+        """A test hook: the kernel's dest->last_weight, which mh builds its table from and no
+        interface shows: set by an add, and by an edit to a weight other than 0."""
+        if destination not in self._require_service(service):
+            raise NoSuchDestinationError(f"service {service} has no destination {destination}")
+        return self._last_weights[service, destination]
 
     async def destination_counters(self) -> dict[ServiceKey, dict[DestinationKey, Connections]]:
         return self._counters()
@@ -115,6 +134,7 @@ class MemoryIpvsTable:
     async def delete_service(self, key: ServiceKey) -> None:
         for destination in self._require_service(key):
             self._connections.pop((key, destination), None)
+            self._last_weights.pop((key, destination), None)
         del self._options[key]
         del self._destinations[key]
 
@@ -127,6 +147,8 @@ class MemoryIpvsTable:
         if destination.key not in destinations:
             raise NoSuchDestinationError(f"service {service} has no destination {destination.key}")
         destinations[destination.key] = destination
+        if destination.weight != 0:
+            self._last_weights[service, destination.key] = destination.weight
 
     async def delete_destination(self, service: ServiceKey, destination: DestinationKey) -> None:
         destinations = self._require_service(service)
@@ -134,6 +156,7 @@ class MemoryIpvsTable:
             raise NoSuchDestinationError(f"service {service} has no destination {destination}")
         del destinations[destination]
         self._connections.pop((service, destination), None)
+        self._last_weights.pop((service, destination), None)
 
     async def apply_operations(self, operations: Sequence[Operation]) -> list[IpvsError | None]:
         results: list[IpvsError | None] = []
@@ -161,6 +184,7 @@ class MemoryIpvsTable:
             raise DestinationExistsError(f"service {service} already has {destination.key}")
         self._check_unicast(destination)
         destinations[destination.key] = destination
+        self._last_weights[service, destination.key] = destination.weight
 
     def _require_service(self, key: ServiceKey) -> dict[DestinationKey, Destination]:
         destinations = self._destinations.get(key)
@@ -215,3 +239,15 @@ class MemoryIpvsTable:
             unicast = not (address.is_multicast or address.is_unspecified or address.is_link_local)
         if not unicast:
             raise InvalidRequestError(f"destination {destination.key} is not a unicast address")
+
+
+def _add_order(service: Service) -> list[Destination]:
+    """`service`'s destinations in the order to add them so the kernel lists them in its
+    `order` (those it does not name first, in key order)."""
+    if service.order is None:
+        return list(service.destinations)
+    by_key = service.destinations_by_key
+    named = set(service.order)
+    return [d for d in service.destinations if d.key not in named] + [
+        by_key[key] for key in reversed(service.order)
+    ]

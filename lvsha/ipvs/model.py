@@ -13,7 +13,7 @@ import enum
 import itertools
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeAlias
 
@@ -228,17 +228,43 @@ def destination_sort_key(key: DestinationKey) -> tuple[int, int, int]:
     return (key.address.version, int(key.address), key.port)
 
 
+ORDERED_SCHEDULERS = frozenset({"mh", "sh", "dh"})
+"""Schedulers that map a flow to a destination by the position of the destinations in the
+kernel's list (ip_vs_mh_populate, ip_vs_sh_reassign, ip_vs_dh_reassign walk
+svc->destinations in order): two directors with the same destinations in another order send
+the same flow to different real servers."""
+
+
+LAST_WEIGHT_SCHEDULERS = frozenset({"mh"})
+"""Schedulers whose table gives a destination a share by its last non-zero weight
+(dest->last_weight), which an edit to weight 0 keeps but an add at weight 0 sets to 0: a
+destination set to 0 keeps its slots (flows hashed to them are dropped, or rehashed with
+mh-fallback), one added at 0 has none. Same weights, different tables."""
+
+
+def order_matters(options: ServiceOptions) -> bool:
+    """Whether a service's scheduler depends on the order of its destinations."""
+    return options.scheduler in ORDERED_SCHEDULERS
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """A virtual service and its destinations.
 
     Destinations are kept sorted by key, so two services with the same destinations compare
-    equal whatever order they were listed in.
+    equal whatever order they were listed in. Their order in the kernel is `order`, apart.
     """
 
     key: ServiceKey
     options: ServiceOptions = ServiceOptions()
     destinations: tuple[Destination, ...] = ()
+    order: tuple[DestinationKey, ...] | None = field(default=None, compare=False)
+    """The kernel's list order, head first: the destination added last comes first (the
+    kernel adds with list_add_rcu, at the head; /proc/net/ip_vs and ``ipvsadm -Ln --nosort``
+    list it so; plain ``ipvsadm -Ln`` sorts). A table read from a port lists every
+    destination; a desired table lists those whose relative order counts (the configured
+    real servers, last configured first), others may be anywhere. None: unknown. Not part of
+    equality: a table is the same table in any order, and only `lvsha.ipvs.plan` asks."""
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.destinations, key=lambda d: destination_sort_key(d.key)))
@@ -246,6 +272,16 @@ class Service:
             if before.key == after.key:
                 raise ValueError(f"service {self.key}: destination {after.key} listed twice")
         object.__setattr__(self, "destinations", ordered)
+        if self.order is not None:
+            listed = set(self.order)
+            if len(listed) != len(self.order):
+                raise ValueError(f"service {self.key}: a destination is twice in its order")
+            unknown = listed - {d.key for d in ordered}
+            if unknown:
+                raise ValueError(
+                    f"service {self.key}: order names {', '.join(map(str, unknown))}, "
+                    "not among its destinations"
+                )
         persistence = self.options.persistence
         if persistence is not None:
             longest = 32 if self.key.family is Family.INET else 128

@@ -214,8 +214,9 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
 
     async def list_services(self) -> dict[ServiceKey, Service]:
         dumped = await self._dump_table(decode_destination)
+        # The dump walks each service's list from its head: its order is the kernel's.
         return {
-            key: Service(key, options, tuple(destinations))
+            key: Service(key, options, tuple(destinations), tuple(d.key for d in destinations))
             for key, (options, destinations) in dumped.items()
         }
 
@@ -230,7 +231,8 @@ class NetlinkIpvsTable(IpvsGenlEndpoint):
         services: dict[ServiceKey, Service] = {}
         counters: dict[ServiceKey, dict[DestinationKey, Connections]] = {}
         for key, (options, counted) in dumped.items():
-            services[key] = Service(key, options, tuple(d for d, _ in counted))
+            destinations = tuple(d for d, _ in counted)
+            services[key] = Service(key, options, destinations, tuple(d.key for d in destinations))
             counters[key] = {destination.key: connections for destination, connections in counted}
         return services, counters
 

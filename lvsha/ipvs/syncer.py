@@ -59,6 +59,7 @@ from lvsha.ipvs.model import (
     ServiceKey,
     ServiceOptions,
     destination_sort_key,
+    order_matters,
     service_sort_key,
 )
 from lvsha.ipvs.plan import (
@@ -69,6 +70,7 @@ from lvsha.ipvs.plan import (
     EditDestination,
     EditService,
     Operation,
+    moved_destinations,
     plan,
 )
 from lvsha.ipvs.port import IpvsTablePort
@@ -166,7 +168,10 @@ def desired_table(
             pool = result.service.destinations
             keys = {destination.key for destination in pool}
             drained = tuple(replace(d, weight=0) for d in leaving if d.key not in keys)
-            table[service.key] = Service(service.key, result.service.options, pool + drained)
+            # Leaving destinations are left wherever they are in the kernel's list.
+            table[service.key] = Service(
+                service.key, result.service.options, pool + drained, result.service.order
+            )
         else:
             table[service.key] = result.service
         quorum_now[service.key] = result.quorum
@@ -301,6 +306,9 @@ class Drift:
     text: str
     whole: bool = False
     """The whole service is missing or was added: every operation on it corrects this."""
+    order: bool = False
+    """Its destinations are listed in another order (a hashing scheduler's): every operation
+    on its destinations corrects this."""
 
 
 def find_drift(
@@ -313,13 +321,17 @@ def find_drift(
     for key in sorted(keys, key=service_sort_key):
         want, have = expected.get(key), found.get(key)
         if want == have:
-            continue  # the usual case, at C speed: no dictionaries built for it
+            # The usual case, at C speed: no dictionaries built for it.
+            if want is not None and have is not None:
+                drift.extend(_order_drift(want, have))
+            continue
         if have is None:
             drift.append(Drift(key, None, f"service {key} missing", whole=True))
             continue
         if want is None:
             drift.append(Drift(key, None, f"service {key} added by someone else", whole=True))
             continue
+        drift.extend(_order_drift(want, have))
         drift.extend(
             Drift(key, None, f"service {key} {change}")
             for change in _field_changes(have.options, want.options)
@@ -341,6 +353,48 @@ def find_drift(
     return drift
 
 
+def _order_drift(expected: Service, found: Service) -> list[Drift]:
+    """A hashing scheduler's destinations that both tables have, found in another order than
+    lvsha left them (someone deleted and added one again, say)."""
+    if expected.order is None or found.order is None or not order_matters(expected.options):
+        return []
+    if expected.order == found.order:
+        return []
+    common = set(expected.order) & set(found.order)
+    left = [key for key in expected.order if key in common]
+    now = [key for key in found.order if key in common]
+    if left == now:
+        return []
+    text = (
+        f"service {expected.key} destinations listed in the order {_keys_text(now)}, "
+        f"left in the order {_keys_text(left)} ({expected.options.scheduler} hashes by it)"
+    )
+    return [Drift(expected.key, None, text, order=True)]
+
+
+def _zeroed(
+    operations: Iterable[Operation], service: ServiceKey, before: Service | None
+) -> list[DestinationKey]:
+    """The destinations of `service` that `operations` add again at weight 0 after they had
+    a weight (mh would have kept that weight's share of its table after an edit to 0)."""
+    if before is None:
+        return []
+    had = before.destinations_by_key
+    return [
+        operation.destination.key
+        for operation in operations
+        if isinstance(operation, AddDestination)
+        and operation.service == service
+        and operation.destination.weight == 0
+        and (current := had.get(operation.destination.key)) is not None
+        and current.weight > 0
+    ]
+
+
+def _keys_text(keys: Iterable[DestinationKey]) -> str:
+    return ", ".join(map(str, keys))
+
+
 def describe_drift(
     expected: IpvsTable, found: IpvsTable, managed: Container[ServiceKey]
 ) -> list[str]:
@@ -357,7 +411,7 @@ class DriftRepair:
         self._targets: set[tuple[ServiceKey, DestinationKey | None]] = set()
         self._whole: set[ServiceKey] = set()
         for item in drift:
-            if item.whole:
+            if item.whole or item.order:
                 self._whole.add(item.service)
             else:
                 self._targets.add((item.service, item.destination))
@@ -403,20 +457,30 @@ def describe_operation(operation: Operation, before: IpvsTable) -> str:
 
 
 def apply_to_table(table: dict[ServiceKey, Service], operation: Operation) -> None:
-    """Change `table` in place as the kernel changes once `operation` is acknowledged."""
+    """Change `table` in place as the kernel changes once `operation` is acknowledged (an added
+    destination goes to the head of its service's `order`, if that is known)."""
     match operation:
         case AddService(key, options):
-            table[key] = Service(key, options)
+            table[key] = Service(key, options, order=())
         case EditService(key, options):
-            table[key] = Service(key, options, table[key].destinations)
+            old = table[key]
+            table[key] = Service(key, options, old.destinations, old.order)
         case DeleteService(key):
             del table[key]
         case AddDestination(key, destination) | EditDestination(key, destination):
-            kept = tuple(d for d in table[key].destinations if d.key != destination.key)
-            table[key] = Service(key, table[key].options, (*kept, destination))
+            old = table[key]
+            kept = tuple(d for d in old.destinations if d.key != destination.key)
+            order = old.order
+            if order is not None and isinstance(operation, AddDestination):
+                order = (destination.key, *(k for k in order if k != destination.key))
+            table[key] = Service(key, old.options, (*kept, destination), order)
         case DeleteDestination(key, destination_key):
-            kept = tuple(d for d in table[key].destinations if d.key != destination_key)
-            table[key] = Service(key, table[key].options, kept)
+            old = table[key]
+            kept = tuple(d for d in old.destinations if d.key != destination_key)
+            order = old.order
+            if order is not None:
+                order = tuple(k for k in order if k != destination_key)
+            table[key] = Service(key, old.options, kept, order)
 
 
 def apply_all_to_table(table: dict[ServiceKey, Service], operations: Iterable[Operation]) -> None:
@@ -424,24 +488,43 @@ def apply_all_to_table(table: dict[ServiceKey, Service], operations: Iterable[Op
     run of destination operations rather than once per operation (a reload that adds 1,000
     real servers to a service would otherwise sort its destinations 1,000 times)."""
     pending: dict[ServiceKey, dict[DestinationKey, Destination]] = {}
+    # Each service's order as the kernel built it: oldest first, so an add is an append.
+    added: dict[ServiceKey, dict[DestinationKey, None] | None] = {}
 
     def flush(key: ServiceKey) -> None:
         destinations = pending.pop(key, None)
         if destinations is not None:
-            table[key] = Service(key, table[key].options, tuple(destinations.values()))
+            order = added.pop(key, None)
+            table[key] = Service(
+                key,
+                table[key].options,
+                tuple(destinations.values()),
+                None if order is None else tuple(reversed(order)),
+            )
 
     def destinations_of(key: ServiceKey) -> dict[DestinationKey, Destination]:
         found = pending.get(key)
         if found is None:
-            found = pending[key] = {d.key: d for d in table[key].destinations}
+            service = table[key]
+            found = pending[key] = {d.key: d for d in service.destinations}
+            added[key] = None if service.order is None else dict.fromkeys(reversed(service.order))
         return found
 
     for operation in operations:
         match operation:
-            case AddDestination(key, destination) | EditDestination(key, destination):
+            case AddDestination(key, destination):
+                destinations_of(key)[destination.key] = destination
+                order = added[key]
+                if order is not None:
+                    order.pop(destination.key, None)
+                    order[destination.key] = None
+            case EditDestination(key, destination):
                 destinations_of(key)[destination.key] = destination
             case DeleteDestination(key, destination_key):
                 destinations_of(key).pop(destination_key, None)
+                order = added[key]
+                if order is not None:
+                    order.pop(destination_key, None)
             case _:
                 flush(operation.key)
                 apply_to_table(table, operation)
@@ -609,6 +692,10 @@ class IpvsSyncer:
         """Differences found between the kernel and what lvsha last left in it."""
         self.drift_repairs = 0
         """Operations correcting those differences that the kernel acknowledged."""
+        self.order_repairs = 0
+        """Destinations deleted and added again (acknowledged) to put a hashing scheduler's
+        destinations back in the configured order, at adoption or after drift or a failure,
+        or (mh) to set one to weight 0 without the kernel remembering its weight."""
         self.counters: ConnectionTable | None = None
         """The destinations' connection counters as of the last full read of the table."""
         self.counters_read_at: float | None = None
@@ -1117,6 +1204,22 @@ class IpvsSyncer:
         failing: set[tuple[Operation, int]] = set()
         refusals: list[Refusal] = []
         texts = [describe_operation(operation, self._believed) for operation in operations]
+        moved = moved_destinations(operations)
+        for moved_service, moved_keys in moved.items():
+            before = self._believed.get(moved_service)
+            zeroed = _zeroed(operations, moved_service, before)
+            log.info(
+                "IPVS: service %s: moving %s (delete and add again) so its destinations are in "
+                "the configured order%s, which its scheduler %s hashes by; the kernel lists %s",
+                moved_service,
+                _keys_text(moved_keys),
+                f" and {_keys_text(zeroed)} at weight 0 without the weight the kernel would "
+                "remember"
+                if zeroed
+                else "",
+                "?" if before is None else before.options.scheduler,
+                "?" if before is None or before.order is None else _keys_text(before.order),
+            )
         # One batch: the kernel takes every request in order and acknowledges each.
         results = await self._port.apply_operations(operations)
         acked = self._loop.time()
@@ -1140,6 +1243,12 @@ class IpvsSyncer:
                 continue
             acknowledged.append(operation)
             self.operations[type(operation).__name__] += 1
+            if (
+                isinstance(operation, AddDestination)
+                and destination is not None
+                and destination in moved.get(service, ())
+            ):
+                self.order_repairs += 1
             last_ack[service] = acked
             if repair is not None and repair.corrects(service, destination):
                 self.drift_repairs += 1

@@ -211,3 +211,15 @@ def _thresholds(lines: list[str]) -> dict[tuple[ServiceKey, DestinationKey], tup
             address, port = _address_port(words[1])
             service = AddressKey(_LISTED_PROTOCOLS[words[0]], address, port)
     return found
+
+
+def ipvsadm_order(*service: str) -> list[str]:
+    """A service's destinations ("10.0.0.4:80") in the kernel's list order, head first, as
+    ``ipvsadm -L -n --nosort`` shows them; `service` as ipvsadm names it ("-t",
+    "192.0.2.10:80"). Plain ``-L`` sorts them by address, hiding the order."""
+    lines = ipvsadm("-L", "-n", "--nosort", *service).splitlines()
+    return [
+        words[1]
+        for words in map(str.split, lines)
+        if len(words) > 1 and words[0] == "->" and words[1] != "RemoteAddress:Port"
+    ]

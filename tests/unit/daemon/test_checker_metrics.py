@@ -85,6 +85,7 @@ async def test_the_textfile_has_every_family_prometheus_reads_it(setup: Setup) -
         "lvsha_ipvs_operations",
         "lvsha_ipvs_errors",
         "lvsha_ipvs_drift_repairs",
+        "lvsha_ipvs_order_repairs",
     }
     lateness = families["lvsha_check_lateness_seconds"]
     assert lateness.type == "summary"
