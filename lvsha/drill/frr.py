@@ -57,9 +57,16 @@ class Frr:
     A context manager: `with Frr(host, "r") as frr:` starts it and always stops it.
     """
 
-    def __init__(self, host: Host, name: str | None = None, daemons: Sequence[str] = DAEMONS):
+    def __init__(
+        self,
+        host: Host,
+        name: str | None = None,
+        daemons: Sequence[str] = DAEMONS,
+        start_timeout: float = START_TIMEOUT,
+    ):
         if "zebra" not in daemons:
             raise ValueError("FRR's other daemons need zebra")
+        self.start_timeout = start_timeout
         self.host = host
         # The namespace name carries the lab's unique prefix: no clash with other labs.
         self.name = name or host.namespace
@@ -93,7 +100,7 @@ class Frr:
                 shutil.chown(path, "frr", "frr")
             for daemon in self.daemons:
                 self._start_daemon(daemon)
-            wait_until(self._answers, START_TIMEOUT, interval=0.05, what=f"FRR {self.name} up")
+            wait_until(self._answers, self.start_timeout, interval=0.05, what=f"FRR {self.name} up")
         except BaseException:
             self.stop()
             raise
@@ -109,7 +116,7 @@ class Frr:
         ])  # fmt: skip
         try:
             done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=START_TIMEOUT, check=False
+                argv, capture_output=True, text=True, timeout=self.start_timeout, check=False
             )
         except subprocess.TimeoutExpired as exc:
             raise FrrError(f"{daemon} -N {self.name} did not daemonize") from exc
@@ -118,8 +125,10 @@ class Frr:
                 f"{daemon} -N {self.name} exited {done.returncode}: "
                 f"{(done.stderr or done.stdout).strip()}"
             )
-        wait_until(pidfile.exists, START_TIMEOUT, what=f"{pidfile}")
-        wait_until(lambda: pidfile.read_text().strip().isdigit(), START_TIMEOUT, what=f"{pidfile}")
+        wait_until(pidfile.exists, self.start_timeout, what=f"{pidfile}")
+        wait_until(
+            lambda: pidfile.read_text().strip().isdigit(), self.start_timeout, what=f"{pidfile}"
+        )
         self.pids[daemon] = int(pidfile.read_text())
 
     def _answers(self) -> bool:
@@ -358,11 +367,13 @@ class Frr:
 class FrrPool:
     """The FRR instances one test started; `close()` stops them all, printing their logs."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_timeout: float = START_TIMEOUT) -> None:
+        self.start_timeout = start_timeout
+        """Allowance for each daemon to start (a slow VM needs more than the default)."""
         self.started: list[Frr] = []
 
     def start(self, host: Host, name: str | None = None, daemons: Sequence[str] = DAEMONS) -> Frr:
-        frr = Frr(host, name, daemons)
+        frr = Frr(host, name, daemons, self.start_timeout)
         self.started.append(frr)
         frr.start()
         return frr
