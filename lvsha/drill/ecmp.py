@@ -77,6 +77,11 @@ DIRECTOR_AS = 65001
 """The first director's AS; the others count up (multipath-relax makes them equal)."""
 FRR_START_TIMEOUT = 120.0
 """Allowance for each FRR daemon to start: four instances at once take long in the VM."""
+BGP_POLL_INTERVAL = 10.0
+"""lvsha reads the sessions' state back this often: each read is a vtysh run, which costs the
+VM seconds of CPU; the routes do not depend on it."""
+VTYSH_TIMEOUT = 60.0
+"""lvsha's limit for one vtysh call; a loaded VM takes over the default 10 s."""
 EXIT_TARGET_MISSED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -94,7 +99,7 @@ class EcmpOptions:
     stall: float = 1.0
     """An echo awaited longer than this breaks the connection (as the figures count it)."""
     new_per_second: float = 20.0
-    check_interval: float = 0.3
+    check_interval: float = 1.0
     check_fall: int = 2
     graceful_shutdown: float = 2.0
     bfd_interval: float = 0.1
@@ -104,7 +109,7 @@ class EcmpOptions:
     settle: float = 3.0
     """Seconds the drill keeps watching after the change it waited for."""
     change_timeout: float = 30.0
-    start_timeout: float = 300.0
+    start_timeout: float = 600.0
     """Allowance for the lab to come up: FRR, three lvsha, BGP and BFD sessions, the route."""
     lab_prefix: str | None = None
     keep_logs: bool = False
@@ -139,7 +144,7 @@ def options_from_args(args: argparse.Namespace) -> EcmpOptions:
         message_interval=args.message_interval,
         new_per_second=args.new_per_second,
         settle=args.settle,
-        start_timeout=300.0 if args.start_timeout is None else args.start_timeout,
+        start_timeout=600.0 if args.start_timeout is None else args.start_timeout,
         lab_prefix=args.lab_prefix,
         keep_logs=args.keep_logs or args.show_logs,
         show_logs=args.show_logs,
@@ -176,7 +181,8 @@ bgp:
   announce: [web]
   bfd: {{transmit_interval: {bfd}, receive_interval: {bfd}, multiplier: {options.bfd_multiplier}}}
   graceful_shutdown: {options.graceful_shutdown}
-  poll_interval: 1
+  poll_interval: {BGP_POLL_INTERVAL}
+  timeout: {VTYSH_TIMEOUT}
   vtysh: {json.dumps(list(vtysh))}
 """
 

@@ -696,7 +696,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="SECONDS",
         help="allowance for a director process to start, on top of the election timers "
-        "(default 15); with --topology ecmp, for the whole lab to come up (default 300)",
+        "(default 15); with --topology ecmp, for the whole lab to come up (default 600)",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the directors' logs even on success"

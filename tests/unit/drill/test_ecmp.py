@@ -210,7 +210,7 @@ def test_the_command_line_reaches_the_ecmp_options() -> None:
     assert options.schedulers == ("mh",)
     assert options.scenarios == (EcmpScenario.KILL,)
     assert options.connections == 50
-    assert options.start_timeout == 300.0
+    assert options.start_timeout == 600.0
     defaults = options_from_args(parser.parse_args(["--topology", "ecmp"]))
     assert defaults.schedulers == ("mh", "wlc")
     assert defaults.scenarios == tuple(EcmpScenario)
