@@ -419,10 +419,7 @@ class EcmpLab:
 
     def wait_route(self, wanted: set[str], timeout: float, what: str) -> None:
         assert self.routes is not None
-        if self.routes.current() == wanted:
-            return
-        change = self.routes.wait_for(lambda hops: hops == wanted, 0.0, timeout)
-        if change is None or self.routes.current() != wanted:
+        if not self.routes.wait_current(lambda hops: hops == wanted, timeout):
             raise TimeoutError(
                 f"not within {timeout:g} s: {what} (the router forwards to "
                 f"{sorted(self.routes.current()) or 'nobody'})"

@@ -232,6 +232,19 @@ class RouteWatcher:
                     return None
                 self._changed.wait(left)
 
+    def wait_current(self, wanted: Callable[[frozenset[str]], bool], timeout: float) -> bool:
+        """Wait up to `timeout` s until the current nexthops satisfy `wanted`; whether they do."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                self._check()
+                if wanted(self._changes[-1].nexthops):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+
     def stop(self) -> None:
         self._stop_write.send(b"x")
         self._thread.join(timeout=5)
