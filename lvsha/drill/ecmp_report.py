@@ -71,14 +71,18 @@ def flow_directors(tables: Mapping[str, Sequence[ConnEntry]]) -> dict[int, str]:
 
     A flow the routers moved is known to its old director too, until that entry expires; the
     director whose entry was refreshed last (the most time left, ESTABLISHED first) is the
-    one its packets reach now."""
-    best: dict[int, tuple[tuple[bool, int], str]] = {}
+    one its packets reach now. A flow two directors rank equal (its entries refreshed in the
+    same second: a flow that moved and then stopped, reset) is left out: unknown."""
+    best: dict[int, tuple[tuple[bool, int], str | None]] = {}
     for director, entries in tables.items():
         for entry in entries:
             rank = (entry.state == "ESTABLISHED", entry.expires)
-            if entry.client_port not in best or rank > best[entry.client_port][0]:
+            known = best.get(entry.client_port)
+            if known is None or rank > known[0]:
                 best[entry.client_port] = (rank, director)
-    return {port: director for port, (_, director) in best.items()}
+            elif rank == known[0] and known[1] != director:
+                best[entry.client_port] = (rank, None)
+    return {port: director for port, (_, director) in best.items() if director is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +316,10 @@ def _share(part: int, whole: int) -> str:
 def _verdict(result: Figures) -> str:
     verdict = met(result)
     if verdict is None:
-        share = result.moved_broken_share
-        return "contrast" if share is None else f"contrast: {100 * share:.0f}% of moved broke"
+        if not result.affected:
+            return "contrast"
+        broke = result.affected - result.affected_continued
+        return f"contrast: {100 * broke / result.affected:.0f}% of the affected broke"
     return "met" if verdict else "MISSED"
 
 

@@ -72,9 +72,12 @@ def test_a_moved_flow_belongs_to_the_director_that_refreshed_it_last() -> None:
             ConnEntry(1001, "rs", "ESTABLISHED", 900),
         ],
         "d2": [ConnEntry(1000, "rs", "ESTABLISHED", 900), ConnEntry(1001, "rs", "CLOSE", 10)],
-        "d3": [ConnEntry(1002, "rs", "SYN_RECV", 59)],
+        "d3": [ConnEntry(1002, "rs", "SYN_RECV", 59), ConnEntry(1000, "rs", "ESTABLISHED", 899)],
     }
     assert flow_directors(tables) == {1000: "d2", 1001: "d1", 1002: "d3"}
+    # Refreshed in the same second on two directors: unknown.
+    tables["d3"].append(ConnEntry(1001, "rs", "ESTABLISHED", 900))
+    assert flow_directors(tables) == {1000: "d2", 1002: "d3"}
 
 
 def flow(
@@ -161,14 +164,22 @@ def test_targets_hold_for_mh_and_wlc_is_a_contrast() -> None:
     table = format_table(
         [
             _result("mh", EcmpScenario.DRAIN),
-            _result("wlc", EcmpScenario.DRAIN, reset=110, moved_broken=110, route_changes=2),
+            _result(
+                "wlc",
+                EcmpScenario.DRAIN,
+                reset=110,
+                moved_broken=110,
+                affected_continued=30,
+                route_changes=2,
+            ),
         ],
         "title",
     )
     lines = table.splitlines()
     assert lines[0] == "title"
     assert "0 established broken" in lines[3] and lines[3].endswith("met")
-    assert "110/150 (73%)" in lines[4] and lines[4].endswith("contrast: 73% of moved broke")
+    assert "110/150 (73%)" in lines[4]
+    assert lines[4].endswith("contrast: 70% of the affected broke")
     assert "wlc drain d1: the router's ECMP set changed 2 times" in table
 
 
