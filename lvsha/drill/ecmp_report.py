@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lvsha.drill.ecmp_traffic import LONG_WAIT
+
 
 class EcmpScenario(enum.Enum):
     DRAIN = "drain"
@@ -183,7 +185,8 @@ class Figures:
     others_broken: int
     """Broken connections outside `affected`."""
     longest_wait: float
-    """The longest echo wait (s) in the window among connections that continued."""
+    """The longest echo wait (s) in the window among connections that continued; 0 when
+    none took over LONG_WAIT (the client reports only those)."""
     new_tried: int
     new_failed: int
     new_failures: dict[str, int] = field(default_factory=dict)
@@ -362,7 +365,9 @@ def format_table(results: Sequence[Figures], title: str) -> str:
                 _share(result.affected_continued, result.affected),
                 _share(result.moved_broken, result.moved),
                 str(result.others_broken),
-                f"{result.longest_wait * 1000:.0f} ms",
+                f"{result.longest_wait * 1000:.0f} ms"
+                if result.longest_wait
+                else f"< {LONG_WAIT * 1000:.0f} ms",
                 f"{result.new_failed}/{result.new_tried}",
                 target(result),
                 _verdict(result),
