@@ -227,8 +227,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Build a lab in network namespaces (a client and two directors on one "
         "bridge, from conf/lab), run two real lvsha daemons, probe the VIP from the client "
         "every 10 ms and run failover scenarios; print time to new master, time to first "
-        "GARP, probe outage and lost probes. Everything built is removed at the end, also "
-        "on Ctrl-C. Needs root.",
+        "GARP, probe outage and lost probes. With --topology ecmp: a router doing ECMP "
+        "(FRR), three directors announcing a VIP over BGP and four DR real servers; a client "
+        "keeps hundreds of connections while directors are drained, killed and return and a "
+        "real server fails; print how many broke. Everything built is removed at the end, "
+        "also on Ctrl-C. Needs root.",
     )
     if command in (None, "drill"):
         from lvsha.drill import main as drill_main  # noqa: PLC0415
@@ -559,7 +562,7 @@ def _import_keepalived(args: argparse.Namespace) -> int:
 def _drill(args: argparse.Namespace) -> int:
     from lvsha.drill import main as drill_main  # noqa: PLC0415
 
-    return drill_main.run_drill(drill_main.options_from_args(args))
+    return drill_main.run_from_args(args)
 
 
 def _command(argv: Sequence[str]) -> str:

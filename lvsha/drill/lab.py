@@ -1,4 +1,4 @@
-"""Build throwaway labs of network namespaces: hosts on one switch, and tear them down.
+"""Build throwaway labs of network namespaces: hosts on one switch (or more), and tear them down.
 
 Every namespace and link name starts with the lab's prefix, links are created inside the
 namespaces (never in the caller's), and `close()` kills the processes the lab started (by
@@ -38,13 +38,16 @@ def ip(*args: str) -> str:
 
 @dataclass
 class Host:
-    """One namespace with an `eth0` on the lab switch."""
+    """One namespace with an `eth0` on a lab switch (the lab's first unless `switch` names
+    another), and any further interfaces `attach` gives it."""
 
     lab: Lab
     name: str
     namespace: str
     switch_port: str
     addresses: list[str] = field(default_factory=list)
+    switch: str = ""
+    """The namespace of the switch `eth0` is plugged into; "" for the lab's first."""
 
     def argv(self, command: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.namespace, *command]
@@ -69,7 +72,14 @@ class Host:
 
     def link_up(self, up: bool) -> None:
         """Cut or restore this host's cable: its eth0 sees carrier go down or up."""
-        ip("-n", self.lab.switch, "link", "set", self.switch_port, "up" if up else "down")
+        switch = self.switch or self.lab.switch
+        ip("-n", switch, "link", "set", self.switch_port, "up" if up else "down")
+
+    def attach(self, switch: str, interface: str, *addresses: str) -> None:
+        """Plug a further interface `interface` ("eth1") into `switch` (Lab.add_switch),
+        carrying `addresses`, and bring it up."""
+        self.lab.plug(self.namespace, switch, f"p-{self.name}-{interface}"[:15], interface)
+        self.lab.address(self.namespace, interface, addresses)
 
     def call(self, function: Callable[[], T]) -> T:
         """Run `function` in a thread that has joined this host's namespace."""
@@ -82,39 +92,55 @@ class Lab:
     def __init__(self, prefix: str | None = None) -> None:
         # Interface names are at most 15 bytes: keep the prefix short.
         self.prefix = prefix or f"lv{secrets.token_hex(3)}"
-        self.switch = f"{self.prefix}-sw"
         self.hosts: dict[str, Host] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
         self._namespaces: list[str] = []
-        self._add_namespace(self.switch)
-        ip("-n", self.switch, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
+        self.switch = self.add_switch("sw")
+
+    def add_switch(self, name: str) -> str:
+        """A bridge in a namespace of its own, `<prefix>-<name>`, for one more L2 segment;
+        returns that namespace's name, for `add_host(switch=...)` and `Host.attach`."""
+        switch = f"{self.prefix}-{name}"
+        self._add_namespace(switch)
+        ip("-n", switch, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
         # Without this the bridge floods multicast (VRRP) only after a querier shows up.
-        ip("-n", self.switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
-        ip("-n", self.switch, "link", "set", "br0", "up")
+        ip("-n", switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+        ip("-n", switch, "link", "set", "br0", "up")
+        return switch
 
     def _add_namespace(self, name: str) -> None:
         ip("netns", "add", name)
         self._namespaces.append(name)
         ip("-n", name, "link", "set", "lo", "up")
 
-    def add_host(self, name: str, *addresses: str) -> Host:
-        """A namespace with `eth0` on the switch carrying `addresses` ("192.0.2.1/24")."""
+    def add_host(self, name: str, *addresses: str, switch: str | None = None) -> Host:
+        """A namespace with `eth0` on the switch (the first, or `switch` from add_switch)
+        carrying `addresses` ("192.0.2.1/24")."""
         namespace = f"{self.prefix}-{name}"
         port = f"p-{name}"[:15]
         self._add_namespace(namespace)
+        self.plug(namespace, switch or self.switch, port, "eth0")
+        self.address(namespace, "eth0", addresses)
+        host = Host(self, name, namespace, port, list(addresses), switch or "")
+        self.hosts[name] = host
+        return host
+
+    def plug(self, namespace: str, switch: str, port: str, interface: str) -> None:
+        """A veth pair: `port` on `switch`'s bridge, `interface` in `namespace`."""
         ip(
-            "-n", self.switch, "link", "add", port, "type", "veth",
-            "peer", "name", "eth0", "netns", namespace,
+            "-n", switch, "link", "add", port, "type", "veth",
+            "peer", "name", interface, "netns", namespace,
         )  # fmt: skip
-        ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
+        ip("-n", switch, "link", "set", port, "master", "br0", "up")
+
+    @staticmethod
+    def address(namespace: str, interface: str, addresses: Sequence[str]) -> None:
+        """Put `addresses` on `interface` in `namespace` and bring it up."""
         for address in addresses:
             family = "-6" if ":" in address else "-4"
             extra = ["nodad"] if family == "-6" else []
-            ip("-n", namespace, family, "addr", "add", address, "dev", "eth0", *extra)
-        ip("-n", namespace, "link", "set", "eth0", "up")
-        host = Host(self, name, namespace, port, list(addresses))
-        self.hosts[name] = host
-        return host
+            ip("-n", namespace, family, "addr", "add", address, "dev", interface, *extra)
+        ip("-n", namespace, "link", "set", interface, "up")
 
     def close(self) -> None:
         for process in self.processes:

@@ -33,6 +33,7 @@ import yaml
 
 from lvsha.config import ConfigError, load_file
 from lvsha.drill.capture import AddressWatcher, Capture
+from lvsha.drill.ecmp_report import EcmpScenario
 from lvsha.drill.events import EventFollower
 from lvsha.drill.keepalived import (
     KEEPALIVED_COMMAND,
@@ -693,9 +694,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start-timeout",
         type=float,
-        default=15.0,
         metavar="SECONDS",
-        help="allowance for a director process to start, on top of the election timers",
+        help="allowance for a director process to start, on top of the election timers "
+        "(default 15); with --topology ecmp, for the whole lab to come up (default 600)",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the directors' logs even on success"
@@ -742,6 +743,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "drill reads it to start each fault only once the backup is in BACKUP "
         "(default: only for the default director command)",
     )
+    add_ecmp_arguments(parser)
+
+
+def add_ecmp_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--topology` and the options of the ECMP drill (lvsha.drill.ecmp)."""
+    parser.add_argument(
+        "--topology",
+        choices=("vrrp", "ecmp"),
+        default="vrrp",
+        help="vrrp (default): two directors electing a master; ecmp: three directors "
+        "announcing one VIP over BGP to a router doing ECMP (needs FRR and the kernel's IPVS: "
+        "run it in the test VM)",
+    )
+    ecmp = parser.add_argument_group("the ECMP drill (--topology ecmp)")
+    ecmp.add_argument(
+        "--scheduler",
+        action="append",
+        choices=ECMP_SCHEDULERS,
+        help="run every scenario under this IPVS scheduler; repeat for more "
+        "(default: mh with mh-port, then wlc for contrast)",
+    )
+    ecmp.add_argument(
+        "--ecmp-scenario",
+        action="append",
+        choices=[scenario.value for scenario in EcmpScenario],
+        help="run only this scenario; repeat for more (default: all, in order)",
+    )
+    ecmp.add_argument(
+        "--connections",
+        type=int,
+        default=300,
+        metavar="N",
+        help="long-lived connections per scenario (default %(default)s)",
+    )
+    ecmp.add_argument(
+        "--message-interval",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="each long-lived connection's echo interval (default %(default)s)",
+    )
+    ecmp.add_argument(
+        "--new-per-second",
+        type=float,
+        default=20.0,
+        metavar="RATE",
+        help="short connections opened per second (default %(default)s)",
+    )
+    ecmp.add_argument(
+        "--show-logs",
+        action="store_true",
+        help="print the directors' and FRR's logs on stderr at the end (implies --keep-logs; "
+        "for the test VM, whose files vanish with it)",
+    )
+    ecmp.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long to keep watching after each change (default %(default)s)",
+    )
+
+
+ECMP_SCHEDULERS = ("mh", "sh", "wlc", "lc", "rr", "wrr", "sed", "nq")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the drill the parsed arguments ask for, in the topology they name."""
+    if getattr(args, "topology", "vrrp") == "ecmp":
+        from lvsha.drill import ecmp  # noqa: PLC0415
+
+        return ecmp.run_ecmp_drill(ecmp.options_from_args(args))
+    return run_drill(options_from_args(args))
 
 
 def options_from_args(args: argparse.Namespace) -> DrillOptions:
@@ -761,7 +835,7 @@ def options_from_args(args: argparse.Namespace) -> DrillOptions:
         director_command=command,
         json=args.json,
         lab_prefix=args.lab_prefix,
-        start_timeout=args.start_timeout,
+        start_timeout=15.0 if args.start_timeout is None else args.start_timeout,
         keep_logs=args.keep_logs,
         watch_vip=args.watch_vip,
         event_stream=args.event_stream,
@@ -776,10 +850,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lvsha drill",
         description="Rehearse failovers between two directors in network namespaces and "
-        "measure them from a client: adverts, gratuitous ARPs and VIP outage.",
+        "measure them from a client: adverts, gratuitous ARPs and VIP outage; or, with "
+        "--topology ecmp, directors leaving and joining an ECMP set.",
     )
     add_arguments(parser)
-    return run_drill(options_from_args(parser.parse_args(argv)))
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
