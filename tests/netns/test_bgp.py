@@ -271,3 +271,12 @@ def test_a_reload_adds_changes_and_removes_the_announcements(site: Site) -> None
     assert site.director.holds_vip()
     assert "-> MASTER" in site.director.log() and "MASTER ->" not in site.director.log()
     assert "GRACEFUL_SHUTDOWN" not in site.director.log()
+    # bgp: back without a drain wait: a stop withdraws within the checks' fall time plus 1 s.
+    path.write_text(announcing.replace(f"graceful_shutdown: {GRACEFUL}", "graceful_shutdown: 0"))
+    reload()
+    routed_within(site, 10, wanted=True)
+    assert site.director.process is not None
+    site.director.process.send_signal(signal.SIGTERM)
+    took = routed_within(site, FALL * INTERVAL + TIMEOUT + 1.0, wanted=False)
+    print(f"stop without a drain wait: withdrawn {took * 1000:.0f} ms after SIGTERM")
+    assert site.director.process.wait(timeout=20) == 0
