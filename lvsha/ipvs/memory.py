@@ -24,6 +24,7 @@ from lvsha.ipvs.model import (
     ServiceKey,
     ServiceOptions,
     TunnelType,
+    add_order,
 )
 from lvsha.ipvs.plan import Operation
 from lvsha.ipvs.port import (
@@ -68,7 +69,7 @@ class MemoryIpvsTable:
         self._last_weights: dict[tuple[ServiceKey, DestinationKey], int] = {}
         for service in services:
             self._add_service(service.key, service.options)
-            for destination in _add_order(service):
+            for destination in add_order(service):
                 self._add_destination(service.key, destination)
 
     def snapshot(self) -> dict[ServiceKey, Service]:
@@ -239,15 +240,3 @@ class MemoryIpvsTable:
             unicast = not (address.is_multicast or address.is_unspecified or address.is_link_local)
         if not unicast:
             raise InvalidRequestError(f"destination {destination.key} is not a unicast address")
-
-
-def _add_order(service: Service) -> list[Destination]:
-    """`service`'s destinations in the order to add them so the kernel lists them in its
-    `order` (those it does not name first, in key order)."""
-    if service.order is None:
-        return list(service.destinations)
-    by_key = service.destinations_by_key
-    named = set(service.order)
-    return [d for d in service.destinations if d.key not in named] + [
-        by_key[key] for key in reversed(service.order)
-    ]

@@ -312,3 +312,16 @@ def table_of(services: Iterable[Service]) -> dict[ServiceKey, Service]:
 def _check_range(what: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise ValueError(f"{what} {value} is outside {low}..{high}")
+
+
+def add_order(service: Service) -> list[Destination]:
+    """`service`'s destinations in the order to add them so the kernel, which puts each new
+    one at the head of its list, lists them in `service.order`: those `order` does not name
+    first (in key order), then its last first."""
+    if service.order is None:
+        return list(service.destinations)
+    by_key = service.destinations_by_key
+    named = set(service.order)
+    return [d for d in service.destinations if d.key not in named] + [
+        by_key[key] for key in reversed(service.order)
+    ]

@@ -38,6 +38,7 @@ from lvsha.ipvs.model import (
     Service,
     ServiceKey,
     ServiceOptions,
+    add_order,
     destination_sort_key,
     order_matters,
     service_sort_key,
@@ -110,7 +111,7 @@ def plan(
         have = observed.get(key)
         if have is None:
             operations.append(AddService(key, want.options))
-            operations.extend(AddDestination(key, d) for d in _add_order(want))
+            operations.extend(AddDestination(key, d) for d in add_order(want))
             continue
         if have.options != want.options:
             operations.append(EditService(key, want.options))
@@ -174,18 +175,6 @@ def moves(want: Service, have: Service) -> frozenset[DestinationKey]:
     return frozenset(forced.union(ahead))
 
 
-def _add_order(want: Service) -> list[Destination]:
-    """`want`'s destinations in the order to add them: those `want.order` does not name (in key
-    order), then its last first, so the kernel lists them in `want.order`."""
-    if want.order is None:
-        return list(want.destinations)
-    by_key = want.destinations_by_key
-    named = set(want.order)
-    return [d for d in want.destinations if d.key not in named] + [
-        by_key[key] for key in reversed(want.order)
-    ]
-
-
 def _destination_changes(
     want: Service, have: Service, moved: frozenset[DestinationKey]
 ) -> Iterator[Operation]:
@@ -210,7 +199,7 @@ def _destination_changes(
     present = have.destinations_by_key
     # Each moved destination is out of the list only between its own delete and add, so a
     # service is never emptied by a reordering.
-    for destination in _add_order(want):
+    for destination in add_order(want):
         if destination.key in moved:
             yield DeleteDestination(key, destination.key)
             yield AddDestination(key, destination)
